@@ -1,0 +1,349 @@
+"""Event protocol v1: the only language the engine speaks to the world (DESIGN.md section 4).
+
+Standard library only: the manager (CLI, TUI, scheduler, supervisor) imports this module to read
+``events.jsonl`` and must not pay for torch. It holds the three halves of the protocol:
+
+* ``make_event`` / ``encode``: one JSON object per line, NaN/inf written as ``null``;
+* ``parse_line`` / ``EventTail``: a tolerant reader that never raises -- a non-JSON line is text,
+  an unknown type is kept but ignored by the reducer, a torn last line waits for its newline;
+* ``RunState`` / ``apply_event``: the pure reducer every view of a run is built from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+EVENT_TYPES = ("run_started", "step", "epoch", "artifact", "checkpoint", "log", "run_finished")
+FINAL_STATUSES = ("completed", "failed", "stopped", "lost")
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def sanitize(value: Any) -> Any:
+    """Return ``value`` with every non-finite float replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): sanitize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [sanitize(v) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    # numpy / torch scalars and paths: fall back to their Python value or text.
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return sanitize(item())
+        except (TypeError, ValueError):
+            pass
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return sanitize(tolist())
+    return str(value)
+
+
+def make_event(type_: str, run_id: str, t: float | None = None, **fields: Any) -> dict[str, Any]:
+    """Build an event dict with the envelope every line carries."""
+    event: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": type_, "run_id": run_id}
+    event["t"] = time.time() if t is None else t
+    event.update(fields)
+    return event
+
+
+def encode(event: dict[str, Any]) -> str:
+    """One line of JSON, without the newline. Never emits NaN/Infinity."""
+    return json.dumps(sanitize(event), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """A line that is not a protocol event (a print, a warning, garbage)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class UnknownEvent:
+    """A JSON object with a type (or version) this reader does not know; kept, then ignored."""
+
+    raw: dict[str, Any]
+
+
+Parsed = "dict[str, Any] | TextLine | UnknownEvent"
+
+
+def parse_line(line: str | bytes) -> dict[str, Any] | TextLine | UnknownEvent | None:
+    """Parse one line. Never raises. Returns None for a blank line."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", errors="replace")
+    text = line.rstrip("\r\n")
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        return TextLine(text)
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        return TextLine(text)
+    if obj.get("v") != PROTOCOL_VERSION or obj["type"] not in EVENT_TYPES:
+        return UnknownEvent(obj)
+    return obj
+
+
+class EventTail:
+    """Incremental reader of an append-only events file.
+
+    Reads only the bytes appended since the last call and keeps an incomplete last line in a
+    buffer until its newline arrives, so a line torn by a crash is never misread.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], offset: int = 0) -> None:
+        self.path = os.fspath(path)
+        self.offset = offset
+        self._partial = b""
+
+    def read_new(self, max_bytes: int = 8 << 20) -> list[dict[str, Any] | TextLine | UnknownEvent]:
+        """Return the complete lines appended since the last call, parsed."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        if not chunk:
+            return []
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # b"" when the chunk ended on a newline
+        out: list[dict[str, Any] | TextLine | UnknownEvent] = []
+        for raw in lines:
+            parsed = parse_line(raw)
+            if parsed is not None:
+                out.append(parsed)
+        return out
+
+
+def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any] | TextLine | UnknownEvent]:
+    """Every complete line of an events file (a torn last line is left out)."""
+    return EventTail(path).read_new(max_bytes=1 << 40)
+
+
+# --------------------------------------------------------------------------- reducer
+
+MAX_STEP_POINTS = 512  # step-loss history kept for charts; halved by decimation when full
+MAX_LOG_LINES = 200
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float | None = None
+    train_acc1: float | None = None
+    eval_loss: float | None = None
+    eval_acc1: float | None = None
+    eval_acc5: float | None = None
+    lr: float | None = None
+    seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Everything a view needs to know about one run, built only by ``apply_event``."""
+
+    run_id: str = ""
+    status: str = "starting"  # starting | running | completed | failed | stopped | lost
+    config: dict[str, Any] = field(default_factory=dict)
+    total_epochs: int | None = None
+    steps_per_epoch: int | None = None
+    device: str | None = None
+    started_t: float | None = None
+    last_t: float | None = None
+    finished_t: float | None = None
+    epoch: int | None = None  # 0-based epoch of the latest step/epoch event
+    step: int | None = None
+    loss: float | None = None  # latest step loss
+    lr: float | None = None
+    step_losses: tuple[tuple[float, float], ...] = ()  # (fractional epoch, loss)
+    step_stride: int = 1  # keep every n-th step point (doubles when the history fills)
+    step_seen: int = 0
+    extra_losses: dict[str, float | None] = field(default_factory=dict)
+    epochs: tuple[EpochRecord, ...] = ()
+    best_acc1: float | None = None
+    best_epoch: int | None = None
+    last_eval: dict[str, Any] = field(default_factory=dict)
+    artifacts: tuple[dict[str, Any], ...] = ()
+    checkpoints: tuple[dict[str, Any], ...] = ()
+    logs: tuple[str, ...] = ()
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    events_seen: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.epochs)
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        """Remaining seconds estimated from the mean epoch time so far."""
+        if self.finished or not self.total_epochs or not self.epochs:
+            return None
+        secs = [e.seconds for e in self.epochs if e.seconds]
+        if not secs:
+            return None
+        return (self.total_epochs - len(self.epochs)) * (sum(secs) / len(secs))
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _with_log(state: RunState, line: str) -> tuple[str, ...]:
+    logs = (*state.logs, line)
+    return logs[-MAX_LOG_LINES:]
+
+
+def apply_event(state: RunState, event: dict[str, Any] | TextLine | UnknownEvent | None) -> RunState:
+    """Return the state after ``event``. Pure: the input state is never modified."""
+    if event is None or isinstance(event, UnknownEvent):
+        return state
+    if isinstance(event, TextLine):
+        return replace(state, logs=_with_log(state, event.text))
+    kind = event.get("type")
+    t = _num(event.get("t"))
+    base = {"events_seen": state.events_seen + 1, "last_t": t if t is not None else state.last_t}
+    if not state.run_id and isinstance(event.get("run_id"), str):
+        base["run_id"] = event["run_id"]
+
+    if kind == "run_started":
+        cfg = event.get("config") if isinstance(event.get("config"), dict) else {}
+        return replace(
+            state,
+            **base,
+            status="running" if not state.finished else state.status,
+            config=cfg,
+            total_epochs=event.get("total_epochs") if isinstance(event.get("total_epochs"), int) else None,
+            steps_per_epoch=event.get("steps_per_epoch")
+            if isinstance(event.get("steps_per_epoch"), int)
+            else None,
+            device=str(event.get("device")) if event.get("device") is not None else None,
+            started_t=t,
+        )
+
+    if kind == "step":
+        epoch = event.get("epoch") if isinstance(event.get("epoch"), int) else state.epoch
+        step = event.get("step") if isinstance(event.get("step"), int) else state.step
+        loss = _num(event.get("loss"))
+        extra = {k: _num(v) for k, v in event.items() if k.startswith("loss_")}
+        points = state.step_losses
+        stride = state.step_stride
+        seen = state.step_seen + 1
+        if loss is not None and seen % stride == 0:
+            x = float(epoch or 0)
+            if state.steps_per_epoch and step is not None:
+                x += step / state.steps_per_epoch
+            points = (*points, (x, loss))
+            if len(points) > MAX_STEP_POINTS:
+                points = points[::2]
+                stride *= 2
+        return replace(
+            state,
+            **base,
+            status="running" if state.status == "starting" else state.status,
+            epoch=epoch,
+            step=step,
+            loss=loss,
+            lr=_num(event.get("lr")) if event.get("lr") is not None else state.lr,
+            step_losses=points,
+            step_stride=stride,
+            step_seen=seen,
+            extra_losses=extra or state.extra_losses,
+        )
+
+    if kind == "epoch":
+        train = event.get("train") if isinstance(event.get("train"), dict) else {}
+        ev = event.get("eval") if isinstance(event.get("eval"), dict) else {}
+        ep = event.get("epoch") if isinstance(event.get("epoch"), int) else len(state.epochs)
+        extra = {k: v for k, v in train.items() if k.startswith("loss_")}
+        record = EpochRecord(
+            epoch=ep,
+            train_loss=_num(train.get("loss")),
+            train_acc1=_num(train.get("acc1")),
+            eval_loss=_num(ev.get("loss")),
+            eval_acc1=_num(ev.get("acc1")),
+            eval_acc5=_num(ev.get("acc5")),
+            lr=_num(event.get("lr")),
+            seconds=_num(event.get("seconds")),
+            extra=extra,
+        )
+        epochs = tuple(e for e in state.epochs if e.epoch != ep) + (record,)
+        best = _num(event.get("best_acc1"))
+        best_epoch = event.get("best_epoch") if isinstance(event.get("best_epoch"), int) else None
+        if best is None and record.eval_acc1 is not None and (
+            state.best_acc1 is None or record.eval_acc1 > state.best_acc1
+        ):
+            best, best_epoch = record.eval_acc1, ep
+        return replace(
+            state,
+            **base,
+            status="running" if state.status == "starting" else state.status,
+            epoch=ep,
+            epochs=epochs,
+            best_acc1=best if best is not None else state.best_acc1,
+            best_epoch=best_epoch if best is not None else state.best_epoch,
+            last_eval=ev or state.last_eval,
+        )
+
+    if kind == "artifact":
+        item = {k: event.get(k) for k in ("kind", "path", "summary") if k in event}
+        return replace(state, **base, artifacts=(*state.artifacts, item))
+
+    if kind == "checkpoint":
+        item = {k: event.get(k) for k in ("epoch", "path", "is_best") if k in event}
+        return replace(state, **base, checkpoints=(*state.checkpoints, item))
+
+    if kind == "log":
+        level = str(event.get("level", "info"))
+        return replace(state, **base, logs=_with_log(state, f"[{level}] {event.get('msg', '')}"))
+
+    if kind == "run_finished":
+        status = event.get("status")
+        summary = event.get("summary") if isinstance(event.get("summary"), dict) else {}
+        best = _num(summary.get("best_acc1"))
+        return replace(
+            state,
+            **base,
+            status=status if status in FINAL_STATUSES else "failed",
+            finished_t=t,
+            summary=summary,
+            error=str(event["error"]) if event.get("error") else state.error,
+            best_acc1=best if best is not None else state.best_acc1,
+            best_epoch=summary.get("best_epoch")
+            if isinstance(summary.get("best_epoch"), int)
+            else state.best_epoch,
+        )
+
+    return state
+
+
+def reduce_events(events: list[Any], state: RunState | None = None) -> RunState:
+    """Fold ``apply_event`` over a list of parsed lines."""
+    state = state or RunState()
+    for event in events:
+        state = apply_event(state, event)
+    return state
