@@ -1,0 +1,13 @@
+"""Datasets, registered by name. Each module registers its builders in ``DATASETS`` on import."""
+
+from __future__ import annotations
+
+from engine.data.base import DataBundle, DataError, Split
+from engine.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+
+# Builders register themselves; keep this list in step with engine.config.DATASET_PARAMS.
+from engine.data import builtin  # noqa: E402,F401  synthetic, digits
+
+__all__ = ["DATASETS", "DataBundle", "DataError", "Split"]
