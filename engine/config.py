@@ -388,7 +388,7 @@ def _coerce(value: Any, tp: Any, key: str, issues: list[Issue]) -> Any:
             return 0.0
         return float(value)
     if tp is str:
-        if isinstance(value, int) and not isinstance(value, bool) and key.split(".")[-1].startswith("layer"):
+        if isinstance(value, int) and not isinstance(value, bool) and "layer" in key.split(".")[-1]:
             return str(value)  # reference integer layer keys: layers = [-1] or [20, 21]
         if not isinstance(value, str):
             issues.append(Issue(key, f"expected a string, got {_describe(value)}"))
@@ -507,16 +507,28 @@ def _semantic_issues(cfg: EngineConfig) -> list[Issue]:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain JSON-ready dict (tuples become lists)."""
+    """Plain JSON-ready dict (tuples become lists) that ``from_dict`` accepts again.
 
-    def conv(v: Any) -> Any:
+    A named block keeps only the parameters its name takes: the other fields of the dataclass are
+    defaults that ``from_dict`` would reject as "not a parameter of ...".
+    """
+
+    def conv(v: Any, key: str = "") -> Any:
         if dataclasses.is_dataclass(v):
-            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            catalogue = NAMED_BLOCKS.get(key) if isinstance(cfg, EngineConfig) else None
+            taken = catalogue.get(getattr(v, "name", ""), set()) | {"name"} if catalogue else None
+            return {
+                f.name: conv(getattr(v, f.name))
+                for f in dataclasses.fields(v)
+                if taken is None or f.name in taken
+            }
         if isinstance(v, tuple):
             return [conv(x) for x in v]
         return v
 
-    return conv(cfg)
+    if not dataclasses.is_dataclass(cfg):
+        return conv(cfg)
+    return {f.name: conv(getattr(cfg, f.name), f.name) for f in dataclasses.fields(cfg)}
 
 
 def field_paths(cls: type = EngineConfig, prefix: str = "") -> set[str]:

@@ -1,0 +1,179 @@
+"""Batches for the loop: indices, device-resident uint8 pixels and batched augmentation.
+
+In-memory splits are copied to the device once (uint8) and indexed there; streamed splits come through
+a DataLoader with workers and then get the same batched augmentation. A loader fixes its whole
+epoch when it is made: the order (a permutation, the sampler's indices, or 0..N-1) and every
+sample's augmentation parameters are drawn from ``generator`` up front, so ``batches(start=k)``
+resumes an epoch at batch ``k`` exactly as if the first ``k`` batches had been consumed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from engine.data.augment import AugmentParams, Normalizer, crop_flip, draw_params
+from engine.data.base import DataBundle, Split
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # float, normalised, on device (channels_last when enabled)
+    labels: torch.Tensor  # int64, on device
+    index: torch.Tensor  # int64 sample indices into the split
+    masks: torch.Tensor | None = None  # float [B,1,H,W] in [0,1], geometrically aligned with images
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _on_device(split: Split, device: torch.device) -> dict[str, torch.Tensor | None]:
+    """The split's tensors on ``device``, copied once per split and device."""
+    cache = split.__dict__.setdefault("_device_tensors", {})
+    key = str(device)
+    if key not in cache:
+        cache[key] = {
+            "images": split.images.to(device) if split.images is not None else None,
+            "labels": split.labels.to(device),
+            "masks": split.masks.to(device) if split.masks is not None else None,
+        }
+    return cache[key]
+
+
+def _collate(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    images = torch.stack([it[0] for it in items])
+    labels = torch.tensor([int(it[1]) for it in items], dtype=torch.long)
+    masks = torch.stack([it[2] for it in items]) if len(items[0]) > 2 else None
+    return images, labels, masks
+
+
+class Loader:
+    """One epoch of batches over a split; iterable, sized, restartable at a batch position."""
+
+    def __init__(
+        self,
+        bundle: DataBundle,
+        split: Split,
+        *,
+        batch_size: int,
+        train_transform: bool,
+        shuffle: bool,
+        sampler=None,
+        device: torch.device,
+        channels_last: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        num_workers: int = 2,
+    ) -> None:
+        self.bundle, self.split = bundle, split
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.num_workers = num_workers
+        if generator is None:
+            # Unseeded callers still get reproducibility from the global seed.
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+        if sampler is not None:
+            self.order = sampler.epoch_indices(generator)
+        elif shuffle:
+            self.order = torch.randperm(len(split), generator=generator)
+        else:
+            self.order = torch.arange(len(split))
+        n = int(self.order.shape[0])
+        self.num_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+        self.augment = bundle.augment if train_transform else "none"
+        self.params: AugmentParams | None = None
+        if self.augment != "none":
+            self.params = draw_params(n, self.augment, bundle.pad, generator)
+        self.normalize = Normalizer(bundle.mean, bundle.std, self.device)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.batches(0)
+
+    def batches(self, start: int = 0) -> Iterator[Batch]:
+        if self.split.in_memory:
+            yield from self._memory_batches(start)
+        else:
+            yield from self._streamed_batches(start)
+
+    def _bounds(self, position: int) -> tuple[int, int]:
+        lo = position * self.batch_size
+        return lo, min(lo + self.batch_size, int(self.order.shape[0]))
+
+    def _finish(self, position: int, images, labels, masks, index) -> Batch:
+        lo, hi = self._bounds(position)
+        if self.params is not None:
+            params = self.params.slice(lo, hi, self.device)
+            images = crop_flip(images, params, self.bundle.pad, self.augment)
+            if masks is not None:
+                masks = crop_flip(masks, params, self.bundle.pad, self.augment)
+        out_masks = masks.float().div_(255.0) if masks is not None else None
+        return Batch(self.normalize(images, self.channels_last), labels, index, out_masks)
+
+    def _memory_batches(self, start: int) -> Iterator[Batch]:
+        tensors = _on_device(self.split, self.device)
+        order = self.order.to(self.device)
+        for position in range(start, self.num_batches):
+            lo, hi = self._bounds(position)
+            idx = order[lo:hi]
+            masks = tensors["masks"][idx] if tensors["masks"] is not None else None
+            yield self._finish(position, tensors["images"][idx], tensors["labels"][idx], masks, idx)
+
+    def _streamed_batches(self, start: int) -> Iterator[Batch]:
+        batches = [self.order[slice(*self._bounds(p))].tolist() for p in range(start, self.num_batches)]
+        loader = torch.utils.data.DataLoader(
+            self.split.dataset,
+            batch_sampler=batches,
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.num_workers > 0 else None,
+        )
+        for position, (images, labels, masks) in enumerate(loader, start=start):
+            lo, hi = self._bounds(position)
+            nb = self.device.type == "cuda"
+            images = images.to(self.device, non_blocking=nb)
+            labels = labels.to(self.device, non_blocking=nb)
+            masks = masks.to(self.device, non_blocking=nb) if masks is not None else None
+            yield self._finish(position, images, labels, masks, self.order[lo:hi].to(self.device))
+
+
+def make_loader(
+    bundle: DataBundle,
+    split: Split | str,
+    *,
+    batch_size: int,
+    train_transform: bool,
+    shuffle: bool,
+    sampler=None,
+    device: torch.device | str,
+    channels_last: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    num_workers: int = 2,
+) -> Loader:
+    """``split`` is a Split or the name of one ("train", "test", "val")."""
+    if isinstance(split, str):
+        chosen = getattr(bundle, split, None)
+        if not isinstance(chosen, Split):
+            raise ValueError(f'the data has no "{split}" split')
+        split = chosen
+    return Loader(
+        bundle,
+        split,
+        batch_size=batch_size,
+        train_transform=train_transform,
+        shuffle=shuffle,
+        sampler=sampler,
+        device=torch.device(device),
+        channels_last=channels_last,
+        generator=generator,
+        drop_last=drop_last,
+        num_workers=num_workers,
+    )

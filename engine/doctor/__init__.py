@@ -1,0 +1,18 @@
+"""Model Doctor (spec section 5): image sift, channel masks, channel/spatial constraint, feature noise."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.config import EngineConfig
+    from engine.plugins import TrainPlugin
+
+
+def build_doctor(cfg: EngineConfig) -> TrainPlugin | None:
+    """The Model Doctor plugin for a run with a ``doctor`` block, else None."""
+    if cfg.doctor is None:
+        return None
+    from engine.doctor.plugin import DoctorPlugin
+
+    return DoctorPlugin(cfg)

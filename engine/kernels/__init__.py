@@ -1,0 +1,18 @@
+"""The long-tail kernel pipeline (spec section 6): pattern sift, kernel dictionaries, masked fine-tuning."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.config import EngineConfig
+    from engine.plugins import TrainPlugin
+
+
+def build_kernels(cfg: EngineConfig) -> TrainPlugin | None:
+    """The kernel-masked fine-tuning plugin for a run with a ``kernels`` block, else None."""
+    if cfg.kernels is None:
+        return None
+    from engine.kernels.finetune import KernelFinetunePlugin
+
+    return KernelFinetunePlugin(cfg)

@@ -1,0 +1,41 @@
+"""Classification losses (spec section 3; formulas in longtail-and-speed-anchors.md section 5).
+
+``build_loss(cfg, train_counts, num_classes, epochs)`` returns an nn.Module mapping (logits, labels) to
+the batch-mean loss. Losses with state keep it in buffers (EFL "paper" accumulators, updated only in
+``.train()`` mode) so it travels with ``state_dict``; LDAM-DRW switches its class weights through
+``set_epoch(epoch)``, which the loop calls at the start of every epoch when the method exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from engine.config import LossConfig
+from engine.losses import ce, efl, focal, ldam, rebalanced, rfl  # noqa: F401  (registers the builders)
+from engine.losses.common import LOSSES, LossBuildError
+
+__all__ = ["LOSSES", "LossBuildError", "build_loss", "needs_normed_head"]
+
+# Losses defined on cosine logits: the model's head must be a NormedLinear (build_model(normed_head=True)).
+NORMED_HEAD_LOSSES = frozenset({"ldam"})
+
+
+def needs_normed_head(cfg: LossConfig) -> bool:
+    return cfg.name in NORMED_HEAD_LOSSES
+
+
+def build_loss(cfg: LossConfig, train_counts: Sequence[int], num_classes: int, epochs: int) -> nn.Module:
+    """Build ``cfg.name`` for a training split with ``train_counts[c]`` images of class c."""
+    try:
+        builder = LOSSES.get(cfg.name)
+    except KeyError as exc:
+        raise LossBuildError(f"loss.name: {exc.args[0]}") from None
+    if len(train_counts) != num_classes:
+        raise LossBuildError(
+            f"loss {cfg.name}: got {len(train_counts)} class counts for {num_classes} classes"
+        )
+    counts = torch.as_tensor(list(train_counts), dtype=torch.float32)
+    return builder(cfg, counts, num_classes, epochs)

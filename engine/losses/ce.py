@@ -1,0 +1,26 @@
+"""Cross-entropy with optional label smoothing (spec section 3.1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import LossConfig
+from engine.losses.common import LOSSES, LossBuildError
+
+
+class CrossEntropy(nn.Module):
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise LossBuildError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+
+
+@LOSSES.register("ce")
+def build_ce(cfg: LossConfig, counts: torch.Tensor, num_classes: int, epochs: int) -> nn.Module:
+    return CrossEntropy(cfg.label_smoothing)

@@ -1,0 +1,49 @@
+"""Shared pieces of the losses: the registry and per-sample helpers.
+
+Every loss maps (logits [B, C], labels [B]) to the batch-mean loss (spec section 3) and computes in
+float32 whatever the autocast precision, because (1 - p_t)^gamma and log-sums lose too much in bf16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import LossConfig
+from engine.registry import Registry
+
+# A builder takes (cfg, train class counts as a float tensor [C], num_classes, epochs).
+LossBuilder = Callable[[LossConfig, torch.Tensor, int, int], nn.Module]
+LOSSES: Registry[LossBuilder] = Registry("loss")
+
+
+class LossBuildError(ValueError):
+    """A loss configuration that cannot be built (bad parameter value or class counts)."""
+
+
+def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE_b = -log p_{t,b}, shape [B], in float32."""
+    return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def target_probability(ce: torch.Tensor) -> torch.Tensor:
+    """p_t = exp(-CE) from the *unweighted* per-sample CE (longtail anchors section 5.1 gotcha)."""
+    return torch.exp(-ce)
+
+
+def one_minus_target_probability(ce: torch.Tensor) -> torch.Tensor:
+    """1 - p_t, exact near p_t = 1 (expm1) and kept above 0 so (1 - p_t)^gamma has a finite gradient
+    for gamma < 1 on samples the model already classifies with p_t == 1.0 in float32."""
+    return (-torch.expm1(-ce)).clamp_min(1e-12)
+
+
+def class_balanced_weights(counts: torch.Tensor, beta: float) -> torch.Tensor:
+    """Cui et al. weights w_j = (1 - beta) / (1 - beta^n_j), normalised to sum to C."""
+    if not 0.0 <= beta < 1.0:
+        raise LossBuildError(f"loss.beta must be in [0, 1), got {beta}")
+    effective_number = 1.0 - torch.pow(torch.as_tensor(beta, dtype=torch.float64), counts.double())
+    weights = (1.0 - beta) / effective_number.clamp_min(1e-12)
+    return (weights * len(counts) / weights.sum()).float()

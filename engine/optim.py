@@ -1,0 +1,43 @@
+"""Optimisers (model-doctor-spec.md section 4.2): SGD, Adam, AdamW."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.config import OptimConfig
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """One group with weight decay on everything (the reference), or two with BN/bias undecayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.decay_bn_and_bias or cfg.weight_decay == 0:
+        return [{"params": params, "weight_decay": cfg.weight_decay}]
+    # 1-D parameters are BN affine weights and biases in every model of the registry.
+    decayed = [p for p in params if p.ndim > 1]
+    undecayed = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decayed, "weight_decay": cfg.weight_decay}]
+    if undecayed:
+        groups.append({"params": undecayed, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
+        )
+    betas = tuple(cfg.betas[:2]) if len(cfg.betas) >= 2 else (0.9, 0.999)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas)
+    raise ValueError(f'unknown optimiser "{cfg.name}" (sgd, adam, adamw)')
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

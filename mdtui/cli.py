@@ -1,0 +1,370 @@
+"""The ``mdtui`` command line: the Typer ``app``, the global ``--file`` option and the foundation verbs.
+
+Verb groups of other areas live in ``mdtui/commands/<area>.py`` and are attached by ``register(app)``.
+Heavy or optional parts (the TUI, torch-free but large modules) are imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mdtui.commands.common import (
+    EXIT_FAILED,
+    console,
+    err_console,
+    fail,
+    fmt_duration,
+    fmt_pct,
+    load_plan_or_exit,
+    open_store,
+    plan_file,
+    print_json,
+    resolve_run_or_exit,
+)
+
+app = typer.Typer(
+    name="mdtui",
+    help="Keyboard-driven experiment manager for CNN-classifier research. Bare `mdtui` opens the TUI.",
+    add_completion=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Verb modules of other areas; a module that does not exist yet is skipped, any other import error shows.
+COMMAND_MODULES = ("run", "queue", "results", "doctor")
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    file: Path | None = typer.Option(
+        None,
+        "--file",
+        "-f",
+        help="experiments.toml to use (default: $MDTUI_EXPERIMENTS or ./experiments.toml).",
+    ),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    ctx.obj = {"file": file}
+    if version:
+        from mdtui import __version__
+
+        console.print(f"mdtui {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        open_tui(file)
+
+
+def open_tui(file: Path | None) -> None:
+    try:
+        tui = importlib.import_module("mdtui.tui.app")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("mdtui.tui", "mdtui.tui.app"):
+            raise
+        console.print("The mdtui TUI is not installed yet; use the CLI verbs meanwhile (`mdtui --help`).")
+        raise typer.Exit(0) from None
+    tui.run_app(file)
+
+
+# --------------------------------------------------------------------------- validate / list
+
+
+@app.command("validate")
+def validate_cmd(
+    ctx: typer.Context,
+    file: Path | None = typer.Argument(None, help="experiments.toml to check (default: --file or ./experiments.toml)."),
+) -> None:
+    """Check experiments.toml; every problem names its file, line, experiment and key."""
+    plan = load_plan_or_exit(file or plan_file(ctx))
+    groups = {e.group for e in plan.experiments.values()}
+    console.print(
+        f"[green]ok[/] {plan.settings.path}: {len(plan.experiments)} experiments in {len(groups)} groups",
+        soft_wrap=True,
+    )
+
+
+def _block_name(config: dict[str, Any], key: str) -> str:
+    block = config.get(key)
+    if isinstance(block, dict):
+        return str(block.get("name", "-"))
+    return str(block) if block else "-"
+
+
+def experiment_row(exp: Any, latest: Any) -> dict[str, Any]:
+    cfg = exp.config
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    return {
+        "name": exp.name,
+        "group": exp.group,
+        "baseline": exp.baseline,
+        "model": _block_name(cfg, "model"),
+        "data": _block_name(cfg, "data"),
+        "imbalance_ratio": data.get("imbalance_ratio"),
+        "loss": _block_name(cfg, "loss"),
+        "epochs": cfg.get("epochs"),
+        "from": exp.upstream,
+        "seeds": list(exp.seeds),
+        "sweep": exp.sweep_point,
+        "tags": list(exp.tags),
+        "doctor": bool(cfg.get("doctor")),
+        "kernels": bool(cfg.get("kernels")),
+        "latest_run": None
+        if latest is None
+        else {"run_id": latest.run_id, "status": latest.status, "best_acc1": latest.best_acc1},
+    }
+
+
+@app.command("list")
+def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Experiments (sweeps expanded) with their key settings and their latest run."""
+    plan = load_plan_or_exit(plan_file(ctx))
+    store = open_store(plan)
+    store.refresh()
+    latest: dict[str, Any] = {}
+    for rec in reversed(store.list_runs()):  # oldest first, so the newest wins
+        latest[rec.experiment] = rec
+    rows = [experiment_row(e, latest.get(e.name)) for e in plan.experiments.values()]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("experiment", "group", "model", "data", "loss", "epochs", "from", "last run", "best acc1"):
+        table.add_column(col, overflow="fold", no_wrap=col not in ("note", "group", "from"))
+    for row in rows:
+        data = row["data"] + (f" ρ={row['imbalance_ratio']:g}" if row["imbalance_ratio"] not in (None, 1, 1.0) else "")
+        run = row["latest_run"] or {}
+        table.add_row(
+            row["name"] + (" *" if row["baseline"] else ""),
+            row["group"],
+            row["model"],
+            data,
+            row["loss"],
+            str(row["epochs"] or "-"),
+            row["from"] or "",
+            run.get("status", ""),
+            fmt_pct(run.get("best_acc1")) if run else "",
+        )
+    console.print(table)
+    console.print("[dim]* baseline of its group[/]")
+
+
+# --------------------------------------------------------------------------- status / stop / logs
+
+
+def _elapsed(rec: Any) -> float | None:
+    if rec.started_t is None:
+        return None
+    return (rec.ended_t or time.time()) - rec.started_t
+
+
+@app.command("status")
+def status_cmd(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    show_all: bool = typer.Option(False, "--all", "-a", help="Every run, not only live and recent ones."),
+    limit: int = typer.Option(15, "--limit", "-n", help="Finished runs to show (without --all)."),
+) -> None:
+    """Live runs and the latest finished ones (dead supervisors are reconciled first)."""
+    plan = load_plan_or_exit(plan_file(ctx))
+    store = open_store(plan)
+    store.refresh()
+    runs = store.list_runs()
+    if not show_all:
+        live = [r for r in runs if not r.finished]
+        done = [r for r in runs if r.finished][: max(0, limit)]
+        runs = live + done
+    if as_json:
+        print_json([r.to_json() for r in runs])
+        return
+    if not runs:
+        console.print(f"no runs in {store.runs_dir} yet; start one with `mdtui run NAME`")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("run", "experiment", "status", "devices", "epochs", "best acc1", "time", "note"):
+        table.add_column(col, overflow="fold", no_wrap=col not in ("note", "group", "from"))
+    colours = {"completed": "green", "running": "cyan", "starting": "cyan", "stopped": "yellow"}
+    for r in runs:
+        colour = colours.get(r.status, "red" if r.status in ("failed", "lost") else "white")
+        epochs = f"{r.epochs_done}/{r.total_epochs}" if r.total_epochs else str(r.epochs_done or "-")
+        note = (r.error or "") if r.status in ("failed", "lost") else r.note
+        table.add_row(
+            r.run_id,
+            r.experiment,
+            f"[{colour}]{r.status}[/]",
+            ",".join(r.devices),
+            epochs,
+            fmt_pct(r.best_acc1),
+            fmt_duration(_elapsed(r)),
+            (note or "")[:80],
+        )
+    console.print(table)
+
+
+@app.command("stop")
+def stop_cmd(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="Run id (or unique part of it) or experiment name (latest run)."),
+    wait: bool = typer.Option(False, "--wait", help="Wait until the run has stopped."),
+    grace: float | None = typer.Option(None, "--grace", help="Seconds before SIGKILL (default: settings)."),
+) -> None:
+    """Stop a run cleanly: SIGTERM (the engine saves last.pt), SIGKILL after the grace period."""
+    from mdtui import supervise
+
+    plan = load_plan_or_exit(plan_file(ctx))
+    store = open_store(plan)
+    store.refresh()
+    rec = resolve_run_or_exit(store, run)
+    if not rec.live:
+        fail(f"run {rec.run_id} ({rec.experiment}) is not running (status: {rec.status})")
+    seconds = plan.settings.stop_grace_seconds if grace is None else grace
+    if not supervise.stop(store, rec.run_id, grace=seconds, wait=wait):
+        store.refresh()
+        fail(f"run {rec.run_id} has no live process to signal; it is now {store.get(rec.run_id).status}")
+    if wait:
+        final = store.get(rec.run_id) or rec
+        console.print(f"run {rec.run_id} ({rec.experiment}): {final.status}")
+    else:
+        console.print(
+            f"stopping run {rec.run_id} ({rec.experiment}); it saves last.pt and ends within {seconds:g}s"
+        )
+
+
+def format_log_line(line: str) -> str | None:
+    """A human line for one stdout line: events rendered, step events skipped, text kept."""
+    from engine.events import TextLine, UnknownEvent, parse_line
+
+    parsed = parse_line(line)
+    if parsed is None:
+        return None
+    if isinstance(parsed, TextLine):
+        return parsed.text
+    if isinstance(parsed, UnknownEvent):
+        return line.rstrip("\n")
+    kind = parsed.get("type")
+    if kind == "step":
+        return None
+    if kind == "run_started":
+        return f"run started: {parsed.get('total_epochs')} epochs on {parsed.get('device')}"
+    if kind == "epoch":
+        train, ev = parsed.get("train") or {}, parsed.get("eval") or {}
+        parts = [f"epoch {int(parsed.get('epoch', 0)) + 1}"]
+        if train.get("loss") is not None:
+            parts.append(f"loss {train['loss']:.4f}")
+        if ev.get("acc1") is not None:
+            parts.append(f"acc1 {ev['acc1']:.2f}%")
+        if parsed.get("best_acc1") is not None:
+            parts.append(f"best {parsed['best_acc1']:.2f}%")
+        if parsed.get("lr") is not None:
+            parts.append(f"lr {parsed['lr']:.4g}")
+        if parsed.get("seconds") is not None:
+            parts.append(f"{parsed['seconds']:.1f}s")
+        return "  ".join(parts)
+    if kind == "checkpoint":
+        return f"checkpoint {parsed.get('path')} (epoch {int(parsed.get('epoch', 0)) + 1})"
+    if kind == "artifact":
+        return f"artifact {parsed.get('kind')}: {parsed.get('path')}"
+    if kind == "log":
+        return f"[{parsed.get('level', 'info')}] {parsed.get('msg', '')}"
+    if kind == "run_finished":
+        summary = parsed.get("summary") or {}
+        text = f"run finished: {parsed.get('status')}"
+        if summary.get("best_acc1") is not None:
+            text += f"  best acc1 {summary['best_acc1']:.2f}%"
+        if parsed.get("error"):
+            text += f"  error: {parsed['error']}"
+        return text
+    return None
+
+
+@app.command("logs")
+def logs_cmd(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="Run id (or unique part of it) or experiment name (latest run)."),
+    follow: bool = typer.Option(False, "--follow", "-F", help="Keep printing new output until the run ends."),
+    stderr: bool = typer.Option(False, "--stderr", help="Show stderr.log instead of stdout.log."),
+    raw: bool = typer.Option(False, "--raw", help="Print lines as written (events as JSON)."),
+) -> None:
+    """Print a run's output (events rendered as text); --follow tails it live."""
+    plan = load_plan_or_exit(plan_file(ctx))
+    store = open_store(plan)
+    rec = resolve_run_or_exit(store, run)
+    path = Path(rec.run_dir) / ("stderr.log" if stderr else "stdout.log")
+    offset = 0
+    partial = b""
+    try:
+        while True:
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except FileNotFoundError:
+                chunk = b""
+            offset += len(chunk)
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            for raw_line in lines:
+                text = raw_line.decode("utf-8", errors="replace")
+                shown = text if raw else format_log_line(text)
+                if shown is not None:
+                    console.print(shown, markup=False, highlight=False, soft_wrap=True)
+            if not follow:
+                break
+            if not chunk:
+                store.refresh()
+                current = store.get(rec.run_id)
+                if current is None or not current.live:
+                    break
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    if partial and not follow:
+        text = partial.decode("utf-8", errors="replace")
+        shown = text if raw else format_log_line(text)
+        if shown is not None:
+            console.print(shown, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("reindex")
+def reindex_cmd(ctx: typer.Context) -> None:
+    """Rebuild the runs index (runs/mdtui.db) from the run directories."""
+    plan = load_plan_or_exit(plan_file(ctx))
+    store = open_store(plan)
+    count = store.reindex()
+    changed = store.refresh()
+    console.print(f"indexed {count} runs from {store.runs_dir}" + (f"; {len(changed)} reconciled" if changed else ""))
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def register_commands(target: typer.Typer) -> None:
+    for area in COMMAND_MODULES:
+        name = f"mdtui.commands.{area}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # that area is not built yet
+            raise
+        module.register(target)
+
+
+register_commands(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise SystemExit(EXIT_FAILED) from None

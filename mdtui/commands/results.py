@@ -1,0 +1,157 @@
+"""Result verbs: ``mdtui report``, ``mdtui note``, ``mdtui plot``, ``mdtui compare``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from mdtui.commands.common import (
+    console,
+    fail,
+    load_plan_or_exit,
+    open_store,
+    plan_file,
+    print_json,
+    resolve_run_or_exit,
+    usage_error,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_command)
+    app.command("note")(note_command)
+    app.command("plot")(plot_command)
+    app.command("compare")(compare_command)
+
+
+def report_command(
+    ctx: typer.Context,
+    selectors: list[str] = typer.Argument(
+        None, metavar="[GROUP|EXPERIMENT]...", help="Groups, tables or experiments (default: all)."
+    ),
+    fmt: str = typer.Option("md", "--format", help="md | csv | json | latex"),
+    metric: str = typer.Option(
+        "acc1", "--metric", help="acc1 | err1 | acc5 | many | medium | few | last_acc1"
+    ),
+    agg: str = typer.Option("mean", "--agg", help="How runs (seeds) combine: mean (± std) | best | last"),
+    pivot: tuple[str, str] | None = typer.Option(
+        None,
+        "--pivot",
+        metavar="ROW_KEY COL_KEY",
+        help="A grid of --metric, e.g. --pivot loss.name loss.threshold",
+    ),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Show the Δ-to-baseline column."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to FILE instead of stdout."),
+) -> None:
+    """Result tables from the run index: one per group, seeds as mean ± std, best value in bold."""
+    from mdtui.report import ReportError, render_report
+
+    plan = load_plan_or_exit(plan_file(ctx))
+    store = open_store(plan)
+    try:
+        text = render_report(
+            store, plan, selectors or [], fmt=fmt, metric=metric, agg=agg, pivot=pivot, baseline=baseline
+        )
+    except ReportError as exc:
+        usage_error(str(exc))
+    if output is not None:
+        from mdtui.fsutil import atomic_write_text
+
+        atomic_write_text(output, text)
+        console.print(f"wrote {output}", markup=False)
+        return
+    # Plain write: Rich would read "[...]" in experiment names as markup and wrap long table lines.
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def note_command(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique part of it) or experiment name."),
+    text: str = typer.Argument(..., help='The note, e.g. "server died at epoch 165".'),
+) -> None:
+    """Attach a note to a run; it appears in RESULTS.md and in reports."""
+    from mdtui.results import attach_note
+
+    plan = load_plan_or_exit(plan_file(ctx))
+    store = open_store(plan)
+    rec = resolve_run_or_exit(store, run)
+    outcome = attach_note(store, rec.run_id, text)
+    where = {
+        "updated": "its RESULTS.md entry was updated",
+        "appended": "its RESULTS.md entry was edited by hand, so a note line was added below it",
+        "stored": "it will appear in RESULTS.md when the run finishes",
+    }[outcome]
+    console.print(f"note saved on {rec.run_id} ({rec.experiment}); {where}", markup=False)
+
+
+def plot_command(
+    ctx: typer.Context,
+    runs: list[str] = typer.Argument(..., metavar="RUN...", help="Runs to overlay."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="PNG file (default: plot-<metric>.png)."),
+    metric: str = typer.Option("eval.acc1", "--metric", help="eval.acc1 | eval.loss | train.loss | lr | ..."),
+) -> None:
+    """Overlay one metric of several runs in one PNG."""
+    from mdtui.plots import metric_series, plot_overlay
+    from mdtui.results import load_state
+
+    plan = load_plan_or_exit(plan_file(ctx))
+    store = open_store(plan)
+    series = []
+    for ref in runs:
+        rec = resolve_run_or_exit(store, ref)
+        state, _ = load_state(rec.run_dir)
+        try:
+            series.append(metric_series(state, metric, label=f"{rec.experiment} · {rec.run_id}"))
+        except KeyError as exc:
+            usage_error(str(exc.args[0]))
+    if not any(s.xs for s in series):
+        fail(f"none of the runs has recorded {metric} for an epoch yet")
+    target = output or Path(f"plot-{metric.replace('.', '-')}.png")
+    plot_overlay(series, target, metric)
+    console.print(f"wrote {target}", markup=False)
+
+
+def compare_command(
+    ctx: typer.Context,
+    runs: list[str] = typer.Argument(..., metavar="RUN RUN...", help="Two or more runs."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Config keys that differ between runs, and metric deltas against the first run."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from mdtui.compare import compare_runs, comparison_rows, format_config_value
+
+    if len(runs) < 2:
+        usage_error("compare needs at least two runs, e.g. `mdtui compare r32-ce r32-refl`")
+    plan = load_plan_or_exit(plan_file(ctx))
+    store = open_store(plan)
+    records = [resolve_run_or_exit(store, ref) for ref in runs]
+    comparison = compare_runs(records)
+    if as_json:
+        print_json(
+            {
+                "runs": [
+                    {"run_id": r, "experiment": e}
+                    for r, e in zip(comparison.run_ids, comparison.experiments, strict=True)
+                ],
+                "config": {
+                    k: [format_config_value(v) for v in values] for k, values in comparison.config_rows
+                },
+                "metrics": {m.name: {"values": m.values, "deltas": m.deltas} for m in comparison.metric_rows},
+            }
+        )
+        return
+    header, rows = comparison_rows(comparison)
+    table = Table(show_lines=False)
+    for title in header:
+        table.add_column(Text(title), overflow="fold")
+    split = len(comparison.config_rows)
+    for i, row in enumerate(rows):
+        table.add_row(*(Text(cell) for cell in row), end_section=i == split - 1)
+    if not comparison.config_rows:
+        console.print("The configs are identical (apart from run ids).", markup=False)
+    console.print(table)

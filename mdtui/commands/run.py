@@ -1,0 +1,419 @@
+"""``mdtui run`` and ``mdtui demo``: launch runs through the supervisor and watch them in the foreground.
+
+The foreground view only tails ``events.jsonl``; the run itself belongs to its detached supervisor, so
+closing the terminal never kills it. Ctrl-C asks for a clean stop (``supervise.stop``); a second
+Ctrl-C leaves the stop to the supervisor and returns at once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from mdtui.commands.common import (
+    EXIT_FAILED,
+    console,
+    err_console,
+    fail,
+    fmt_duration,
+    fmt_pct,
+    load_plan_or_exit,
+    open_store,
+    plan_file,
+    print_json,
+    resolve_run_or_exit,
+    usage_error,
+)
+
+if TYPE_CHECKING:
+    from mdtui.experiments import Experiment, Plan
+    from mdtui.store import RunRecord, RunStore
+
+EXIT_STOPPED = 130  # like a shell job ended by Ctrl-C
+EXIT_CODES = {"completed": 0, "stopped": EXIT_STOPPED}
+_DEVICE_RE = re.compile(r"^(cpu|\d+|(GPU|MIG)-[0-9A-Za-z/-]+)$")
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def parse_devices(spec: str) -> list[str]:
+    """``cpu`` or a comma list of GPU indices / UUIDs, validated against the machine when possible."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [s for s in items if not _DEVICE_RE.match(s)]
+    if not items or bad or ("cpu" in items and len(items) > 1):
+        usage_error(f'--device "{spec}": expected "cpu" or GPU indices such as "0" or "0,1"')
+    if items == ["cpu"]:
+        return items
+    known = _gpu_ids()
+    if known is not None:
+        missing = [s for s in items if s.isdigit() and s not in known]
+        if missing:
+            shown = ", ".join(sorted(known)) or "none (use --device cpu)"
+            usage_error(f"no GPU {', '.join(missing)} on this machine; GPUs: {shown}")
+    return items
+
+
+def _gpu_ids() -> set[str] | None:
+    try:
+        from mdtui.gpus import list_devices
+    except ModuleNotFoundError as exc:
+        if exc.name in ("mdtui.gpus",):
+            return None
+        raise
+    try:
+        return {d.id for d in list_devices() if d.id != "cpu"}
+    except Exception:  # a broken NVML must not block a run the user placed explicitly
+        return None
+
+
+def default_devices(store: RunStore, plan: Plan, exp: Experiment) -> list[str]:
+    """CPU on a GPU-less machine; else free GPUs picked by the scheduler's ledger-aware policy."""
+    if not _gpu_ids():
+        return ["cpu"]
+    try:
+        from mdtui.scheduler import pick_devices
+    except ModuleNotFoundError as exc:
+        if exc.name != "mdtui.scheduler":
+            raise
+        return sorted(_gpu_ids() or {"cpu"})[: max(1, exp.gpus)]
+    picked = pick_devices(store, plan, max(1, exp.gpus))
+    if not picked:
+        fail(
+            f'no free GPU for "{exp.name}" right now; pick one with --device, or queue it '
+            f'(`mdtui queue add "{exp.name}"`) to start when one frees up'
+        )
+    return list(picked)
+
+
+# --------------------------------------------------------------------------- watching
+
+
+class RunView:
+    """Renders a run's events: a live progress bar on a terminal, one line per epoch otherwise."""
+
+    def __init__(self, rec: RunRecord, *, quiet: bool = False) -> None:
+        from engine.events import EventTail, RunState
+
+        self.rec = rec
+        self.tail = EventTail(Path(rec.run_dir) / "events.jsonl")
+        self.state = RunState()
+        self.quiet = quiet
+        self.progress: Any = None
+        self.task: Any = None
+        self.printed_epochs: set[int] = set()
+
+    def __enter__(self) -> RunView:
+        if not self.quiet and console.is_terminal:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=console,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.rec.experiment, total=None, info="starting")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def poll(self) -> None:
+        from engine.events import apply_event
+
+        for event in self.tail.read_new():
+            self.state = apply_event(self.state, event)
+            if isinstance(event, dict) and event.get("type") == "epoch" and self.progress is None:
+                self._print_epoch()
+        if self.progress is not None:
+            self._update_bar()
+
+    def _info(self) -> str:
+        st = self.state
+        total = st.total_epochs or self.rec.total_epochs
+        if st.epoch is None:
+            return "starting"
+        last = st.epochs[-1] if st.epochs else None
+        parts = [f"epoch {st.epoch + 1}/{total or '?'}"]
+        loss = st.loss if st.loss is not None else (last.train_loss if last else None)
+        if loss is not None:
+            parts.append(f"loss {loss:.4f}")
+        if last and last.eval_acc1 is not None:
+            parts.append(f"acc1 {last.eval_acc1:.2f}%")
+        eta = st.eta_seconds()
+        if eta is not None:
+            parts.append(f"ETA {fmt_duration(eta)}")
+        return "  ".join(parts)
+
+    def _update_bar(self) -> None:
+        st = self.state
+        total = st.total_epochs or self.rec.total_epochs
+        done = float(st.epochs_done)
+        if st.steps_per_epoch and st.step is not None and st.epoch is not None and st.epoch >= st.epochs_done:
+            done = st.epoch + min(1.0, (st.step + 1) / st.steps_per_epoch)
+        self.progress.update(self.task, total=total, completed=done, info=self._info())
+
+    def _print_epoch(self) -> None:
+        last = self.state.epochs[-1]
+        if last.epoch in self.printed_epochs:
+            return
+        self.printed_epochs.add(last.epoch)
+        if not self.quiet:
+            console.print(f"{self.rec.experiment}: {self._info()}", soft_wrap=True)
+
+
+def watch(store: RunStore, rec: RunRecord, supervisor_pid: int, *, grace: float, quiet: bool) -> RunRecord:
+    """Follow a launched run until its supervisor exits; Ctrl-C stops it cleanly."""
+    from mdtui import supervise
+
+    stopping = False
+    with RunView(rec, quiet=quiet) as view:
+        while True:
+            try:
+                view.poll()
+                if supervise.supervisor_done(supervisor_pid):
+                    view.poll()
+                    break
+                time.sleep(0.25)
+            except KeyboardInterrupt:
+                if stopping:
+                    err_console.print(f"leaving run {rec.run_id} to stop on its own (`mdtui status`)")
+                    raise typer.Exit(EXIT_STOPPED) from None
+                stopping = True
+                err_console.print(
+                    f"stopping run {rec.run_id} (saving last.pt; Ctrl-C again to stop waiting)"
+                )
+                supervise.stop(store, rec.run_id, grace=grace)
+    final = store.get(rec.run_id) or rec
+    if final.live:  # the supervisor died without recording the end
+        store.refresh()
+        final = store.get(rec.run_id) or final
+    return final
+
+
+def report_line(rec: RunRecord) -> str:
+    colour = {"completed": "green", "stopped": "yellow"}.get(rec.status, "red")
+    text = f"[{colour}]{rec.status}[/] {rec.experiment} run {rec.run_id}: best acc1 {fmt_pct(rec.best_acc1)}"
+    if rec.best_epoch is not None:
+        text += f" (epoch {rec.best_epoch + 1})"
+    if rec.error and rec.status != "completed":
+        text += f"\n  {rec.error}"
+    return text
+
+
+def exit_code_for(records: list[RunRecord]) -> int:
+    codes = [EXIT_CODES.get(r.status, EXIT_FAILED) for r in records]
+    if EXIT_FAILED in codes:
+        return EXIT_FAILED
+    return max(codes, default=0)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_foreground(
+    plan: Plan, store: RunStore, exps: list[Experiment], *, device: str | None, as_json: bool
+) -> list[RunRecord]:
+    """Run ``exps`` (each seed) one after another in dependency order; stop at a user stop."""
+    from mdtui import supervise
+    from mdtui.runprep import RunSetupError, create_run_for, dependency_order, seeds_of
+
+    finished: list[RunRecord] = []
+    for exp in dependency_order(plan, exps):
+        for seed in seeds_of(exp):
+            devices = parse_devices(device) if device else default_devices(store, plan, exp)
+            try:
+                rec = create_run_for(plan, store, exp, seed=seed, devices=devices)
+            except RunSetupError as exc:
+                err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+                finished.append(_setup_failure(exp, seed, str(exc)))
+                continue
+            if not as_json:
+                console.print(
+                    f"run {rec.run_id}: {exp.name} (seed {seed}) on {','.join(devices)} -> {rec.run_dir}",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+            pid = supervise.launch(store, rec.run_id, devices=devices)
+            final = watch(store, rec, pid, grace=plan.settings.stop_grace_seconds, quiet=as_json)
+            finished.append(final)
+            if not as_json:
+                console.print(report_line(final), soft_wrap=True)
+            if final.status == "stopped":
+                return finished  # the user stopped: do not start the rest
+    return finished
+
+
+def _setup_failure(exp: Experiment, seed: int, error: str) -> RunRecord:
+    from mdtui.store import RunRecord
+
+    return RunRecord(run_id="-", experiment=exp.name, group=exp.group, status="failed", seed=seed, error=error)
+
+
+def run_detached(
+    plan: Plan, store: RunStore, exps: list[Experiment], *, device: str | None
+) -> list[tuple[RunRecord, int]]:
+    from mdtui import supervise
+    from mdtui.runprep import RunSetupError, create_run_for, dependency_order, seeds_of
+
+    ordered = dependency_order(plan, exps)
+    errors = []
+    for exp in ordered:  # check every upstream before starting anything
+        try:
+            from mdtui.runprep import upstream_checkpoint
+
+            upstream_checkpoint(store, exp)
+        except RunSetupError as exc:
+            errors.append(str(exc))
+    if errors:
+        fail("\n".join(errors) + "\n(--detach starts runs at once; `mdtui queue add` waits for upstreams)")
+    launched = []
+    for exp in ordered:
+        for seed in seeds_of(exp):
+            devices = parse_devices(device) if device else default_devices(store, plan, exp)
+            rec = create_run_for(plan, store, exp, seed=seed, devices=devices)
+            launched.append((rec, supervise.launch(store, rec.run_id, devices=devices)))
+    return launched
+
+
+def resume_run(plan: Plan, store: RunStore, ref: str, *, device: str | None) -> tuple[RunRecord, int]:
+    """Relaunch a stopped / failed / lost run in its own directory with ``--resume``."""
+    from mdtui import supervise
+
+    store.refresh()
+    rec = resolve_run_or_exit(store, ref)
+    if rec.live:
+        usage_error(f"run {rec.run_id} ({rec.experiment}) is still {rec.status}; stop it first")
+    if rec.status == "completed":
+        usage_error(f"run {rec.run_id} ({rec.experiment}) already completed; nothing to resume")
+    if not (Path(rec.run_dir) / "checkpoints" / "last.pt").is_file():
+        usage_error(f"run {rec.run_id} has no checkpoints/last.pt to resume from; start a new run instead")
+    run_dir = Path(rec.run_dir)
+    for name in (supervise.EXIT_FILE, supervise.STOP_REQUEST):
+        if (run_dir / name).exists():
+            (run_dir / name).replace(run_dir / f"{name}.prev")
+    store.update_run_json(run_dir, {"resume": True})
+    devices = parse_devices(device) if device else list(rec.devices or ["cpu"])
+    return rec, supervise.launch(store, rec.run_id, devices=devices)
+
+
+def select(plan: Plan, names: list[str]) -> list[Experiment]:
+    """Experiments, swept tables or groups by name; unknown names exit 2 with the closest matches."""
+    from mdtui.experiments import select_experiments
+
+    try:
+        return select_experiments(plan, names)
+    except LookupError as exc:
+        usage_error(str(exc.args[0]) if exc.args else str(exc))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        ctx: typer.Context,
+        names: list[str] = typer.Argument(None, help="Experiments, swept tables or groups to run."),
+        device: str | None = typer.Option(None, "--device", "-d", help='"cpu" or GPU indices like "0,1".'),
+        detach: bool = typer.Option(False, "--detach", help="Start and return; the runs keep going."),
+        as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
+        resume: str | None = typer.Option(None, "--resume", help="Resume a stopped/failed run (id or name)."),
+    ) -> None:
+        """Run experiments now (each seed once), showing progress; Ctrl-C stops cleanly."""
+        plan = load_plan_or_exit(plan_file(ctx))
+        store = open_store(plan)
+        if resume:
+            if names:
+                usage_error("give either experiment names or --resume RUN, not both")
+            rec, pid = resume_run(plan, store, resume, device=device)
+            launched = [(rec, pid)]
+        elif not names:
+            usage_error("name at least one experiment (see `mdtui list`), or --resume RUN")
+        elif detach:
+            launched = run_detached(plan, store, select(plan, names), device=device)
+        else:
+            records = run_foreground(plan, store, select(plan, names), device=device, as_json=as_json)
+            if as_json:
+                print_json([r.to_json() for r in records])
+            raise typer.Exit(exit_code_for(records))
+        if detach or not resume:
+            _print_launched(store, launched, as_json)
+            return
+        rec, pid = launched[0]
+        final = watch(store, rec, pid, grace=plan.settings.stop_grace_seconds, quiet=as_json)
+        if as_json:
+            print_json([final.to_json()])
+        else:
+            console.print(report_line(final), soft_wrap=True)
+        raise typer.Exit(exit_code_for([final]))
+
+    @app.command("demo")
+    def demo_cmd(ctx: typer.Context) -> None:
+        """Run the `demo` group end to end on the embedded data, then print a summary."""
+        plan = load_plan_or_exit(plan_file(ctx))
+        exps = plan.group("demo")
+        if not exps:
+            groups = ", ".join(plan.groups()) if hasattr(plan, "groups") else ""
+            usage_error(f'{plan.settings.path} has no experiments in group "demo"' + (f"; groups: {groups}" if groups else ""))
+        store = open_store(plan)
+        console.print(f"mdtui demo: {len(exps)} experiments of group demo, runs in {store.runs_dir}")
+        records = run_foreground(plan, store, exps, device=None, as_json=False)
+        _print_summary(records)
+        _print_report(store, plan)
+        raise typer.Exit(exit_code_for(records))
+
+
+def _print_launched(store: RunStore, launched: list[tuple[RunRecord, int]], as_json: bool) -> None:
+    if as_json:
+        rows = []
+        for rec, pid in launched:
+            data = (store.get(rec.run_id) or rec).to_json()
+            data["supervisor_pid"] = pid
+            rows.append(data)
+        print_json(rows)
+        return
+    for rec, pid in launched:
+        console.print(
+            f"started {rec.run_id}: {rec.experiment} (supervisor pid {pid}) -> {rec.run_dir}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    console.print("follow with `mdtui logs RUN --follow`, check with `mdtui status`, stop with `mdtui stop RUN`")
+
+
+def _print_summary(records: list[RunRecord]) -> None:
+    from rich.table import Table
+
+    table = Table(title="demo summary")
+    for col in ("experiment", "run", "status", "best acc1", "epoch", "time"):
+        table.add_column(col)
+    for r in records:
+        took = (r.ended_t - r.started_t) if r.ended_t and r.started_t else None
+        table.add_row(
+            r.experiment,
+            r.run_id,
+            r.status,
+            fmt_pct(r.best_acc1),
+            "-" if r.best_epoch is None else str(r.best_epoch + 1),
+            fmt_duration(took),
+        )
+    console.print(table)
+
+
+def _print_report(store: RunStore, plan: Plan) -> None:
+    try:
+        from mdtui.report import render_report
+    except ModuleNotFoundError as exc:
+        if exc.name == "mdtui.report":
+            return
+        raise
+    try:
+        console.print(render_report(store, plan, ["demo"], fmt="md"), markup=False, highlight=False)
+    except Exception as exc:  # the runs are done and recorded; a report problem must not hide that
+        err_console.print(f"(report unavailable: {exc})")

@@ -1,0 +1,252 @@
+"""What the TUI shows, computed without any UI: experiments, runs and devices as plain rows.
+
+The TUI calls ``Dashboard.refresh()`` on a timer and renders the immutable ``Snapshot`` it
+returns; tests call it directly. Live numbers come from the runs' event streams through
+``RunMonitor`` (appended bytes only); everything else from the SQLite index.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.events import RunState
+from mdtui.monitor import RunMonitor
+
+LIVE_STATUSES = ("starting", "running")
+WAITING_STATUSES = ("queued", "blocked", "created")
+DONE_STATUSES = ("completed", "failed", "stopped", "lost", "cancelled")
+
+
+@dataclass(frozen=True)
+class ExperimentRow:
+    name: str
+    group: str
+    model: str
+    data: str
+    loss: str
+    knobs: str
+    status: str
+    best_acc1: float | None
+    curve: tuple[float, ...]  # eval acc1 per epoch of the latest run
+    latest_run: str | None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    experiment: str
+    status: str
+    devices: str
+    epoch: str
+    loss: float | None
+    acc1: float | None
+    best: float | None
+    elapsed: float | None
+    eta: float | None
+    queue_pos: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    experiments: tuple[ExperimentRow, ...] = ()
+    runs: tuple[RunRow, ...] = ()
+    devices: tuple[Any, ...] = ()  # mdtui.gpus.Device
+    holders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # device id -> run ids
+    plan_error: str | None = None
+    queue_paused: bool = False
+    live_count: int = 0
+
+
+def _block_name(config: dict[str, Any], block: str) -> str:
+    value = config.get(block)
+    if isinstance(value, dict):
+        return str(value.get("name", ""))
+    return str(value or "")
+
+
+def _data_label(config: dict[str, Any]) -> str:
+    data = config.get("data")
+    if not isinstance(data, dict):
+        return str(data or "")
+    name = str(data.get("name", ""))
+    ratio = data.get("imbalance_ratio")
+    return f"{name} ρ={ratio:g}" if isinstance(ratio, (int, float)) and ratio > 1 else name
+
+
+def format_knobs(knobs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in knobs.items())
+
+
+class Dashboard:
+    """Headless model behind the TUI: plan + store + queue + devices + live event streams."""
+
+    def __init__(self, plan_path: Path | None = None, runs_limit: int = 300) -> None:
+        self.plan_path = plan_path
+        self.runs_limit = runs_limit
+        self.plan: Any = None
+        self.plan_error: str | None = None
+        self.store: Any = None
+        self.monitor = RunMonitor()
+        self.started = time.time()
+        self.reload_plan()
+
+    # ------------------------------------------------------------------ plan
+
+    def reload_plan(self) -> None:
+        """(Re)read experiments.toml; a broken file is shown, never raised."""
+        from mdtui.experiments import ExperimentsError, load_plan
+        from mdtui.store import RunStore
+
+        try:
+            plan = load_plan(self.plan_path)
+        except ExperimentsError as exc:
+            self.plan_error = exc.format() if hasattr(exc, "format") else str(exc)
+            return
+        except (OSError, ValueError) as exc:
+            self.plan_error = str(exc)
+            return
+        self.plan = plan
+        self.plan_error = None
+        if self.store is None or Path(self.store.runs_dir) != plan.settings.runs_dir:
+            self.store = RunStore(plan.settings.runs_dir)
+
+    # ------------------------------------------------------------------ refresh
+
+    def refresh(self, *, with_devices: bool = True) -> Snapshot:
+        if self.store is None:
+            return Snapshot(plan_error=self.plan_error)
+        records = self.store.refresh() if hasattr(self.store, "refresh") else []
+        records = self.store.list_runs(limit=self.runs_limit)
+        positions = self._queue_positions()
+        latest: dict[str, Any] = {}
+        for rec in records:  # newest first
+            latest.setdefault(rec.experiment, rec)
+        follow = {r.run_id: r for r in records if r.status in LIVE_STATUSES}
+        follow.update({r.run_id: r for r in latest.values()})
+        for rec in follow.values():
+            self.monitor.follow(rec.run_id, Path(rec.run_dir))
+        self.monitor.forget(follow)
+        self.monitor.poll(finished=[r.run_id for r in follow.values() if r.status in DONE_STATUSES])
+
+        runs = tuple(self._run_row(rec, positions.get(rec.run_id)) for rec in self._ordered(records, positions))
+        experiments = self._experiment_rows(latest)
+        devices: tuple[Any, ...] = ()
+        holders: dict[str, list[str]] = {}
+        for rec in records:
+            if rec.status in LIVE_STATUSES:
+                for dev in rec.devices or ["cpu"]:
+                    holders.setdefault(str(dev), []).append(rec.run_id)
+        if with_devices:
+            try:
+                from mdtui.gpus import list_devices
+
+                devices = tuple(list_devices())
+            except Exception as exc:  # a broken driver must not take the dashboard down
+                self.plan_error = self.plan_error or f"GPU query failed: {exc}"
+        return Snapshot(
+            experiments=experiments,
+            runs=runs,
+            devices=devices,
+            holders={k: tuple(v) for k, v in holders.items()},
+            plan_error=self.plan_error,
+            queue_paused=self._queue_paused(),
+            live_count=sum(1 for r in records if r.status in LIVE_STATUSES),
+        )
+
+    def run_state(self, run_id: str) -> RunState | None:
+        state = self.monitor.state(run_id)
+        if state is None and self.store is not None:
+            rec = self.store.get(run_id)
+            if rec is not None:
+                self.monitor.follow(run_id, Path(rec.run_dir))
+                self.monitor.poll()
+                state = self.monitor.state(run_id)
+        return state
+
+    # ------------------------------------------------------------------ helpers
+
+    def _queue_positions(self) -> dict[str, int]:
+        try:
+            from mdtui.scheduler import queue_entries
+
+            return {e.run_id: i + 1 for i, e in enumerate(queue_entries(self.store))}
+        except Exception:
+            return {}
+
+    def _queue_paused(self) -> bool:
+        try:
+            from mdtui.scheduler import is_paused
+
+            return bool(is_paused(self.store))
+        except Exception:
+            return False
+
+    @staticmethod
+    def _ordered(records: list[Any], positions: dict[str, int]) -> list[Any]:
+        """Live runs first, then the queue in its order, then the rest newest first."""
+        rank = {"starting": 0, "running": 0, "queued": 1, "blocked": 1, "created": 1}
+
+        def key(rec: Any) -> tuple[int, int, float]:
+            group = rank.get(rec.status, 2)
+            return (group, positions.get(rec.run_id, 0), -(rec.created_t or 0.0))
+
+        return sorted(records, key=key)
+
+    def _run_row(self, rec: Any, queue_pos: int | None) -> RunRow:
+        state = self.monitor.state(rec.run_id)
+        total = (state.total_epochs if state else None) or rec.total_epochs
+        done = state.epochs_done if state and state.epochs else rec.epochs_done
+        now = time.time()
+        started = rec.started_t or (state.started_t if state else None)
+        ended = rec.ended_t or (state.finished_t if state else None)
+        elapsed = ((ended or now) - started) if started else None
+        last = state.epochs[-1] if state and state.epochs else None
+        return RunRow(
+            run_id=rec.run_id,
+            experiment=rec.experiment,
+            status=rec.status,
+            devices=",".join(str(d) for d in rec.devices) if rec.devices else "",
+            epoch=f"{done}/{total}" if total else (str(done) if done else ""),
+            loss=(state.loss if state and state.loss is not None else (last.train_loss if last else None)),
+            acc1=(last.eval_acc1 if last else rec.last_acc1),
+            best=(state.best_acc1 if state and state.best_acc1 is not None else rec.best_acc1),
+            elapsed=elapsed,
+            eta=state.eta_seconds(now) if state and rec.status in LIVE_STATUSES else None,
+            queue_pos=queue_pos,
+            error=rec.error,
+        )
+
+    def _experiment_rows(self, latest: dict[str, Any]) -> tuple[ExperimentRow, ...]:
+        if self.plan is None:
+            return ()
+        from mdtui.experiments import knobs
+
+        rows = []
+        for exp in self.plan.experiments.values():
+            rec = latest.get(exp.name)
+            state = self.monitor.state(rec.run_id) if rec else None
+            curve = tuple(e.eval_acc1 for e in state.epochs if e.eval_acc1 is not None) if state else ()
+            try:
+                knob_text = format_knobs(knobs(self.plan, exp))
+            except Exception:
+                knob_text = format_knobs(exp.sweep_point)
+            best = state.best_acc1 if state and state.best_acc1 is not None else (rec.best_acc1 if rec else None)
+            rows.append(
+                ExperimentRow(
+                    name=exp.name,
+                    group=exp.group,
+                    model=_block_name(exp.config, "model"),
+                    data=_data_label(exp.config),
+                    loss=_block_name(exp.config, "loss"),
+                    knobs=knob_text,
+                    status=rec.status if rec else "",
+                    best_acc1=best,
+                    curve=curve,
+                    latest_run=rec.run_id if rec else None,
+                )
+            )
+        return tuple(rows)

@@ -1,0 +1,530 @@
+"""Build a ``Plan`` from a parsed experiments.toml: merge, inherit, expand sweeps, resolve ``from``.
+
+Every problem is collected as a ``LocatedIssue`` (file, line, experiment, dotted key, message) and
+raised together at the end, so one ``mdtui validate`` shows all of them. The engine part of each
+experiment is validated by ``engine.config.from_dict``, the function the engine itself runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from engine import config as engine_cfg
+from mdtui.experiment_spec import (
+    Experiment,
+    ExperimentsError,
+    LocatedIssue,
+    Plan,
+    Settings,
+    parse_settings,
+)
+from mdtui.toml_lines import locate_keys
+
+MANAGER_KEYS = ("extends", "sweep", "from", "group", "baseline", "tags", "description", "seeds", "seed", "gpus")
+DEFAULTS_MANAGER_KEYS = ("tags", "seeds", "seed", "gpus")  # the others only make sense per experiment
+NOT_INHERITED = ("baseline", "sweep", "description")  # a child declares its own
+NAMED_BLOCKS = ("model", "data", "loss", "sampler", "optim", "schedule")
+# Engine keys that mdtui fills in for each run; the user never writes them.
+RESERVED_KEYS = {
+    "run_id": "it is set by mdtui for each run",
+    "experiment": "it is the experiment's name",
+    "init_checkpoint": 'use from = "<experiment>" to start from another experiment\'s best checkpoint',
+    "cache_dir": "it is set by mdtui (shared by sibling runs)",
+    "seed": None,  # accepted as a manager key (one run with that seed)
+}
+ENGINE_TOP_KEYS = tuple(f for f in engine_cfg.EngineConfig.__dataclass_fields__ if f not in RESERVED_KEYS)
+SWEEPABLE = frozenset(p for p in engine_cfg.field_paths() if p.split(".")[0] not in RESERVED_KEYS)
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:+-]+$")
+
+
+# --------------------------------------------------------------------------- small pure helpers
+
+
+def closest(word: str, choices: Any, n: int = 3) -> list[str]:
+    return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+
+
+def check_name(name: str) -> str | None:
+    """Why ``name`` cannot be an experiment name (it becomes a directory name), or None."""
+    if not name.strip():
+        return "an experiment name cannot be empty"
+    if "/" in name or "\\" in name:
+        return "experiment names become directory names, so they cannot contain '/' or '\\'"
+    if ".." in name:
+        return "experiment names become directory names, so they cannot contain '..'"
+    if name.startswith("."):
+        return "experiment names become directory names; a leading '.' would hide the directory"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "experiment names cannot contain control characters (tabs, newlines, escapes)"
+    return None
+
+
+def format_value(value: Any) -> str:
+    """Compact, stable text of a sweep value for expanded names (see mdtui.experiments)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return value if _SAFE_VALUE.match(value) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def normalize(engine: dict[str, Any]) -> dict[str, Any]:
+    """Bare-name blocks (``loss = "ce"``) become tables so that merging works key by key."""
+    out = dict(engine)
+    for block in NAMED_BLOCKS:
+        if isinstance(out.get(block), str):
+            out[block] = {"name": out[block]}
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any], top: bool = True) -> dict[str, Any]:
+    """Deep merge of tables; lists and scalars replace. A named block whose name changes restarts."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            renamed = top and key in NAMED_BLOCKS and "name" in old and "name" in value and old["name"] != value["name"]
+            out[key] = copy.deepcopy(value) if renamed else merge(old, value, top=False)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> bool:
+    """Set ``a.b.c`` inside nested dicts, creating tables; False when a non-table is in the way."""
+    parts = dotted.split(".")
+    cur = target
+    for depth, part in enumerate(parts[:-1]):
+        nxt = cur.get(part)
+        if nxt is None:
+            nxt = {}
+        elif isinstance(nxt, str) and depth == 0 and part in NAMED_BLOCKS:
+            nxt = {"name": nxt}
+        elif not isinstance(nxt, dict):
+            return False
+        cur[part] = nxt
+        cur = nxt
+    cur[parts[-1]] = copy.deepcopy(value)
+    return True
+
+
+def get_dotted(d: dict[str, Any], dotted: str) -> Any:
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def flatten_keys(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"loss": {"name": "refl"}} -> {"loss.name": "refl"} (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(flatten_keys(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_manager_value(key: str, value: Any) -> str | None:
+    """What is wrong with a manager key's value, or None."""
+    if key in ("extends", "from", "description") and not isinstance(value, str):
+        return f'expected a string (an experiment name{"" if key != "description" else " or text"}), got {value!r}'
+    if key == "group" and (not isinstance(value, str) or not value.strip()):
+        return f"expected a non-empty string (the heading in RESULTS.md), got {value!r}"
+    if key == "baseline" and not isinstance(value, bool):
+        return f"expected true or false, got {value!r}"
+    if key == "tags" and (not isinstance(value, list) or not all(isinstance(t, str) for t in value)):
+        return f'expected a list of strings, e.g. ["lt", "md"], got {value!r}'
+    if key == "seed" and not _is_int(value):
+        return f"expected an integer, got {value!r}"
+    if key == "seeds":
+        if not isinstance(value, list) or not value or not all(_is_int(s) for s in value):
+            return f"expected a non-empty list of integers, e.g. [0, 1, 2], got {value!r}"
+        if len(set(value)) != len(value):
+            return f"lists the same seed twice: {value!r}"
+    if key == "gpus" and (not _is_int(value) or value < 1):
+        return f"expected an integer >= 1 (devices per run), got {value!r}"
+    if key == "sweep":
+        if not isinstance(value, dict) or not value:
+            return 'expected a table of dotted key -> list of values, e.g. { "loss.threshold" = [0.5, 0.4] }'
+    return None
+
+
+# --------------------------------------------------------------------------- the builder
+
+
+class PlanBuilder:
+    def __init__(self, path: Path, shown: str, text: str, doc: dict[str, Any], env: dict[str, str] | None) -> None:
+        self.path, self.shown, self.doc, self.env = path, shown, doc, env
+        self.lines = locate_keys(text)
+        self.issues: list[LocatedIssue] = []
+        self.tables: dict[str, dict[str, Any]] = {}  # raw [experiment.X] tables
+        self.engine: dict[str, dict[str, Any]] = {}  # own engine keys per table (known keys only)
+        self.manager: dict[str, dict[str, Any]] = {}  # own manager keys per table (valid values only)
+        self.broken: set[str] = set()  # tables that produced no experiments (suppress knock-on errors)
+        self.names: set[str] = set()  # every expanded name, valid or not
+        self.refs: list[tuple[str, str, str, str]] = []  # (table, expanded name, key, target)
+
+    # ------------------------------------------------------------------ locating and reporting
+    def line_of(self, *paths: tuple[str, ...]) -> tuple[int, int | None]:
+        for path in paths:
+            for n in range(len(path), 0, -1):
+                if path[:n] in self.lines:
+                    return self.lines[path[:n]]
+        return 0, None
+
+    def report(self, where: tuple[str, ...], experiment: str | None, key: str | None, message: str) -> None:
+        line, col = self.line_of(where)
+        self.issues.append(LocatedIssue(self.shown, line, col, experiment, key, message))
+
+    def chain(self, table: str) -> list[str]:
+        """``table`` and its ``extends`` ancestors, nearest first (stops at cycles and unknown names)."""
+        out = [table]
+        while True:
+            parent = self.manager.get(out[-1], {}).get("extends")
+            if parent not in self.tables or parent in out:
+                return out
+            out.append(parent)
+
+    def report_key(self, table: str, experiment: str, key: str, message: str) -> None:
+        """Report an engine-key issue at the line where that key is written (sweep, table, parents, defaults)."""
+        parts = tuple(p for p in re.sub(r"\[\d+\]", "", key).split(".") if p)
+        for skey in self.manager.get(table, {}).get("sweep", {}):
+            if key == skey or key.startswith(skey + ".") or key.startswith(skey + "["):
+                self.report(("experiment", table, "sweep", skey), experiment, key, message)
+                return
+        scopes = [("experiment", t) for t in self.chain(table)] + [("defaults",)]
+        for n in range(len(parts), 0, -1):
+            for scope in scopes:
+                if scope + parts[:n] in self.lines:
+                    line, col = self.lines[scope + parts[:n]]
+                    self.issues.append(LocatedIssue(self.shown, line, col, experiment, key, message))
+                    return
+        self.report(("experiment", table), experiment, key, message)
+
+    # ------------------------------------------------------------------ stages
+    def build(self) -> Plan:
+        settings = self.read_settings()
+        self.read_top_level()
+        defaults_engine, defaults_manager = self.read_defaults()
+        self.read_tables()
+        self.check_extends()
+        experiments: dict[str, Experiment] = {}
+        expanded: dict[str, tuple[str, ...]] = {}
+        for table in self.tables:
+            names = self.expand(table, settings, defaults_engine, defaults_manager, experiments)
+            expanded[table] = tuple(names)
+        self.resolve_references(experiments, expanded)
+        self.check_baselines(experiments)
+        if self.issues:
+            raise ExperimentsError(sorted(self.deduplicated(), key=lambda i: i.line))
+        return Plan(settings=settings, experiments=experiments, tables=expanded)
+
+    def deduplicated(self) -> list[LocatedIssue]:
+        """One issue per (line, key, message): an inherited mistake is reported once, where it is written."""
+        seen: set[tuple[int, str | None, str]] = set()
+        out = []
+        for issue in self.issues:
+            ident = (issue.line, issue.key, issue.message)
+            if ident not in seen:
+                seen.add(ident)
+                out.append(issue)
+        return out
+
+    def read_settings(self) -> Settings:
+        settings, problems = parse_settings(self.doc.get("settings"), self.path, self.env)
+        for key, message in problems:
+            self.report(tuple(key.split(".")), None, key, message)
+        return settings
+
+    def read_top_level(self) -> None:
+        for key in self.doc:
+            if key not in ("settings", "defaults", "experiment"):
+                hint = engine_cfg.suggest(key, ("settings", "defaults", "experiment"))
+                self.report(
+                    (key,),
+                    None,
+                    key,
+                    f'unknown top-level key "{key}"{hint}; the file has [settings], [defaults] and '
+                    "[experiment.NAME] tables",
+                )
+
+    def split_keys(self, raw: dict[str, Any], scope: tuple[str, ...], experiment: str | None, allowed_manager):
+        """Own keys of one table -> (engine keys, manager keys), reporting unknown/misplaced ones."""
+        engine: dict[str, Any] = {}
+        manager: dict[str, Any] = {}
+        prefix = "defaults." if scope == ("defaults",) else ""
+        for key, value in raw.items():
+            where = (*scope, key)
+            if key in MANAGER_KEYS:
+                if key not in allowed_manager:
+                    self.report(where, experiment, prefix + key, f'"{key}" cannot be set in [defaults]; set it per experiment')
+                    continue
+                problem = check_manager_value(key, value)
+                if problem:
+                    self.report(where, experiment, prefix + key, problem)
+                    continue
+                if key == "seed":  # `seed = 3` is `seeds = [3]`; the nearer one wins when inheriting
+                    key, value = "seeds", [value]
+                    if "seeds" in raw:
+                        self.report(where, experiment, prefix + "seed", 'set either "seed" or "seeds", not both')
+                manager[key] = value
+            elif key in RESERVED_KEYS:
+                self.report(where, experiment, prefix + key, f'"{key}" cannot be set here: {RESERVED_KEYS[key]}')
+            elif key in ENGINE_TOP_KEYS:
+                engine[key] = value
+            else:
+                hint = engine_cfg.suggest(key, (*ENGINE_TOP_KEYS, *allowed_manager))
+                self.report(where, experiment, prefix + key, f'unknown key "{key}"{hint}')
+        return normalize(engine), manager
+
+    def read_defaults(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        raw = self.doc.get("defaults", {})
+        if not isinstance(raw, dict):
+            self.report(("defaults",), None, "defaults", "[defaults] must be a table")
+            return {}, {}
+        return self.split_keys(raw, ("defaults",), None, DEFAULTS_MANAGER_KEYS)
+
+    def read_tables(self) -> None:
+        raw = self.doc.get("experiment", {})
+        if not isinstance(raw, dict):
+            self.report(("experiment",), None, "experiment", "expected [experiment.NAME] tables")
+            return
+        for name, table in raw.items():
+            where = ("experiment", name)
+            if not isinstance(table, dict):
+                self.report(where, name, None, f"expected a table [experiment.{name}], got {table!r}")
+                continue
+            problem = check_name(name)
+            if problem is None and ("[" in name or "]" in name):
+                problem = "'[' and ']' are reserved for expanded sweep names like NAME[key=value]"
+            if problem:
+                self.report(where, name, None, f'invalid experiment name "{name}": {problem}')
+            self.tables[name] = table
+            self.engine[name], self.manager[name] = self.split_keys(table, where, name, MANAGER_KEYS)
+            for key in self.manager[name].get("sweep", {}):
+                self.check_sweep_key(name, key, self.manager[name]["sweep"][key])
+
+    def check_sweep_key(self, table: str, key: str, values: Any) -> None:
+        where = ("experiment", table, "sweep", key)
+        if key not in SWEEPABLE:
+            if key in MANAGER_KEYS or key in RESERVED_KEYS:
+                why = "use seeds = [...] for one run per seed" if key in ("seed", "seeds") else "only engine keys can be swept"
+                self.report(where, table, f"sweep.{key}", f'cannot sweep "{key}": {why}')
+            else:
+                hint = engine_cfg.suggest(key, SWEEPABLE)
+                self.report(where, table, f"sweep.{key}", f'sweep key "{key}" is not a config key{hint}')
+            self.manager[table]["sweep"] = {k: v for k, v in self.manager[table]["sweep"].items() if k != key}
+            self.broken.add(table)
+        elif not isinstance(values, list) or not values:
+            self.report(where, table, f"sweep.{key}", f"expected a non-empty list of values, got {values!r}")
+            self.manager[table]["sweep"] = {k: v for k, v in self.manager[table]["sweep"].items() if k != key}
+            self.broken.add(table)
+
+    def check_extends(self) -> None:
+        reported_cycles: set[frozenset[str]] = set()
+        for table, manager in self.manager.items():
+            parent = manager.get("extends")
+            if parent is None:
+                continue
+            where = ("experiment", table, "extends")
+            if parent not in self.tables:
+                near = closest(parent, self.tables)
+                hint = f"; closest: {', '.join(near)}" if near else ""
+                self.report(where, table, "extends", f'extends "{parent}", which is not an [experiment.NAME] table{hint}')
+                continue
+            path = [table]
+            while (nxt := self.manager.get(path[-1], {}).get("extends")) in self.tables and nxt not in path:
+                path.append(nxt)
+            if nxt == table and frozenset(path) not in reported_cycles:
+                reported_cycles.add(frozenset(path))
+                cycle = " -> ".join([*path, table])
+                self.report(where, table, "extends", f"extends cycle: {cycle}")
+
+    def inherited(self, table: str, defaults_engine: dict[str, Any], defaults_manager: dict[str, Any]):
+        """(engine dict, manager dict) of ``table`` after [defaults] and its extends chain."""
+        engine = copy.deepcopy(defaults_engine)
+        manager = dict(defaults_manager)
+        for name in reversed(self.chain(table)):
+            engine = merge(engine, self.engine[name])
+            for key, value in self.manager[name].items():
+                if name == table or key not in NOT_INHERITED:
+                    manager[key] = value
+        return engine, manager
+
+    def expand(self, table, settings, defaults_engine, defaults_manager, experiments) -> list[str]:
+        written, manager = self.inherited(table, defaults_engine, defaults_manager)
+        sweep: dict[str, list[Any]] = manager.get("sweep", {})
+        count = math.prod(len(v) for v in sweep.values()) if sweep else 1
+        if count > settings.sweep_limit:
+            self.report(
+                ("experiment", table, "sweep"),
+                table,
+                "sweep",
+                f"expands to {count} experiments, more than settings.sweep_limit = {settings.sweep_limit}; "
+                "shrink the sweep or raise sweep_limit in [settings]",
+            )
+            self.broken.add(table)
+            return []
+        header_line = self.line_of(("experiment", table))[0]
+        keys = list(sweep)
+        points = [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
+        names: list[str] = []
+        for point in points:
+            name = table if not point else table + "[" + ",".join(f"{k}={format_value(v)}" for k, v in point.items()) + "]"
+            if point and (problem := check_name(name)):
+                self.report(("experiment", table, "sweep"), table, "sweep", f'expanded name "{name}": {problem}')
+                continue
+            if name in experiments:
+                other = experiments[name]
+                self.report(
+                    ("experiment", table),
+                    table,
+                    "sweep" if point else None,
+                    f'expanded name "{name}" is already defined by [experiment.{other.table}] (line {other.line}); '
+                    "experiment names must be unique",
+                )
+                continue
+            exp = self.make_experiment(table, name, point, written, manager, settings, header_line)
+            if exp is not None:
+                experiments[name] = exp
+                names.append(name)
+        complete = len(names) == len(points)
+        if complete and sweep and manager.get("baseline") and not any(experiments[n].baseline for n in names):
+            own = ", ".join(f"{k} = {format_value(get_dotted(written, k))}" for k in keys)
+            self.report(
+                ("experiment", table, "baseline"),
+                table,
+                "baseline",
+                f"baseline = true on a sweep marks the point whose swept values equal the table's own ({own}); "
+                "none does: set those keys to one of the swept values",
+            )
+        if not complete:
+            self.broken.add(table)
+        return names
+
+    def make_experiment(self, table, name, point, written, manager, settings, header_line) -> Experiment | None:
+        engine = copy.deepcopy(written)
+        for key, value in point.items():
+            if not set_dotted(engine, key, value):
+                self.report_key(table, name, key, f"cannot set {key}: a part of it is not a table")
+                return None
+        self.names.add(name)
+        for key, target in (("from", manager.get("from")), ("doctor.mask.combine_with", get_dotted(engine, "doctor.mask.combine_with"))):
+            if isinstance(target, str):
+                self.refs.append((table, name, key, target))
+        runnable = copy.deepcopy(engine)
+        root = get_dotted(runnable, "data.root")
+        if isinstance(root, str) and root:
+            path = Path(root).expanduser()
+            runnable["data"]["root"] = str(path if path.is_absolute() else settings.path.parent / path)
+        try:
+            cfg = engine_cfg.from_dict(runnable)
+        except engine_cfg.ConfigError as exc:
+            for issue in exc.issues:
+                self.report_key(table, name, issue.key, issue.message)
+            return None
+        resolved = engine_cfg.to_dict(cfg)
+        for key in ("run_id", "seed", "init_checkpoint", "cache_dir"):
+            resolved.pop(key, None)
+        resolved["experiment"] = name
+        is_baseline = bool(manager.get("baseline")) and all(
+            get_dotted(written, k) == v and type(get_dotted(written, k)) is type(v) for k, v in point.items()
+        )
+        return Experiment(
+            name=name,
+            table=table,
+            group=manager.get("group", table),
+            baseline=is_baseline,
+            tags=tuple(manager.get("tags", ())),
+            description=manager.get("description", ""),
+            upstream=manager.get("from"),
+            seeds=tuple(manager.get("seeds", (0,))),
+            sweep_point=dict(point),
+            config=resolved,
+            line=header_line,
+            gpus=manager.get("gpus", 1),
+            written=engine,
+        )
+
+    # ------------------------------------------------------------------ references between experiments
+    def resolve_references(self, experiments: dict[str, Experiment], expanded: dict[str, tuple[str, ...]]) -> None:
+        """Check ``from`` and ``doctor.mask.combine_with`` targets, then cycles through them."""
+        edges: dict[str, list[tuple[str, str]]] = {}
+        for table, name, key, target in self.refs:
+            if target in self.names:
+                edges.setdefault(name, []).append((key, target))
+                continue
+            if target.split("[")[0] in self.broken:
+                continue  # its own error was reported; do not pile up knock-on errors
+            if len(expanded.get(target, ())) > 1:
+                message = (
+                    f'"{target}" is a sweep of {len(expanded[target])} experiments; name one of them: '
+                    + ", ".join(expanded[target])
+                )
+            else:
+                near = closest(target, self.names, n=3)
+                hint = f"; closest: {', '.join(near)}" if near else ""
+                message = f'"{target}" is not an experiment of this file{hint}'
+            self.report_key(table, name, key, message)
+        self.report_cycles(edges)
+
+    def report_cycles(self, edges: dict[str, list[tuple[str, str]]]) -> None:
+        tables = {name: table for table, name, _key, _target in self.refs}
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        reported: set[frozenset[str]] = set()
+
+        def visit(node: str, path: list[str]) -> None:
+            state[node] = 1
+            for key, nxt in edges.get(node, []):
+                if state.get(nxt) == 1:
+                    cycle = [*path, node][[*path, node].index(nxt) :]
+                    if frozenset(cycle) not in reported:
+                        reported.add(frozenset(cycle))
+                        text = " -> ".join([*cycle, nxt])
+                        self.report_key(tables[node], node, key, f"{key} cycle: {text} (each would wait for the next)")
+                elif state.get(nxt) is None:
+                    visit(nxt, [*path, node])
+            state[node] = 2
+
+        for name in list(edges):
+            if state.get(name) is None:
+                visit(name, [])
+
+    def check_baselines(self, experiments: dict[str, Experiment]) -> None:
+        first: dict[str, Experiment] = {}
+        for exp in experiments.values():
+            if not exp.baseline:
+                continue
+            if exp.group in first:
+                other = first[exp.group]
+                self.report(
+                    ("experiment", exp.table, "baseline"),
+                    exp.name,
+                    "baseline",
+                    f'group "{exp.group}" already has baseline "{other.name}" (line {other.line}); '
+                    "a group has at most one baseline = true",
+                )
+            else:
+                first[exp.group] = exp

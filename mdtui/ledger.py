@@ -1,0 +1,165 @@
+"""The GPU ledger: which devices a new run may take, given reservations, foreign load and policies.
+
+Pure functions over a snapshot (DESIGN.md section 7, experiment-manager-anchors.md section 5 items 3
+and 5, section 6.4): a device handed to an mdtui run stays reserved until that run's supervisor
+exits, whatever its memory says, so two launches never land on one GPU by race; processes of other
+people count through the free-memory and utilisation thresholds; `[settings]` policies narrow the
+choice. The scheduler feeds it `gpus.list_devices()` and the live runs of the store.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mdtui.gpus import CPU_ID, Device
+
+
+@dataclass(frozen=True)
+class Policy:
+    exclude: tuple[str, ...] = ()  # device ids or UUIDs never to use
+    max_devices: int | None = None  # most devices this user holds at once
+    runs_per_device: int = 1
+    min_free_memory_mb: int = 2048
+    max_utilization: int = 90
+    order: tuple[str, ...] = ()  # preferred device order (ids or UUIDs); the rest follow
+
+    @classmethod
+    def from_settings(cls, settings: object) -> Policy:
+        return cls(
+            exclude=tuple(str(d) for d in getattr(settings, "exclude_devices", ()) or ()),
+            max_devices=getattr(settings, "max_devices", None),
+            runs_per_device=int(getattr(settings, "runs_per_device", 1) or 1),
+            min_free_memory_mb=int(getattr(settings, "min_free_memory_mb", 2048)),
+            max_utilization=int(getattr(settings, "max_utilization", 90)),
+            order=tuple(str(d) for d in getattr(settings, "device_order", ()) or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A live mdtui run holding devices until its supervisor exits."""
+
+    run_id: str
+    devices: tuple[str, ...]
+
+
+def matches(device: Device, spec: str) -> bool:
+    """A policy entry names a device by index ("0") or UUID ("GPU-...")."""
+    return spec in (device.id, device.uuid)
+
+
+def reservation_counts(reservations: Iterable[Reservation]) -> Counter[str]:
+    return Counter(d for r in reservations for d in r.devices)
+
+
+def blocker(device: Device, policy: Policy, held: Counter[str]) -> str | None:
+    """Why ``device`` cannot take one more run now, or None when it can."""
+    if any(matches(device, spec) for spec in policy.exclude):
+        return "excluded by [settings] exclude_devices"
+    ours = held.get(device.id, 0)
+    if ours >= policy.runs_per_device:
+        return f"reserved by {ours} mdtui run{'s' if ours > 1 else ''} (runs_per_device = {policy.runs_per_device})"
+    if device.is_cpu:
+        return None  # the CPU is shared by nature: only the runs-per-device rule applies
+    if device.memory_free_mb < policy.min_free_memory_mb:
+        owners = sorted({p.owner for p in device.processes if p.owner})
+        by = f" by {', '.join(owners)}" if owners else ""
+        return (
+            f"{device.memory_free_mb} MiB free{by} (min_free_memory_mb = {policy.min_free_memory_mb})"
+        )
+    # utilisation cannot be attributed per process: once we hold the device, its load is ours
+    if ours == 0 and device.utilization > policy.max_utilization:
+        return f"{device.utilization}% busy (max_utilization = {policy.max_utilization})"
+    return None
+
+
+def user_devices(devices: list[Device], held: Counter[str], user: str | None = None) -> set[str]:
+    """Devices this user occupies: reserved by mdtui runs, or running any of the user's processes."""
+    user = user if user is not None else _current_user()
+    occupied = {d for d, n in held.items() if n > 0}
+    for device in devices:
+        if any(p.owner == user for p in device.processes):
+            occupied.add(device.id)
+    return occupied - {CPU_ID}
+
+
+def ordered(devices: list[Device], policy: Policy, held: Counter[str]) -> list[Device]:
+    """Preferred order: `device_order` first as written, then fewest own runs, most free memory,
+    least busy, lowest index (a stable, predictable order when devices are alike)."""
+
+    def rank(device: Device) -> tuple[int, int, int, int, int, str]:
+        listed = next((i for i, spec in enumerate(policy.order) if matches(device, spec)), len(policy.order))
+        index = int(device.id) if device.id.isdigit() else 1 << 20
+        return (listed, held.get(device.id, 0), -device.memory_free_mb, device.utilization, index, device.id)
+
+    return sorted(devices, key=rank)
+
+
+def pick(
+    devices: list[Device],
+    reservations: Iterable[Reservation],
+    policy: Policy,
+    count: int,
+    *,
+    candidates: list[str] | None = None,
+    user: str | None = None,
+) -> list[str] | None:
+    """``count`` device ids for a new run, or None when they do not fit now.
+
+    ``candidates`` (from ``--device``) limits the choice to those ids, in the order given.
+    On a machine whose only device is the CPU every run gets ``["cpu"]``.
+    """
+    held = reservation_counts(reservations)
+    if all(d.is_cpu for d in devices):
+        return [CPU_ID] if devices and blocker(devices[0], policy, held) is None else None
+    pool = [d for d in devices if not d.is_cpu]
+    if candidates:
+        by_id = {d.id: d for d in pool}
+        pool = [by_id[c] for c in candidates if c in by_id]
+    else:
+        pool = ordered(pool, policy, held)
+    occupied = user_devices(devices, held, user)
+    chosen: list[str] = []
+    for device in pool:
+        if len(chosen) == count:
+            break
+        if blocker(device, policy, held) is not None:
+            continue
+        if policy.max_devices is not None and device.id not in occupied:
+            if len(occupied | set(chosen) | {device.id}) > policy.max_devices:
+                continue
+        chosen.append(device.id)
+    return chosen if len(chosen) == count else None
+
+
+def never_fits(devices: list[Device], policy: Policy, count: int, candidates: list[str] | None = None) -> str | None:
+    """Why a request can never be met on this machine (checked at enqueue), or None."""
+    if all(d.is_cpu for d in devices):
+        return None
+    usable = [d for d in devices if not d.is_cpu and not any(matches(d, s) for s in policy.exclude)]
+    ids = [d.id for d in devices if not d.is_cpu]
+    if candidates:
+        unknown = [c for c in candidates if c not in ids]
+        if unknown:
+            return f"no device {', '.join(unknown)} on this machine (devices: {', '.join(ids) or 'none'})"
+        excluded = [c for c in candidates if c not in {d.id for d in usable}]
+        if excluded:
+            return f"device {', '.join(excluded)} is excluded by [settings] exclude_devices"
+        if count > len(candidates):
+            return f"{count} devices needed but only {len(candidates)} given with --device"
+        return None
+    if count > len(usable):
+        return f"{count} devices needed but this machine has {len(usable)} usable ({len(ids)} in all)"
+    if policy.max_devices is not None and count > policy.max_devices:
+        return f"{count} devices needed but [settings] max_devices = {policy.max_devices}"
+    return None
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""

@@ -1,0 +1,68 @@
+"""Follow the event streams of many runs cheaply (headless; the TUI and `mdtui run` use it).
+
+Each run's ``events.jsonl`` is read incrementally by an ``EventTail`` that remembers its byte offset,
+so no file is ever parsed twice; a finished run is drained once and then never read again. The
+state of every run is the pure reduction ``apply_event`` of its events (engine/events.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.events import FINAL_STATUSES, EventTail, RunState, apply_event
+
+
+@dataclass
+class _Followed:
+    tail: EventTail
+    state: RunState
+    drained: bool = False  # finished and read to the end: no more reads
+
+
+class RunMonitor:
+    """Keeps a ``RunState`` per run id, updated from appended bytes only."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Followed] = {}
+
+    def follow(self, run_id: str, run_dir: Path) -> None:
+        if run_id not in self._runs:
+            self._runs[run_id] = _Followed(EventTail(Path(run_dir) / "events.jsonl"), RunState(run_id=run_id))
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Stop following runs not in ``keep`` (they left the view)."""
+        keep_set = set(keep)
+        for run_id in [r for r in self._runs if r not in keep_set]:
+            del self._runs[run_id]
+
+    def poll(self, finished: Iterable[str] = ()) -> set[str]:
+        """Read what every followed run appended; return the ids whose state changed.
+
+        ``finished`` names runs the index already knows are over: they are read to the end once
+        more (the engine may have flushed its last lines just before exiting) and then dropped
+        from polling.
+        """
+        done = set(finished)
+        changed: set[str] = set()
+        for run_id, followed in self._runs.items():
+            if followed.drained:
+                continue
+            events = followed.tail.read_new()
+            if events:
+                state = followed.state
+                for event in events:
+                    state = apply_event(state, event)
+                followed.state = state
+                changed.add(run_id)
+            if run_id in done or followed.state.status in FINAL_STATUSES:
+                followed.drained = run_id in done
+        return changed
+
+    def state(self, run_id: str) -> RunState | None:
+        followed = self._runs.get(run_id)
+        return followed.state if followed else None
+
+    def states(self) -> dict[str, RunState]:
+        return {run_id: f.state for run_id, f in self._runs.items()}

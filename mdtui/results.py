@@ -1,0 +1,477 @@
+"""RESULTS.md: the research notebook, written by the machine (DESIGN.md section 8).
+
+When a run ends, its supervisor calls ``record_finished``: a completed run becomes one bullet under
+the ``## <group>`` heading of its experiment (the notebook's shape, model-doctor-spec.md section 7.5),
+a stopped/failed/lost run one short line under ``## Incomplete runs`` at the end of the file. The
+file belongs to people as much as to mdtui, so mdtui parses only its headings and only ever inserts
+lines; every change is a read-modify-rename under an ``fcntl`` lock, so concurrent supervisors never
+lose or tear each other's entries.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.events import EventTail, reduce_events
+from mdtui.fsutil import atomic_write_json, atomic_write_text, file_lock, read_json
+
+if TYPE_CHECKING:
+    from engine.events import RunState
+    from mdtui.experiments import Plan
+    from mdtui.store import RunRecord, RunStore
+
+INCOMPLETE_HEADING = "Incomplete runs"
+INCOMPLETE_STATUSES = ("failed", "stopped", "lost")
+ENTRY_FILE = "results_entry.json"  # in the run directory: the line mdtui last wrote for the run
+LOG_PREAMBLE = (
+    "# Results\n\n"
+    "Written by mdtui: one entry per finished run under its group. Edit freely; mdtui only inserts lines.\n"
+)
+
+# --------------------------------------------------------------------------- markdown text
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+_MD_UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace (newlines included): a log entry is exactly one line."""
+    return " ".join(str(text).split())
+
+
+def md_escape(text: str) -> str:
+    """``text`` as literal inline markdown: the characters that start emphasis, code, links or HTML
+    (and ``|``, which splits table cells) get a backslash."""
+    return _MD_SPECIAL.sub(r"\\\1", one_line(text))
+
+
+def md_unescape(text: str) -> str:
+    return _MD_UNESCAPE.sub(r"\1", text)
+
+
+def md_code(text: str) -> str:
+    """``text`` as a code span, with a fence longer than any backtick run inside it."""
+    text = one_line(text)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def format_value(value: Any) -> str:
+    """A knob value as people write it: ``0.4``, ``1e-05``, ``cosine``, ``true``, ``[160, 180]``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={format_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def format_knobs(knobs: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={format_value(value)}" for key, value in knobs.items())
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}%"
+
+
+# --------------------------------------------------------------------------- entries (pure)
+
+
+@dataclass(frozen=True)
+class EntryFacts:
+    """Everything one log line shows; built by ``entry_facts``, rendered by ``format_entry``."""
+
+    experiment: str
+    run_id: str
+    status: str = "completed"
+    knobs: dict[str, Any] = field(default_factory=dict)
+    is_baseline: bool = False
+    acc1: float | None = None
+    acc5: float | None = None
+    err1: float | None = None
+    best_epoch: int | None = None  # 0-based, printed 1-based
+    epochs: int | None = None
+    epochs_done: int | None = None
+    many: float | None = None
+    medium: float | None = None
+    few: float | None = None
+    long_tailed: bool = False
+    delta: float | None = None  # acc1 minus the baseline's latest completed run, percentage points
+    seed: int | None = None
+    leaky: bool = False
+    note: str = ""
+    reason: str = ""
+
+
+def note_suffix(note: str) -> str:
+    return f" — note: {md_escape(note)}" if one_line(note) else ""
+
+
+def format_entry_base(f: EntryFacts) -> str:
+    """A completed run's bullet, without its note (``note_suffix`` is appended to it)."""
+    head = f"- {md_code(f.experiment)}"
+    if f.is_baseline:
+        head += " (baseline)"
+    elif f.knobs:
+        head += f" ({md_code(format_knobs(f.knobs))})"
+    parts = [f"acc1 is {_pct(f.acc1)}, acc5 is {_pct(f.acc5)}, err1 is {_pct(f.err1)}"]
+    if f.best_epoch is not None:
+        total = f.epochs or f.epochs_done
+        parts[0] += f", best epoch {f.best_epoch + 1}" + (f"/{total}" if total else "")
+    if f.long_tailed:
+        parts.append(f"many {_pct(f.many)}, medium {_pct(f.medium)}, few {_pct(f.few)}")
+    if f.delta is not None:
+        parts.append(f"Δ acc1 {f.delta:+.2f}%")
+    tail = f"seed {f.seed}, " if f.seed is not None else ""
+    parts.append(f"{tail}run {md_code(f.run_id)}")
+    line = f"{head}: " + "; ".join(parts)
+    return line + (" **leaky**" if f.leaky else "")
+
+
+def format_incomplete_base(f: EntryFacts) -> str:
+    """A stopped/failed/lost run's short line, without its note."""
+    line = f"- {md_code(f.experiment)} {f.status}"
+    if f.epochs_done is not None:
+        line += f" after {f.epochs_done}" + (f"/{f.epochs}" if f.epochs else "") + " epochs"
+    line += f", run {md_code(f.run_id)}"
+    if one_line(f.reason):
+        line += f": {md_escape(f.reason[:200])}"
+    return line
+
+
+def run_marker(run_id: str) -> str:
+    """The text that identifies a run's line in the log (used to keep appends idempotent)."""
+    return f"run {md_code(run_id)}"
+
+
+# --------------------------------------------------------------------------- headings (pure)
+
+_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s")
+
+
+def headings(lines: list[str]) -> list[tuple[int, int, str]]:
+    """``(line index, level, unescaped text)`` of every ATX heading outside fenced code blocks."""
+    found: list[tuple[int, int, str]] = []
+    fence: str | None = None
+    for i, line in enumerate(lines):
+        opening = _FENCE.match(line)
+        if fence is not None:
+            if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence):
+                fence = None
+            continue
+        if opening:
+            fence = opening.group(1)
+            continue
+        match = _ATX.match(line)
+        if match:
+            found.append((i, len(match.group(1)), md_unescape((match.group(2) or "").strip())))
+    return found
+
+
+def _section_end(lines: list[str], marks: list[tuple[int, int, str]], start: int) -> int:
+    """Index just past the last non-blank line of the level-2 section whose heading is ``start``."""
+    stop = next((i for i, level, _ in marks if i > start and level <= 2), len(lines))
+    end = stop
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    return end
+
+
+def section_lines(text: str, heading: str) -> list[str]:
+    """The lines of the ``## heading`` section (empty when there is none)."""
+    lines = text.splitlines()
+    marks = headings(lines)
+    start = next((i for i, level, title in marks if level == 2 and title == one_line(heading)), None)
+    return [] if start is None else lines[start + 1 : _section_end(lines, marks, start)]
+
+
+def _insert_at(lines: list[str], at: int, new: list[str]) -> None:
+    # A bullet straight after a paragraph or table would be swallowed by it in some renderers.
+    previous = lines[at - 1] if at > 0 else ""
+    if previous.strip() and not previous.lstrip().startswith("#") and not _LIST_ITEM.match(previous):
+        new = ["", *new]
+    lines[at:at] = new
+
+
+def insert_in_section(text: str, heading: str, line: str) -> str:
+    """``text`` with ``line`` added at the end of the ``## heading`` section (created if missing).
+
+    New sections go before ``## Incomplete runs`` so that list stays last. Nothing else changes.
+    """
+    lines = text.splitlines()
+    marks = headings(lines)
+    target = next((i for i, level, title in marks if level == 2 and title == one_line(heading)), None)
+    if target is not None:
+        _insert_at(lines, _section_end(lines, marks, target), [line])
+    else:
+        incomplete = [i for i, level, title in marks if level == 2 and title == INCOMPLETE_HEADING]
+        block = [f"## {md_escape(heading)}", "", line, ""]
+        if incomplete and heading != INCOMPLETE_HEADING:
+            lines[incomplete[-1] : incomplete[-1]] = block
+        else:
+            while lines and not lines[-1].strip():
+                lines.pop()
+            lines += ["", *block] if lines else block
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------- the log file
+
+
+def lock_path(log: Path) -> Path:
+    return log.with_name(f".{log.name}.lock")
+
+
+def append_entry(log: Path, heading: str, line: str, *, marker: str | None = None) -> bool:
+    """Insert ``line`` under ``## heading`` of ``log`` atomically, under the log's lock.
+
+    Returns False (and writes nothing) when ``marker`` is already in that section, so a supervisor
+    that records the same run twice does not duplicate it.
+    """
+    log = Path(log)
+    with file_lock(lock_path(log)):
+        text = log.read_text(encoding="utf-8") if log.exists() else LOG_PREAMBLE
+        if marker and any(marker in existing for existing in section_lines(text, heading)):
+            return False
+        atomic_write_text(log, insert_in_section(text, heading, line))
+    return True
+
+
+def replace_line(log: Path, old: str, new: str) -> bool:
+    """Swap the exact line ``old`` for ``new`` under the lock; False when ``old`` is not there."""
+    with file_lock(lock_path(log)):
+        if not log.exists():
+            return False
+        lines = log.read_text(encoding="utf-8").splitlines()
+        if old not in lines:
+            return False
+        lines[lines.index(old)] = new
+        atomic_write_text(log, "\n".join(lines) + "\n")
+    return True
+
+
+# --------------------------------------------------------------------------- runs -> facts
+
+
+def find_plan(store: RunStore) -> Plan | None:
+    """The plan that owns ``store``: the store's experiments file, $MDTUI_EXPERIMENTS, or the
+    experiments.toml of its project; only one whose ``runs_dir`` is this store's counts."""
+    from mdtui.experiments import load_plan
+
+    runs_dir = Path(store.runs_dir).resolve()
+    project = getattr(store, "project_dir", None) or runs_dir.parent
+    candidates = [
+        getattr(store, "experiments_file", None),
+        os.environ.get("MDTUI_EXPERIMENTS"),
+        Path(project) / "experiments.toml",
+        runs_dir.parent / "experiments.toml",
+    ]
+    for candidate in dict.fromkeys(str(c) for c in candidates if c):
+        if not Path(candidate).is_file():
+            continue
+        try:
+            plan = load_plan(Path(candidate))
+        except Exception:  # an invalid toml must not stop the log: fall back to the index
+            continue
+        if Path(plan.settings.runs_dir).resolve() == runs_dir:
+            return plan
+    return None
+
+
+def results_log_path(store: RunStore, plan: Plan | None) -> Path:
+    if plan is not None:
+        return Path(plan.settings.results_log)
+    return Path(store.runs_dir).resolve().parent / "RESULTS.md"
+
+
+def is_long_tailed(config: dict[str, Any], many: Any = None, medium: Any = None, few: Any = None) -> bool:
+    """Long-tailed data: an imbalance ratio > 1, a list-file LT dataset, or a many/medium/few split."""
+    data = config.get("data")
+    if isinstance(data, dict):
+        ratio = data.get("imbalance_ratio")
+        if (isinstance(ratio, (int, float)) and ratio > 1) or data.get("name") == "oltr":
+            return True
+    # Balanced data has one shot group only (all classes "many"): two or more mean a real tail.
+    return sum(v is not None for v in (many, medium, few)) >= 2
+
+
+def load_state(run_dir: Path) -> tuple[RunState, list[dict[str, Any]]]:
+    """The reduced run state and the raw protocol events of ``run_dir/events.jsonl``."""
+    path = Path(run_dir) / "events.jsonl"
+    # Sized read: engine.events.read_events asks read() for 1 TiB, which CPython allocates up front.
+    raw = EventTail(path).read_new(max_bytes=path.stat().st_size + 1) if path.exists() else []
+    events = [e for e in raw if isinstance(e, dict)]
+    return reduce_events(raw), events
+
+
+def _metric(rec: RunRecord, summary: dict[str, Any], key: str, index_key: str | None = None) -> Any:
+    value = getattr(rec, index_key or key, None)
+    return value if value is not None else summary.get(key)
+
+
+def entry_facts(store: RunStore, plan: Plan | None, rec: RunRecord, state: RunState) -> EntryFacts:
+    """What the log says about ``rec``: metrics from the index (events as fallback), knobs and Δ."""
+    summary = state.summary or {}
+    config = read_json(Path(rec.run_dir) / "config.json") or state.config or {}
+    acc1 = _metric(rec, summary, "best_acc1")
+    err1 = _metric(rec, summary, "err1")
+    if err1 is None and acc1 is not None:
+        err1 = 100.0 - acc1
+    many, medium, few = (_metric(rec, summary, k) for k in ("many", "medium", "few"))
+    knob_values: dict[str, Any] = dict(rec.sweep or {})
+    is_baseline, delta = False, None
+    exp = plan.experiments.get(rec.experiment) if plan is not None else None
+    if exp is not None:
+        from mdtui.experiments import knobs
+
+        knob_values = knobs(plan, exp)
+        is_baseline = exp.baseline
+        base_exp = plan.baseline_of(exp)
+        base = store.latest_completed(base_exp.name) if base_exp and not is_baseline else None
+        if base is not None and base.run_id != rec.run_id and base.best_acc1 is not None and acc1 is not None:
+            delta = acc1 - base.best_acc1
+    leaky = bool(rec.leaky or summary.get("leaky"))
+    return EntryFacts(
+        experiment=rec.experiment,
+        run_id=rec.run_id,
+        status=rec.status,
+        knobs=knob_values,
+        is_baseline=is_baseline,
+        acc1=acc1,
+        acc5=_metric(rec, summary, "acc5"),
+        err1=err1,
+        best_epoch=_metric(rec, summary, "best_epoch"),
+        epochs=rec.total_epochs or state.total_epochs,
+        epochs_done=rec.epochs_done if rec.epochs_done is not None else state.epochs_done,
+        many=many,
+        medium=medium,
+        few=few,
+        long_tailed=is_long_tailed(config, many, medium, few),
+        delta=delta,
+        seed=rec.seed,
+        leaky=leaky,
+        note=rec.note or "",
+        reason=rec.error or state.error or _default_reason(rec),
+    )
+
+
+def _default_reason(rec: RunRecord) -> str:
+    if rec.status == "lost":
+        return "the supervisor vanished without an exit record"
+    if rec.exit_code not in (None, 0):
+        return f"exit code {rec.exit_code}"
+    return ""
+
+
+def write_entry(log: Path, rec: RunRecord, facts: EntryFacts) -> bool:
+    """Append the run's line (group section or incomplete list) and remember it for ``attach_note``."""
+    completed = rec.status == "completed"
+    base = format_entry_base(facts) if completed else format_incomplete_base(facts)
+    line = base + note_suffix(facts.note)
+    heading = rec.group if completed else INCOMPLETE_HEADING
+    written = append_entry(log, heading, line, marker=run_marker(rec.run_id))
+    if written:
+        atomic_write_json(
+            Path(rec.run_dir) / ENTRY_FILE, {"log": str(log), "heading": heading, "base": base, "line": line}
+        )
+    return written
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _train_counts(events: list[dict[str, Any]]) -> list[int] | None:
+    """Per-class training counts from ``run_started`` (top level or one block down), if recorded."""
+    for event in events:
+        if event.get("type") != "run_started":
+            continue
+        places = [event, *(v for v in event.values() if isinstance(v, dict))]
+        for place in places:
+            counts = place.get("train_counts")
+            if isinstance(counts, list) and counts and all(isinstance(c, int) for c in counts):
+                return counts
+    return None
+
+
+def _per_class(events: list[dict[str, Any]], best_epoch: int | None) -> list[float] | None:
+    """Per-class eval accuracy at the best epoch (the reported model), else at the last epoch."""
+    found: dict[int, list[float]] = {}
+    for event in events:
+        ev = event.get("eval") if event.get("type") == "epoch" else None
+        values = ev.get("per_class") if isinstance(ev, dict) else None
+        if isinstance(values, list) and values and isinstance(event.get("epoch"), int):
+            found[event["epoch"]] = [float(v) if isinstance(v, (int, float)) else 0.0 for v in values]
+    if not found:
+        return None
+    return found.get(best_epoch) if best_epoch in found else found[max(found)]
+
+
+def write_plots(
+    rec: RunRecord, state: RunState, events: list[dict[str, Any]], long_tailed: bool
+) -> list[Path]:
+    """``artifacts/curves.png`` and, for long-tailed data, ``artifacts/per_class.png``."""
+    from mdtui.plots import plot_curves, plot_per_class
+
+    artifacts = Path(rec.run_dir) / "artifacts"
+    written: list[Path] = []
+    if state.epochs:
+        written.append(plot_curves(state, artifacts / "curves.png", f"{rec.experiment} · {rec.run_id}"))
+    counts = _train_counts(events)
+    per_class = _per_class(events, state.best_epoch)
+    if long_tailed and counts and per_class and len(counts) == len(per_class):
+        title = f"{rec.experiment} · per-class accuracy"
+        written.append(plot_per_class(per_class, counts, artifacts / "per_class.png", title))
+    return written
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def record_finished(store: RunStore, run_id: str, *, plan: Plan | None = None) -> None:
+    """Log a finished run in RESULTS.md and draw its plots (called by the supervisor).
+
+    Runs that are not final (or were cancelled before starting) are left out.
+    """
+    rec = store.get(run_id)
+    if rec is None:
+        raise LookupError(f"no run {run_id!r} in {store.runs_dir}")
+    if rec.status != "completed" and rec.status not in INCOMPLETE_STATUSES:
+        return
+    plan = plan if plan is not None else find_plan(store)
+    state, events = load_state(rec.run_dir)
+    facts = entry_facts(store, plan, rec, state)
+    write_entry(results_log_path(store, plan), rec, facts)
+    write_plots(rec, state, events, facts.long_tailed)
+
+
+def attach_note(store: RunStore, run_id: str, text: str) -> str:
+    """Store a note on a run (index; the store mirrors it into run.json) and show it in the log.
+
+    The run's log line is re-rendered in place only when it is still exactly what mdtui wrote;
+    otherwise (a person edited it) a separate note line is appended to its section. Returns
+    ``"updated"``, ``"appended"`` or ``"stored"`` (the run has no log entry yet).
+    """
+    note = one_line(text)
+    store.update(run_id, note=note)
+    rec = store.get(run_id)
+    saved = read_json(Path(rec.run_dir) / ENTRY_FILE)
+    if not isinstance(saved, dict) or not {"log", "heading", "base", "line"} <= saved.keys():
+        return "stored"
+    log = Path(saved["log"])
+    new_line = saved["base"] + note_suffix(note)
+    if replace_line(log, saved["line"], new_line):
+        atomic_write_json(Path(rec.run_dir) / ENTRY_FILE, {**saved, "line": new_line})
+        return "updated"
+    append_entry(log, saved["heading"], f"- note on {run_marker(run_id)}: {md_escape(note)}")
+    return "appended"

@@ -1,0 +1,427 @@
+"""The per-run supervisor: the process that owns one engine run and decides its final status.
+
+``launch`` starts ``python -m mdtui.supervise RUN_DIR`` in its own session (stdin from /dev/null,
+output appended to the run's log files, never a pipe), so the run outlives the terminal, the SSH
+session and the UI that started it. The supervisor starts ``python -m engine RUN_DIR`` in a process
+group of its own, records pid / pgid / start time, waits, and writes ``exit.json`` atomically with
+the final status (DESIGN.md section 1):
+
+* ``completed``: exit 0 after a ``run_finished{completed}`` event;
+* ``stopped``: mdtui asked for the stop (``stop()`` writes ``stop-request.json`` before signalling);
+* ``failed``: any other end (non-zero exit, a signal mdtui did not send, no ``run_finished``).
+
+``MDTUI_ENGINE_CMD`` (a shell-quoted command, e.g. ``python tests/fixtures/fake_engine.py``) replaces
+``python -m engine``; the run directory (and ``--resume``) are appended. Tests use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from mdtui.fsutil import atomic_write_json, read_json
+from mdtui.store import (
+    RunStore,
+    boot_id,
+    metrics_from_state,
+    process_alive,
+    process_start_time,
+)
+
+STOP_REQUEST = "stop-request.json"
+EXIT_FILE = "exit.json"
+POLL_SECONDS = 0.2
+PROGRESS_SECONDS = 2.0
+DEFAULT_GRACE = 30.0
+STDERR_TAIL_LINES = 6
+LOG_PREFIX = "[mdtui.supervise]"
+
+# Popen objects of supervisors this process launched, kept so that they are reaped by us
+# (``wait_supervisor``) and never by the garbage collector behind our back.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+# --------------------------------------------------------------------------- launching side
+
+
+def engine_command(run_dir: Path, *, resume: bool = False) -> list[str]:
+    """The engine command line for ``run_dir`` (``MDTUI_ENGINE_CMD`` overrides ``python -m engine``)."""
+    override = os.environ.get("MDTUI_ENGINE_CMD", "").strip()
+    base = shlex.split(override) if override else [sys.executable, "-m", "engine"]
+    return [*base, str(run_dir), *(["--resume"] if resume else [])]
+
+
+def cuda_env(devices: list[str]) -> dict[str, str]:
+    """The child's CUDA variables: PCI bus order and exactly the devices handed to it ("" for cpu)."""
+    gpus = [d for d in devices if d and d != "cpu"]
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+
+
+def launch(store: RunStore, run_id: str, *, devices: list[str], env: dict[str, str] | None = None) -> int:
+    """Start the detached supervisor of ``run_id`` on ``devices``; return its pid."""
+    rec = store.get(run_id)
+    if rec is None:
+        raise LookupError(f"no run {run_id}")
+    run_dir = rec.run_dir
+    store.update(
+        run_id,
+        status="starting",
+        devices=list(devices),
+        started_t=time.time(),
+        ended_t=None,
+        exit_code=None,
+        error=None,
+        pid=None,
+        pgid=None,
+        proc_start=None,
+        supervisor_pid=None,
+        supervisor_start=None,
+    )
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    with open(run_dir / "stdout.log", "ab") as out, open(run_dir / "stderr.log", "ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mdtui.supervise", str(run_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
+            env=child_env,
+        )
+    _CHILDREN[proc.pid] = proc
+    start = process_start_time(proc.pid)
+    if start is not None:
+        store.update(run_id, supervisor_pid=proc.pid, supervisor_start=start, boot_id=boot_id())
+    return proc.pid
+
+
+def wait_supervisor(pid: int, timeout: float | None = None) -> bool:
+    """Wait for a supervisor pid (ours or not) to exit; True when it has."""
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        _CHILDREN.pop(pid, None)
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    start = process_start_time(pid)
+    while start is not None and process_alive(pid, start):
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_SECONDS)
+    return True
+
+
+def supervisor_done(pid: int | None) -> bool:
+    """Non-blocking: has the supervisor ``pid`` exited (reaping it when it is our child)?"""
+    if pid is None:
+        return True
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is None:
+            return False
+        _CHILDREN.pop(pid, None)
+        return True
+    return process_start_time(pid) is None
+
+
+def stop(store: RunStore, run_id: str, *, grace: float = DEFAULT_GRACE, wait: bool = False) -> bool:
+    """Ask a live run to stop: SIGTERM to the engine's process group, SIGKILL after ``grace`` seconds.
+
+    The stop request is written first, so the supervisor records ``stopped`` (not ``failed``) and
+    does the escalation itself; this returns at once unless ``wait``. Returns False when the run has
+    no live process to signal.
+    """
+    rec = store.get(run_id)
+    if rec is None:
+        raise LookupError(f"no run {run_id}")
+    if not rec.live:
+        return False
+    atomic_write_json(
+        rec.run_dir / STOP_REQUEST, {"t": time.time(), "grace": float(grace), "by_pid": os.getpid()}
+    )
+    engine_alive = process_alive(rec.pid, rec.proc_start, rec.boot_id)
+    supervisor_alive = process_alive(rec.supervisor_pid, rec.supervisor_start, rec.boot_id)
+    if engine_alive and rec.pgid:
+        _signal_group(rec.pgid, signal.SIGTERM)
+    elif supervisor_alive and rec.supervisor_pid:
+        # the engine has not started yet: the supervisor sees the request and never starts it
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rec.supervisor_pid, signal.SIGTERM)
+    elif rec.supervisor_pid is not None:
+        return False  # nothing alive; `refresh` will record the outcome
+    if (wait or not supervisor_alive) and engine_alive:
+        # without a supervisor nobody else escalates: wait here
+        _wait_then_kill(rec.pid, rec.proc_start, rec.pgid, grace)
+    if wait and supervisor_alive and rec.supervisor_pid:
+        wait_supervisor(rec.supervisor_pid, timeout=grace + 30)
+    return True
+
+
+def _wait_then_kill(pid: int | None, start: float | None, pgid: int | None, grace: float) -> None:
+    deadline = time.monotonic() + grace
+    while process_alive(pid, start) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    if process_alive(pid, start) and pgid:
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+# --------------------------------------------------------------------------- the supervisor process
+
+
+def log(msg: str) -> None:
+    """A line in the run's stderr.log (the supervisor's stderr)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    sys.stderr.write(f"{LOG_PREFIX} {stamp} {msg}\n")
+    sys.stderr.flush()
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.run_id = run_dir.name
+        self.store = RunStore(run_dir.parent.parent)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.term_received = False
+        self.killed = False
+        from engine.events import EventTail, RunState
+
+        self.tail = EventTail(run_dir / "events.jsonl")
+        self.state = RunState()
+
+    # ------------------------------------------------------------ signals
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        # only a flag: the main loop (which sleeps at most POLL_SECONDS) does the work
+        self.term_received = True
+
+    def _stop_request(self) -> dict[str, Any] | None:
+        data = read_json(self.run_dir / STOP_REQUEST)
+        return data if isinstance(data, dict) else None
+
+    def _handle_term(self) -> None:
+        """A SIGTERM to the supervisor is a stop request too (e.g. `kill <supervisor pid>`)."""
+        self.term_received = False
+        if self._stop_request() is None:
+            grace = float(os.environ.get("MDTUI_STOP_GRACE", DEFAULT_GRACE))
+            atomic_write_json(self.run_dir / STOP_REQUEST, {"t": time.time(), "grace": grace, "by": "signal"})
+        if self.proc is not None and self.proc.poll() is None:
+            log(f"stop requested: SIGTERM to engine group {self.proc.pid}")
+            _signal_group(self.proc.pid, signal.SIGTERM)
+
+    def _escalate(self, request: dict[str, Any]) -> None:
+        if self.killed or self.proc is None or self.proc.poll() is not None:
+            return
+        t = float(request.get("t") or time.time())
+        grace = float(request.get("grace") if request.get("grace") is not None else DEFAULT_GRACE)
+        if time.time() >= t + grace:
+            log(f"the engine did not stop within {grace:g}s: SIGKILL to group {self.proc.pid}")
+            _signal_group(self.proc.pid, signal.SIGKILL)
+            self.killed = True
+
+    # ------------------------------------------------------------ run
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        me = os.getpid()
+        self.store.update(
+            self.run_id, supervisor_pid=me, supervisor_start=process_start_time(me), boot_id=boot_id()
+        )
+        info = read_json(self.run_dir / "run.json") or {}
+        if self._stop_request() is not None or self.term_received:
+            log("stop requested before the engine started; not starting it")
+            return self._finish(exit_code=None, sig=None, stop_requested=True)
+        devices = [str(d) for d in info.get("devices") or ["cpu"]]
+        cmd = engine_command(self.run_dir, resume=bool(info.get("resume")))
+        env = {**os.environ, **cuda_env(devices), "PYTHONUNBUFFERED": "1"}
+        env.pop("MDTUI_ENGINE_CMD", None)
+        log(f"starting {shlex.join(cmd)} (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r})")
+        try:
+            with open(self.run_dir / "stdout.log", "ab") as out, open(self.run_dir / "stderr.log", "ab") as err:
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,  # its own process group: a stop signals the whole group
+                    close_fds=True,
+                    env=env,
+                )
+        except OSError as exc:
+            log(f"cannot start the engine: {exc}")
+            return self._finish(exit_code=None, sig=None, error=f"cannot start the engine: {exc}")
+        pid = self.proc.pid
+        self.store.update(
+            self.run_id,
+            status="running",
+            pid=pid,
+            pgid=pid,
+            proc_start=process_start_time(pid),
+            started_t=time.time(),
+        )
+        self.store.update_run_json(self.run_dir, {"command": cmd})
+        self._wait()
+        rc = self.proc.returncode
+        # leftovers of the engine's group (data-loader workers) must not outlive the run
+        _signal_group(pid, signal.SIGKILL)
+        sig = -rc if rc is not None and rc < 0 else None
+        return self._finish(exit_code=rc, sig=sig, stop_requested=self._stop_request() is not None)
+
+    def _wait(self) -> None:
+        assert self.proc is not None
+        last_progress = 0.0
+        epochs_seen = 0
+        while self.proc.poll() is None:
+            if self.term_received:
+                self._handle_term()
+            request = self._stop_request()
+            if request is not None:
+                self._escalate(request)
+            now = time.monotonic()
+            if now - last_progress >= PROGRESS_SECONDS:
+                last_progress = now
+                self._read_events()
+                if self.state.epochs_done != epochs_seen:
+                    epochs_seen = self.state.epochs_done
+                    self._update_metrics()
+            time.sleep(POLL_SECONDS)
+
+    def _read_events(self) -> None:
+        from engine.events import apply_event
+
+        for event in self.tail.read_new():
+            self.state = apply_event(self.state, event)
+
+    def _update_metrics(self) -> None:
+        try:
+            self.store.update(self.run_id, **metrics_from_state(self.state))
+        except Exception as exc:  # progress is a nicety; never let it kill the watch
+            log(f"could not update progress: {exc}")
+
+    # ------------------------------------------------------------ the end
+
+    def _finish(
+        self,
+        *,
+        exit_code: int | None,
+        sig: int | None,
+        stop_requested: bool = False,
+        error: str | None = None,
+    ) -> int:
+        self._read_events()
+        finished = self.state.summary if self.state.finished else None
+        event_status = self.state.status if self.state.finished else None
+        if exit_code == 0 and event_status == "completed":
+            status = "completed"
+        elif stop_requested:
+            status = "stopped"
+        else:
+            status = "failed"
+        if status == "failed" and error is None:
+            error = self._failure_reason(exit_code, sig, event_status)
+        elif status == "stopped" and self.killed:
+            error = "killed (SIGKILL) after the stop grace period"
+        exit_info = {
+            "run_id": self.run_id,
+            "status": status,
+            "exit_code": exit_code,
+            "signal": signal.Signals(sig).name if sig else None,
+            "ended_t": time.time(),
+            "stop_requested": stop_requested,
+            "event_status": event_status,
+            "error": error,
+            "summary": finished or {},
+        }
+        atomic_write_json(self.run_dir / EXIT_FILE, exit_info)
+        log(f"engine exited with {exit_code}; status {status}")
+        fields = self.store.final_fields(self.run_dir) or {"status": status}
+        self.store.update(self.run_id, **fields)
+        self._record_results()
+        return 0
+
+    def _failure_reason(self, exit_code: int | None, sig: int | None, event_status: str | None) -> str:
+        if self.state.error:
+            return self.state.error
+        if sig:
+            reason = f"the engine was killed by {signal.Signals(sig).name} (not sent by mdtui)"
+        elif exit_code == 0 and event_status is None:
+            reason = "the engine exited without a run_finished event"
+        elif exit_code == 0 and event_status == "stopped":
+            reason = "the engine stopped on a signal mdtui did not send"
+        else:
+            reason = f"the engine exited with code {exit_code}"
+        tail = stderr_tail(self.run_dir / "stderr.log")
+        return f"{reason}: {tail}" if tail else reason
+
+    def _record_results(self) -> None:
+        try:
+            from mdtui.results import record_finished
+        except ModuleNotFoundError as exc:
+            if exc.name == "mdtui.results":
+                return
+            log(f"results log not updated: {exc}")
+            return
+        try:
+            record_finished(self.store, self.run_id)
+        except Exception:
+            log("results log not updated:\n" + traceback.format_exc())
+
+
+def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    """The last meaningful lines of the engine's stderr (the supervisor's own lines left out)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [ln.rstrip() for ln in text.splitlines() if ln.strip() and not ln.startswith(LOG_PREFIX)]
+    return " | ".join(kept[-lines:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m mdtui.supervise RUN_DIR\n")
+        return 2
+    run_dir = Path(args[0]).resolve()
+    if not (run_dir / "run.json").is_file():
+        sys.stderr.write(f"{run_dir}: not a run directory (no run.json)\n")
+        return 2
+    supervisor = Supervisor(run_dir)
+    try:
+        return supervisor.run()
+    except Exception:
+        log("supervisor error:\n" + traceback.format_exc())
+        if not (run_dir / EXIT_FILE).exists():
+            with contextlib.suppress(Exception):
+                return supervisor._finish(
+                    exit_code=None, sig=None, error="supervisor error (see stderr.log)"
+                )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Textual front end of mdtui (imported lazily: only a bare `mdtui` pays for Textual)."""

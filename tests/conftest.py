@@ -1,0 +1,107 @@
+"""Shared fixtures: an isolated environment and a tiny experiments.toml that trains in seconds."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE_ENGINE = REPO / "tests" / "fixtures" / "fake_engine.py"
+
+# A synthetic dataset small enough that the real engine finishes an epoch in well under a second.
+TINY_TOML = """\
+[settings]
+runs_dir = "runs"
+results_log = "RESULTS.md"
+stop_grace_seconds = 10
+
+[defaults]
+epochs = 3
+batch_size = 16
+eval_batch_size = 64
+model = "resnet32"
+data = { name = "synthetic", num_classes = 3, samples_per_class = 8, test_per_class = 4, image_size = 8, num_workers = 0 }
+optim = { name = "sgd", lr = 0.05 }
+schedule = { name = "cosine" }
+
+[experiment.tiny]
+group = "demo"
+baseline = true
+description = "a tiny CE baseline"
+loss = "ce"
+
+[experiment.tiny-focal]
+group = "demo"
+from = "tiny"
+epochs = 2
+loss = { name = "fl", gamma = 2.0 }
+"""
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No MDTUI_* variable of the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("MDTUI_"):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def tiny_toml(tmp_path: Path) -> Path:
+    """A project directory with experiments.toml: `tiny` (CE) and `tiny-focal` (from tiny), group demo."""
+    path = tmp_path / "experiments.toml"
+    path.write_text(TINY_TOML, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_plan(tiny_toml: Path):
+    from mdtui.experiments import load_plan
+
+    return load_plan(tiny_toml)
+
+
+@pytest.fixture
+def store(tiny_plan):
+    from mdtui.store import RunStore
+
+    return RunStore(tiny_plan.settings.runs_dir, experiments_file=tiny_plan.settings.path)
+
+
+@pytest.fixture
+def fake_engine(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Route every supervisor to tests/fixtures/fake_engine.py (no torch, 50 ms epochs)."""
+    cmd = f"{sys.executable} {FAKE_ENGINE}"
+    monkeypatch.setenv("MDTUI_ENGINE_CMD", cmd)
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0.05")
+    return cmd
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> object:
+    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def reap() -> Iterator[list[int]]:
+    """Process groups a test started; anything still alive is killed at teardown."""
+    import signal
+
+    groups: list[int] = []
+    yield groups
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
