@@ -250,3 +250,91 @@ class Dashboard:
                 )
             )
         return tuple(rows)
+
+    # ------------------------------------------------------------------ actions (shared with the CLI's verbs)
+
+    def experiments_named(self, names: list[str]) -> list[Any]:
+        from mdtui.experiments import find_experiment
+
+        return [find_experiment(self.plan, n) for n in names]
+
+    def start_now(self, names: list[str], devices: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+        """Run experiments now; those whose devices (or upstream) are not free are queued instead.
+
+        Returns (started run ids, queued experiment names, error messages).
+        """
+        from mdtui.runprep import RunSetupError, create_run_for, dependency_order, seeds_of
+        from mdtui.supervise import launch
+
+        started: list[str] = []
+        queued: list[str] = []
+        errors: list[str] = []
+        if self.plan is None or self.store is None:
+            return started, queued, [self.plan_error or "experiments.toml is not loaded"]
+        for exp in dependency_order(self.plan, self.experiments_named(names)):
+            if exp.upstream and self.store.latest_completed(exp.upstream) is None:
+                queued.append(exp.name)  # the queue waits for (and runs) its upstream first
+                continue
+            for seed in seeds_of(exp):
+                chosen = devices or self._pick(exp)
+                if chosen is None:
+                    queued.append(exp.name)
+                    break
+                try:
+                    rec = create_run_for(self.plan, self.store, exp, seed=seed, devices=chosen)
+                    launch(self.store, rec.run_id, devices=chosen)
+                    started.append(rec.run_id)
+                except RunSetupError as exc:
+                    errors.append(str(exc))
+                    break
+        if queued:
+            errors += self.enqueue(sorted(set(queued), key=queued.index))
+        return started, queued, errors
+
+    def _pick(self, exp: Any) -> list[str] | None:
+        from mdtui.gpus import list_devices
+
+        if all(d.id == "cpu" for d in list_devices()):
+            return ["cpu"]
+        from mdtui.scheduler import pick_devices
+
+        return pick_devices(self.store, self.plan, getattr(exp, "gpus", 1) or 1)
+
+    def enqueue(self, names: list[str], devices: list[str] | None = None) -> list[str]:
+        """Add experiments to the queue (the scheduler starts on demand); returns error messages."""
+        from mdtui.scheduler import enqueue, ensure_scheduler
+
+        try:
+            enqueue(self.store, self.plan, names, devices=devices)
+            ensure_scheduler(self.store, self.plan)
+        except Exception as exc:  # the message is for the user; the queue itself stays consistent
+            return [str(exc)]
+        return []
+
+    def stop(self, run_ids: list[str]) -> list[str]:
+        """SIGTERM the runs (SIGKILL after the grace period); queued runs are cancelled instead."""
+        from mdtui.supervise import stop
+
+        errors = []
+        grace = self.plan.settings.stop_grace_seconds if self.plan else 30.0
+        for run_id in run_ids:
+            rec = self.store.get(run_id)
+            if rec is None:
+                continue
+            try:
+                if rec.status in WAITING_STATUSES:
+                    from mdtui.scheduler import cancel
+
+                    cancel(self.store, run_id)
+                elif rec.status in LIVE_STATUSES:
+                    stop(self.store, run_id, grace=grace)
+            except Exception as exc:
+                errors.append(f"{run_id}: {exc}")
+        return errors
+
+    def move(self, run_id: str, delta: int) -> None:
+        from mdtui.scheduler import move, queue_entries
+
+        ids = [e.run_id for e in queue_entries(self.store)]
+        if run_id in ids:
+            move(self.store, run_id, max(1, ids.index(run_id) + 1 + delta))

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mdtui.gpus import CPU_ID, Device
+from mdtui.gpus import CPU_ID, Device, cpu_device
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,7 @@ def blocker(device: Device, policy: Policy, held: Counter[str]) -> str | None:
     if device.memory_free_mb < policy.min_free_memory_mb:
         owners = sorted({p.owner for p in device.processes if p.owner})
         by = f" by {', '.join(owners)}" if owners else ""
-        return (
-            f"{device.memory_free_mb} MiB free{by} (min_free_memory_mb = {policy.min_free_memory_mb})"
-        )
+        return f"{device.memory_free_mb} MiB free{by} (min_free_memory_mb = {policy.min_free_memory_mb})"
     # utilisation cannot be attributed per process: once we hold the device, its load is ours
     if ours == 0 and device.utilization > policy.max_utilization:
         return f"{device.utilization}% busy (max_utilization = {policy.max_utilization})"
@@ -113,12 +111,12 @@ def pick(
     On a machine whose only device is the CPU every run gets ``["cpu"]``.
     """
     held = reservation_counts(reservations)
-    if all(d.is_cpu for d in devices):
-        return [CPU_ID] if devices and blocker(devices[0], policy, held) is None else None
+    if all(d.is_cpu for d in devices) or candidates == [CPU_ID]:
+        cpu = next((d for d in devices if d.is_cpu), None) or cpu_device()
+        return [CPU_ID] if blocker(cpu, policy, held) is None else None
     pool = [d for d in devices if not d.is_cpu]
     if candidates:
-        by_id = {d.id: d for d in pool}
-        pool = [by_id[c] for c in candidates if c in by_id]
+        pool = [d for spec in candidates for d in pool if matches(d, spec)]
     else:
         pool = ordered(pool, policy, held)
     occupied = user_devices(devices, held, user)
@@ -128,24 +126,30 @@ def pick(
             break
         if blocker(device, policy, held) is not None:
             continue
-        if policy.max_devices is not None and device.id not in occupied:
-            if len(occupied | set(chosen) | {device.id}) > policy.max_devices:
-                continue
+        # holding one more device must stay within max_devices; a device already held costs nothing
+        over = (
+            policy.max_devices is not None and len(occupied | set(chosen) | {device.id}) > policy.max_devices
+        )
+        if over:
+            continue
         chosen.append(device.id)
     return chosen if len(chosen) == count else None
 
 
-def never_fits(devices: list[Device], policy: Policy, count: int, candidates: list[str] | None = None) -> str | None:
+def never_fits(
+    devices: list[Device], policy: Policy, count: int, candidates: list[str] | None = None
+) -> str | None:
     """Why a request can never be met on this machine (checked at enqueue), or None."""
-    if all(d.is_cpu for d in devices):
+    if all(d.is_cpu for d in devices) or candidates == [CPU_ID]:
         return None
-    usable = [d for d in devices if not d.is_cpu and not any(matches(d, s) for s in policy.exclude)]
-    ids = [d.id for d in devices if not d.is_cpu]
+    gpus = [d for d in devices if not d.is_cpu]
+    usable = [d for d in gpus if not any(matches(d, s) for s in policy.exclude)]
+    ids = [d.id for d in gpus]
     if candidates:
-        unknown = [c for c in candidates if c not in ids]
+        unknown = [c for c in candidates if not any(matches(d, c) for d in gpus)]
         if unknown:
             return f"no device {', '.join(unknown)} on this machine (devices: {', '.join(ids) or 'none'})"
-        excluded = [c for c in candidates if c not in {d.id for d in usable}]
+        excluded = [c for c in candidates if not any(matches(d, c) for d in usable)]
         if excluded:
             return f"device {', '.join(excluded)} is excluded by [settings] exclude_devices"
         if count > len(candidates):

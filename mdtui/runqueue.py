@@ -123,7 +123,8 @@ def transition(store: RunStore, run_id: str, from_statuses: tuple[str, ...], **f
     conn = store.connect()
     try:
         cursor = conn.execute(
-            f"UPDATE runs SET {sets} WHERE run_id=? AND status IN ({marks})", (*values, run_id, *from_statuses)
+            f"UPDATE runs SET {sets} WHERE run_id=? AND status IN ({marks})",
+            (*values, run_id, *from_statuses),
         )
         changed = cursor.rowcount == 1
     finally:
@@ -139,7 +140,10 @@ def log_event(rec: RunRecord, level: str, msg: str) -> None:
     """Append a `log` event to the run's events.jsonl (one O_APPEND write: never interleaves)."""
     from engine.events import encode, make_event
 
-    append_line(rec.run_dir / "events.jsonl", encode(make_event("log", rec.run_id, level=level, msg=msg, source="scheduler")))
+    append_line(
+        rec.run_dir / "events.jsonl",
+        encode(make_event("log", rec.run_id, level=level, msg=msg, source="scheduler")),
+    )
 
 
 # --------------------------------------------------------------------------------------- dependencies
@@ -237,7 +241,8 @@ def add(
             ),
         )
         conn.execute(
-            "INSERT OR REPLACE INTO queue_state (key, value) VALUES ('experiments', ?)", (str(plan.settings.path),)
+            "INSERT OR REPLACE INTO queue_state (key, value) VALUES ('experiments', ?)",
+            (str(plan.settings.path),),
         )
     return rec
 
@@ -282,6 +287,27 @@ def set_reason(store: RunStore, run_id: str, reason: str | None) -> None:
         conn.execute("UPDATE queue SET reason=? WHERE run_id=? AND reason IS NOT ?", (reason, run_id, reason))
 
 
+def claim(store: RunStore, run_id: str, devices: list[str]) -> bool:
+    """Move a run from queued to starting on ``devices`` and mark its entry launched, in one transaction.
+
+    The conditional UPDATE is the only way out of ``queued``: whoever changes the row wins, everyone
+    else sees zero rows changed, so a run is never launched twice.
+    """
+    now = time.time()
+    with connection(store) as conn, transaction(conn):
+        cursor = conn.execute(
+            "UPDATE runs SET status='starting', devices=?, started_t=? WHERE run_id=? AND status='queued'",
+            (json.dumps(devices), now, run_id),
+        )
+        if cursor.rowcount != 1:
+            return False
+        conn.execute("UPDATE queue SET launched_t=?, reason=NULL WHERE run_id=?", (now, run_id))
+    rec = store.get(run_id)
+    if rec is not None:
+        store.update_run_json(rec.run_dir, {"status": "starting", "devices": devices, "started_t": now})
+    return True
+
+
 def mark_launched(store: RunStore, run_id: str) -> None:
     with connection(store) as conn:
         conn.execute("UPDATE queue SET launched_t=?, reason=NULL WHERE run_id=?", (time.time(), run_id))
@@ -318,11 +344,15 @@ def find(store: RunStore, ref: str) -> QueueEntry:
     """A queue entry by run id or unique prefix/suffix; QueueError listing the queue otherwise."""
     all_entries = entries(store)
     exact = [e for e in all_entries if e.run_id == ref]
-    matched = exact or [e for e in all_entries if ref and (e.run_id.startswith(ref) or e.run_id.endswith(ref))]
+    matched = exact or [
+        e for e in all_entries if ref and (e.run_id.startswith(ref) or e.run_id.endswith(ref))
+    ]
     if len(matched) == 1:
         return matched[0]
     if len(matched) > 1:
-        raise QueueError(f'"{ref}" matches {len(matched)} queued runs: {", ".join(e.run_id for e in matched)}')
+        raise QueueError(
+            f'"{ref}" matches {len(matched)} queued runs: {", ".join(e.run_id for e in matched)}'
+        )
     listed = ", ".join(f"{e.run_id} ({e.experiment})" for e in all_entries[:8]) or "the queue is empty"
     raise QueueError(f'no queued run "{ref}"; queued: {listed}')
 
@@ -330,7 +360,12 @@ def find(store: RunStore, ref: str) -> QueueEntry:
 def cancel_waiting(store: RunStore, run_id: str) -> bool:
     """Cancel a run that has not been launched; False when the scheduler launched it first."""
     if not transition(
-        store, run_id, ("queued", "blocked"), status="cancelled", ended_t=time.time(), error="cancelled from the queue"
+        store,
+        run_id,
+        ("queued", "blocked"),
+        status="cancelled",
+        ended_t=time.time(),
+        error="cancelled from the queue",
     ):
         return False
     remove(store, run_id)

@@ -54,11 +54,9 @@ def crop_flip(images: torch.Tensor, params: AugmentParams, pad: int, augment: st
     # Decided by the augment name, not by the parameters' values: no host sync on the hot path.
     if pad > 0 and augment in ("crop_flip", "crop"):
         padded = F.pad(images, (pad, pad, pad, pad))
-        rows = (params.dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-        cols = (params.dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
-        batch = torch.arange(b, device=images.device)[:, None, None, None]
-        chan = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
-        out = padded[batch, chan, rows, cols]
+        # Every crop position as a view [B, C, 2p+1, 2p+1, H, W]; pick one per sample (one gather).
+        windows = padded.unfold(2, h, 1).unfold(3, w, 1)
+        out = windows[torch.arange(b, device=images.device), :, params.dy, params.dx]
     if augment in ("crop_flip", "flip", "flip_vflip"):
         out = torch.where(params.hflip[:, None, None, None], out.flip(3), out)
     if augment == "flip_vflip":
@@ -76,6 +74,6 @@ class Normalizer:
         self.shift = -mean_t / std_t
 
     def __call__(self, images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return torch.addcmul(self.shift, images.float(), self.scale)
+        out = torch.addcmul(self.shift, images.float(), self.scale)
+        # Converting the float result is faster than normalising a channels-last uint8 tensor.
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out

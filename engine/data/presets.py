@@ -136,10 +136,18 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 512) -> torch.Ten
         return images
     out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
     for start in range(0, images.shape[0], chunk):
-        block = images[start : start + chunk].float()
-        resized = F.interpolate(block, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out[start : start + chunk] = resized.round_().clamp_(0, 255).to(torch.uint8)
+        out[start : start + chunk] = _resize_block(images[start : start + chunk], size)
     return out
+
+
+def _resize_block(block: torch.Tensor, size: int) -> torch.Tensor:
+    # PyTorch's uint8 channels-last kernel is ~15x faster than going through float on CPU.
+    try:
+        cl = block.contiguous(memory_format=torch.channels_last)
+        return F.interpolate(cl, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    except RuntimeError:  # builds without the uint8 kernel
+        resized = F.interpolate(block.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
 class ResizedArrayDataset(torch.utils.data.Dataset):

@@ -1,0 +1,236 @@
+"""``mdtui queue ...`` and ``mdtui gpus``: the CLI face of the scheduler (DESIGN.md section 7).
+
+Every verb here calls ``ensure_scheduler`` on its way out, so a scheduler that was killed (or a queue
+left with work after a reboot) is restarted by the next command that looks at the queue.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.table import Table
+
+from mdtui.commands.common import (
+    console,
+    fail,
+    load_plan_or_exit,
+    open_store,
+    plan_file,
+    print_json,
+    usage_error,
+)
+
+if TYPE_CHECKING:
+    from mdtui.experiments import Plan
+    from mdtui.store import RunStore
+
+queue_app = typer.Typer(
+    help="The run queue: runs start when their devices are free and their upstreams have completed.",
+    no_args_is_help=False,
+)
+
+
+def _open(ctx: typer.Context) -> tuple[Plan, RunStore]:
+    plan = load_plan_or_exit(plan_file(ctx))
+    return plan, open_store(plan)
+
+
+def _ensure(plan: Plan, store: RunStore) -> int | None:
+    from mdtui.scheduler import ensure_scheduler
+
+    return ensure_scheduler(store.runs_dir, plan.settings.path)
+
+
+def _parse_devices(spec: str | None) -> list[str] | None:
+    if spec is None:
+        return None
+    from mdtui.commands.run import parse_devices
+
+    return parse_devices(spec)
+
+
+# --------------------------------------------------------------------------------------- listing
+
+
+@queue_app.callback(invoke_without_command=True)
+def queue_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the queue: waiting runs in order, then runs it launched that are still alive."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mdtui.scheduler import is_paused, queue_entries, scheduler_running
+
+    plan, store = _open(ctx)
+    _ensure(plan, store)
+    entries = queue_entries(store)
+    paused = is_paused(store)
+    running = scheduler_running(store.runs_dir)
+    if as_json:
+        print_json({"paused": paused, "scheduler": running, "entries": [e.to_json() for e in entries]})
+        return
+    state = "[yellow]paused[/]" if paused else "active"
+    console.print(f"queue {state}; scheduler {'running' if running else 'idle'}; {len(entries)} entries")
+    if not entries:
+        console.print("nothing queued (add runs with `mdtui queue add NAME...`)")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("pos", "run", "experiment", "status", "devices", "why / where"):
+        table.add_column(column)
+    for e in entries:
+        wanted = ",".join(e.devices) if e.devices else f"{e.gpus} any"
+        devices = ",".join(e.assigned) if e.assigned else wanted
+        table.add_row(str(e.position or "-"), e.run_id, e.experiment, e.status, devices, e.reason or "")
+    console.print(table)
+
+
+# --------------------------------------------------------------------------------------- editing
+
+
+@queue_app.command("add")
+def add_cmd(
+    ctx: typer.Context,
+    names: list[str] = typer.Argument(..., help="Experiments, swept tables or groups to queue."),
+    gpus: int | None = typer.Option(
+        None, "--gpus", min=1, help="Devices each run needs (default: the experiment's `gpus`)."
+    ),
+    device: str | None = typer.Option(None, "--device", help='Only these devices, e.g. "0,1" or "cpu".'),
+    as_json: bool = typer.Option(False, "--json", help="Print the queued runs as JSON."),
+) -> None:
+    """Queue runs (one per seed); an upstream (`from`) with no completed run is queued first."""
+    from mdtui.scheduler import QueueError, enqueue
+
+    plan, store = _open(ctx)
+    devices = _parse_devices(device)
+    try:
+        records = enqueue(store, plan, names, gpus=gpus, devices=devices)
+    except LookupError as exc:
+        usage_error(str(exc.args[0]) if exc.args else str(exc))
+    except QueueError as exc:
+        usage_error(str(exc))
+    pid = _ensure(plan, store)
+    if as_json:
+        print_json([{"run_id": r.run_id, "experiment": r.experiment, "seed": r.seed} for r in records])
+        return
+    for rec in records:
+        console.print(f"queued {rec.run_id}  {rec.experiment}  seed {rec.seed}")
+    if pid:
+        console.print(f"scheduler started (pid {pid}); log: {Path(store.runs_dir) / 'scheduler.log'}")
+
+
+@queue_app.command("cancel")
+def cancel_cmd(
+    ctx: typer.Context, run_id: str = typer.Argument(..., help="Run id (or a unique prefix/suffix).")
+) -> None:
+    """Take a run out of the queue (a run the queue already started is stopped)."""
+    from mdtui.scheduler import QueueError, cancel
+
+    plan, store = _open(ctx)
+    try:
+        outcome = cancel(store, run_id)
+    except QueueError as exc:
+        usage_error(str(exc))
+    _ensure(plan, store)
+    console.print(f"{run_id}: {outcome}")
+
+
+@queue_app.command("move")
+def move_cmd(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., help="Run id (or a unique prefix/suffix)."),
+    to: int = typer.Option(..., "--to", min=1, help="New position, 1 = next to start."),
+) -> None:
+    """Reorder the queue."""
+    from mdtui.scheduler import QueueError, move
+
+    plan, store = _open(ctx)
+    try:
+        position = move(store, run_id, to)
+    except QueueError as exc:
+        usage_error(str(exc))
+    _ensure(plan, store)
+    console.print(f"{run_id}: now at position {position}")
+
+
+@queue_app.command("pause")
+def pause_cmd(ctx: typer.Context) -> None:
+    """Launch nothing new until `mdtui queue resume` (running runs carry on)."""
+    from mdtui.scheduler import pause
+
+    plan, store = _open(ctx)
+    pause(store)
+    _ensure(plan, store)
+    console.print("queue paused; running runs carry on")
+
+
+@queue_app.command("resume")
+def resume_cmd(ctx: typer.Context) -> None:
+    """Start launching queued runs again."""
+    from mdtui.scheduler import resume
+
+    plan, store = _open(ctx)
+    resume(store)
+    _ensure(plan, store)
+    console.print("queue resumed")
+
+
+# --------------------------------------------------------------------------------------- gpus
+
+
+def gpus_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Devices with memory, utilisation, processes and owners, mdtui reservations and whether a run fits."""
+    from mdtui import gpus, ledger
+    from mdtui.scheduler import reservations
+
+    try:
+        devices = gpus.list_devices()
+    except gpus.GpuConfigError as exc:
+        fail(str(exc), 2)
+    plan = _plan_if_any(ctx)
+    policy = ledger.Policy.from_settings(plan.settings) if plan else ledger.Policy()
+    held: list[ledger.Reservation] = []
+    if plan is not None:
+        store = open_store(plan)
+        held = reservations(store)
+        _ensure(plan, store)
+    counts = ledger.reservation_counts(held)
+    rows = []
+    for d in devices:
+        runs = [r.run_id for r in held if d.id in r.devices]
+        rows.append({**d.to_dict(), "mdtui_runs": runs, "blocked": ledger.blocker(d, policy, counts)})
+    if as_json:
+        print_json({"backend": gpus.backend_name(), "t": time.time(), "devices": rows})
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "name", "memory", "util", "processes", "mdtui runs", "free for a run?"):
+        table.add_column(column)
+    for row in rows:
+        procs = ", ".join(f"{p['owner']}:{p['pid']} {p['memory_mb']}M" for p in row["processes"]) or "-"
+        memory = f"{row['memory_used_mb']}/{row['memory_total_mb']} MiB"
+        fit = "[green]yes[/]" if row["blocked"] is None else f"[yellow]no[/]: {row['blocked']}"
+        table.add_row(
+            row["id"],
+            row["name"],
+            memory,
+            f"{row['utilization']}%",
+            procs,
+            ", ".join(row["mdtui_runs"]) or "-",
+            fit,
+        )
+    console.print(table)
+
+
+def _plan_if_any(ctx: typer.Context) -> Plan | None:
+    """The plan when an experiments file is reachable (policies, reservations); `mdtui gpus` works without."""
+    from mdtui.experiments import default_path
+
+    explicit = plan_file(ctx)
+    if explicit is None and not default_path().is_file():
+        return None
+    return load_plan_or_exit(explicit)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(queue_app, name="queue")
+    app.command("gpus")(gpus_cmd)

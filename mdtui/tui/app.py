@@ -1,0 +1,227 @@
+"""The mdtui Textual app: a view over experiments.toml, the run store, the queue and the devices.
+
+Nothing here owns a run. Runs belong to their detached supervisors and the queue to the scheduler,
+so quitting, losing SSH or a crash of this app never touches them; on start the app simply reads
+the index and the runs' event files again (re-attaching is just reading).
+
+Refreshes are paced: one worker thread gathers a snapshot (index, queue, appended event bytes) a few
+times per second and the UI applies it in one batch; device queries run at a slower pace.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from mdtui.dashboard import Dashboard, Snapshot
+from mdtui.tui.screens.compare import CompareScreen
+from mdtui.tui.screens.confirm import ConfirmDialog
+from mdtui.tui.screens.device_picker import DevicePickerDialog
+from mdtui.tui.screens.help import HelpScreen
+from mdtui.tui.screens.main import MainScreen
+from mdtui.tui.screens.run_detail import RunDetailScreen
+
+REFRESH_SECONDS = 0.4
+DEVICE_REFRESH_SECONDS = 2.0
+
+
+class MdtuiApp(App[int]):
+    """Returns the number of runs still running when it quits."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "mdtui"
+    BINDINGS = [
+        Binding("q", "quit_app", "Quit", id="app.quit", tooltip="Quit; runs and the queue keep going"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("ctrl+q", "quit_app", "Quit", show=False, id="app.ctrlq"),
+    ]
+
+    def __init__(self, plan_path: Path | None = None, *, dashboard: Dashboard | None = None) -> None:
+        super().__init__()
+        self.dashboard = dashboard or Dashboard(plan_path)
+        self.snapshot = Snapshot()
+        self._devices: tuple[Any, ...] = ()
+        self._devices_t = 0.0
+        self._refreshing = False
+
+    def on_mount(self) -> None:
+        path = getattr(self.dashboard.plan, "settings", None)
+        self.sub_title = str(path.path) if path is not None else str(self.dashboard.plan_path or "")
+        self.push_screen(MainScreen())
+        self.refresh_now()
+        self.set_interval(REFRESH_SECONDS, self.refresh_now)
+
+    # ------------------------------------------------------------------ refresh loop
+
+    def refresh_now(self) -> None:
+        if not self._refreshing:
+            self._refreshing = True
+            self._gather()
+
+    @work(thread=True, exclusive=True, group="refresh", exit_on_error=False)
+    def _gather(self) -> None:
+        try:
+            now = time.monotonic()
+            with_devices = now - self._devices_t >= DEVICE_REFRESH_SECONDS or not self._devices
+            snapshot = self.dashboard.refresh(with_devices=with_devices)
+            if with_devices:
+                self._devices, self._devices_t = snapshot.devices, now
+            else:
+                snapshot = Snapshot(**{**snapshot.__dict__, "devices": self._devices})
+            self.call_from_thread(self._apply, snapshot)
+        finally:
+            self._refreshing = False
+
+    def _apply(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        with self.batch_update():
+            for screen in self.screen_stack:
+                if isinstance(screen, MainScreen):
+                    screen.show(snapshot)
+            if isinstance(self.screen, (RunDetailScreen, CompareScreen)):
+                self.screen.refresh_view()
+
+    # ------------------------------------------------------------------ navigation
+
+    def open_run(self, run_id: str, tab: str = "charts") -> None:
+        self.push_screen(RunDetailScreen(run_id, tab=tab))
+
+    def open_compare(self, run_ids: list[str]) -> None:
+        self.push_screen(CompareScreen(run_ids))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # ------------------------------------------------------------------ run control
+
+    def start(self, names: list[str], devices: list[str] | None = None) -> None:
+        self._start(names, devices)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _start(self, names: list[str], devices: list[str] | None) -> None:
+        started, queued, errors = self.dashboard.start_now(names, devices)
+        message = []
+        if started:
+            message.append(f"started {len(started)}: {', '.join(started)}")
+        if queued:
+            message.append(f"queued (devices busy or upstream pending): {', '.join(queued)}")
+        if message:
+            self.call_from_thread(self.notify, "; ".join(message))
+        for error in errors:
+            self.call_from_thread(self.notify, error, severity="error", timeout=8)
+        self.call_from_thread(self.refresh_now)
+
+    def enqueue(self, names: list[str], devices: list[str] | None = None) -> None:
+        self._enqueue(names, devices)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _enqueue(self, names: list[str], devices: list[str] | None) -> None:
+        errors = self.dashboard.enqueue(names, devices)
+        for error in errors:
+            self.call_from_thread(self.notify, error, severity="error", timeout=8)
+        if not errors:
+            self.call_from_thread(self.notify, f"queued: {', '.join(names)}")
+        self.call_from_thread(self.refresh_now)
+
+    def pick_devices_and_start(self, names: list[str]) -> None:
+        def chosen(devices: list[str] | None) -> None:
+            if devices:
+                self.start(names, devices)
+
+        self.push_screen(DevicePickerDialog(self._devices, self.snapshot.holders, names), chosen)
+
+    def confirm_stop(self, records: Iterable[Any]) -> None:
+        records = list(records)
+        details = [f"{r.run_id}  {r.experiment}  {r.status}  pid {getattr(r, 'pid', '') or '-'}" for r in records]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.stop_runs([r.run_id for r in records])
+
+        question = f"Stop {len(records)} run(s)? (SIGTERM now, SIGKILL after the grace period)"
+        self.push_screen(ConfirmDialog(question, details, yes="Stop"), answered)
+
+    def stop_runs(self, run_ids: list[str]) -> None:
+        self._stop(run_ids)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _stop(self, run_ids: list[str]) -> None:
+        errors = self.dashboard.stop(run_ids)
+        for error in errors:
+            self.call_from_thread(self.notify, error, severity="error")
+        if not errors:
+            self.call_from_thread(self.notify, f"stopping {', '.join(run_ids)}")
+        self.call_from_thread(self.refresh_now)
+
+    def move_queued(self, run_id: str, delta: int) -> None:
+        try:
+            self.dashboard.move(run_id, delta)
+        except Exception as exc:
+            self.notify(str(exc), severity="error")
+        self.refresh_now()
+
+    def edit_experiments(self) -> None:
+        path = self.dashboard.plan_path or getattr(getattr(self.dashboard.plan, "settings", None), "path", None)
+        path = Path(path) if path else Path("experiments.toml")
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        with self.suspend():
+            subprocess.call([*shlex.split(editor), str(path)])
+        self.dashboard.reload_plan()
+        if self.dashboard.plan_error:
+            self.notify("experiments.toml has errors: see the top of the screen", severity="error")
+        else:
+            self.notify("experiments.toml reloaded")
+        self.refresh_now()
+
+    # ------------------------------------------------------------------ palette and quit
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Reload experiments.toml", "Read the registry again", self._reload)
+        yield SystemCommand("Pause the queue", "Nothing new starts until resumed", partial(self._queue, "pause"))
+        yield SystemCommand("Resume the queue", "Start queued runs when devices fit", partial(self._queue, "resume"))
+        plan = self.dashboard.plan
+        if plan is not None:
+            for exp in list(plan.experiments.values())[:200]:
+                yield SystemCommand(f"Run {exp.name}", f"{exp.group}: run now", partial(self.start, [exp.name]))
+        for row in self.snapshot.runs[:50]:
+            yield SystemCommand(f"Open run {row.run_id}", f"{row.experiment} ({row.status})", partial(self.open_run, row.run_id))
+
+    def _reload(self) -> None:
+        self.dashboard.reload_plan()
+        self.refresh_now()
+
+    def _queue(self, verb: str) -> None:
+        try:
+            from mdtui import scheduler
+
+            getattr(scheduler, verb)(self.dashboard.store)
+            if verb == "resume":
+                scheduler.ensure_scheduler(self.dashboard.store, self.dashboard.plan)
+            self.notify(f"queue {verb}d")
+        except Exception as exc:
+            self.notify(str(exc), severity="error")
+        self.refresh_now()
+
+    def action_quit_app(self) -> None:
+        self.exit(self.snapshot.live_count)
+
+
+def run_app(plan_path: Path | None = None) -> int:
+    """Run the TUI; afterwards say what keeps running (it always does)."""
+    live = MdtuiApp(plan_path).run() or 0
+    queued = 0
+    if live:
+        print(f"mdtui: {live} run(s) keep running in the background; `mdtui status` or `mdtui` to look again.")
+    return queued

@@ -1,0 +1,168 @@
+"""The supervisor with real processes: completed, failed, lost, stopped, detached (mdtui/supervise.py).
+
+The engine is tests/fixtures/fake_engine.py (selected with MDTUI_ENGINE_CMD) except in the last test,
+which trains the real engine for a few steps when it is present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, wait_for
+
+from mdtui import supervise
+from mdtui.runprep import create_run_for
+from mdtui.store import RunStore, process_alive
+
+pytestmark = pytest.mark.slow
+
+
+def _start(store: RunStore, plan, *, env: dict[str, str] | None = None, name: str = "tiny"):
+    rec = create_run_for(plan, store, plan.experiments[name], seed=0, devices=["cpu"])
+    pid = supervise.launch(store, rec.run_id, devices=["cpu"], env=env)
+    return rec, pid
+
+
+def _engine_running(store: RunStore, run_id: str):
+    rec = store.get(run_id)
+    return rec if rec.pid and rec.status == "running" else None
+
+
+def _first_step(rec) -> bool:
+    events = Path(rec.run_dir) / "events.jsonl"
+    return events.exists() and '"type":"step"' in events.read_text()
+
+
+def test_completed_run_writes_exit_json_and_indexes_metrics(store, tiny_plan, fake_engine) -> None:
+    rec, pid = _start(store, tiny_plan)
+    assert supervise.wait_supervisor(pid, timeout=30)
+    final = store.get(rec.run_id)
+    assert final.status == "completed" and final.exit_code == 0
+    assert final.best_acc1 == 70.0 and final.best_epoch == 2 and final.epochs_done == 3
+    assert final.pid and final.pgid == final.pid and final.proc_start and final.supervisor_pid == pid
+    exit_info = json.loads((Path(rec.run_dir) / "exit.json").read_text())
+    assert exit_info["status"] == "completed" and exit_info["signal"] is None
+    run_dir = Path(rec.run_dir)
+    assert '"type":"run_finished"' in (run_dir / "stdout.log").read_text()  # engine stdout went to the file
+    assert "status completed" in (run_dir / "stderr.log").read_text()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["command"][-1] == str(run_dir)
+
+
+def test_cuda_environment_of_the_child() -> None:
+    assert supervise.cuda_env(["cpu"]) == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ""}
+    assert supervise.cuda_env(["2", "0"])["CUDA_VISIBLE_DEVICES"] == "2,0"
+
+
+def test_engine_failure_reports_its_error(store, tiny_plan, fake_engine) -> None:
+    rec, pid = _start(store, tiny_plan, env={"FAKE_FAIL_AT": "1"})
+    assert supervise.wait_supervisor(pid, timeout=30)
+    final = store.get(rec.run_id)
+    assert final.status == "failed" and final.exit_code == 1
+    assert final.error == "fake failure at epoch 1"
+
+
+def test_engine_kill_9_is_failed(store, tiny_plan, fake_engine, reap) -> None:
+    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "20"})
+    running = wait_for(lambda: _engine_running(store, rec.run_id))
+    reap.append(running.pgid)
+    os.kill(running.pid, signal.SIGKILL)
+    assert supervise.wait_supervisor(pid, timeout=30)
+    final = store.get(rec.run_id)
+    assert final.status == "failed" and final.exit_code == -9
+    assert "SIGKILL" in final.error and "not sent by mdtui" in final.error
+
+
+def test_foreign_sigterm_is_failed_not_stopped(store, tiny_plan, fake_engine, reap) -> None:
+    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "2"})
+    running = wait_for(lambda: _engine_running(store, rec.run_id))
+    reap.append(running.pgid)
+    wait_for(lambda: _first_step(running))  # its SIGTERM handler is installed
+    os.kill(running.pid, signal.SIGTERM)  # someone else's signal: the engine stops, mdtui did not ask
+    assert supervise.wait_supervisor(pid, timeout=30)
+    final = store.get(rec.run_id)
+    assert final.status == "failed" and "did not send" in final.error
+
+
+def test_supervisor_kill_9_is_lost_at_next_refresh(store, tiny_plan, fake_engine, reap) -> None:
+    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "20"})
+    running = wait_for(lambda: _engine_running(store, rec.run_id))
+    reap.append(running.pgid)
+    os.kill(pid, signal.SIGKILL)
+    assert supervise.wait_supervisor(pid, timeout=10)
+    assert store.get(rec.run_id).status == "running"  # nobody has looked yet
+    changed = store.refresh()
+    assert [(r.run_id, r.status) for r in changed] == [(rec.run_id, "lost")]
+    assert f"engine pid {running.pid} is still running" in store.get(rec.run_id).error
+    # stop() still reaches an orphaned engine (and escalates itself, there is no supervisor)
+    store.update(rec.run_id, status="running")
+    assert supervise.stop(store, rec.run_id, grace=5)
+    wait_for(lambda: not process_alive(running.pid, running.proc_start), timeout=10)
+
+
+def test_stop_gives_stopped_with_last_checkpoint(store, tiny_plan, fake_engine, reap) -> None:
+    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "1"})
+    running = wait_for(lambda: _engine_running(store, rec.run_id))
+    reap.append(running.pgid)
+    wait_for(lambda: _first_step(running))
+    assert supervise.stop(store, rec.run_id, grace=10, wait=True)
+    final = store.get(rec.run_id)
+    assert final.status == "stopped" and final.exit_code == 0 and final.error is None
+    assert (Path(rec.run_dir) / "checkpoints" / "last.pt").is_file()
+    assert json.loads((Path(rec.run_dir) / "exit.json").read_text())["stop_requested"] is True
+    assert not supervise.stop(store, rec.run_id)  # nothing left to stop
+
+
+def test_stop_escalates_to_sigkill_after_grace(store, tiny_plan, fake_engine, reap) -> None:
+    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "20", "FAKE_IGNORE_TERM": "1"})
+    running = wait_for(lambda: _engine_running(store, rec.run_id))
+    reap.append(running.pgid)
+    assert supervise.stop(store, rec.run_id, grace=0.5)  # returns at once; the supervisor escalates
+    assert supervise.wait_supervisor(pid, timeout=20)
+    final = store.get(rec.run_id)
+    assert final.status == "stopped" and final.exit_code == -9 and "SIGKILL" in final.error
+
+
+def test_detached_run_survives_its_launching_session(tiny_toml, fake_engine, reap) -> None:
+    """`mdtui run --detach` from a shell; the whole session of that shell is then killed."""
+    env = {**os.environ, "FAKE_EPOCH_SECONDS": "0.6", "PYTHONPATH": str(REPO)}
+    script = f"{sys.executable} -m mdtui -f {tiny_toml} run tiny --detach --json > launched.json; sleep 60"
+    shell = subprocess.Popen(["bash", "-c", script], cwd=tiny_toml.parent, env=env, start_new_session=True)
+    reap.append(shell.pid)
+    launched = tiny_toml.parent / "launched.json"
+    wait_for(lambda: launched.exists() and launched.read_text().strip().endswith("]"), timeout=30)
+    run_id = json.loads(launched.read_text())[0]["run_id"]
+    os.killpg(shell.pid, signal.SIGHUP)  # the terminal goes away ...
+    os.killpg(shell.pid, signal.SIGKILL)  # ... and takes its whole process group with it
+    shell.wait(timeout=10)
+    store = RunStore(tiny_toml.parent / "runs")
+    wait_for(lambda: store.get(run_id).status == "completed", timeout=40)
+    assert store.get(run_id).epochs_done == 3
+
+
+@pytest.mark.skipif(not (REPO / "engine" / "__main__.py").exists(), reason="the real engine is not built yet")
+def test_real_engine_stop_leaves_a_loadable_last_checkpoint(store, tiny_plan, monkeypatch, reap) -> None:
+    monkeypatch.delenv("MDTUI_ENGINE_CMD", raising=False)
+    from mdtui.experiments import load_plan
+
+    toml = Path(tiny_plan.settings.path)
+    toml.write_text(toml.read_text().replace("epochs = 3", "epochs = 50"))
+    plan = load_plan(toml)
+    rec, pid = _start(store, plan)
+    running = wait_for(lambda: _engine_running(store, rec.run_id), timeout=60)
+    reap.append(running.pgid)
+    events = Path(rec.run_dir) / "events.jsonl"
+    wait_for(lambda: events.exists() and '"type":"epoch"' in events.read_text(), timeout=120)
+    assert supervise.stop(store, rec.run_id, grace=60, wait=True)
+    final = store.get(rec.run_id)
+    assert final.status == "stopped", final.error
+    import torch
+
+    ckpt = torch.load(Path(rec.run_dir) / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
+    assert isinstance(ckpt, dict) and ckpt
