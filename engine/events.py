@@ -118,7 +118,8 @@ class EventTail:
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
-                chunk = fh.read(max_bytes)
+                # never ask for more than is there: read(n) allocates n bytes up front
+                chunk = fh.read(min(max_bytes, max(0, os.fstat(fh.fileno()).st_size - self.offset)))
         except FileNotFoundError:
             return []
         if not chunk:
@@ -253,7 +254,7 @@ def apply_event(state: RunState, event: dict[str, Any] | TextLine | UnknownEvent
         points = state.step_losses
         stride = state.step_stride
         seen = state.step_seen + 1
-        if loss is not None and seen % stride == 0:
+        if loss is not None and (seen - 1) % stride == 0:  # keeps steps 1, 1+s, 1+2s: even spacing after halving
             x = float(epoch or 0)
             if state.steps_per_epoch and step is not None:
                 x += step / state.steps_per_epoch

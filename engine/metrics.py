@@ -42,7 +42,9 @@ class EvalAccumulator:
 
     def result(self, train_counts: list[int] | None) -> dict:
         confusion = self.confusion.view(self.num_classes, self.num_classes).cpu()
-        return summarize(confusion, self.correct5.item(), self.loss_sum.item(), self.count, train_counts)
+        out = summarize(confusion, self.correct5.item(), self.loss_sum.item(), self.count, train_counts)
+        out["confusion"] = confusion  # an artifact, not an event field: the caller pops it
+        return out
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:

@@ -8,15 +8,29 @@ experiment is validated by ``engine.config.from_dict``, the function the engine 
 from __future__ import annotations
 
 import copy
-import difflib
 import itertools
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 from engine import config as engine_cfg
+from mdtui.experiment_rules import (
+    DEFAULTS_MANAGER_KEYS,
+    ENGINE_TOP_KEYS,
+    MANAGER_KEYS,
+    NOT_INHERITED,
+    RESERVED_KEYS,
+    SWEEPABLE,
+    check_manager_value,
+    check_name,
+    closest,
+    format_value,
+    get_dotted,
+    merge,
+    normalize,
+    set_dotted,
+)
 from mdtui.experiment_spec import (
     Experiment,
     ExperimentsError,
@@ -27,155 +41,13 @@ from mdtui.experiment_spec import (
 )
 from mdtui.toml_lines import locate_keys
 
-MANAGER_KEYS = ("extends", "sweep", "from", "group", "baseline", "tags", "description", "seeds", "seed", "gpus")
-DEFAULTS_MANAGER_KEYS = ("tags", "seeds", "seed", "gpus")  # the others only make sense per experiment
-NOT_INHERITED = ("baseline", "sweep", "description")  # a child declares its own
-NAMED_BLOCKS = ("model", "data", "loss", "sampler", "optim", "schedule")
-# Engine keys that mdtui fills in for each run; the user never writes them.
-RESERVED_KEYS = {
-    "run_id": "it is set by mdtui for each run",
-    "experiment": "it is the experiment's name",
-    "init_checkpoint": 'use from = "<experiment>" to start from another experiment\'s best checkpoint',
-    "cache_dir": "it is set by mdtui (shared by sibling runs)",
-    "seed": None,  # accepted as a manager key (one run with that seed)
-}
-ENGINE_TOP_KEYS = tuple(f for f in engine_cfg.EngineConfig.__dataclass_fields__ if f not in RESERVED_KEYS)
-SWEEPABLE = frozenset(p for p in engine_cfg.field_paths() if p.split(".")[0] not in RESERVED_KEYS)
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:+-]+$")
-
-
-# --------------------------------------------------------------------------- small pure helpers
-
-
-def closest(word: str, choices: Any, n: int = 3) -> list[str]:
-    return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
-
-
-def check_name(name: str) -> str | None:
-    """Why ``name`` cannot be an experiment name (it becomes a directory name), or None."""
-    if not name.strip():
-        return "an experiment name cannot be empty"
-    if "/" in name or "\\" in name:
-        return "experiment names become directory names, so they cannot contain '/' or '\\'"
-    if ".." in name:
-        return "experiment names become directory names, so they cannot contain '..'"
-    if name.startswith("."):
-        return "experiment names become directory names; a leading '.' would hide the directory"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        return "experiment names cannot contain control characters (tabs, newlines, escapes)"
-    return None
-
-
-def format_value(value: Any) -> str:
-    """Compact, stable text of a sweep value for expanded names (see mdtui.experiments)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else str(value)
-    if isinstance(value, str):
-        return value if _SAFE_VALUE.match(value) else json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-
-
-def normalize(engine: dict[str, Any]) -> dict[str, Any]:
-    """Bare-name blocks (``loss = "ce"``) become tables so that merging works key by key."""
-    out = dict(engine)
-    for block in NAMED_BLOCKS:
-        if isinstance(out.get(block), str):
-            out[block] = {"name": out[block]}
-    return out
-
-
-def merge(base: dict[str, Any], over: dict[str, Any], top: bool = True) -> dict[str, Any]:
-    """Deep merge of tables; lists and scalars replace. A named block whose name changes restarts."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        old = out.get(key)
-        if isinstance(old, dict) and isinstance(value, dict):
-            renamed = top and key in NAMED_BLOCKS and "name" in old and "name" in value and old["name"] != value["name"]
-            out[key] = copy.deepcopy(value) if renamed else merge(old, value, top=False)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> bool:
-    """Set ``a.b.c`` inside nested dicts, creating tables; False when a non-table is in the way."""
-    parts = dotted.split(".")
-    cur = target
-    for depth, part in enumerate(parts[:-1]):
-        nxt = cur.get(part)
-        if nxt is None:
-            nxt = {}
-        elif isinstance(nxt, str) and depth == 0 and part in NAMED_BLOCKS:
-            nxt = {"name": nxt}
-        elif not isinstance(nxt, dict):
-            return False
-        cur[part] = nxt
-        cur = nxt
-    cur[parts[-1]] = copy.deepcopy(value)
-    return True
-
-
-def get_dotted(d: dict[str, Any], dotted: str) -> Any:
-    cur: Any = d
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
-
-
-def flatten_keys(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"loss": {"name": "refl"}} -> {"loss.name": "refl"} (lists stay values)."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        dotted = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            out.update(flatten_keys(value, dotted))
-        else:
-            out[dotted] = value
-    return out
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def check_manager_value(key: str, value: Any) -> str | None:
-    """What is wrong with a manager key's value, or None."""
-    if key in ("extends", "from", "description") and not isinstance(value, str):
-        return f'expected a string (an experiment name{"" if key != "description" else " or text"}), got {value!r}'
-    if key == "group" and (not isinstance(value, str) or not value.strip()):
-        return f"expected a non-empty string (the heading in RESULTS.md), got {value!r}"
-    if key == "baseline" and not isinstance(value, bool):
-        return f"expected true or false, got {value!r}"
-    if key == "tags" and (not isinstance(value, list) or not all(isinstance(t, str) for t in value)):
-        return f'expected a list of strings, e.g. ["lt", "md"], got {value!r}'
-    if key == "seed" and not _is_int(value):
-        return f"expected an integer, got {value!r}"
-    if key == "seeds":
-        if not isinstance(value, list) or not value or not all(_is_int(s) for s in value):
-            return f"expected a non-empty list of integers, e.g. [0, 1, 2], got {value!r}"
-        if len(set(value)) != len(value):
-            return f"lists the same seed twice: {value!r}"
-    if key == "gpus" and (not _is_int(value) or value < 1):
-        return f"expected an integer >= 1 (devices per run), got {value!r}"
-    if key == "sweep":
-        if not isinstance(value, dict) or not value:
-            return 'expected a table of dotted key -> list of values, e.g. { "loss.threshold" = [0.5, 0.4] }'
-    return None
-
-
 # --------------------------------------------------------------------------- the builder
 
 
 class PlanBuilder:
-    def __init__(self, path: Path, shown: str, text: str, doc: dict[str, Any], env: dict[str, str] | None) -> None:
+    def __init__(
+        self, path: Path, shown: str, text: str, doc: dict[str, Any], env: dict[str, str] | None
+    ) -> None:
         self.path, self.shown, self.doc, self.env = path, shown, doc, env
         self.lines = locate_keys(text)
         self.issues: list[LocatedIssue] = []
@@ -270,7 +142,9 @@ class PlanBuilder:
                     "[experiment.NAME] tables",
                 )
 
-    def split_keys(self, raw: dict[str, Any], scope: tuple[str, ...], experiment: str | None, allowed_manager):
+    def split_keys(
+        self, raw: dict[str, Any], scope: tuple[str, ...], experiment: str | None, allowed_manager
+    ):
         """Own keys of one table -> (engine keys, manager keys), reporting unknown/misplaced ones."""
         engine: dict[str, Any] = {}
         manager: dict[str, Any] = {}
@@ -279,7 +153,12 @@ class PlanBuilder:
             where = (*scope, key)
             if key in MANAGER_KEYS:
                 if key not in allowed_manager:
-                    self.report(where, experiment, prefix + key, f'"{key}" cannot be set in [defaults]; set it per experiment')
+                    self.report(
+                        where,
+                        experiment,
+                        prefix + key,
+                        f'"{key}" cannot be set in [defaults]; set it per experiment',
+                    )
                     continue
                 problem = check_manager_value(key, value)
                 if problem:
@@ -288,10 +167,14 @@ class PlanBuilder:
                 if key == "seed":  # `seed = 3` is `seeds = [3]`; the nearer one wins when inheriting
                     key, value = "seeds", [value]
                     if "seeds" in raw:
-                        self.report(where, experiment, prefix + "seed", 'set either "seed" or "seeds", not both')
+                        self.report(
+                            where, experiment, prefix + "seed", 'set either "seed" or "seeds", not both'
+                        )
                 manager[key] = value
             elif key in RESERVED_KEYS:
-                self.report(where, experiment, prefix + key, f'"{key}" cannot be set here: {RESERVED_KEYS[key]}')
+                self.report(
+                    where, experiment, prefix + key, f'"{key}" cannot be set here: {RESERVED_KEYS[key]}'
+                )
             elif key in ENGINE_TOP_KEYS:
                 engine[key] = value
             else:
@@ -330,7 +213,11 @@ class PlanBuilder:
         where = ("experiment", table, "sweep", key)
         if key not in SWEEPABLE:
             if key in MANAGER_KEYS or key in RESERVED_KEYS:
-                why = "use seeds = [...] for one run per seed" if key in ("seed", "seeds") else "only engine keys can be swept"
+                why = (
+                    "use seeds = [...] for one run per seed"
+                    if key in ("seed", "seeds")
+                    else "only engine keys can be swept"
+                )
                 self.report(where, table, f"sweep.{key}", f'cannot sweep "{key}": {why}')
             else:
                 hint = engine_cfg.suggest(key, SWEEPABLE)
@@ -352,7 +239,12 @@ class PlanBuilder:
             if parent not in self.tables:
                 near = closest(parent, self.tables)
                 hint = f"; closest: {', '.join(near)}" if near else ""
-                self.report(where, table, "extends", f'extends "{parent}", which is not an [experiment.NAME] table{hint}')
+                self.report(
+                    where,
+                    table,
+                    "extends",
+                    f'extends "{parent}", which is not an [experiment.NAME] table{hint}',
+                )
                 continue
             path = [table]
             while (nxt := self.manager.get(path[-1], {}).get("extends")) in self.tables and nxt not in path:
@@ -389,12 +281,20 @@ class PlanBuilder:
             return []
         header_line = self.line_of(("experiment", table))[0]
         keys = list(sweep)
-        points = [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
+        points = [
+            dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(sweep[k] for k in keys))
+        ]
         names: list[str] = []
         for point in points:
-            name = table if not point else table + "[" + ",".join(f"{k}={format_value(v)}" for k, v in point.items()) + "]"
+            name = (
+                table
+                if not point
+                else table + "[" + ",".join(f"{k}={format_value(v)}" for k, v in point.items()) + "]"
+            )
             if point and (problem := check_name(name)):
-                self.report(("experiment", table, "sweep"), table, "sweep", f'expanded name "{name}": {problem}')
+                self.report(
+                    ("experiment", table, "sweep"), table, "sweep", f'expanded name "{name}": {problem}'
+                )
                 continue
             if name in experiments:
                 other = experiments[name]
@@ -424,14 +324,19 @@ class PlanBuilder:
             self.broken.add(table)
         return names
 
-    def make_experiment(self, table, name, point, written, manager, settings, header_line) -> Experiment | None:
+    def make_experiment(
+        self, table, name, point, written, manager, settings, header_line
+    ) -> Experiment | None:
         engine = copy.deepcopy(written)
         for key, value in point.items():
             if not set_dotted(engine, key, value):
                 self.report_key(table, name, key, f"cannot set {key}: a part of it is not a table")
                 return None
         self.names.add(name)
-        for key, target in (("from", manager.get("from")), ("doctor.mask.combine_with", get_dotted(engine, "doctor.mask.combine_with"))):
+        for key, target in (
+            ("from", manager.get("from")),
+            ("doctor.mask.combine_with", get_dotted(engine, "doctor.mask.combine_with")),
+        ):
             if isinstance(target, str):
                 self.refs.append((table, name, key, target))
         runnable = copy.deepcopy(engine)
@@ -442,8 +347,11 @@ class PlanBuilder:
         try:
             cfg = engine_cfg.from_dict(runnable)
         except engine_cfg.ConfigError as exc:
+            seen: set[str] = set()
             for issue in exc.issues:
-                self.report_key(table, name, issue.key, issue.message)
+                if issue.key not in seen:  # a wrong type is also "out of range" once coerced: say it once
+                    seen.add(issue.key)
+                    self.report_key(table, name, issue.key, issue.message)
             return None
         resolved = engine_cfg.to_dict(cfg)
         for key in ("run_id", "seed", "init_checkpoint", "cache_dir"):
@@ -469,7 +377,9 @@ class PlanBuilder:
         )
 
     # ------------------------------------------------------------------ references between experiments
-    def resolve_references(self, experiments: dict[str, Experiment], expanded: dict[str, tuple[str, ...]]) -> None:
+    def resolve_references(
+        self, experiments: dict[str, Experiment], expanded: dict[str, tuple[str, ...]]
+    ) -> None:
         """Check ``from`` and ``doctor.mask.combine_with`` targets, then cycles through them."""
         edges: dict[str, list[tuple[str, str]]] = {}
         for table, name, key, target in self.refs:
@@ -503,7 +413,9 @@ class PlanBuilder:
                     if frozenset(cycle) not in reported:
                         reported.add(frozenset(cycle))
                         text = " -> ".join([*cycle, nxt])
-                        self.report_key(tables[node], node, key, f"{key} cycle: {text} (each would wait for the next)")
+                        self.report_key(
+                            tables[node], node, key, f"{key} cycle: {text} (each would wait for the next)"
+                        )
                 elif state.get(nxt) is None:
                     visit(nxt, [*path, node])
             state[node] = 2

@@ -154,7 +154,10 @@ def parse_settings(
     for key, raw in table.items():
         if key not in _SETTINGS:
             problems.append(
-                (f"settings.{key}", f'unknown setting "{key}"{suggest(key, _SETTINGS)}; valid: {", ".join(_SETTINGS)}')
+                (
+                    f"settings.{key}",
+                    f'unknown setting "{key}"{suggest(key, _SETTINGS)}; valid: {", ".join(_SETTINGS)}',
+                )
             )
             continue
         check, expected = _SETTINGS[key]

@@ -37,7 +37,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mdtui.experiment_build import PlanBuilder, closest, flatten_keys
+from mdtui.experiment_build import PlanBuilder
+from mdtui.experiment_rules import closest, flatten_keys
 from mdtui.experiment_spec import DATA_ROOT_ENV, Experiment, ExperimentsError, LocatedIssue, Plan, Settings
 
 if sys.version_info >= (3, 11):
@@ -52,6 +53,7 @@ __all__ = [
     "LocatedIssue",
     "Plan",
     "Settings",
+    "closest",
     "default_path",
     "engine_config",
     "find_experiment",
@@ -77,10 +79,16 @@ def load_plan(path: Path | str | None = None, *, env: dict[str, str] | None = No
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ExperimentsError(
-            [LocatedIssue(shown, 0, None, None, None, "file not found (pass a path or set MDTUI_EXPERIMENTS)")]
+            [
+                LocatedIssue(
+                    shown, 0, None, None, None, "file not found (pass a path or set MDTUI_EXPERIMENTS)"
+                )
+            ]
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ExperimentsError([LocatedIssue(shown, 0, None, None, None, f"cannot read the file: {exc}")]) from None
+        raise ExperimentsError(
+            [LocatedIssue(shown, 0, None, None, None, f"cannot read the file: {exc}")]
+        ) from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -177,7 +185,9 @@ def engine_config(
     directory of the ``doctor.mask.combine_with`` experiment's run, when there is one.
     """
     cfg = copy.deepcopy(exp.config)
-    cfg.update(run_id=run_id, experiment=exp.name, seed=seed, init_checkpoint=init_checkpoint, cache_dir=cache_dir)
+    cfg.update(
+        run_id=run_id, experiment=exp.name, seed=seed, init_checkpoint=init_checkpoint, cache_dir=cache_dir
+    )
     data = cfg.setdefault("data", {})
     if not data.get("root") and plan.settings.data_root is not None:
         data["root"] = str(plan.settings.data_root)

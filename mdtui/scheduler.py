@@ -383,14 +383,20 @@ class Scheduler:
 def waiting_reason(
     devices: list[gpus.Device], held: list[ledger.Reservation], policy: ledger.Policy, entry: QueueEntry
 ) -> str:
+    """Why ``entry`` cannot start now, device by device (excluded devices are not worth a word)."""
     counts = ledger.reservation_counts(held)
-    wanted = entry.devices or tuple(d.id for d in devices)
-    notes = [
-        f"{d.id}: {why}" for d in devices if d.id in wanted and (why := ledger.blocker(d, policy, counts))
-    ]
+    wanted = [d for d in devices if not entry.devices or any(ledger.matches(d, s) for s in entry.devices)]
+    notes, free = [], []
+    for device in wanted:
+        why = ledger.blocker(device, policy, counts)
+        if why is None:
+            free.append(device.id)
+        elif not why.startswith("excluded"):
+            notes.append(f"{device.id}: {why}")
+    if free and policy.max_devices is not None:
+        mine = ",".join(sorted(ledger.user_devices(devices, counts)))
+        notes.append(f"max_devices = {policy.max_devices} reached (holding {mine})")
     need = f"{entry.gpus} device{'s' if entry.gpus > 1 else ''}"
-    if not notes and policy.max_devices is not None:
-        notes.append(f"max_devices = {policy.max_devices} reached")
     return f"waiting for {need}" + (f" ({'; '.join(notes)})" if notes else "")
 
 

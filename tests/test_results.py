@@ -38,6 +38,13 @@ def check_golden(name: str, text: str) -> None:
     assert text == path.read_text(encoding="utf-8")
 
 
+@pytest.fixture(autouse=True)
+def skip_plots(request, monkeypatch):
+    """Rendering PNGs costs ~1 s per run on CI; only the tests about plots draw them."""
+    if "plot" not in request.node.name:
+        monkeypatch.setattr("mdtui.results.write_plots", lambda *args, **kwargs: [])
+
+
 @pytest.fixture
 def project(tmp_path):
     plan = write_plan(tmp_path)
@@ -221,7 +228,7 @@ def test_escaped_experiment_names_and_notes(tmp_path):
     record_finished(store, rid(1), plan=plan)
     text = plan.settings.results_log.read_text(encoding="utf-8")
     assert "## g\\|1" in text
-    assert "- ``odd *name* `x` `` (baseline)" in text
+    assert "- `` odd *name* `x` `` (baseline)" in text
     assert "note: see \\<b\\>this\\</b\\> \\| \\[x\\](y) second line" in text
 
 

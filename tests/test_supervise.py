@@ -102,7 +102,7 @@ def test_supervisor_kill_9_is_lost_at_next_refresh(store, tiny_plan, fake_engine
     assert f"engine pid {running.pid} is still running" in store.get(rec.run_id).error
     # stop() still reaches an orphaned engine (and escalates itself, there is no supervisor)
     store.update(rec.run_id, status="running")
-    assert supervise.stop(store, rec.run_id, grace=5)
+    assert supervise.stop(store, rec.run_id, grace=1)
     wait_for(lambda: not process_alive(running.pid, running.proc_start), timeout=10)
 
 
@@ -120,9 +120,10 @@ def test_stop_gives_stopped_with_last_checkpoint(store, tiny_plan, fake_engine, 
 
 
 def test_stop_escalates_to_sigkill_after_grace(store, tiny_plan, fake_engine, reap) -> None:
-    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "20", "FAKE_IGNORE_TERM": "1"})
+    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "2", "FAKE_IGNORE_TERM": "1"})
     running = wait_for(lambda: _engine_running(store, rec.run_id))
     reap.append(running.pgid)
+    wait_for(lambda: _first_step(running))
     assert supervise.stop(store, rec.run_id, grace=0.5)  # returns at once; the supervisor escalates
     assert supervise.wait_supervisor(pid, timeout=20)
     final = store.get(rec.run_id)

@@ -84,7 +84,9 @@ def locate(root: Path | None, layout: CifarLayout) -> Path:
             f"MDTUI_DATA_ROOT); {layout.expected}"
         )
     base = root if root.name == layout.folder else root / layout.folder
-    missing = [base / name for name in (*layout.train_files, *layout.test_files) if not (base / name).is_file()]
+    missing = [
+        base / name for name in (*layout.train_files, *layout.test_files) if not (base / name).is_file()
+    ]
     if missing:
         shown = ", ".join(str(p) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise DataError(f"{layout.title} not found: missing {shown}; {layout.expected}")
@@ -113,7 +115,9 @@ def read_batch(path: Path, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]
     data = np.asarray(batch["data"])
     labels = np.asarray(batch[layout.label_key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != PIXELS:
-        raise DataError(f"{path}: 'data' is {data.dtype} {list(data.shape)}, not uint8 [N, 3072]; {layout.expected}")
+        raise DataError(
+            f"{path}: 'data' is {data.dtype} {list(data.shape)}, not uint8 [N, 3072]; {layout.expected}"
+        )
     if labels.shape != (data.shape[0],):
         raise DataError(f"{path}: {labels.size} labels for {data.shape[0]} images; {layout.expected}")
     if labels.size and (labels.min() < 0 or labels.max() >= layout.num_classes):

@@ -35,7 +35,9 @@ from engine.data.presets import (
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
 EXPECTED = (
     "expected an image folder tree <root>/<train_dir>/<class>/<image> and <root>/<test_dir>/<class>/<image> "
     f"(images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
@@ -151,9 +153,7 @@ def scan_split(root: Path, split_dir: Path, classes: list[str], name: str, requi
 # --------------------------------------------------------------------------- masks
 
 
-def mask_paths(
-    root: Path, cfg: DataConfig, images: list[Path], name: str
-) -> tuple[list[Path | None], int]:
+def mask_paths(root: Path, cfg: DataConfig, images: list[Path], name: str) -> tuple[list[Path | None], int]:
     """Each image's mask file; missing ones fall back to ``default_mask`` or to None (all ones)."""
     if not cfg.mask_dir:
         raise DataError(f'{name}: data.mask_dir is not set; {MASK_EXPECTED}, e.g. mask_dir = "masks"')
@@ -209,7 +209,9 @@ def folder_split(
 ) -> Split:
     labels = torch.from_numpy(split.labels)
     if not in_memory:
-        return Split(labels=labels, ids=split.ids, dataset=FolderDataset(split.paths, split.labels, size, masks))
+        return Split(
+            labels=labels, ids=split.ids, dataset=FolderDataset(split.paths, split.labels, size, masks)
+        )
     images = decode_all(split.paths, lambda p: decode_image(p, size), workers)
     mask_tensor = None
     if masks is not None:
@@ -219,7 +221,9 @@ def folder_split(
 
 def build_folders(cfg: DataConfig, root: Path | None, name: str, with_masks: bool) -> DataBundle:
     if root is None:
-        raise DataError(f"{name}: data.root is not set (the folder holding {cfg.train_dir}/ and {cfg.test_dir}/); {EXPECTED}")
+        raise DataError(
+            f"{name}: data.root is not set (the folder holding {cfg.train_dir}/ and {cfg.test_dir}/); {EXPECTED}"
+        )
     if not root.is_dir():
         raise DataError(f"{name}: data root {root} is not a folder; {EXPECTED}")
     train_dir, test_dir = root / cfg.train_dir, root / cfg.test_dir
@@ -237,9 +241,17 @@ def build_folders(cfg: DataConfig, root: Path | None, name: str, with_masks: boo
         masks, missing = mask_paths(root, cfg, train.paths, name)
         if missing:
             fallback = f"default mask {cfg.default_mask}" if cfg.default_mask else "an all-ones mask"
-            log.warning("%s: %d of %d training images have no mask in %s; using %s",
-                        name, missing, len(masks), root / str(cfg.mask_dir), fallback)
+            log.warning(
+                "%s: %d of %d training images have no mask in %s; using %s",
+                name,
+                missing,
+                len(masks),
+                root / str(cfg.mask_dir),
+                fallback,
+            )
 
+    # Without image_size every image is squashed to the first one's shorter side (CIFAR/STL exports
+    # are uniform; mixed-size trees such as mini-ImageNet need image_size, e.g. 224 as the reference).
     size = cfg.image_size or native_side(train.paths[0])
     look = resolve_presentation(cfg, folder_preset(size), channels=3, native_size=size)
     channels = 4 if with_masks else 3

@@ -45,7 +45,9 @@ def read_list(path: Path) -> tuple[list[str], np.ndarray]:
             continue
         parts = text.rsplit(None, 1)  # the label is the last field; a path may contain spaces
         if len(parts) != 2 or not parts[1].lstrip("-").isdecimal():
-            raise DataError(f"{path}:{number}: {text[:80]!r} is not '<relative image path> <integer label>'; {EXPECTED}")
+            raise DataError(
+                f"{path}:{number}: {text[:80]!r} is not '<relative image path> <integer label>'; {EXPECTED}"
+            )
         rel_paths.append(parts[0])
         labels.append(int(parts[1]))
     if not rel_paths:
@@ -132,7 +134,9 @@ class ListDataset(torch.utils.data.Dataset):
     sift) sets it to False.
     """
 
-    def __init__(self, root: Path, rel_paths: list[str], labels: np.ndarray, size: int, random_resized_crop: bool):
+    def __init__(
+        self, root: Path, rel_paths: list[str], labels: np.ndarray, size: int, random_resized_crop: bool
+    ):
         self.root = root
         self.rel_paths = rel_paths
         self.labels = labels
@@ -163,7 +167,7 @@ def oltr(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
         raise DataError(f"oltr: data root {root} is not a folder; {EXPECTED}")
     if not cfg.train_list or not cfg.eval_list:
         raise DataError(
-            'oltr: set data.train_list and data.eval_list to list files under the data root, e.g. '
+            "oltr: set data.train_list and data.eval_list to list files under the data root, e.g. "
             'train_list = "ImageNet_LT_train.txt", eval_list = "ImageNet_LT_test.txt"; ' + EXPECTED
         )
     train_path, eval_path = root / cfg.train_list, root / cfg.eval_list
@@ -175,7 +179,9 @@ def oltr(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
     check_images_exist(root, train_path, train_rel)
     check_images_exist(root, eval_path, eval_rel)
 
-    look = resolve_presentation(cfg, preset_for(root, cfg), channels=3, native_size=OLTR_STYLE.image_size or 224)
+    look = resolve_presentation(
+        cfg, preset_for(root, cfg), channels=3, native_size=OLTR_STYLE.image_size or 224
+    )
     size = look.image_size
     train_labels, eval_labels = torch.from_numpy(train_y), torch.from_numpy(eval_y)
     if cfg.in_memory == "yes":
@@ -183,10 +189,20 @@ def oltr(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
         # then loses RandomResizedCrop and keeps only the batched flip.
         log.warning("oltr: in_memory = yes loads Resize+CenterCrop images; RandomResizedCrop is not applied")
         workers = max(1, cfg.num_workers)
-        train = Split(train_labels, list(train_rel), images=decode_all([root / r for r in train_rel], lambda p: decode_eval(p, size), workers))
-        test = Split(eval_labels, list(eval_rel), images=decode_all([root / r for r in eval_rel], lambda p: decode_eval(p, size), workers))
+        train = Split(
+            train_labels,
+            list(train_rel),
+            images=decode_all([root / r for r in train_rel], lambda p: decode_eval(p, size), workers),
+        )
+        test = Split(
+            eval_labels,
+            list(eval_rel),
+            images=decode_all([root / r for r in eval_rel], lambda p: decode_eval(p, size), workers),
+        )
     else:
-        train = Split(train_labels, list(train_rel), dataset=ListDataset(root, train_rel, train_y, size, True))
+        train = Split(
+            train_labels, list(train_rel), dataset=ListDataset(root, train_rel, train_y, size, True)
+        )
         test = Split(eval_labels, list(eval_rel), dataset=ListDataset(root, eval_rel, eval_y, size, False))
     keys = [str(i) for i in range(num_classes)]
     return DataBundle(

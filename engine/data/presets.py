@@ -122,7 +122,9 @@ def longtail_subset(labels: np.ndarray, num_classes: int, cfg: DataConfig) -> np
     if cfg.imbalance_ratio <= 1.0 or cfg.imbalance_profile == "none":
         return None
     n_max = len(labels) / num_classes
-    counts = longtail_counts(n_max, num_classes, cfg.imbalance_ratio, cfg.imbalance_profile, cfg.imbalance_reverse)
+    counts = longtail_counts(
+        n_max, num_classes, cfg.imbalance_ratio, cfg.imbalance_profile, cfg.imbalance_reverse
+    )
     return longtail_indices(labels, counts, seed=cfg.subset_seed)
 
 
@@ -146,7 +148,9 @@ def _resize_block(block: torch.Tensor, size: int) -> torch.Tensor:
         cl = block.contiguous(memory_format=torch.channels_last)
         return F.interpolate(cl, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     except RuntimeError:  # builds without the uint8 kernel
-        resized = F.interpolate(block.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        resized = F.interpolate(
+            block.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
         return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -170,7 +174,9 @@ class ResizedArrayDataset(torch.utils.data.Dataset):
         return image, int(self.labels[index])
 
 
-def array_split(images: torch.Tensor, labels: torch.Tensor, ids: list[str], size: int, in_memory: bool) -> Split:
+def array_split(
+    images: torch.Tensor, labels: torch.Tensor, ids: list[str], size: int, in_memory: bool
+) -> Split:
     """A split of array-backed images: resized once in memory, or streamed with per-sample resizing."""
     if in_memory:
         return Split(labels=labels, ids=ids, images=resize_uint8(images, size))
@@ -186,7 +192,7 @@ def sort_class_names(names: list[str], class_order: str, where: str) -> list[str
     if non_numeric:
         shown = ", ".join(repr(n) for n in sorted(non_numeric)[:3])
         raise DataError(
-            f"{where}: class_order = \"numeric\" needs class names that are all integers, but found {shown}; "
+            f'{where}: class_order = "numeric" needs class names that are all integers, but found {shown}; '
             'set data.class_order = "lexicographic" to sort them as strings (the reference\'s order)'
         )
     return sorted(names, key=lambda n: (int(n), n))

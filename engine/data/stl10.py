@@ -58,7 +58,9 @@ def read_split(base: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if labels.size != count:
         raise DataError(f"{y_path}: {labels.size} labels for {count} images in {x_path.name}; {EXPECTED}")
     if labels.size and (labels.min() < 1 or labels.max() > NUM_CLASSES):
-        raise DataError(f"{y_path}: labels must lie in 1..10, found {labels.min()}..{labels.max()}; {EXPECTED}")
+        raise DataError(
+            f"{y_path}: labels must lie in 1..10, found {labels.min()}..{labels.max()}; {EXPECTED}"
+        )
     # Stored as [n, channel, column, row]: swap the last two axes to get rows first.
     images = pixels.reshape(count, 3, SIDE, SIDE).transpose(0, 1, 3, 2)
     return np.ascontiguousarray(images), labels
@@ -98,7 +100,11 @@ def stl10(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
     return DataBundle(
         name="stl10",
         train=array_split(
-            torch.from_numpy(train_x), train_labels, [f"train/{i}" for i in train_ids.tolist()], look.image_size, in_memory
+            torch.from_numpy(train_x),
+            train_labels,
+            [f"train/{i}" for i in train_ids.tolist()],
+            look.image_size,
+            in_memory,
         ),
         test=array_split(
             torch.from_numpy(test_x),

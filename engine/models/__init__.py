@@ -104,16 +104,15 @@ def conv_layers(model: nn.Module) -> list[str]:
 
 
 def _key_ranges(keys: list[int]) -> str:
-    """[-1, 0, 1, 2, 5] -> "-1, 0..2, 5"."""
-    parts: list[str] = []
-    start = prev = keys[0]
-    for key in [*keys[1:], None]:
-        if key is not None and key == prev + 1:
-            prev = key
-            continue
-        parts.append(str(start) if start == prev else f"{start}..{prev}")
+    """[-2, -1, 0, 1, 2, 5] -> "-2, -1, 0..2, 5" (negative keys are aliases, listed one by one)."""
+    parts = [str(k) for k in keys if k < 0]
+    run: list[int] = []
+    for key in [k for k in keys if k >= 0] + [None]:
+        if run and (key is None or key != run[-1] + 1):
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}")
+            run = []
         if key is not None:
-            start = prev = key
+            run.append(key)
     return ", ".join(parts)
 
 

@@ -53,8 +53,12 @@ def write_cifar10(root: Path, per_class: int = 20, test_per_class: int = 2) -> n
     for b, chunk in enumerate(np.array_split(np.arange(len(labels)), 5), start=1):
         write_pickle(
             base / f"data_batch_{b}",
-            {"batch_label": f"training batch {b} of 5", "labels": labels[chunk].tolist(), "data": data[chunk],
-             "filenames": [f"{i}.png" for i in chunk]},
+            {
+                "batch_label": f"training batch {b} of 5",
+                "labels": labels[chunk].tolist(),
+                "data": data[chunk],
+                "filenames": [f"{i}.png" for i in chunk],
+            },
             byte_keys=True,
         )
     test_labels = cifar_labels(10, test_per_class, seed=7)
@@ -70,11 +74,17 @@ def write_cifar100(root: Path, per_class: int = 5) -> np.ndarray:
     base.mkdir(parents=True)
     labels = cifar_labels(100, per_class, seed=5)
     data = np.stack([cifar_pixels(i) for i in range(len(labels))])
-    write_pickle(base / "train", {"fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(),
-                                  "data": data}, byte_keys=True)
+    write_pickle(
+        base / "train",
+        {"fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(), "data": data},
+        byte_keys=True,
+    )
     test = np.arange(100)
-    write_pickle(base / "test", {"fine_labels": test.tolist(), "data": np.stack([cifar_pixels(i) for i in test])},
-                 byte_keys=True)
+    write_pickle(
+        base / "test",
+        {"fine_labels": test.tolist(), "data": np.stack([cifar_pixels(i) for i in test])},
+        byte_keys=True,
+    )
     write_pickle(base / "meta", {"fine_label_names": [f"c{i}" for i in range(100)]}, byte_keys=True)
     return labels
 
@@ -180,7 +190,10 @@ def test_cifar10_lt_reverse_step_and_subset_seed(tmp_path: Path) -> None:
     assert build("cifar10", tmp_path, imbalance_ratio=10.0, imbalance_reverse=True).train_counts == (
         [2, 2, 3, 4, 5, 7, 9, 11, 15, 20]
     )
-    assert build("cifar10", tmp_path, imbalance_ratio=10.0, imbalance_profile="step").train_counts == [20] * 5 + [2] * 5
+    assert (
+        build("cifar10", tmp_path, imbalance_ratio=10.0, imbalance_profile="step").train_counts
+        == [20] * 5 + [2] * 5
+    )
     a = build("cifar10", tmp_path, imbalance_ratio=10.0)
     b = build("cifar10", tmp_path, imbalance_ratio=10.0, subset_seed=1)
     assert a.train_counts == b.train_counts and a.train.ids != b.train.ids
@@ -239,8 +252,11 @@ def test_cifar_missing_and_malformed_data_name_the_path_and_format(tmp_path: Pat
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match=r"data_batch_3: not a readable CIFAR pickle"):
         build("cifar10", tmp_path)
-    write_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_3",
-                 {"labels": [0, 1], "data": np.zeros((2, 100), np.uint8)}, byte_keys=True)
+    write_pickle(
+        tmp_path / "cifar-10-batches-py" / "data_batch_3",
+        {"labels": [0, 1], "data": np.zeros((2, 100), np.uint8)},
+        byte_keys=True,
+    )
     with pytest.raises(DataError, match=r"data_batch_3: 'data' is uint8 \[2, 100\], not uint8 \[N, 3072\]"):
         build("cifar10", tmp_path)
 
@@ -248,7 +264,9 @@ def test_cifar_missing_and_malformed_data_name_the_path_and_format(tmp_path: Pat
 # --------------------------------------------------------------------------- STL-10
 
 
-def write_stl10(root: Path, train_per_class: int = 2, test_per_class: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def write_stl10(
+    root: Path, train_per_class: int = 2, test_per_class: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     base = root / "stl10_binary"
     base.mkdir(parents=True)
     rng = np.random.RandomState(0)
@@ -303,7 +321,9 @@ def test_folders_numeric_versus_lexicographic_on_0_to_11(tmp_path: Path) -> None
     assert numeric.class_names == classes and numeric.label_map["10"] == 10
     assert numeric.train.images.shape == (36, 3, 8, 8) and len(numeric.test) == 12
     lex = build("image_folder", tmp_path, class_order="lexicographic")
-    assert lex.class_names[:4] == ["0", "1", "10", "11"] and lex.label_map["10"] == 2 and lex.label_map["2"] == 4
+    assert (
+        lex.class_names[:4] == ["0", "1", "10", "11"] and lex.label_map["10"] == 2 and lex.label_map["2"] == 4
+    )
     for bundle in (numeric, lex):
         for row, ident in enumerate(bundle.train.ids):
             folder = ident.split("/")[1]
@@ -380,8 +400,13 @@ def test_image_mask_aligns_masks_and_counts_missing(tmp_path: Path, caplog: pyte
     assert "1 of 7 training images have no mask" in caplog.text
     masks = bundle.train.masks
     assert masks.shape == (7, 1, 8, 8) and masks.dtype == torch.uint8 and bundle.test.masks is None
-    expected = {"train/0/img_0_0.png": 0, "train/0/img_0_2.png": 2, "train/1/img_1_1.png": 41,
-                "train/1/img_1_2.png": 255, "train/1/photo.jpg": 222}
+    expected = {
+        "train/0/img_0_0.png": 0,
+        "train/0/img_0_2.png": 2,
+        "train/1/img_1_1.png": 41,
+        "train/1/img_1_2.png": 255,
+        "train/1/photo.jpg": 222,
+    }
     for ident, value in expected.items():
         assert int(masks[bundle.train.ids.index(ident)].float().mean()) == value
 
@@ -436,7 +461,9 @@ def test_oltr_streams_list_files(tmp_path: Path) -> None:
     image, label = bundle.test.dataset[1]
     assert image.shape == (3, 16, 16) and label == 1
     assert (bundle.augment, bundle.mean) == ("flip", NORMALIZATION["imagenet"][0])
-    in_memory = build("oltr", base, train_list="train.txt", eval_list="test.txt", image_size=16, in_memory="yes")
+    in_memory = build(
+        "oltr", base, train_list="train.txt", eval_list="test.txt", image_size=16, in_memory="yes"
+    )
     assert in_memory.train.images.shape == (9, 3, 16, 16) and in_memory.num_classes == 3
 
 
@@ -463,3 +490,30 @@ def test_oltr_errors(tmp_path: Path) -> None:
     (base / "gone.txt").write_text("train/n000/img_0.png 0\ntrain/n002/img_0.png 2\nmissing/x.png 1\n")
     with pytest.raises(DataError, match=r"missing/x.png does not exist"):
         build("oltr", base, train_list="gone.txt", eval_list="test.txt")
+
+
+# --------------------------------------------------------------------------- through the batch loader
+
+
+@pytest.mark.parametrize("in_memory", ["yes", "no"])
+def test_masked_folders_feed_the_batch_loader(tmp_path: Path, in_memory: str) -> None:
+    from engine.data.loader import make_loader
+
+    write_masks(tmp_path)
+    bundle = build("image_mask", tmp_path, mask_dir="masks", in_memory=in_memory)
+    loader = make_loader(
+        bundle,
+        "train",
+        batch_size=4,
+        train_transform=True,
+        shuffle=True,
+        device="cpu",
+        generator=torch.Generator().manual_seed(0),
+        num_workers=0,
+    )
+    batches = list(loader)
+    assert sum(len(b) for b in batches) == 7
+    for batch in batches:
+        assert batch.images.shape[1:] == (3, 8, 8) and batch.images.dtype == torch.float32
+        assert batch.masks is not None and batch.masks.shape == (len(batch), 1, 8, 8)
+        assert float(batch.masks.min()) >= 0.0 and float(batch.masks.max()) <= 1.0

@@ -229,7 +229,7 @@ def test_doctor_plugin_on_resnet32(tmp_path) -> None:
 
     torch.manual_seed(0)
     model = build_model(ModelConfig("resnet32"), 3, 3)
-    x = torch.randn(24, 3, 32, 32)
+    x = torch.randn(24, 3, 8, 8)
     with torch.no_grad():
         y = model.eval()(x).argmax(1)
     config = _doctor_config(layers=["last_conv"], init="scratch", noise_std=1.0, sift={"per_class": 4, "batch_size": 12})

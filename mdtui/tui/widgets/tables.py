@@ -53,6 +53,11 @@ def fmt_secs(value: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def plain(value: object) -> Text:
+    """A cell shown exactly as written (DataTable reads bare strings as markup: "[x=1]" vanishes)."""
+    return Text(str(value), no_wrap=True, overflow="ellipsis")
+
+
 def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
@@ -61,6 +66,7 @@ class SyncTable(DataTable):
     """A DataTable fed with (key, cells) rows; only changed cells are redrawn."""
 
     COLUMNS: tuple[tuple[str, str], ...] = ()
+    WIDTHS: dict[str, int] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
@@ -70,7 +76,7 @@ class SyncTable(DataTable):
 
     def on_mount(self) -> None:
         for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
+            self.add_column(label, key=key, width=self.WIDTHS.get(key))
 
     def current_key(self) -> str | None:
         if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
@@ -129,31 +135,33 @@ class SyncTable(DataTable):
 
 
 class ExperimentTable(SyncTable):
+    # What decides the next action first (status, result), the recipe after: fits 80 columns.
     COLUMNS = (
         ("sel", " "),
         ("name", "experiment"),
-        ("group", "group"),
-        ("model", "model"),
-        ("data", "data"),
+        ("status", "status"),
+        ("best", "best"),
+        ("curve", "acc1 curve"),
         ("loss", "loss"),
         ("knobs", "knobs"),
-        ("status", "status"),
-        ("best", "best acc1"),
-        ("curve", "acc1 curve"),
+        ("model", "model"),
+        ("data", "data"),
+        ("group", "group"),
     )
+    WIDTHS = {"name": 34, "group": 24, "knobs": 26, "data": 14, "curve": 12}
 
     @staticmethod
     def cells(row: ExperimentRow) -> tuple[Any, ...]:
         return (
-            row.name,
-            row.group,
-            row.model,
-            row.data,
-            row.loss,
-            row.knobs,
+            plain(row.name),
             status_text(row.status),
             fmt_pct(row.best_acc1),
             sparkline(row.curve),
+            plain(row.loss),
+            plain(row.knobs),
+            plain(row.model),
+            plain(row.data),
+            plain(row.group),
         )
 
 
@@ -176,11 +184,11 @@ class RunTable(SyncTable):
     def cells(row: RunRow) -> tuple[Any, ...]:
         status = row.status + (f" #{row.queue_pos}" if row.queue_pos else "")
         return (
-            row.run_id,
-            row.experiment,
-            status_text(status) if row.status not in STATUS_STYLE else Text(status, style=STATUS_STYLE[row.status]),
-            row.devices,
-            row.epoch,
+            plain(row.run_id),
+            plain(row.experiment),
+            Text(status, style=STATUS_STYLE.get(row.status, "")),
+            plain(row.devices),
+            plain(row.epoch),
             fmt_loss(row.loss),
             fmt_pct(row.acc1),
             fmt_pct(row.best),

@@ -1,0 +1,387 @@
+"""``run(cfg, run_dir, sink)``: one supervised training run, from config to ``run_finished``.
+
+Order of set-up: data -> model (+ ``init_checkpoint``) -> optimiser, loss, sampler -> plugins'
+``setup`` -> resume state from ``last.pt`` -> epochs. Each epoch trains, evaluates on the test split
+(and the held-out val split when ``data.val_fraction > 0``), emits an ``epoch`` event and writes
+``last.pt`` (and ``best.pt`` on a new best). Data order and augmentation come from a generator
+seeded by (seed, epoch), so a resumed run replays exactly what the uninterrupted one did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights, rng_state, save_checkpoint, set_rng_state
+from engine.config import EngineConfig, is_leaky, to_dict
+from engine.data.base import DataBundle, DataError
+from engine.data.build import build_data
+from engine.data.loader import make_loader
+from engine.device import DeviceError, Runtime, make_runtime
+from engine.loop import EpochOutcome, NonFiniteLoss, TrainMeters, evaluate, train_one_epoch
+from engine.optim import build_optimizer, set_lr
+from engine.plugins import RunContext, TrainPlugin
+from engine.samplers import build_sampler
+from engine.schedules import lr_at
+from engine.sinks import EventSink
+
+SHOT_KEYS = ("many", "medium", "few")
+
+
+class RunError(Exception):
+    """A failure the user can act on: reported as ``run_finished{failed}`` without a traceback."""
+
+
+# --------------------------------------------------------------------------- set-up helpers
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of one epoch's order and augmentation: a pure function of (seed, epoch)."""
+    digest = hashlib.blake2b(f"mdtui:{seed}:{epoch}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_plugins(cfg: EngineConfig) -> list[TrainPlugin]:
+    """Model Doctor and the kernel pipeline, imported only when their block is set."""
+    plugins: list[TrainPlugin] = []
+    for block, module, factory in (("doctor", "engine.doctor", "build_doctor"), ("kernels", "engine.kernels", "build_kernels")):
+        if getattr(cfg, block) is None:
+            continue
+        try:
+            build = getattr(__import__(module, fromlist=[factory]), factory)
+        except (ImportError, AttributeError) as exc:
+            raise RunError(f"{block}: this engine has no {module}.{factory} ({exc})") from None
+        plugin = build(cfg)
+        if plugin is not None:
+            plugins.append(plugin)
+    return plugins
+
+
+def build_network(cfg: EngineConfig, data: DataBundle) -> nn.Module:
+    from engine.models import build_model
+
+    normed_head = cfg.loss.name == "ldam"  # LDAM is defined on cosine logits (spec section 3)
+    return build_model(
+        cfg.model,
+        cfg.model.in_channels or data.in_channels,
+        cfg.model.num_classes or data.num_classes,
+        normed_head=normed_head,
+        image_size=data.image_size,
+    )
+
+
+def build_criterion(cfg: EngineConfig, data: DataBundle) -> nn.Module:
+    from engine.losses import build_loss
+
+    return build_loss(cfg.loss, data.train_counts, data.num_classes, cfg.epochs)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@dataclass
+class Selection:
+    """Best-epoch bookkeeping: chosen on ``split`` (test, as the reference, or the held-out val)."""
+
+    split: str
+    compare: str  # gt | ge (spec section 4.5: ">" in OFFICIAL, ">=" in the FORK trainers)
+    score: float | None = None
+    epoch: int | None = None
+    test: dict[str, Any] = field(default_factory=dict)  # test metrics at the selected epoch
+
+    def offer(self, epoch: int, score: float, test: dict[str, Any]) -> bool:
+        better = self.score is None or (score >= self.score if self.compare == "ge" else score > self.score)
+        if better:
+            self.score, self.epoch = score, epoch
+            self.test = {k: test.get(k) for k in ("acc1", "acc5", "err1", *SHOT_KEYS)}
+        return better
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "epoch": self.epoch, "test": dict(self.test)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.score, self.epoch, self.test = state["score"], state["epoch"], dict(state["test"])
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Trainer:
+    """Holds one run's objects; ``run`` below drives it and turns failures into events."""
+
+    def __init__(self, cfg: EngineConfig, run_dir: Path, sink: EventSink, stop: threading.Event) -> None:
+        self.cfg, self.run_dir, self.sink, self.stop = cfg, run_dir, sink, stop
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.artifacts_dir = run_dir / "artifacts"
+        self.started = time.monotonic()
+        self.elapsed_before = 0.0  # seconds spent in earlier sessions of a resumed run
+        self.start_epoch, self.start_step = 0, 0
+        self.epochs_done = 0
+        self.last_test: dict[str, Any] = {}
+        self.resumed_meters: dict[str, Any] | None = None
+        self.selection = Selection("val" if cfg.data.val_fraction > 0 else "test", cfg.best_compare)
+
+    # ----------------------------------------------------------------- set-up
+    def setup(self, resume: bool) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.runtime: Runtime = make_runtime(cfg.device, cfg.precision, cfg.channels_last)
+        self.data = build_data(cfg)
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        if self.data.label_map:
+            (self.artifacts_dir / "label_map.json").write_text(json.dumps(self.data.label_map, indent=1))
+        model = build_network(cfg, self.data)
+        if cfg.init_checkpoint:
+            load_model_weights(model, cfg.init_checkpoint)
+        memory_format = torch.channels_last if self.runtime.channels_last else torch.preserve_format
+        self.model = model.to(self.runtime.device, memory_format=memory_format)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.criterion = build_criterion(cfg, self.data).to(self.runtime.device)
+        self.scaler = self.runtime.grad_scaler()
+        self.sampler = build_sampler(cfg.sampler, self.data.train.labels, self.data.num_classes)
+        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
+        self.plugins = build_plugins(cfg)
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "cache"
+        loader_factory = partial(
+            make_loader, self.data, device=self.runtime.device, channels_last=self.runtime.channels_last,
+            num_workers=cfg.data.num_workers,
+        )
+        ctx = RunContext(
+            cfg=cfg, run_dir=self.run_dir, artifacts_dir=self.artifacts_dir, cache_dir=cache_dir,
+            device=self.runtime.device, model=self.model, data=self.data, optimizer=self.optimizer,
+            autocast=self.runtime.autocast, emit=self.sink.emit, log=self.sink.log, make_loader=loader_factory,
+        )
+        for plugin in self.plugins:
+            plugin.setup(ctx)
+        if resume:
+            self.load_last()
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+
+    def load_last(self) -> None:
+        path = self.ckpt_dir / "last.pt"
+        state = load_checkpoint(path, map_location=self.runtime.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if state.get("criterion"):
+            self.criterion.load_state_dict(state["criterion"])
+        for plugin in self.plugins:
+            plugin.load_state_dict(state.get("plugins", {}).get(plugin.name, {}))
+        self.selection.load_state_dict(state["selection"])
+        self.start_epoch, self.start_step = int(state["epoch"]), int(state["step_in_epoch"])
+        self.epochs_done = self.start_epoch
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        self.last_test = dict(state.get("last_test", {}))
+        self.resumed_meters = state.get("meters")
+        set_rng_state({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state["rng"].items()})
+        self.sink.log(f"resumed from {path} at epoch {self.start_epoch}, step {self.start_step}")
+
+    # ----------------------------------------------------------------- checkpoints
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def checkpoint_payload(self, epoch: int, step: int, meters: TrainMeters | None) -> dict[str, Any]:
+        return {
+            "format": "mdtui-engine-1",
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "criterion": self.criterion.state_dict(),
+            "plugins": {p.name: p.state_dict() for p in self.plugins},
+            "epoch": epoch,  # the epoch to run next (with step_in_epoch > 0: the one in progress)
+            "step_in_epoch": step,
+            "schedule_epoch": epoch,  # lr_at(epoch) is pure, so the epoch is the schedule's whole state
+            "sampler": {"name": self.cfg.sampler.name, "seed": self.cfg.seed, "length": len(self.sampler)},
+            "meters": meters.state_dict() if meters is not None else None,
+            "selection": self.selection.state_dict(),
+            "last_test": self.last_test,
+            "elapsed": self.elapsed(),
+            "rng": rng_state(),
+            "config": json.dumps(to_dict(self.cfg)),
+        }
+
+    def save(self, name: str, payload: dict[str, Any], epoch: int, is_best: bool) -> None:
+        path = self.ckpt_dir / name
+        save_checkpoint(path, payload)
+        self.sink.emit("checkpoint", epoch=epoch, path=str(path), is_best=is_best)
+
+    # ----------------------------------------------------------------- epochs
+    def run_started(self) -> None:
+        self.sink.emit(
+            "run_started",
+            config=to_dict(self.cfg),
+            total_epochs=self.cfg.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            device=str(self.runtime.device),
+            world={
+                **self.runtime.describe(),
+                "compile": self.cfg.compile,
+                "train_size": len(self.data.train),
+                "test_size": len(self.data.test),
+                "val_size": len(self.data.val) if self.data.val is not None else 0,
+                "num_classes": self.data.num_classes,
+                "train_counts": self.data.train_counts,
+                "plugins": [p.name for p in self.plugins],
+                "selected_on": self.selection.split,
+                "resumed_from": {"epoch": self.start_epoch, "step": self.start_step} if self.start_epoch or self.start_step else None,
+            },
+        )
+
+    def train_epochs(self) -> str:
+        cfg = self.cfg
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.monotonic()
+            lr = lr_at(epoch, cfg)
+            set_lr(self.optimizer, lr)
+            if hasattr(self.criterion, "set_epoch"):
+                self.criterion.set_epoch(epoch)
+            start = self.start_step if epoch == self.start_epoch else 0
+            meters = TrainMeters(self.runtime.device)
+            if start and self.resumed_meters:
+                meters.load_state_dict(self.resumed_meters)
+            outcome = self.train_phase(epoch, lr, start, meters)
+            if outcome.stopped:
+                self.save("last.pt", self.checkpoint_payload(epoch, outcome.next_step, outcome.meters), epoch, False)
+                return "stopped"
+            for plugin in self.plugins:
+                plugin.set_training(False)
+            test = self.evaluate_split("test")
+            val = self.evaluate_split("val") if self.data.val is not None else None
+            confusion = test.pop("confusion")
+            score = (val or test)["acc1"]
+            improved = self.selection.offer(epoch, score, test)
+            self.last_test = {k: test.get(k) for k in ("acc1", "acc5", "err1", *SHOT_KEYS)}
+            self.epochs_done = epoch + 1
+            fields: dict[str, Any] = {
+                "epoch": epoch,
+                "lr": lr,
+                "seconds": time.monotonic() - t0,
+                "train": outcome.meters.result(),
+                "eval": test,
+                "best_acc1": self.selection.test.get("acc1"),
+                "best_epoch": self.selection.epoch,
+            }
+            if val is not None:
+                val.pop("confusion", None)
+                fields["val"] = {k: val[k] for k in ("loss", "acc1", "acc5")}
+                fields["best_val_acc1"] = self.selection.score
+            self.sink.emit("epoch", **fields)
+            if improved:
+                self.write_confusion(confusion, epoch)
+                self.save("best.pt", self.checkpoint_payload(epoch + 1, 0, None), epoch, True)
+            self.save("last.pt", self.checkpoint_payload(epoch + 1, 0, None), epoch, False)
+            if self.stop.is_set() and epoch + 1 < cfg.epochs:
+                return "stopped"
+        return "completed"
+
+    def train_phase(self, epoch: int, lr: float, start: int, meters: TrainMeters) -> EpochOutcome:
+        for plugin in self.plugins:
+            plugin.set_training(True)
+        loader = make_loader(
+            self.data, self.data.train, batch_size=self.cfg.batch_size, train_transform=True, shuffle=True,
+            sampler=self.sampler, device=self.runtime.device, channels_last=self.runtime.channels_last,
+            generator=epoch_generator(self.cfg.seed, epoch), num_workers=self.cfg.data.num_workers,
+        )
+        return train_one_epoch(
+            self.forward, loader.batches(start), self.criterion, self.optimizer, self.runtime,
+            epoch=epoch, lr=lr, start_step=start, meters=meters, plugins=self.plugins, scaler=self.scaler,
+            sink=self.sink, nonfinite=self.cfg.nonfinite, should_stop=self.stop.is_set,
+        )
+
+    def evaluate_split(self, name: str) -> dict[str, Any]:
+        loader = make_loader(
+            self.data, name, batch_size=self.cfg.eval_batch_size, train_transform=False, shuffle=False,
+            device=self.runtime.device, channels_last=self.runtime.channels_last,
+            num_workers=self.cfg.data.num_workers,
+        )
+        return evaluate(self.forward, loader, self.criterion, self.runtime, self.data.num_classes, self.data.train_counts)
+
+    def write_confusion(self, confusion: torch.Tensor, epoch: int) -> None:
+        path = self.artifacts_dir / "confusion_matrix.json"
+        doc = {"split": "test", "epoch": epoch, "class_names": self.data.class_names, "matrix": confusion.tolist()}
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)
+
+    def summary(self) -> dict[str, Any]:
+        best = self.selection.test
+        out = {
+            "best_acc1": best.get("acc1"),
+            "best_epoch": self.selection.epoch,
+            "last_acc1": self.last_test.get("acc1"),
+            "acc5": best.get("acc5"),
+            "err1": best.get("err1"),
+            **{k: best.get(k) for k in SHOT_KEYS},
+            "epochs_done": self.epochs_done,
+            "seconds": self.elapsed(),
+            "selected_on": self.selection.split,
+            "leaky": is_leaky(self.cfg),
+        }
+        if self.selection.split == "val":
+            out["best_val_acc1"] = self.selection.score
+        return out
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (RunError, DataError, DeviceError, CheckpointError, NonFiniteLoss)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The registries' own user-facing errors, when those modules import."""
+    extra: list[type[Exception]] = []
+    for module, names in (("engine.models", ("ModelBuildError", "LayerKeyError")), ("engine.losses", ("LossBuildError",))):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except ImportError:
+            continue
+        extra += [getattr(mod, n) for n in names if hasattr(mod, n)]
+    return USER_ERRORS + tuple(extra)
+
+
+def run(
+    cfg: EngineConfig, run_dir: Path, sink: EventSink, *, resume: bool = False, stop: threading.Event | None = None
+) -> str:
+    """Train one run; returns its final status (completed, stopped or failed). Never raises for a
+    failure of the run itself: every ending is a ``run_finished`` event."""
+    stop = stop or threading.Event()
+    trainer = Trainer(cfg, Path(run_dir), sink, stop)
+    status, error = "failed", None
+    try:
+        trainer.setup(resume)
+        trainer.run_started()
+        if stop.is_set():  # stopped during set-up (a long diagnosis): keep what exists so far
+            payload = trainer.checkpoint_payload(trainer.start_epoch, trainer.start_step, None)
+            trainer.save("last.pt", payload, trainer.start_epoch, False)
+            status = "stopped"
+        else:
+            status = trainer.train_epochs()
+    except _user_errors() as exc:
+        error = str(exc)
+    except KeyboardInterrupt:
+        status, error = "stopped", "interrupted"
+    except Exception as exc:  # a bug, not a user mistake: keep the traceback for stderr.log
+        traceback.print_exc(file=sys.stderr)
+        error = f"{type(exc).__name__}: {exc}"
+    summary = trainer.summary()
+    sink.emit("run_finished", status=status, summary=summary, error=error)
+    return status
