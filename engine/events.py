@@ -113,13 +113,14 @@ class EventTail:
         self.offset = offset
         self._partial = b""
 
-    def read_new(self, max_bytes: int = 8 << 20) -> list[dict[str, Any] | TextLine | UnknownEvent]:
-        """Return the complete lines appended since the last call, parsed."""
+    def read_new(self, max_bytes: int | None = 8 << 20) -> list[dict[str, Any] | TextLine | UnknownEvent]:
+        """Return the complete lines appended since the last call (at most ``max_bytes``; None: all)."""
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
                 # never ask for more than is there: read(n) allocates n bytes up front
-                chunk = fh.read(min(max_bytes, max(0, os.fstat(fh.fileno()).st_size - self.offset)))
+                available = max(0, os.fstat(fh.fileno()).st_size - self.offset)
+                chunk = fh.read(available if max_bytes is None else min(max_bytes, available))
         except FileNotFoundError:
             return []
         if not chunk:
@@ -138,7 +139,7 @@ class EventTail:
 
 def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any] | TextLine | UnknownEvent]:
     """Every complete line of an events file (a torn last line is left out)."""
-    return EventTail(path).read_new(max_bytes=1 << 40)
+    return EventTail(path).read_new(max_bytes=None)
 
 
 # --------------------------------------------------------------------------- reducer

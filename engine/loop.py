@@ -187,8 +187,8 @@ def _train_step(
     if sink is not None and sink.want_step():
         fields: dict[str, Any] = {"epoch": epoch, "step": step, "loss": float(value), "lr": lr}
         if terms:
-            fields["loss_cls"] = float(loss_cls)
-            fields.update({f"loss_{k}": float(v) for k, v in terms.items()})
+            fields["loss_cls"] = float(loss_cls.detach())
+            fields.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
         sink.emit("step", **fields)
 
 

@@ -77,7 +77,9 @@ def open_tui(file: Path | None) -> None:
 @app.command("validate")
 def validate_cmd(
     ctx: typer.Context,
-    file: Path | None = typer.Argument(None, help="experiments.toml to check (default: --file or ./experiments.toml)."),
+    file: Path | None = typer.Argument(
+        None, help="experiments.toml to check (default: --file or ./experiments.toml)."
+    ),
 ) -> None:
     """Check experiments.toml; every problem names its file, line, experiment and key."""
     plan = load_plan_or_exit(file or plan_file(ctx))
@@ -138,7 +140,9 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     for col in ("experiment", "group", "model", "data", "loss", "epochs", "from", "last run", "best acc1"):
         table.add_column(col, overflow="fold", no_wrap=col not in ("note", "group", "from"))
     for row in rows:
-        data = row["data"] + (f" ρ={row['imbalance_ratio']:g}" if row["imbalance_ratio"] not in (None, 1, 1.0) else "")
+        data = row["data"] + (
+            f" ρ={row['imbalance_ratio']:g}" if row["imbalance_ratio"] not in (None, 1, 1.0) else ""
+        )
         run = row["latest_run"] or {}
         table.add_row(
             row["name"] + (" *" if row["baseline"] else ""),
@@ -340,7 +344,9 @@ def reindex_cmd(ctx: typer.Context) -> None:
     store = open_store(plan)
     count = store.reindex()
     changed = store.refresh()
-    console.print(f"indexed {count} runs from {store.runs_dir}" + (f"; {len(changed)} reconciled" if changed else ""))
+    console.print(
+        f"indexed {count} runs from {store.runs_dir}" + (f"; {len(changed)} reconciled" if changed else "")
+    )
 
 
 # --------------------------------------------------------------------------- assembly

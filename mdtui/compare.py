@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 # Blocks that may be written as a bare string meaning {name = ...} (engine/config.py).
 NAMED_BLOCKS = ("model", "data", "loss", "sampler", "optim", "schedule")
-# Keys that differ between any two runs by construction.
-IGNORED_KEYS = ("run_id",)
+# Keys that differ between runs by construction (the experiment is in the header already).
+IGNORED_KEYS = ("run_id", "experiment")
 # (label, RunRecord field, higher is better); best_epoch is printed 1-based.
 COMPARE_METRICS: tuple[tuple[str, str, bool | None], ...] = (
     ("acc1", "best_acc1", True),
@@ -108,7 +108,7 @@ def compare_runs(records: Sequence[RunRecord], configs: Sequence[dict[str, Any]]
 
 
 def format_config_value(value: Any) -> str:
-    from mdtui.results import format_value
+    from mdtui.mdlog import format_value
 
     return "(unset)" if value is MISSING else format_value(value)
 

@@ -48,6 +48,7 @@ class RunRow:
     eta: float | None
     queue_pos: int | None
     error: str | None
+    reason: str | None = None  # why a queued run waits (from the scheduler)
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,27 @@ class Dashboard:
             plan = load_plan(self.plan_path)
         except ExperimentsError as exc:
             self.plan_error = exc.format() if hasattr(exc, "format") else str(exc)
+            self._fallback_store()
             return
         except (OSError, ValueError) as exc:
             self.plan_error = str(exc)
+            self._fallback_store()
             return
         self.plan = plan
         self.plan_error = None
-        if self.store is None or Path(self.store.runs_dir) != plan.settings.runs_dir:
-            self.store = RunStore(plan.settings.runs_dir)
+        if self.store is None or Path(self.store.runs_dir) != Path(plan.settings.runs_dir).resolve():
+            self.store = RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
+
+    def _fallback_store(self) -> None:
+        """With a broken experiments.toml at start-up, still show the runs of the default runs dir."""
+        from mdtui.experiments import default_path
+        from mdtui.store import DB_NAME, RunStore
+
+        if self.store is not None:
+            return
+        runs_dir = Path(self.plan_path or default_path()).expanduser().resolve().parent / "runs"
+        if (runs_dir / DB_NAME).exists():
+            self.store = RunStore(runs_dir)
 
     # ------------------------------------------------------------------ refresh
 
@@ -133,7 +147,11 @@ class Dashboard:
         self.monitor.poll(finished=[r.run_id for r in follow.values() if r.status in DONE_STATUSES])
 
         runs = tuple(self._run_row(rec, positions.get(rec.run_id)) for rec in self._ordered(records, positions))
-        experiments = self._experiment_rows(latest)
+        best_of: dict[str, float] = {}
+        for rec in records:
+            if rec.best_acc1 is not None and rec.best_acc1 > best_of.get(rec.experiment, float("-inf")):
+                best_of[rec.experiment] = rec.best_acc1
+        experiments = self._experiment_rows(latest, best_of)
         devices: tuple[Any, ...] = ()
         holders: dict[str, list[str]] = {}
         for rec in records:
@@ -169,13 +187,15 @@ class Dashboard:
 
     # ------------------------------------------------------------------ helpers
 
-    def _queue_positions(self) -> dict[str, int]:
+    def _queue_positions(self) -> dict[str, tuple[int, str | None]]:
+        """Waiting runs: (1-based position, why it waits)."""
         try:
             from mdtui.scheduler import queue_entries
 
-            return {e.run_id: i + 1 for i, e in enumerate(queue_entries(self.store))}
-        except Exception:
+            entries = queue_entries(self.store, include_launched=False)
+        except Exception:  # no queue table yet, or the scheduler module is mid-upgrade
             return {}
+        return {e.run_id: (e.position, e.reason) for e in entries}
 
     def _queue_paused(self) -> bool:
         try:
@@ -186,17 +206,17 @@ class Dashboard:
             return False
 
     @staticmethod
-    def _ordered(records: list[Any], positions: dict[str, int]) -> list[Any]:
+    def _ordered(records: list[Any], positions: dict[str, tuple[int, str | None]]) -> list[Any]:
         """Live runs first, then the queue in its order, then the rest newest first."""
         rank = {"starting": 0, "running": 0, "queued": 1, "blocked": 1, "created": 1}
 
         def key(rec: Any) -> tuple[int, int, float]:
             group = rank.get(rec.status, 2)
-            return (group, positions.get(rec.run_id, 0), -(rec.created_t or 0.0))
+            return (group, positions.get(rec.run_id, (0, None))[0], -(rec.created_t or 0.0))
 
         return sorted(records, key=key)
 
-    def _run_row(self, rec: Any, queue_pos: int | None) -> RunRow:
+    def _run_row(self, rec: Any, queued: tuple[int, str | None] | None) -> RunRow:
         state = self.monitor.state(rec.run_id)
         total = (state.total_epochs if state else None) or rec.total_epochs
         done = state.epochs_done if state and state.epochs else rec.epochs_done
@@ -210,17 +230,19 @@ class Dashboard:
             experiment=rec.experiment,
             status=rec.status,
             devices=",".join(str(d) for d in rec.devices) if rec.devices else "",
-            epoch=f"{done}/{total}" if total else (str(done) if done else ""),
+            epoch=(f"{done}/{total}" if total else str(done or "")) if done or rec.status not in WAITING_STATUSES else "",
             loss=(state.loss if state and state.loss is not None else (last.train_loss if last else None)),
             acc1=(last.eval_acc1 if last else rec.last_acc1),
             best=(state.best_acc1 if state and state.best_acc1 is not None else rec.best_acc1),
             elapsed=elapsed,
             eta=state.eta_seconds(now) if state and rec.status in LIVE_STATUSES else None,
-            queue_pos=queue_pos,
+            queue_pos=queued[0] if queued else None,
             error=rec.error,
+            reason=queued[1] if queued else None,
         )
 
-    def _experiment_rows(self, latest: dict[str, Any]) -> tuple[ExperimentRow, ...]:
+    def _experiment_rows(self, latest: dict[str, Any], best_of: dict[str, float]) -> tuple[ExperimentRow, ...]:
+        """One row per experiment: its latest run's status and curve, the best acc1 of all its runs."""
         if self.plan is None:
             return ()
         from mdtui.experiments import knobs
@@ -234,7 +256,8 @@ class Dashboard:
                 knob_text = format_knobs(knobs(self.plan, exp))
             except Exception:
                 knob_text = format_knobs(exp.sweep_point)
-            best = state.best_acc1 if state and state.best_acc1 is not None else (rec.best_acc1 if rec else None)
+            live_best = state.best_acc1 if state else None
+            best = max((b for b in (live_best, best_of.get(exp.name)) if b is not None), default=None)
             rows.append(
                 ExperimentRow(
                     name=exp.name,
@@ -306,7 +329,7 @@ class Dashboard:
 
         try:
             enqueue(self.store, self.plan, names, devices=devices)
-            ensure_scheduler(self.store, self.plan)
+            ensure_scheduler(self.store.runs_dir, self.plan.settings.path)
         except Exception as exc:  # the message is for the user; the queue itself stays consistent
             return [str(exc)]
         return []

@@ -4,7 +4,8 @@ Pure functions over a snapshot (DESIGN.md section 7, experiment-manager-anchors.
 and 5, section 6.4): a device handed to an mdtui run stays reserved until that run's supervisor
 exits, whatever its memory says, so two launches never land on one GPU by race; processes of other
 people count through the free-memory and utilisation thresholds; `[settings]` policies narrow the
-choice. The scheduler feeds it `gpus.list_devices()` and the live runs of the store.
+choice. The scheduler feeds it `gpus.list_devices()` and the live runs of the store; the helpers at
+the end of the file do that reading.
 """
 
 from __future__ import annotations
@@ -13,8 +14,14 @@ import getpass
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mdtui.gpus import CPU_ID, Device, cpu_device
+from mdtui.gpus import CPU_ID, Device, GpuConfigError, cpu_device, list_devices
+
+if TYPE_CHECKING:
+    from mdtui.experiments import Plan
+    from mdtui.runqueue import QueueEntry
+    from mdtui.store import RunStore
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,8 @@ def pick(
     On a machine whose only device is the CPU every run gets ``["cpu"]``.
     """
     held = reservation_counts(reservations)
+    if not devices and candidates != [CPU_ID]:
+        return None  # no device facts at all (a broken MDTUI_FAKE_GPUS): wait rather than guess
     if all(d.is_cpu for d in devices) or candidates == [CPU_ID]:
         cpu = next((d for d in devices if d.is_cpu), None) or cpu_device()
         return [CPU_ID] if blocker(cpu, policy, held) is None else None
@@ -160,6 +169,52 @@ def never_fits(
     if policy.max_devices is not None and count > policy.max_devices:
         return f"{count} devices needed but [settings] max_devices = {policy.max_devices}"
     return None
+
+
+# --------------------------------------------------------------------------------------- with the store
+
+
+def gpus_snapshot() -> list[Device]:
+    """``list_devices()``; a broken fake description reads as no devices, so nothing launches."""
+    try:
+        return list_devices()
+    except GpuConfigError:
+        return []
+
+
+def reservations(store: RunStore) -> list[Reservation]:
+    """Every live mdtui run holds its devices until its supervisor exits."""
+    from mdtui.store import LIVE_STATUSES
+
+    return [Reservation(r.run_id, tuple(r.devices)) for r in store.list_runs(statuses=list(LIVE_STATUSES))]
+
+
+def pick_devices(
+    store: RunStore, plan: Plan, count: int, *, prefer: list[str] | None = None
+) -> list[str] | None:
+    """Devices for one more run now (ledger-aware), or None when they do not fit."""
+    policy = Policy.from_settings(plan.settings)
+    return pick(gpus_snapshot(), reservations(store), policy, count, candidates=prefer)
+
+
+def waiting_reason(devices: list[Device], held: list[Reservation], policy: Policy, entry: QueueEntry) -> str:
+    """Why ``entry`` cannot start now, device by device (excluded devices are not worth a word)."""
+    counts = reservation_counts(held)
+    wanted = [d for d in devices if not entry.devices or any(matches(d, s) for s in entry.devices)]
+    notes, free = [], []
+    for device in wanted:
+        why = blocker(device, policy, counts)
+        if why is None:
+            free.append(device.id)
+        elif not why.startswith("excluded"):
+            notes.append(f"{device.id}: {why}")
+    if free and policy.max_devices is not None:
+        mine = ",".join(sorted(user_devices(devices, counts)))
+        notes.append(f"max_devices = {policy.max_devices} reached (holding {mine})")
+    if not devices:
+        notes.append("no devices found: see `mdtui gpus`")
+    need = f"{entry.gpus} device{'s' if entry.gpus > 1 else ''}"
+    return f"waiting for {need}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _current_user() -> str:

@@ -9,7 +9,9 @@ opened), so ten thousand runs render in well under a second. This module builds 
 
 from __future__ import annotations
 
+import json
 import math
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ from mdtui.results import is_long_tailed
 
 if TYPE_CHECKING:
     from mdtui.experiments import Experiment, Plan
-    from mdtui.store import RunRecord, RunStore
+    from mdtui.store import RunStore
 
 # metric name -> (RunRecord field, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {
@@ -52,7 +54,7 @@ class Stat:
 @dataclass
 class Row:
     experiment: str
-    runs: list[RunRecord]  # completed runs, newest first
+    runs: list[IndexRow]  # completed runs, newest first
     knobs: dict[str, Any] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)  # knob column -> this row's value
     is_baseline: bool = False
@@ -96,7 +98,7 @@ class PivotTable:
 # --------------------------------------------------------------------------- aggregation (pure)
 
 
-def aggregate(runs: Sequence[RunRecord], metric: str, agg: str, headline: str) -> Stat:
+def aggregate(runs: Sequence[IndexRow], metric: str, agg: str, headline: str) -> Stat:
     """``metric`` over ``runs`` (newest first): mean ± sample std, or the best/latest run's value."""
     attr, _ = METRICS[metric]
     if agg == "mean":
@@ -112,7 +114,7 @@ def aggregate(runs: Sequence[RunRecord], metric: str, agg: str, headline: str) -
     return Stat(getattr(chosen, attr) if chosen else None, None, len(runs))
 
 
-def pick_run(runs: Sequence[RunRecord], agg: str, headline: str) -> RunRecord | None:
+def pick_run(runs: Sequence[IndexRow], agg: str, headline: str) -> IndexRow | None:
     """The run an aggregation of ``best``/``last`` reports: best headline value, or the newest."""
     if not runs:
         return None
@@ -138,14 +140,70 @@ def mark_best(values: Sequence[float | None], higher: bool) -> set[int]:
 # --------------------------------------------------------------------------- selection
 
 
-def _completed_by_experiment(store: RunStore) -> dict[str, list[RunRecord]]:
-    out: dict[str, list[RunRecord]] = {}
-    for rec in store.list_runs(statuses=["completed"]):  # newest first
+@dataclass(slots=True)
+class IndexRow:
+    """The index columns a report needs, read without building full ``RunRecord`` objects."""
+
+    run_id: str
+    experiment: str
+    group: str
+    created_t: float
+    seed: int
+    sweep_json: str | None
+    leaky: bool
+    note: str
+    best_acc1: float | None
+    acc5: float | None
+    err1: float | None
+    many: float | None
+    medium: float | None
+    few: float | None
+    last_acc1: float | None
+
+    @property
+    def sweep(self) -> dict[str, Any]:
+        return json.loads(self.sweep_json) if self.sweep_json else {}
+
+
+_INDEX_COLUMNS = tuple(IndexRow.__dataclass_fields__)
+
+
+def _completed_by_experiment(store: RunStore) -> dict[str, list[IndexRow]]:
+    """Completed runs per experiment, newest first, straight from the index table.
+
+    Building 10,000 ``RunRecord`` objects (paths, JSON fields) costs more than the whole report, so
+    this reads the index columns (named after ``RunRecord`` fields) directly; on an index it does
+    not understand it falls back to ``store.list_runs``.
+    """
+    columns = ", ".join(f'"{c}"' for c in _INDEX_COLUMNS if c != "sweep_json") + ', "sweep"'
+    order = [c for c in _INDEX_COLUMNS if c != "sweep_json"] + ["sweep_json"]
+    try:
+        conn = store.connect()
+        try:
+            conn.row_factory = None
+            rows = conn.execute(
+                f"SELECT {columns} FROM runs WHERE status='completed' ORDER BY created_t DESC, run_id DESC"
+            ).fetchall()
+        finally:
+            conn.close()
+        records = [IndexRow(**dict(zip(order, row, strict=True))) for row in rows]
+    except sqlite3.OperationalError:
+        records = [
+            IndexRow(
+                **{c: getattr(r, c) for c in _INDEX_COLUMNS if c != "sweep_json"},
+                sweep_json=json.dumps(r.sweep),
+            )
+            for r in store.list_runs(statuses=["completed"])
+        ]
+    out: dict[str, list[IndexRow]] = {}
+    for rec in records:
+        rec.leaky = bool(rec.leaky)
+        rec.note = rec.note or ""
         out.setdefault(rec.experiment, []).append(rec)
     return out
 
 
-def _select(plan: Plan, runs: dict[str, list[RunRecord]], selectors: Sequence[str]) -> dict[str, list[str]]:
+def _select(plan: Plan, runs: dict[str, list[IndexRow]], selectors: Sequence[str]) -> dict[str, list[str]]:
     """group -> experiment names (plan order, then experiments only the index still knows)."""
     from mdtui.experiments import closest
 
@@ -177,7 +235,7 @@ def _select(plan: Plan, runs: dict[str, list[RunRecord]], selectors: Sequence[st
     return groups
 
 
-def _knobs(plan: Plan, exp: Experiment | None, runs: list[RunRecord]) -> dict[str, Any]:
+def _knobs(plan: Plan, exp: Experiment | None, runs: list[IndexRow]) -> dict[str, Any]:
     if exp is None:
         return dict(runs[0].sweep) if runs else {}
     from mdtui.experiments import knobs
@@ -185,7 +243,7 @@ def _knobs(plan: Plan, exp: Experiment | None, runs: list[RunRecord]) -> dict[st
     return knobs(plan, exp)
 
 
-def _config_value(plan: Plan, name: str, runs: list[RunRecord], key: str, flat_cache: dict) -> Any:
+def _config_value(plan: Plan, name: str, runs: list[IndexRow], key: str, flat_cache: dict) -> Any:
     exp = plan.experiments.get(name)
     if exp is None:
         return (runs[0].sweep if runs else {}).get(key)
@@ -251,7 +309,7 @@ def _baseline_name(plan: Plan, group: str) -> str | None:
     return next((e.name for e in plan.group(group) if e.baseline), None)
 
 
-def _fill_deltas(plan: Plan, table: GroupTable, runs: dict[str, list[RunRecord]], agg: str) -> None:
+def _fill_deltas(plan: Plan, table: GroupTable, runs: dict[str, list[IndexRow]], agg: str) -> None:
     """Δ of the headline metric against the baseline experiment's aggregate (even when unselected)."""
     table.baseline = _baseline_name(plan, table.group)
     if table.baseline is None or not runs.get(table.baseline):
@@ -291,7 +349,7 @@ def build_pivots(
     out: list[PivotTable] = []
     seen_keys: set[str] = set()
     for group, names in _select(plan, runs, selectors).items():
-        cells_runs: dict[tuple[Any, Any], list[RunRecord]] = {}
+        cells_runs: dict[tuple[Any, Any], list[IndexRow]] = {}
         for name in names:
             if not runs.get(name):
                 continue
@@ -314,7 +372,7 @@ def build_pivots(
             table.baseline, table.baseline_stat = base, aggregate(runs[base], metric, agg, metric)
         out.append(table)
     missing = [k for k in pivot if k not in seen_keys]
-    if missing and not out:
+    if missing and seen_keys:
         near = _closest_keys(missing[0], seen_keys)
         raise ReportError(f'no selected experiment sets "{missing[0]}"{near}')
     return out

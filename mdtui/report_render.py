@@ -11,8 +11,8 @@ import io
 import json
 from typing import Any
 
+from mdtui.mdlog import format_value, md_code, md_escape
 from mdtui.report import GroupTable, PivotTable, Row, Stat
-from mdtui.results import format_value, md_code, md_escape
 
 DASH = "–"
 
@@ -111,7 +111,10 @@ def _md_pivot(table: PivotTable) -> list[str]:
 
 def render_tables(tables: list[GroupTable], fmt: str, *, agg: str) -> str:
     if fmt == "json":
-        return json.dumps({"agg": agg, "groups": [_json_table(t) for t in tables]}, indent=2) + "\n"
+        return (
+            json.dumps({"agg": agg, "groups": [_json_table(t) for t in tables]}, indent=2, ensure_ascii=False)
+            + "\n"
+        )
     if fmt == "csv":
         return _csv_tables(tables)
     if not tables:
@@ -130,7 +133,10 @@ def render_tables(tables: list[GroupTable], fmt: str, *, agg: str) -> str:
 
 def render_pivots(tables: list[PivotTable], fmt: str, *, agg: str) -> str:
     if fmt == "json":
-        return json.dumps({"agg": agg, "pivots": [_json_pivot(t) for t in tables]}, indent=2) + "\n"
+        return (
+            json.dumps({"agg": agg, "pivots": [_json_pivot(t) for t in tables]}, indent=2, ensure_ascii=False)
+            + "\n"
+        )
     if fmt == "csv":
         return _csv_pivots(tables)
     if not tables:
@@ -220,6 +226,10 @@ def _csv_number(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}".rstrip("0").rstrip(".")
 
 
+def _csv_value(value: Any) -> str:
+    return "" if value is None else format_value(value)
+
+
 def _csv_tables(tables: list[GroupTable]) -> str:
     """One long table: group, experiment, knobs (union), each metric and its std, n, Δ, best, notes."""
     knob_keys = list(dict.fromkeys(k for t in tables for k in t.knob_keys))
@@ -232,7 +242,7 @@ def _csv_tables(tables: list[GroupTable]) -> str:
     for table in tables:
         for row in table.rows:
             cells: list[Any] = [table.group, row.experiment, int(row.is_baseline), int(row.leaky)]
-            cells += ["" if row.values.get(k) is None else format_value(row.values[k]) for k in knob_keys]
+            cells += [_csv_value(row.values.get(k)) for k in knob_keys]
             for m in metrics:
                 stat = row.stats.get(m, Stat(None))
                 cells += [_csv_number(stat.mean), _csv_number(stat.std)]
@@ -260,8 +270,8 @@ def _csv_pivots(tables: list[PivotTable]) -> str:
             rows.append(
                 [
                     table.group,
-                    _value(table.row_values[i]),
-                    _value(table.col_values[j]),
+                    _csv_value(table.row_values[i]),
+                    _csv_value(table.col_values[j]),
                     _csv_number(stat.mean),
                     _csv_number(stat.std),
                     stat.n,

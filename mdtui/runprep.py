@@ -81,7 +81,9 @@ def create_run_for(
     config = engine_config(
         plan, exp, run_id=run_id, seed=seed, init_checkpoint=init, cache_dir=cache_dir(store), **kwargs
     )
-    return store.create_run(exp, config, seed=seed, devices=devices, status=status, run_id=run_id, extra=extra)
+    return store.create_run(
+        exp, config, seed=seed, devices=devices, status=status, run_id=run_id, extra=extra
+    )
 
 
 def dependency_order(plan: Plan, exps: list[Experiment]) -> list[Experiment]:

@@ -80,11 +80,16 @@ class QueueEntry:
         }
 
 
+_SCHEMA_READY: set[str] = set()  # databases whose queue tables this process has created
+
+
 @contextmanager
 def connection(store: RunStore) -> Iterator[sqlite3.Connection]:
     conn = store.connect()
     try:
-        conn.executescript(SCHEMA)
+        if str(store.db_path) not in _SCHEMA_READY:
+            conn.executescript(SCHEMA)
+            _SCHEMA_READY.add(str(store.db_path))
         yield conn
     finally:
         conn.close()

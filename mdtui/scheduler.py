@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdtui import gpus, ledger, runqueue
 from mdtui.fsutil import read_json, try_lock
+from mdtui.ledger import gpus_snapshot, pick_devices, reservations, waiting_reason
 from mdtui.runqueue import QueueEntry, QueueError, entries, transition
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ LOG_NAME = "scheduler.log"
 POLL_SECONDS = float(os.environ.get("MDTUI_SCHEDULER_POLL", "0.5"))
 PLACEMENT_WINDOW = 120.0  # seconds after launch during which a run's GPU placement is checked
 ORPHAN_GRACE = 5.0  # a claim older than this with no supervisor was left by a killed scheduler
+PAUSED_REASON = "the queue is paused (`mdtui queue resume`)"
 
 
 # --------------------------------------------------------------------------------------- client API
@@ -116,31 +118,6 @@ def is_paused(store: RunStore) -> bool:
     return runqueue.state(store, "paused") is not None
 
 
-def gpus_snapshot() -> list[gpus.Device]:
-    """``gpus.list_devices()``; a broken fake description reads as "no GPU facts" (CPU only)."""
-    try:
-        return gpus.list_devices()
-    except gpus.GpuConfigError:
-        return [gpus.cpu_device()]
-
-
-def reservations(store: RunStore) -> list[ledger.Reservation]:
-    """Every live mdtui run holds its devices until its supervisor exits."""
-    from mdtui.store import LIVE_STATUSES
-
-    return [
-        ledger.Reservation(r.run_id, tuple(r.devices)) for r in store.list_runs(statuses=list(LIVE_STATUSES))
-    ]
-
-
-def pick_devices(
-    store: RunStore, plan: Plan, count: int, *, prefer: list[str] | None = None
-) -> list[str] | None:
-    """Devices for one more run now (ledger-aware), or None when they do not fit."""
-    policy = ledger.Policy.from_settings(plan.settings)
-    return ledger.pick(gpus_snapshot(), reservations(store), policy, count, candidates=prefer)
-
-
 # --------------------------------------------------------------------------------------- ensure
 
 
@@ -157,17 +134,17 @@ def scheduler_running(runs_dir: Path | str) -> bool:
 
 
 def has_work(store: RunStore) -> bool:
-    """Something the scheduler must act on: a queued run, an unblockable run, or an unfinished claim."""
+    """Something the scheduler must act on: a queued run (unless paused), an unblockable run, or a run
+    it launched that is still alive (or an unfinished claim of a killed scheduler)."""
+    paused = is_paused(store)
     for entry in entries(store):
-        if entry.waiting and entry.status == "queued":
-            return True
-        if (
-            entry.waiting
-            and entry.status == "blocked"
-            and runqueue.needs_state(store, entry.needs)[0] != "blocked"
-        ):
-            return True
         if not entry.waiting and entry.status in ("starting", "running"):
+            return True
+        if paused or not entry.waiting:
+            continue
+        if entry.status == "queued":
+            return True
+        if entry.status == "blocked" and runqueue.needs_state(store, entry.needs)[0] != "blocked":
             return True
     return False
 
@@ -199,6 +176,18 @@ def ensure_scheduler(runs_dir: Path | str, experiments: Path | str | None = None
 _STARTED: list[subprocess.Popen[bytes]] = []
 
 
+def ensure_scheduler_for(file: Path | str | None = None) -> int | None:
+    """``ensure_scheduler`` for the experiments file a CLI verb uses; never raises (for cli.py's root
+    callback, so that any mdtui command restarts a killed scheduler)."""
+    try:
+        from mdtui.experiments import load_plan
+
+        plan = load_plan(Path(file) if file is not None else None)
+        return ensure_scheduler(plan.settings.runs_dir, plan.settings.path)
+    except Exception:  # no or broken experiments.toml: the verb itself will say so
+        return None
+
+
 # --------------------------------------------------------------------------------------- the process
 
 
@@ -217,6 +206,7 @@ class Scheduler:
         self.policy = ledger.Policy()
         self._plan_mtime: float | None = None
         self.launched: dict[str, float] = {}  # run id -> launch time (placement checks)
+        self.ready: set[str] = set()  # waiting runs whose dependencies are met (this pass)
 
     # ------------------------------------------------------------ policies
 
@@ -262,6 +252,9 @@ class Scheduler:
                 log(f"{rec.run_id}: claimed by a scheduler that died before launching it; back in the queue")
 
     def reconcile(self) -> None:
+        """Finalise dead runs, drop finished entries, (un)block waiting ones; note which are ready."""
+        ready: set[str] = set()
+        memo: dict[tuple[str, ...], tuple[str, str | None]] = {}
         self.recover_orphan_claims()
         for rec in self.store.refresh():
             log(f"{rec.run_id} ({rec.experiment}) reconciled: {rec.status}")
@@ -277,7 +270,11 @@ class Scheduler:
             if entry.status not in ("queued", "blocked"):  # cancelled or finished behind our back
                 runqueue.remove(self.store, entry.run_id)
                 continue
-            state, reason = runqueue.needs_state(self.store, entry.needs)
+            if entry.needs not in memo:  # many seeds of one experiment share their upstream
+                memo[entry.needs] = runqueue.needs_state(self.store, entry.needs)
+            state, reason = memo[entry.needs]
+            if state == "ready":
+                ready.add(entry.run_id)
             if state == "blocked" and entry.status == "queued":
                 if transition(self.store, entry.run_id, ("queued",), status="blocked", error=reason):
                     log(f"{entry.run_id} ({entry.experiment}) blocked: {reason}")
@@ -287,33 +284,33 @@ class Scheduler:
                 and transition(self.store, entry.run_id, ("blocked",), status="queued", error=None)
             ):
                 log(f"{entry.run_id} ({entry.experiment}) unblocked")
-            if state != "ready":
+            if state != "ready" and reason != entry.reason:
                 runqueue.set_reason(self.store, entry.run_id, reason)
+        self.ready = ready
 
     # ------------------------------------------------------------ launching
 
     def launch_ready(self) -> None:
         if is_paused(self.store):
             for entry in entries(self.store, include_launched=False):
-                if entry.status == "queued":
-                    runqueue.set_reason(
-                        self.store, entry.run_id, "the queue is paused (`mdtui queue resume`)"
-                    )
+                if entry.status == "queued" and entry.reason != PAUSED_REASON:
+                    runqueue.set_reason(self.store, entry.run_id, PAUSED_REASON)
             return
         devices = gpus_snapshot()
+        held = reservations(self.store)
         for entry in entries(self.store, include_launched=False):
-            if entry.status != "queued" or runqueue.needs_state(self.store, entry.needs)[0] != "ready":
+            if entry.status != "queued" or entry.run_id not in self.ready:
                 continue
-            held = reservations(self.store)
             chosen = ledger.pick(
                 devices, held, self.policy, entry.gpus, candidates=list(entry.devices or ()) or None
             )
             if chosen is None:
-                runqueue.set_reason(
-                    self.store, entry.run_id, waiting_reason(devices, held, self.policy, entry)
-                )
+                reason = waiting_reason(devices, held, self.policy, entry)
+                if reason != entry.reason:
+                    runqueue.set_reason(self.store, entry.run_id, reason)
                 continue
             self.launch(entry, chosen)
+            held = reservations(self.store)
 
     def launch(self, entry: QueueEntry, devices: list[str]) -> None:
         # the conditional claim: only one process ever moves a run from queued to starting
@@ -367,9 +364,10 @@ class Scheduler:
     # ------------------------------------------------------------ loop
 
     def busy(self) -> bool:
-        """Queued work remains, or a run this queue launched is still alive."""
+        """Queued work remains (a paused queue has none), or a run this queue launched is still alive."""
+        queued = "" if is_paused(self.store) else "queued"
         return any(
-            (e.waiting and e.status == "queued") or (not e.waiting and e.status in ("starting", "running"))
+            (e.waiting and e.status == queued) or (not e.waiting and e.status in ("starting", "running"))
             for e in entries(self.store)
         )
 
@@ -378,26 +376,6 @@ class Scheduler:
         self.reconcile()
         self.launch_ready()
         self.check_placement()
-
-
-def waiting_reason(
-    devices: list[gpus.Device], held: list[ledger.Reservation], policy: ledger.Policy, entry: QueueEntry
-) -> str:
-    """Why ``entry`` cannot start now, device by device (excluded devices are not worth a word)."""
-    counts = ledger.reservation_counts(held)
-    wanted = [d for d in devices if not entry.devices or any(ledger.matches(d, s) for s in entry.devices)]
-    notes, free = [], []
-    for device in wanted:
-        why = ledger.blocker(device, policy, counts)
-        if why is None:
-            free.append(device.id)
-        elif not why.startswith("excluded"):
-            notes.append(f"{device.id}: {why}")
-    if free and policy.max_devices is not None:
-        mine = ",".join(sorted(ledger.user_devices(devices, counts)))
-        notes.append(f"max_devices = {policy.max_devices} reached (holding {mine})")
-    need = f"{entry.gpus} device{'s' if entry.gpus > 1 else ''}"
-    return f"waiting for {need}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def resolve_dependencies(store: RunStore, rec: RunRecord, needs: tuple[str, ...]) -> None:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
 import secrets
 import socket
 import sqlite3
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +22,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdtui.fsutil import atomic_write_json, file_lock, read_json, sanitize_name
+from mdtui.procinfo import boot_id, git_info, package_versions, process_alive, process_start_time, user_name
+
+__all__ = [
+    "RunRecord",
+    "RunStore",
+    "boot_id",
+    "metrics_from_state",
+    "new_run_id",
+    "process_alive",
+    "process_start_time",
+    "read_run_state",
+]
 
 if TYPE_CHECKING:
     from engine.events import RunState
@@ -49,7 +59,17 @@ LIVE_STATUSES = ("starting", "running")  # a supervisor is (or should be) alive
 TERMINAL_STATUSES = ("completed", "failed", "stopped", "lost", "cancelled")
 LOST_GRACE_SECONDS = 60.0  # a run marked starting may not have recorded its supervisor yet
 
-PACKAGES = ("mdtui", "torch", "torchvision", "numpy", "textual", "typer", "psutil", "nvidia-ml-py", "scikit-learn")
+PACKAGES = (
+    "mdtui",
+    "torch",
+    "torchvision",
+    "numpy",
+    "textual",
+    "typer",
+    "psutil",
+    "nvidia-ml-py",
+    "scikit-learn",
+)
 
 
 @dataclass
@@ -139,78 +159,6 @@ def _column(name: str) -> str:
     if "int" in str(hint) or "bool" in str(hint):
         return f"{_q(name)} INTEGER"
     return f"{_q(name)} TEXT"
-
-
-# --------------------------------------------------------------------------- provenance
-
-
-def boot_id() -> str | None:
-    """The kernel's boot id: a pid recorded on another boot is never ours."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
-    except OSError:
-        return None
-
-
-def process_start_time(pid: int) -> float | None:
-    """psutil create_time of ``pid``, or None when it does not exist (or is a zombie)."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except (psutil.Error, OSError):
-        return None
-
-
-def process_alive(pid: int | None, start: float | None, boot: str | None = None) -> bool:
-    """True when ``pid`` runs and is the very process recorded (same start time and boot)."""
-    if not pid or start is None:
-        return False
-    if boot and boot_id() not in (None, boot):
-        return False
-    now_start = process_start_time(pid)
-    return now_start is not None and abs(now_start - start) < 0.05
-
-
-def git_info(directory: Path) -> dict[str, Any] | None:
-    """``{"commit", "dirty"}`` of the git work tree holding ``directory``, or None outside git."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            stdin=subprocess.DEVNULL,
-        )
-        if head.returncode != 0:
-            return None
-        # tracked changes only: an untracked scratch file does not change what ran
-        status = subprocess.run(
-            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
-
-
-def package_versions() -> dict[str, str | None]:
-    """Installed versions from package metadata (never imports torch)."""
-    from importlib import metadata
-
-    out: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -425,7 +373,7 @@ class RunStore:
             "tags": list(exp.tags),
             "command": command or [sys.executable, "-m", "engine", str(run_dir)],
             "host": socket.gethostname(),
-            "user": _user(),
+            "user": user_name(),
             "python": sys.version.split()[0],
             "python_executable": sys.executable,
             "git": git_info(self.project_dir),
@@ -619,10 +567,7 @@ class RunStore:
         values.setdefault("created_t", run_dir.stat().st_mtime)
         rec = RunRecord(**values)
         final = self.final_fields(run_dir)
-        if final is not None:
-            fields = final
-        else:
-            fields = metrics_from_state(read_run_state(run_dir))
+        fields = final if final is not None else metrics_from_state(read_run_state(run_dir))
         for name, value in fields.items():
             setattr(rec, name, value)
         return rec
@@ -635,12 +580,3 @@ def _config_is_leaky(config: dict[str, Any]) -> bool:
         return is_leaky(from_dict(config))
     except (ConfigError, TypeError, ValueError):
         return False
-
-
-def _user() -> str | None:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return os.environ.get("USER")

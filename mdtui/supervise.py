@@ -198,7 +198,9 @@ class Supervisor:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.run_id = run_dir.name
-        self.store = RunStore(run_dir.parent.parent)
+        info = read_json(run_dir / "run.json") or {}
+        # the experiments file lets the results log find the run's group baseline
+        self.store = RunStore(run_dir.parent.parent, experiments_file=info.get("experiments_file") or None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.term_received = False
         self.killed = False
@@ -257,7 +259,10 @@ class Supervisor:
         env.pop("MDTUI_ENGINE_CMD", None)
         log(f"starting {shlex.join(cmd)} (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r})")
         try:
-            with open(self.run_dir / "stdout.log", "ab") as out, open(self.run_dir / "stderr.log", "ab") as err:
+            with (
+                open(self.run_dir / "stdout.log", "ab") as out,
+                open(self.run_dir / "stderr.log", "ab") as err,
+            ):
                 self.proc = subprocess.Popen(
                     cmd,
                     stdin=subprocess.DEVNULL,
@@ -415,11 +420,19 @@ def main(argv: list[str] | None = None) -> int:
         return supervisor.run()
     except Exception:
         log("supervisor error:\n" + traceback.format_exc())
+        proc = supervisor.proc
+        if proc is not None and proc.poll() is None:
+            # the run itself is fine: keep watching it so its end is still recorded
+            with contextlib.suppress(Exception):
+                proc.wait()
+                return supervisor._finish(
+                    exit_code=proc.returncode,
+                    sig=-proc.returncode if proc.returncode < 0 else None,
+                    stop_requested=supervisor._stop_request() is not None,
+                )
         if not (run_dir / EXIT_FILE).exists():
             with contextlib.suppress(Exception):
-                return supervisor._finish(
-                    exit_code=None, sig=None, error="supervisor error (see stderr.log)"
-                )
+                return supervisor._finish(exit_code=None, sig=None, error="supervisor error (see stderr.log)")
         return 1
 
 

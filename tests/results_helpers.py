@@ -59,7 +59,9 @@ def write_plan(root: Path, text: str = PLAN_TOML) -> Plan:
 def write_events(run_dir: Path, run_id: str, status: str, metrics: dict[str, Any], epochs: int) -> None:
     """A plausible events.jsonl: run_started (with train counts), one epoch event each, run_finished."""
     acc1 = metrics.get("best_acc1") or 50.0
-    lines = [make_event("run_started", run_id, t=1.0, total_epochs=epochs, train_counts=TRAIN_COUNTS, config={})]
+    lines = [
+        make_event("run_started", run_id, t=1.0, total_epochs=epochs, train_counts=TRAIN_COUNTS, config={})
+    ]
     done = metrics.get("epochs_done", epochs)
     for ep in range(done):
         ev_acc = acc1 - (done - 1 - ep) * 2.0
@@ -72,7 +74,12 @@ def write_events(run_dir: Path, run_id: str, status: str, metrics: dict[str, Any
                 lr=0.1 * (0.5**ep),
                 seconds=1.5,
                 train={"loss": 2.0 / (ep + 1), "acc1": ev_acc + 5},
-                eval={"loss": 2.2 / (ep + 1), "acc1": ev_acc, "acc5": 99.0, "per_class": [90.0, 70.0, 50.0, 30.0]},
+                eval={
+                    "loss": 2.2 / (ep + 1),
+                    "acc1": ev_acc,
+                    "acc5": 99.0,
+                    "per_class": [90.0, 70.0, 50.0, 30.0],
+                },
             )
         )
     if status in ("completed", "stopped", "failed"):

@@ -28,7 +28,11 @@ def test_validate_errors_exit_2_with_location_and_no_traceback(tiny_toml: Path) 
     result = runner.invoke(app, ["-f", str(tiny_toml), "validate"])
     assert result.exit_code == 2
     assert "experiments.toml" in result.output and "epochz" in result.output and "cee" in result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert (
+        "Traceback" not in result.output
+        and result.exception is None
+        or isinstance(result.exception, SystemExit)
+    )
 
 
 def test_missing_file_exit_2(tmp_path: Path) -> None:
@@ -64,6 +68,12 @@ def test_bad_device_is_a_usage_error(tiny_toml: Path) -> None:
     assert result.exit_code == 2 and "--device" in result.output
 
 
+def test_device_that_does_not_exist_is_a_usage_error(tiny_toml: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MDTUI_FAKE_GPUS", "2")
+    result = invoke(tiny_toml, "run", "tiny", "--device", "5")
+    assert result.exit_code == 2 and "no GPU 5" in result.output and "0, 1" in result.output
+
+
 def test_from_without_upstream_run_fails_clearly(tiny_toml: Path, fake_engine: str) -> None:
     result = invoke(tiny_toml, "run", "tiny-focal")
     assert result.exit_code == 1
@@ -83,6 +93,20 @@ def test_bare_mdtui_without_tui_says_so(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(importlib, "import_module", fake_import)
     result = runner.invoke(app, [])
     assert result.exit_code == 0 and "TUI is not installed yet" in result.output
+
+
+def test_bare_mdtui_opens_the_tui_with_the_chosen_file(
+    monkeypatch: pytest.MonkeyPatch, tiny_toml: Path
+) -> None:
+    import sys
+    import types
+
+    opened: list[object] = []
+    fake = types.ModuleType("mdtui.tui.app")
+    fake.run_app = opened.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mdtui.tui.app", fake)
+    result = runner.invoke(app, ["-f", str(tiny_toml)])
+    assert result.exit_code == 0 and opened == [tiny_toml]
 
 
 @pytest.mark.slow
@@ -142,6 +166,15 @@ def test_detach_then_stop(tiny_toml: Path, fake_engine: str, monkeypatch, reap) 
     assert "stopped" in stop.output
     assert store.get(rec.run_id).status == "stopped"
 
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0.05")
+    resumed = invoke(tiny_toml, "run", "--resume", rec.run_id, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)[0]["status"] == "completed"
+    assert "--resume" in json.loads((Path(rec.run_dir) / "run.json").read_text())["command"]
+    assert (Path(rec.run_dir) / "exit.json.prev").exists()
+    again = invoke(tiny_toml, "run", "--resume", rec.run_id)
+    assert again.exit_code == 2 and "already completed" in again.output
+
 
 @pytest.mark.slow
 def test_demo_runs_the_demo_group_and_prints_a_summary(tiny_toml: Path, fake_engine: str) -> None:
@@ -157,3 +190,12 @@ def test_format_log_line() -> None:
     line = '{"v":1,"type":"epoch","run_id":"r","t":1,"epoch":1,"train":{"loss":0.5},"eval":{"acc1":61.25}}'
     assert format_log_line(line) == "epoch 2  loss 0.5000  acc1 61.25%"
     assert format_log_line("   ") is None
+
+
+@pytest.mark.slow
+def test_logs_follow_returns_when_the_run_ends(tiny_toml: Path, fake_engine: str, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0.5")
+    launched = json.loads(invoke(tiny_toml, "run", "tiny", "--detach", "--json").stdout)
+    result = invoke(tiny_toml, "logs", launched[0]["run_id"], "--follow")
+    assert result.exit_code == 0
+    assert "epoch 3  loss" in result.output and "run finished: completed" in result.output

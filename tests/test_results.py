@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 from results_helpers import make_run, write_plan
 
+from mdtui.mdlog import append_entry, headings, insert_in_section, md_code, md_escape
 from mdtui.results import (
     EntryFacts,
-    append_entry,
     attach_note,
     format_entry_base,
     format_incomplete_base,
-    headings,
-    insert_in_section,
-    md_code,
-    md_escape,
     record_finished,
 )
 from mdtui.store import RunStore
@@ -92,8 +88,13 @@ def test_entry_for_balanced_data_has_no_shot_groups_and_baseline_has_no_delta():
 
 
 def test_incomplete_line_is_short():
-    facts = EntryFacts("fl", "r9", status="failed", epochs=200, epochs_done=12, reason="CUDA out of memory\nat step 3")
-    assert format_incomplete_base(facts) == "- `fl` failed after 12/200 epochs, run `r9`: CUDA out of memory at step 3"
+    facts = EntryFacts(
+        "fl", "r9", status="failed", epochs=200, epochs_done=12, reason="CUDA out of memory\nat step 3"
+    )
+    assert (
+        format_incomplete_base(facts)
+        == "- `fl` failed after 12/200 epochs, run `r9`: CUDA out of memory at step 3"
+    )
 
 
 def test_escaping_of_names_and_notes():
@@ -128,9 +129,20 @@ def finish_scenario(plan, store) -> None:
     make_run(store, plan, "ce", run_id=rid(1), acc1=69.34, many=80.0, medium=60.0, few=40.0, created_t=1)
     record_finished(store, rid(1))
     make_run(store, plan, "refl[loss.threshold=0.4]", run_id=rid(2), acc1=70.72, many=81.0, medium=62.0, few=45.5, leaky=True, created_t=2)  # fmt: skip
-    make_run(store, plan, "refl[loss.threshold=0.4]", run_id=rid(3), seed=1, acc1=71.02, created_t=3, note="bs=32 *best*")
+    make_run(
+        store,
+        plan,
+        "refl[loss.threshold=0.4]",
+        run_id=rid(3),
+        seed=1,
+        acc1=71.02,
+        created_t=3,
+        note="bs=32 *best*",
+    )
     make_run(store, plan, "fl", run_id=rid(4), status="stopped", acc1=None, epochs_done=2, error="stopped by mdtui", created_t=4)  # fmt: skip
-    make_run(store, plan, "fl", run_id=rid(5), status="failed", acc1=None, epochs_done=0, exit_code=1, created_t=5)
+    make_run(
+        store, plan, "fl", run_id=rid(5), status="failed", acc1=None, epochs_done=0, exit_code=1, created_t=5
+    )
     make_run(store, plan, "flat", run_id=rid(6), acc1=90.0, created_t=6)
     make_run(store, plan, "flat-ls", run_id=rid(7), acc1=89.5, created_t=7)
     for n in range(2, 8):
@@ -303,7 +315,7 @@ def test_note_before_the_run_finishes_appears_in_its_entry(project):
 APPENDER = """
 import sys, time
 from pathlib import Path
-from mdtui.results import append_entry
+from mdtui.mdlog import append_entry
 log, start, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 while not start.exists():
     time.sleep(0.005)
@@ -318,8 +330,10 @@ def test_fifty_processes_appending_at_once_give_fifty_intact_entries(tmp_path):
     script = tmp_path / "append.py"
     script.write_text(APPENDER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    # -S: no site-packages scan at start-up (the appender needs only the repository and stdlib)
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(log), str(start), str(n)], env=env) for n in range(50)
+        subprocess.Popen([sys.executable, "-S", str(script), str(log), str(start), str(n)], env=env)
+        for n in range(50)
     ]
     time.sleep(1.0)  # let the interpreters start, then release them together
     start.touch()

@@ -195,7 +195,9 @@ def test_step_launches_in_order_and_honours_move_pause_cancel(tmp_path: Path, fa
     sched.step()
     assert launcher.submitted == []
     assert "paused" in scheduler.queue_entries(store)[0].reason
+    assert not scheduler.has_work(store) and not sched.busy()  # a paused queue keeps no scheduler alive
     scheduler.resume(store)
+    assert scheduler.has_work(store)
     sched.step()
     sched.step()  # one GPU: the second waits however often we look
     assert launcher.submitted == [(c.run_id, ["0"])]
@@ -465,9 +467,24 @@ def test_two_concurrent_queue_add_commands_both_land(tmp_path: Path, fake_gpus, 
     outputs = [p.communicate(timeout=30)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     entries = scheduler.queue_entries(store)
+    assert not scheduler.scheduler_running(store.runs_dir)  # paused: no scheduler was started
     assert sorted(e.experiment for e in entries) == ["multi"] * 5 + ["tiny"]
     assert sorted(e.position for e in entries) == [1, 2, 3, 4, 5, 6]
-    scheduler.resume(store)
-    scheduler.ensure_scheduler(store.runs_dir, plan.settings.path)
-    _drain(store, timeout=30)
-    assert len(store.list_runs(statuses=["completed"])) == 6
+    assert len({e.run_id for e in entries}) == 6
+
+
+@pytest.mark.slow
+def test_local_launcher_submits_polls_and_says_where(tmp_path: Path, fake_gpus, live) -> None:
+    import socket
+
+    from mdtui.launcher import LocalLauncher
+
+    plan, store = make_project(tmp_path)
+    live.append(store)
+    rec = store.create_run(plan.experiments["tiny"], {"epochs": 2}, seed=0, devices=[], status="queued")
+    launcher = LocalLauncher(store)
+    launcher.submit(rec.run_id, ["1"])
+    assert launcher.where(rec.run_id) == (socket.gethostname(), ["1"])
+    wait_for(lambda: launcher.poll(rec.run_id) == "completed")
+    assert launcher.poll("no-such-run") == "lost"
+    assert launcher.cancel(rec.run_id) is False  # nothing left to stop

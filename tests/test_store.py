@@ -38,7 +38,14 @@ def _write_events(run_dir: Path, run_id: str, *, finished: str | None = "complet
         ),
     ]
     if finished:
-        summary = {"best_acc1": 55.5, "best_epoch": 0, "last_acc1": 55.5, "acc5": 90.0, "err1": 44.5, "epochs_done": 1}
+        summary = {
+            "best_acc1": 55.5,
+            "best_epoch": 0,
+            "last_acc1": 55.5,
+            "acc5": 90.0,
+            "err1": 44.5,
+            "epochs_done": 1,
+        }
         lines.append(make_event("run_finished", run_id, status=finished, summary=summary))
     text = "\n".join(encode(e) for e in lines) + "\n"
     (run_dir / "events.jsonl").write_text(text + '{"torn": ', encoding="utf-8")
@@ -105,7 +112,21 @@ def test_create_run_writes_a_complete_run_directory(store: RunStore, tiny_plan) 
     config = json.loads((run_dir / "config.json").read_text())
     assert config["run_id"] == rec.run_id and config["seed"] == 3 and config["experiment"] == "tiny"
     info = json.loads((run_dir / "run.json").read_text())
-    for key in ("experiment", "sweep", "command", "devices", "host", "pid", "pgid", "proc_start", "git", "packages", "python", "seed", "status"):
+    for key in (
+        "experiment",
+        "sweep",
+        "command",
+        "devices",
+        "host",
+        "pid",
+        "pgid",
+        "proc_start",
+        "git",
+        "packages",
+        "python",
+        "seed",
+        "status",
+    ):
         assert key in info, key
     assert info["packages"]["typer"] and "torch" in info["packages"]
     assert info["experiments_file"] == str(tiny_plan.settings.path)
@@ -117,8 +138,17 @@ def test_create_run_writes_a_complete_run_directory(store: RunStore, tiny_plan) 
 def test_git_info_records_commit_and_dirty_flag(tmp_path: Path) -> None:
     from mdtui.store import git_info
 
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    run = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True, env=env)  # noqa: E731
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+
+    def run(*a):
+        return subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True, env=env)  # noqa: E731
+
     run("init", "-q")
     (tmp_path / "experiments.toml").write_text("x = 1\n")
     run("add", "experiments.toml")
@@ -195,7 +225,9 @@ def test_concurrent_updates_keep_every_row(store: RunStore, tiny_plan) -> None:
 def test_reindex_rebuilds_the_index_from_directories(store: RunStore, tiny_plan) -> None:
     done = _new_run(store, tiny_plan)
     _write_events(Path(done.run_dir), done.run_id)
-    fsutil.atomic_write_json(Path(done.run_dir) / "exit.json", {"status": "completed", "exit_code": 0, "ended_t": 5.0})
+    fsutil.atomic_write_json(
+        Path(done.run_dir) / "exit.json", {"status": "completed", "exit_code": 0, "ended_t": 5.0}
+    )
     pending = _new_run(store, tiny_plan)
     (store.runs_dir / "tiny" / "not-a-run").mkdir()
     store.db_path.unlink()
@@ -226,7 +258,9 @@ def test_refresh_finalises_from_exit_json_or_marks_lost(store: RunStore, tiny_pl
     finished = _new_run(store, tiny_plan)
     vanished = _new_run(store, tiny_plan)
     for rec in (finished, vanished):
-        store.update(rec.run_id, status="running", supervisor_pid=dead.pid, supervisor_start=dead_start or 1.0)
+        store.update(
+            rec.run_id, status="running", supervisor_pid=dead.pid, supervisor_start=dead_start or 1.0
+        )
     _write_events(Path(finished.run_dir), finished.run_id, finished="stopped")
     fsutil.atomic_write_json(Path(finished.run_dir) / "exit.json", {"status": "stopped", "exit_code": 0})
     changed = {r.run_id: r.status for r in store.refresh()}
@@ -240,7 +274,9 @@ def test_refresh_never_trusts_a_reused_pid(store: RunStore, tiny_plan) -> None:
     rec = _new_run(store, tiny_plan)
     me = os.getpid()
     # our own pid is alive, but with another start time it is someone else's process
-    store.update(rec.run_id, status="running", supervisor_pid=me, supervisor_start=process_start_time(me) - 100)
+    store.update(
+        rec.run_id, status="running", supervisor_pid=me, supervisor_start=process_start_time(me) - 100
+    )
     assert not process_alive(me, process_start_time(me) - 100)
     assert [r.status for r in store.refresh()] == ["lost"]
     live = _new_run(store, tiny_plan)

@@ -55,9 +55,18 @@ def test_completed_run_writes_exit_json_and_indexes_metrics(store, tiny_plan, fa
     assert info["status"] == "completed" and info["command"][-1] == str(run_dir)
 
 
-def test_cuda_environment_of_the_child() -> None:
+def test_the_engine_sees_exactly_its_devices(store, tiny_plan, fake_engine) -> None:
     assert supervise.cuda_env(["cpu"]) == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ""}
-    assert supervise.cuda_env(["2", "0"])["CUDA_VISIBLE_DEVICES"] == "2,0"
+    rec = create_run_for(tiny_plan, store, tiny_plan.experiments["tiny"], seed=0, devices=["2", "0"])
+    pid = supervise.launch(store, rec.run_id, devices=["2", "0"], env={"CUDA_VISIBLE_DEVICES": "7"})
+    assert supervise.wait_supervisor(pid, timeout=30)
+    started = json.loads((Path(rec.run_dir) / "events.jsonl").read_text().splitlines()[0])
+    assert started["world"] == {
+        "CUDA_VISIBLE_DEVICES": "2,0",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "PYTHONUNBUFFERED": "1",
+    }
+    assert store.get(rec.run_id).devices == ["2", "0"]
 
 
 def test_engine_failure_reports_its_error(store, tiny_plan, fake_engine) -> None:
@@ -159,7 +168,7 @@ def test_real_engine_stop_leaves_a_loadable_last_checkpoint(store, tiny_plan, mo
     running = wait_for(lambda: _engine_running(store, rec.run_id), timeout=60)
     reap.append(running.pgid)
     events = Path(rec.run_dir) / "events.jsonl"
-    wait_for(lambda: events.exists() and '"type":"epoch"' in events.read_text(), timeout=120)
+    wait_for(lambda: events.exists() and '"type":"step"' in events.read_text(), timeout=120)
     assert supervise.stop(store, rec.run_id, grace=60, wait=True)
     final = store.get(rec.run_id)
     assert final.status == "stopped", final.error

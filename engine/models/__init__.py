@@ -76,8 +76,8 @@ def build_model(
     model = builder(in_channels, num_classes, image_size)
     if image_size is not None and image_size < model.min_input_size:
         raise ModelBuildError(
-            f"model {cfg.name} needs inputs of at least {model.min_input_size} px; "
-            f"data.image_size is {image_size}"
+            f"model {cfg.name} needs inputs of at least {model.min_input_size} px, got {image_size} px "
+            "(data.image_size)"
         )
     if normed_head:
         head = model.get_submodule(model.head)

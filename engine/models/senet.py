@@ -63,8 +63,8 @@ class SENet34(AddressableModel):
         self.reference_layers = {-2: "stage4.2.residual.3", -1: "stage4.2.excitation.2"}
         self.kernel_layers = conv_paths(self, exclude=("pre", "shortcut"))
         self.last_conv = "stage4.2.residual.3"
-        # The model's only hidden FC is the SE expansion FC the reference constrains as -1.
-        self.penultimate_fc = "stage4.2.excitation.2"
+        # No hidden FC before the head: the SE FCs gate channels, so "penultimate_fc" names nothing
+        # here (the reference's FC target is still reachable as key -1).
         self.head = "linear"
         self.min_input_size = 1
 

@@ -179,7 +179,7 @@ def watch(store: RunStore, rec: RunRecord, supervisor_pid: int, *, grace: float,
         while True:
             try:
                 view.poll()
-                if supervise.supervisor_done(supervisor_pid):
+                if supervise.supervisor_done(supervisor_pid) or _recorded(store, rec):
                     view.poll()
                     break
                 time.sleep(0.25)
@@ -188,15 +188,34 @@ def watch(store: RunStore, rec: RunRecord, supervisor_pid: int, *, grace: float,
                     err_console.print(f"leaving run {rec.run_id} to stop on its own (`mdtui status`)")
                     raise typer.Exit(EXIT_STOPPED) from None
                 stopping = True
-                err_console.print(
-                    f"stopping run {rec.run_id} (saving last.pt; Ctrl-C again to stop waiting)"
-                )
+                err_console.print(f"stopping run {rec.run_id} (saving last.pt; Ctrl-C again to stop waiting)")
                 supervise.stop(store, rec.run_id, grace=grace)
     final = store.get(rec.run_id) or rec
     if final.live:  # the supervisor died without recording the end
         store.refresh()
         final = store.get(rec.run_id) or final
     return final
+
+
+def _recorded(store: RunStore, rec: RunRecord) -> bool:
+    """The supervisor has written exit.json and the final index row (it may still be writing plots)."""
+    from mdtui.supervise import EXIT_FILE
+
+    if not (Path(rec.run_dir) / EXIT_FILE).exists():
+        return False
+    current = store.get(rec.run_id)
+    return current is not None and current.finished
+
+
+def wait_for_supervisors(pids: list[int], timeout: float = 120.0) -> None:
+    """Let the supervisors finish their results log entries before the command returns."""
+    from mdtui import supervise
+
+    try:
+        for pid in pids:
+            supervise.wait_supervisor(pid, timeout=timeout)
+    except KeyboardInterrupt:
+        pass
 
 
 def report_line(rec: RunRecord) -> str:
@@ -223,10 +242,30 @@ def run_foreground(
     plan: Plan, store: RunStore, exps: list[Experiment], *, device: str | None, as_json: bool
 ) -> list[RunRecord]:
     """Run ``exps`` (each seed) one after another in dependency order; stop at a user stop."""
+    finished: list[RunRecord] = []
+    supervisors: list[int] = []
+    try:
+        _run_in_order(
+            plan, store, exps, device=device, as_json=as_json, finished=finished, supervisors=supervisors
+        )
+    finally:
+        wait_for_supervisors(supervisors)
+    return finished
+
+
+def _run_in_order(
+    plan: Plan,
+    store: RunStore,
+    exps: list[Experiment],
+    *,
+    device: str | None,
+    as_json: bool,
+    finished: list[RunRecord],
+    supervisors: list[int],
+) -> None:
     from mdtui import supervise
     from mdtui.runprep import RunSetupError, create_run_for, dependency_order, seeds_of
 
-    finished: list[RunRecord] = []
     for exp in dependency_order(plan, exps):
         for seed in seeds_of(exp):
             devices = parse_devices(device) if device else default_devices(store, plan, exp)
@@ -243,19 +282,21 @@ def run_foreground(
                     highlight=False,
                 )
             pid = supervise.launch(store, rec.run_id, devices=devices)
+            supervisors.append(pid)
             final = watch(store, rec, pid, grace=plan.settings.stop_grace_seconds, quiet=as_json)
             finished.append(final)
             if not as_json:
                 console.print(report_line(final), soft_wrap=True)
             if final.status == "stopped":
-                return finished  # the user stopped: do not start the rest
-    return finished
+                return  # the user stopped: do not start the rest
 
 
 def _setup_failure(exp: Experiment, seed: int, error: str) -> RunRecord:
     from mdtui.store import RunRecord
 
-    return RunRecord(run_id="-", experiment=exp.name, group=exp.group, status="failed", seed=seed, error=error)
+    return RunRecord(
+        run_id="-", experiment=exp.name, group=exp.group, status="failed", seed=seed, error=error
+    )
 
 
 def run_detached(
@@ -347,6 +388,7 @@ def register(app: typer.Typer) -> None:
             return
         rec, pid = launched[0]
         final = watch(store, rec, pid, grace=plan.settings.stop_grace_seconds, quiet=as_json)
+        wait_for_supervisors([pid])
         if as_json:
             print_json([final.to_json()])
         else:
@@ -360,7 +402,10 @@ def register(app: typer.Typer) -> None:
         exps = plan.group("demo")
         if not exps:
             groups = ", ".join(plan.groups()) if hasattr(plan, "groups") else ""
-            usage_error(f'{plan.settings.path} has no experiments in group "demo"' + (f"; groups: {groups}" if groups else ""))
+            usage_error(
+                f'{plan.settings.path} has no experiments in group "demo"'
+                + (f"; groups: {groups}" if groups else "")
+            )
         store = open_store(plan)
         console.print(f"mdtui demo: {len(exps)} experiments of group demo, runs in {store.runs_dir}")
         records = run_foreground(plan, store, exps, device=None, as_json=False)
@@ -384,7 +429,9 @@ def _print_launched(store: RunStore, launched: list[tuple[RunRecord, int]], as_j
             soft_wrap=True,
             highlight=False,
         )
-    console.print("follow with `mdtui logs RUN --follow`, check with `mdtui status`, stop with `mdtui stop RUN`")
+    console.print(
+        "follow with `mdtui logs RUN --follow`, check with `mdtui status`, stop with `mdtui stop RUN`"
+    )
 
 
 def _print_summary(records: list[RunRecord]) -> None:

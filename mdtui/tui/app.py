@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import App, SystemCommand
+from textual.app import App, SuspendNotSupported, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
@@ -36,8 +36,8 @@ REFRESH_SECONDS = 0.4
 DEVICE_REFRESH_SECONDS = 2.0
 
 
-class MdtuiApp(App[int]):
-    """Returns the number of runs still running when it quits."""
+class MdtuiApp(App[str]):
+    """Returns what keeps running after it quits, as a sentence for the terminal."""
 
     CSS_PATH = "app.tcss"
     TITLE = "mdtui"
@@ -141,15 +141,20 @@ class MdtuiApp(App[int]):
 
         self.push_screen(DevicePickerDialog(self._devices, self.snapshot.holders, names), chosen)
 
-    def confirm_stop(self, records: Iterable[Any]) -> None:
-        records = list(records)
-        details = [f"{r.run_id}  {r.experiment}  {r.status}  pid {getattr(r, 'pid', '') or '-'}" for r in records]
+    def confirm_stop(self, rows: Iterable[Any]) -> None:
+        """Ask before stopping: list each run with its pid and devices, say how the stop escalates."""
+        store = self.dashboard.store
+        records = [store.get(r.run_id) or r for r in rows]
+        details = [stop_line(r) for r in records]
+        plan = self.dashboard.plan
+        grace = plan.settings.stop_grace_seconds if plan is not None else 30.0
+        count = f"{len(records)} run{'s' if len(records) != 1 else ''}"
+        question = f"Stop {count}? SIGTERM now, SIGKILL after {grace:g} s; queued runs are cancelled."
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self.stop_runs([r.run_id for r in records])
 
-        question = f"Stop {len(records)} run(s)? (SIGTERM now, SIGKILL after the grace period)"
         self.push_screen(ConfirmDialog(question, details, yes="Stop"), answered)
 
     def stop_runs(self, run_ids: list[str]) -> None:
@@ -172,12 +177,23 @@ class MdtuiApp(App[int]):
         self.refresh_now()
 
     def edit_experiments(self) -> None:
+        """Open experiments.toml in $VISUAL / $EDITOR (the app steps aside), then reload it."""
         path = self.dashboard.plan_path or getattr(getattr(self.dashboard.plan, "settings", None), "path", None)
         path = Path(path) if path else Path("experiments.toml")
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-        with self.suspend():
-            subprocess.call([*shlex.split(editor), str(path)])
+        command = [*shlex.split(editor), str(path)]
+        try:
+            with self.suspend():
+                code = subprocess.call(command)
+        except SuspendNotSupported:  # no terminal to hand over (tests, web): run it as it is
+            code = subprocess.call(command, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            self.notify(f"cannot start the editor {editor!r}: {exc}; set $EDITOR", severity="error", timeout=8)
+            return
+        self.refresh(layout=True)
         self.dashboard.reload_plan()
+        if code:
+            self.notify(f"{editor} exited with status {code}", severity="warning")
         if self.dashboard.plan_error:
             self.notify("experiments.toml has errors: see the top of the screen", severity="error")
         else:
@@ -208,20 +224,38 @@ class MdtuiApp(App[int]):
 
             getattr(scheduler, verb)(self.dashboard.store)
             if verb == "resume":
-                scheduler.ensure_scheduler(self.dashboard.store, self.dashboard.plan)
+                plan = self.dashboard.plan
+                scheduler.ensure_scheduler(self.dashboard.store.runs_dir, plan.settings.path if plan else None)
             self.notify(f"queue {verb}d")
         except Exception as exc:
             self.notify(str(exc), severity="error")
         self.refresh_now()
 
     def action_quit_app(self) -> None:
-        self.exit(self.snapshot.live_count)
+        self.exit(farewell(self.snapshot))
+
+
+def stop_line(rec: Any) -> str:
+    """One run in the stop confirmation: id, experiment, status, devices, pid."""
+    devices = getattr(rec, "devices", None) or "-"
+    devices = devices if isinstance(devices, str) else ",".join(devices)
+    pid = getattr(rec, "pid", None) or "-"
+    return f"{rec.run_id}  {rec.experiment}  {rec.status}  dev {devices}  pid {pid}"
+
+
+def farewell(snapshot: Snapshot) -> str:
+    """What the user is told on quitting: nothing stops with the app."""
+    live = snapshot.live_count
+    queued = sum(1 for r in snapshot.runs if r.status in ("queued", "blocked"))
+    parts = [f"{live} run{'s' if live != 1 else ''} keep{'s' if live == 1 else ''} running in the background"]
+    if queued:
+        parts.append(f"{queued} queued run{'s' if queued != 1 else ''} wait{'s' if queued == 1 else ''} for the scheduler")
+    return "mdtui: " + " and ".join(parts) + ("; run `mdtui` to look again." if live or queued else ".")
 
 
 def run_app(plan_path: Path | None = None) -> int:
     """Run the TUI; afterwards say what keeps running (it always does)."""
-    live = MdtuiApp(plan_path).run() or 0
-    queued = 0
-    if live:
-        print(f"mdtui: {live} run(s) keep running in the background; `mdtui status` or `mdtui` to look again.")
-    return queued
+    message = MdtuiApp(plan_path).run()
+    if message:
+        print(message)
+    return 0

@@ -100,10 +100,32 @@ def make_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int) ->
     return out
 
 
-def fake_context(tmp_path: Path, model: nn.Module, config: dict, images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, batch_size: int = 16, run: str = "run") -> FakeContext:
+def fake_context(
+    tmp_path: Path,
+    model: nn.Module,
+    config: dict,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int,
+    batch_size: int = 16,
+    run: str = "run",
+) -> FakeContext:
     cfg = from_dict(config)
     ids = [f"train/{i}" for i in range(len(labels))]
     counts = torch.bincount(labels, minlength=num_classes).tolist()
-    data = FakeData(num_classes, [f"c{i}" for i in range(num_classes)], counts, FakeSplit(ids), FakeSplit(ids))
+    data = FakeData(
+        num_classes, [f"c{i}" for i in range(num_classes)], counts, FakeSplit(ids), FakeSplit(ids)
+    )
     batches = make_batches(images, labels, batch_size)
-    return FakeContext(cfg=cfg, model=model, data=data, run_dir=tmp_path / run, batches={"train": batches, "test": batches})
+    return FakeContext(
+        cfg=cfg, model=model, data=data, run_dir=tmp_path / run, batches={"train": batches, "test": batches}
+    )
+
+
+def one_thread():
+    """Generator for an autouse fixture: tiny models run far faster on one thread on a busy 2-core box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

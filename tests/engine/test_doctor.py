@@ -7,13 +7,21 @@ import json
 import numpy as np
 import pytest
 import torch
-from doctor_helpers import TinyNet, fake_context
+from doctor_helpers import one_thread, TinyNet, fake_context
 from torch import nn
 
-from engine.doctor.constraint import ChannelConstraint, ConstrainedLayer, channel_loss_terms, pseudo_labels, spatial_loss
+from engine.doctor.constraint import (
+    ChannelConstraint,
+    ConstrainedLayer,
+    channel_loss_terms,
+    pseudo_labels,
+    spatial_loss,
+)
 from engine.doctor.diagnose import diagnose
 from engine.doctor.masks import combine_masks, layer_energies, target_score, threshold_mask
 from engine.doctor.sift import TopPerClass, sift_keys
+
+_single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 # TinyNet samples: x0 is misclassified (label 0, predicted 1), x1 misclassified, x2 correct.
 X = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [2.0, -1.0]]).view(3, 1, 1, 2)
@@ -51,7 +59,9 @@ def test_repo_scaling_is_exactly_one_over_batch() -> None:
 )
 def test_channel_energies_by_hand(source: str, phi: str, expected: list[list[float]]) -> None:
     model = TinyNet().eval()
-    _, energies = layer_energies(model, {"conv": model.conv}, X, Y, source=source, phi=phi, scaling="per_sample")
+    _, energies = layer_energies(
+        model, {"conv": model.conv}, X, Y, source=source, phi=phi, scaling="per_sample"
+    )
     assert torch.allclose(energies["conv"], torch.tensor(expected))
     _, repo = layer_energies(model, {"conv": model.conv}, X, Y, source=source, phi=phi, scaling="repo")
     factor = 3.0 if source.startswith("grad") else 1.0
@@ -61,8 +71,16 @@ def test_channel_energies_by_hand(source: str, phi: str, expected: list[list[flo
 def test_thresholds_and_set_operations_exact() -> None:
     v = torch.tensor([[1.0, 2.0, 3.0, 2.0], [0.0, 0.0, 4.0, 0.0], [5.0, 5.0, 5.0, 5.0]])
     # row means 2, 1, 5: ">=" keeps the ties, ">" drops them
-    assert threshold_mask(v, "mean").tolist() == [[False, True, True, True], [False, False, True, False], [True] * 4]
-    assert threshold_mask(v, "gt_mean").tolist() == [[False, False, True, False], [False, False, True, False], [False] * 4]
+    assert threshold_mask(v, "mean").tolist() == [
+        [False, True, True, True],
+        [False, False, True, False],
+        [True] * 4,
+    ]
+    assert threshold_mask(v, "gt_mean").tolist() == [
+        [False, False, True, False],
+        [False, False, True, False],
+        [False] * 4,
+    ]
     # minmax: (v - min) / (max - min + 1e-5) > theta; a constant row selects nothing
     assert threshold_mask(v, "minmax", theta=0.5).tolist() == [
         [False, False, True, False],
@@ -73,7 +91,9 @@ def test_thresholds_and_set_operations_exact() -> None:
     assert threshold_mask(row, "minmax", theta=0.49).tolist() == [[False, True, True]]
     assert threshold_mask(row, "minmax", theta=0.5).tolist() == [[False, False, True]]  # 1/(2+1e-5) < 0.5
     # topk r keeps values >= the (r+1)-th largest
-    assert threshold_mask(torch.tensor([[4.0, 1.0, 3.0, 2.0]]), "topk", topk=1).tolist() == [[True, False, True, False]]
+    assert threshold_mask(torch.tensor([[4.0, 1.0, 3.0, 2.0]]), "topk", topk=1).tolist() == [
+        [True, False, True, False]
+    ]
     a = torch.tensor([[True, False, True, False]])
     b = torch.tensor([[True, True, False, False]])
     assert combine_masks(a, b, "union").tolist() == [[True, True, True, False]]
@@ -106,7 +126,9 @@ def test_channel_loss_terms_by_hand(psi: str, gating: str, scaling: str, high: f
     assert rivals.tolist() == [1, 0, 0]
     g_true = torch.autograd.grad(target_score(logits, Y, scaling), feats["a"], create_graph=True)[0]
     g_rival = torch.autograd.grad(target_score(logits, rivals, scaling), feats["a"], create_graph=True)[0]
-    got_high, got_low = channel_loss_terms(g_true, g_rival, feats["a"], MASK, Y, rivals, psi=psi, gating=gating)
+    got_high, got_low = channel_loss_terms(
+        g_true, g_rival, feats["a"], MASK, Y, rivals, psi=psi, gating=gating
+    )
     assert got_high.item() == pytest.approx(high)
     assert got_low.item() == pytest.approx(low)
 
@@ -147,7 +169,9 @@ def test_noise_only_in_training_and_removed_for_every_layer() -> None:
     clean = model(x).detach()
     masks = torch.ones(2, 2)
     constraint = ChannelConstraint(
-        [ConstrainedLayer("a", model.a, masks), ConstrainedLayer("b", model.b, masks)], weight=1.0, noise_std=1.0
+        [ConstrainedLayer("a", model.a, masks), ConstrainedLayer("b", model.b, masks)],
+        weight=1.0,
+        noise_std=1.0,
     )
     constraint.set_training(True)
     assert len(model.a._forward_hooks) == 2 and len(model.b._forward_hooks) == 2
@@ -232,7 +256,9 @@ def test_doctor_plugin_on_resnet32(tmp_path) -> None:
     x = torch.randn(24, 3, 8, 8)
     with torch.no_grad():
         y = model.eval()(x).argmax(1)
-    config = _doctor_config(layers=["last_conv"], init="scratch", noise_std=1.0, sift={"per_class": 4, "batch_size": 12})
+    config = _doctor_config(
+        layers=["last_conv"], init="scratch", noise_std=1.0, sift={"per_class": 4, "batch_size": 12}
+    )
     ctx = fake_context(tmp_path, model, config, x, y, num_classes=3, batch_size=12)
     plugin = build_doctor(ctx.cfg)
     before = model.linear.weight.detach().clone()

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from doctor_helpers import FakeBatch, fake_context
+from doctor_helpers import one_thread, FakeBatch, fake_context
 
 from engine.doctor.diagnose import DiagnosisError
 from engine.kernels.finetune import frozen_rows, split_by_class
 from engine.kernels.patterns import expand_layer_keys, pattern_masks, select_classes, union_masks
+
+_single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 REFERENCE = {k: f"conv{k}" for k in range(30)}
 
@@ -20,7 +22,12 @@ REFERENCE = {k: f"conv{k}" for k in range(30)}
 def test_layer_selection_lists_ranges_and_all() -> None:
     assert expand_layer_keys(("all",), REFERENCE, "k") == [str(k) for k in range(30)]
     assert expand_layer_keys(("20..29",), REFERENCE, "k") == [str(k) for k in range(20, 30)]
-    assert expand_layer_keys(("3", "1..2", "3", "layer1.0.conv1"), REFERENCE, "k") == ["3", "1", "2", "layer1.0.conv1"]
+    assert expand_layer_keys(("3", "1..2", "3", "layer1.0.conv1"), REFERENCE, "k") == [
+        "3",
+        "1",
+        "2",
+        "layer1.0.conv1",
+    ]
     assert expand_layer_keys(("all",), {-1: "x", -2: "y"}, "k", ["a", "b"]) == ["a", "b"]
     with pytest.raises(DiagnosisError, match="backwards"):
         expand_layer_keys(("5..3",), REFERENCE, "kernels.layers")
@@ -55,7 +62,9 @@ def test_frozen_rows_input_era_leaves_extra_kernels_free() -> None:
 
 def test_per_class_sub_batches_ascending_and_complete() -> None:
     labels = torch.tensor([2, 0, 2, 1, 0])
-    batch = FakeBatch(torch.arange(5.0).view(5, 1), labels, torch.tensor([10, 11, 12, 13, 14]), torch.zeros(5, 1))
+    batch = FakeBatch(
+        torch.arange(5.0).view(5, 1), labels, torch.tensor([10, 11, 12, 13, 14]), torch.zeros(5, 1)
+    )
     parts = split_by_class(batch)
     assert [p.labels.tolist() for p in parts] == [[0, 0], [1], [2, 2]]
     assert [p.index.tolist() for p in parts] == [[11, 14], [13], [10, 12]]
@@ -102,7 +111,9 @@ def _train(model, plugin, batches, steps_per_batch: list[int]) -> None:
 def test_masked_kernels_bit_identical_only_under_freeze(tmp_path, semantics: str) -> None:
     kernels = {"layers": ["20..29"], "freeze_layers": ["0..1"], "semantics": semantics}
     model, plugin, ctx = _resnet_run(tmp_path, kernels, semantics)
-    dictionaries = json.loads((tmp_path / semantics / "artifacts" / "kernels" / "kernel_dict.json").read_text())
+    dictionaries = json.loads(
+        (tmp_path / semantics / "artifacts" / "kernels" / "kernel_dict.json").read_text()
+    )
     union = dictionaries["union"]
     path = "layer3.4.conv2"
     weight = model.get_submodule(path).weight

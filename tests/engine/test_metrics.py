@@ -9,7 +9,7 @@ from engine.metrics import EvalAccumulator, shot_accuracy, shot_groups, topk_cor
 
 
 def test_topk_correct():
-    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5]])
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]])
     labels = torch.tensor([1, 2, 0])
     assert topk_correct(logits, labels, (1, 2, 3)) == [1, 2, 3]
 

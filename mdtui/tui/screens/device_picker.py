@@ -30,7 +30,8 @@ class DevicePickerDialog(ModalScreen[list[str] | None]):
     """Returns the chosen device ids, or None when cancelled."""
 
     BINDINGS = [
-        Binding("enter", "confirm", "Run on selected", id="picker.confirm"),
+        # priority: the SelectionList binds enter to "toggle" itself; space toggles here
+        Binding("enter", "confirm", "Run on selected", priority=True, id="picker.confirm"),
         Binding("escape", "cancel", "Cancel", id="picker.cancel"),
     ]
 

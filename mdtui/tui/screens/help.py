@@ -1,4 +1,4 @@
-"""Every key, in one place (generated from the bindings, so it cannot drift)."""
+"""Every key, in one place (tests check that each bound key is listed here)."""
 
 from __future__ import annotations
 
@@ -9,25 +9,27 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS_HELP = """\
-[b]Moving[/b]
-  j / k, ↑ / ↓     move          enter    open run / latest run of experiment
-  tab             next panel     escape   back, clear filter
-  1 / 2           Experiments / Runs tab
-[b]Selecting[/b]
-  space           select / unselect row          /        filter (type, enter)
-  s               sort by next column            S        reverse sort
-[b]Running[/b]
-  r               run selection now (devices chosen automatically; queued when all busy)
-  g               pick devices, then run
-  a               add selection to the queue
-  K               stop selected runs (SIGTERM, SIGKILL after the grace period)
-  [ / ]           move a queued run up / down     x   cancel a queued run
-[b]Looking[/b]
-  l               logs of the run (in the log: p jumps to the first Traceback / NaN / OOM)
-  c               compare selected runs (only differing config keys, overlaid curves)
-  e               edit experiments.toml in $EDITOR, then reload
-  ctrl+p          command palette                 ?        this help
-  q               quit (runs keep running; the queue keeps going)
+[b]Main screen[/b]
+  j k ↑ ↓    move                   1 2       Experiments / Runs tab
+  enter      open run (an experiment opens its latest run)
+  space      select / unselect      escape    clear filter or selection
+  /          filter (enter keeps)   s S       sort by next column / reverse
+  r          run selection now (free devices chosen; queued when all busy)
+  g          choose devices (free memory, load, owners), then run
+  a          add selection to the queue
+  [ ]        move a queued run up / down    x   cancel a queued run
+  K          stop selected runs: SIGTERM, SIGKILL after the grace period
+  l          log of the run          c         compare selected runs
+  e          edit experiments.toml in $EDITOR, then reload
+  ctrl+p     command palette         ?         this help
+  q          quit: runs and the queue keep going
+[b]Run detail[/b]
+  l          log                     t         stdout.log / stderr.log
+  p          first Traceback / NaN / out-of-memory line
+  K          stop this run           escape    back
+  [ ]        previous / next tab (Charts, Summary, Config, Artifacts, Log)
+[b]Dialogs[/b]
+  y / n      confirm / cancel        space enter  pick devices / run
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -27,13 +28,13 @@ class MainScreen(Screen[None]):
         Binding("2", "tab('runs')", "Runs", show=False, id="main.tab2"),
         Binding("j", "cursor(1)", "Down", show=False, id="main.down"),
         Binding("k", "cursor(-1)", "Up", show=False, id="main.up"),
-        Binding("space", "toggle", "Select", id="main.select", tooltip="Select or unselect the row"),
-        Binding("enter", "open", "Open", id="main.open", tooltip="Run details (latest run of an experiment)"),
+        Binding("space", "toggle", "Select", show=False, id="main.select", tooltip="Select or unselect the row"),
+        Binding("enter", "open", "Open", show=False, id="main.open", tooltip="Run details"),
         Binding("r", "run_now", "Run", id="main.run", tooltip="Run the selection now on free devices"),
-        Binding("g", "pick_devices", "Devices", id="main.devices", tooltip="Choose devices, then run"),
+        Binding("g", "pick_devices", "GPUs", id="main.devices", tooltip="Choose devices, then run"),
         Binding("a", "enqueue", "Queue", id="main.queue", tooltip="Add the selection to the queue"),
         Binding("K", "stop", "Stop", id="main.stop", tooltip="Stop the selected runs"),
-        Binding("l", "logs", "Logs", id="main.logs"),
+        Binding("l", "logs", "Logs", id="main.logs", tooltip="Log of the run"),
         Binding("c", "compare", "Compare", id="main.compare", tooltip="Compare the selected runs"),
         Binding("slash", "filter", "Filter", id="main.filter"),
         Binding("s", "sort", "Sort", show=False, id="main.sort"),
@@ -41,7 +42,7 @@ class MainScreen(Screen[None]):
         Binding("left_square_bracket", "move(-1)", "Queue up", show=False, id="main.qup"),
         Binding("right_square_bracket", "move(1)", "Queue down", show=False, id="main.qdown"),
         Binding("x", "cancel", "Cancel queued", show=False, id="main.cancel"),
-        Binding("e", "edit", "Edit toml", id="main.edit"),
+        Binding("e", "edit", "Edit", id="main.edit", tooltip="Edit experiments.toml in $EDITOR"),
         Binding("escape", "clear", "Clear", show=False, id="main.clear"),
     ]
 
@@ -67,7 +68,8 @@ class MainScreen(Screen[None]):
                 with TabPane("Runs [2]", id="runs"):
                     yield RunTable(id="run-table")
             yield GpuPanel(id="gpus")
-        yield Footer()
+        # ctrl+p and space are listed by `?`: the footer keeps room for q and ? at 80 columns
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
@@ -81,7 +83,10 @@ class MainScreen(Screen[None]):
         error = self.query_one("#plan-error", Static)
         error.display = bool(snapshot.plan_error)
         if snapshot.plan_error:
-            error.update(f"[b]experiments.toml has errors[/b] (press e to edit):\n{snapshot.plan_error}")
+            error.update(
+                f"[b]experiments.toml has errors[/b] (press e to edit, the rest keeps working):\n"
+                f"{escape(snapshot.plan_error)}"
+            )
         self._show_experiments()
         self._show_runs()
         self.query_one(GpuPanel).show(snapshot.devices, snapshot.holders)
@@ -148,6 +153,11 @@ class MainScreen(Screen[None]):
 
     def action_toggle(self) -> None:
         self._active_table().toggle_selected()
+
+    @on(SyncTable.RowSelected)
+    def _row_chosen(self, event: SyncTable.RowSelected) -> None:
+        event.stop()  # enter on a table row (the DataTable binds enter itself)
+        self.action_open()
 
     def action_open(self) -> None:
         runs = self._chosen_runs()[:1] if not self._on_runs_tab() else [self.query_one(RunTable).current_key()]
@@ -217,10 +227,7 @@ class MainScreen(Screen[None]):
             self._show_experiments()
             self._show_runs()
         else:
-            table = self._active_table()
-            table.selected.clear()
-            self._show_experiments()
-            self._show_runs()
+            self._active_table().clear_selection()
         self._active_table().focus()
 
     def action_sort(self, reverse: bool = False) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, VerticalScroll
@@ -14,7 +15,7 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Static, Tabb
 
 from engine.events import RunState
 from mdtui.tui.widgets.metric_chart import MetricChart
-from mdtui.tui.widgets.run_log import RunLog
+from mdtui.tui.widgets.run_log import RunLog, file_has_problem
 from mdtui.tui.widgets.tables import fmt_pct, fmt_secs
 
 if TYPE_CHECKING:
@@ -39,11 +40,31 @@ def epoch_series(state: RunState) -> dict[str, dict[str, tuple[list[float], list
     return series
 
 
-def summary_text(state: RunState, record: Any) -> str:
+def summary_fields(summary: dict[str, Any]) -> str:
+    """run_finished.summary as one readable line (epochs are 0-based there: shown 1-based)."""
+    parts = []
+    for key, value in summary.items():
+        if isinstance(value, (dict, list)) or value is None or key == "epochs_done":
+            continue
+        if key == "seconds" and isinstance(value, (int, float)):
+            parts.append(f"time {fmt_secs(value)}")
+        elif key == "best_epoch" and isinstance(value, int):
+            parts.append(f"best epoch {value + 1}")
+        elif isinstance(value, float):
+            parts.append(f"{key} {value:.2f}")
+        else:
+            parts.append(f"{key} {value}")
+    return ", ".join(parts)
+
+
+def summary_text(state: RunState, record: Any, reason: str | None = None) -> str:
+    """The Summary tab (Rich markup: every value from a file or the user is escaped)."""
     lines = [
-        f"[b]{state.run_id or record.run_id}[/b]  experiment [b]{record.experiment}[/b]",
+        f"[b]{state.run_id or record.run_id}[/b]  experiment [b]{escape(record.experiment)}[/b]",
         f"status {record.status}   device {','.join(record.devices) or '-'}   seed {record.seed}",
     ]
+    if reason:
+        lines.append(f"waiting: {escape(reason)}")
     if state.total_epochs:
         lines.append(f"epoch {state.epochs_done}/{state.total_epochs}   ETA {fmt_secs(state.eta_seconds()) or '-'}")
     best_epoch = f" (epoch {state.best_epoch + 1})" if state.best_epoch is not None else ""
@@ -56,15 +77,16 @@ def summary_text(state: RunState, record: Any) -> str:
         lines.append("losses: " + "  ".join(f"{k} {v:.4f}" for k, v in state.extra_losses.items() if v is not None))
     summary = state.summary or {}
     if summary:
-        lines.append("summary: " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list))))
+        lines.append("summary: " + escape(summary_fields(summary)))
     if record.leaky or summary.get("leaky"):
         lines.append("[b yellow]leaky:[/] masks were sifted from the test split")
     if state.error or record.error:
-        lines.append(f"[b red]error:[/] {state.error or record.error}")
+        lines.append(f"[b red]error:[/] {escape(str(state.error or record.error))}")
     if getattr(record, "note", ""):
-        lines.append(f"note: {record.note}")
-    lines.append("")
-    lines.extend(state.logs[-8:])
+        lines.append(f"note: {escape(record.note)}")
+    if state.logs:
+        lines.append("")
+        lines.extend(escape(line) for line in state.logs[-8:])
     return "\n".join(lines)
 
 
@@ -75,7 +97,11 @@ class RunDetailScreen(Screen[None]):
         Binding("t", "toggle_stream", "stdout/stderr", id="run.stream"),
         Binding("p", "problem", "First error", id="run.problem", tooltip="Jump to the first Traceback, NaN or OOM"),
         Binding("K", "stop", "Stop", id="run.stop"),
+        Binding("left_square_bracket", "cycle_tab(-1)", "Previous tab", show=False, id="run.prev"),
+        Binding("right_square_bracket", "cycle_tab(1)", "Next tab", show=False, id="run.next"),
     ]
+
+    TABS = ("charts", "summary", "config", "artifacts", "log")
 
     def __init__(self, run_id: str, tab: str = "charts") -> None:
         super().__init__()
@@ -105,7 +131,7 @@ class RunDetailScreen(Screen[None]):
                 yield DataTable(id="artifact-table", cursor_type="row")
             with TabPane("Log", id="log"):
                 yield RunLog(id="run-log")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         rec = self.mdtui.dashboard.store.get(self.run_id)
@@ -128,9 +154,9 @@ class RunDetailScreen(Screen[None]):
         """Called by the app's timer: redraw from the run's current state."""
         dashboard = self.mdtui.dashboard
         rec = dashboard.store.get(self.run_id)
-        state = dashboard.run_state(self.run_id)
-        if rec is None or state is None:
+        if rec is None:
             return
+        state = dashboard.run_state(self.run_id) or RunState(run_id=self.run_id)
         self.sub_title = f"{rec.experiment} · {rec.status}"
         bar = self.query_one(ProgressBar)
         if state.total_epochs:
@@ -138,7 +164,8 @@ class RunDetailScreen(Screen[None]):
         series = epoch_series(state)
         for name in ("loss", "acc1", "step", "lr"):
             self.query_one(f"#chart-{name}", MetricChart).show(series[name])
-        self.query_one("#summary-text", Static).update(summary_text(state, rec))
+        reason = next((r.reason for r in self.mdtui.snapshot.runs if r.run_id == self.run_id), None)
+        self.query_one("#summary-text", Static).update(summary_text(state, rec, reason))
         if len(state.artifacts) > self._artifacts_seen:
             table = self.query_one("#artifact-table", DataTable)
             for item in state.artifacts[self._artifacts_seen :]:
@@ -150,6 +177,11 @@ class RunDetailScreen(Screen[None]):
     def action_tab(self, tab: str) -> None:
         self.query_one("#run-tabs", TabbedContent).active = tab
 
+    def action_cycle_tab(self, delta: int) -> None:
+        tabs = self.query_one("#run-tabs", TabbedContent)
+        index = self.TABS.index(tabs.active) if tabs.active in self.TABS else 0
+        tabs.active = self.TABS[(index + delta) % len(self.TABS)]
+
     def action_toggle_stream(self) -> None:
         rec = self.mdtui.dashboard.store.get(self.run_id)
         if rec is None:
@@ -160,11 +192,20 @@ class RunDetailScreen(Screen[None]):
         self.notify(f"showing {self.stream}.log", timeout=2)
 
     def action_problem(self) -> None:
+        """Jump to the first Traceback / NaN / OOM line, looking in the other stream when this one has none."""
         self.action_tab("log")
         log = self.query_one(RunLog)
-        if not log.jump_to_problem():
-            other = "stderr" if self.stream == "stdout" else "stdout"
-            self.notify(f"No Traceback, NaN or out-of-memory line in {self.stream}.log (t shows {other})", timeout=3)
+        if log.jump_to_problem():
+            return
+        rec = self.mdtui.dashboard.store.get(self.run_id)
+        other = "stderr" if self.stream == "stdout" else "stdout"
+        if rec is not None and file_has_problem(Path(rec.run_dir) / f"{other}.log"):
+            self.stream = other
+            log.follow(Path(rec.run_dir) / f"{other}.log")
+            log.jump_to_problem()
+            self.notify(f"first problem is in {other}.log", timeout=3)
+            return
+        self.notify("No Traceback, NaN or out-of-memory line in stdout.log or stderr.log", timeout=3)
 
     def action_stop(self) -> None:
         rec = self.mdtui.dashboard.store.get(self.run_id)

@@ -40,12 +40,19 @@ class GpuPanel(Static):
     GpuPanel { height: auto; max-height: 10; border-top: solid $primary-darken-2; }
     """
 
+    rows: list[list[Any]] = []  # what is shown, for tests and the palette
+
     def show(self, devices: Sequence[Any], holders: dict[str, tuple[str, ...]]) -> None:
         table = Table(box=None, expand=True, pad_edge=False, show_edge=False, header_style="bold dim")
-        for name, ratio in (("dev", 1), ("name", 3), ("memory", 4), ("util", 1), ("mdtui runs", 4), ("others", 3)):
-            table.add_column(name, ratio=ratio, no_wrap=True, overflow="ellipsis")
-        for device in devices:
-            table.add_row(*describe_device(device, holders.get(device.id, ())))
+        fixed = {"dev": 4, "memory": 19, "util": 5}
+        for name, ratio in (("dev", 0), ("name", 3), ("memory", 0), ("util", 0), ("mdtui runs", 4), ("others", 3)):
+            if name in fixed:
+                table.add_column(name, width=fixed[name], no_wrap=True)
+            else:
+                table.add_column(name, ratio=ratio, no_wrap=True, overflow="ellipsis")
+        self.rows = [describe_device(device, holders.get(device.id, ())) for device in devices]
+        for cells in self.rows:
+            table.add_row(*cells)
         if not devices:
             table.add_row("–", "querying devices…", "", "", "", "")
         self.update(table)

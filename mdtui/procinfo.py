@@ -1,0 +1,105 @@
+"""Facts about processes and the environment a run is recorded with (run.json, DESIGN.md section 3).
+
+A pid alone never identifies a process: pids are reused. A process is "the one we recorded" only when
+its psutil create time matches too, on the same boot (experiment-manager-anchors.md section 6.5).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "mdtui",
+    "torch",
+    "torchvision",
+    "numpy",
+    "textual",
+    "typer",
+    "psutil",
+    "nvidia-ml-py",
+    "scikit-learn",
+)
+
+
+def boot_id() -> str | None:
+    """The kernel's boot id: a pid recorded on another boot is never ours."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def process_start_time(pid: int) -> float | None:
+    """psutil create_time of ``pid``, or None when it does not exist (or is a zombie)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def process_alive(pid: int | None, start: float | None, boot: str | None = None) -> bool:
+    """True when ``pid`` runs and is the very process recorded (same start time and boot)."""
+    if not pid or start is None:
+        return False
+    if boot and boot_id() not in (None, boot):
+        return False
+    now_start = process_start_time(pid)
+    return now_start is not None and abs(now_start - start) < 0.05
+
+
+def git_info(directory: Path) -> dict[str, Any] | None:
+    """``{"commit", "dirty"}`` of the git work tree holding ``directory``, or None outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            stdin=subprocess.DEVNULL,
+        )
+        if head.returncode != 0:
+            return None
+        # tracked changes only: an untracked scratch file does not change what ran
+        status = subprocess.run(
+            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {
+        "commit": head.stdout.strip(),
+        "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None,
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions from package metadata (never imports torch)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def user_name() -> str | None:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER")

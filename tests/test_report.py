@@ -1,0 +1,290 @@
+"""``mdtui report`` tables, ``compare``, and the result verbs through the CLI."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import typer
+from results_helpers import PLAN_TOML, make_run, md_table_shape_ok, write_plan
+from typer.testing import CliRunner
+
+from mdtui.commands.results import register
+from mdtui.compare import compare_runs, format_comparison
+from mdtui.report import ReportError, Stat, aggregate, build_tables, render_report
+from mdtui.store import RunStore
+
+GOLDEN = Path(__file__).parent / "golden"
+LT = "ResNet32 + synth-LT (ρ=10)"
+T04, T05 = "refl[loss.threshold=0.4]", "refl[loss.threshold=0.5]"
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
+def rid(n: int) -> str:
+    return f"20240101-000000-{n:04x}"
+
+
+def build_project(tmp_path):
+    plan = write_plan(tmp_path)
+    store = RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
+    lt = {"many": 80.0, "medium": 60.0, "few": 40.0}
+    runs = [
+        ("ce", 69.0, 0, lt),
+        ("ce", 70.0, 1, lt),
+        ("ce", 71.0, 2, lt),
+        (T04, 72.0, 0, {"many": 82.0, "medium": 70.0, "few": 55.0, "leaky": True}),
+        (T04, 74.0, 1, {"many": 84.0, "medium": 72.0, "few": 57.0}),
+        (T05, 68.69, 0, {"many": 85.0, "medium": 61.0, "few": 30.0}),
+        ("fl", 70.5, 0, {"note": "gamma 2 | check *this*"}),
+        ("flat", 90.0, 0, {}),
+        ("flat-ls", 91.0, 0, {}),
+    ]
+    for n, (name, acc1, seed, extra) in enumerate(runs, start=1):
+        make_run(store, plan, name, run_id=rid(n), acc1=acc1, seed=seed, created_t=n, events=False, **extra)
+    make_run(store, plan, T05, run_id=rid(99), status="failed", acc1=99.0, created_t=99, events=False)
+    return plan, store
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Shared by the read-only tests (creating runs costs ~0.2 s each)."""
+    return build_project(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture
+def fresh_project(tmp_path):
+    return build_project(tmp_path)
+
+
+# --------------------------------------------------------------------------- goldens
+
+
+@pytest.mark.parametrize("fmt,suffix", [("md", "md"), ("csv", "csv"), ("json", "json"), ("latex", "tex")])
+def test_report_matches_golden(project, fmt, suffix):
+    plan, store = project
+    check_golden(f"report.{suffix}", render_report(store, plan, [], fmt=fmt))
+
+
+@pytest.mark.parametrize("fmt,suffix", [("md", "md"), ("csv", "csv"), ("json", "json")])
+def test_pivot_matches_golden(project, fmt, suffix):
+    plan, store = project
+    text = render_report(store, plan, [LT], fmt=fmt, pivot=("loss.name", "loss.threshold"))
+    check_golden(f"report_pivot.{suffix}", text)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def test_seeds_aggregate_as_mean_std_n_and_failed_runs_are_ignored(project):
+    plan, store = project
+    table = build_tables(store, plan, [LT])[0]
+    rows = {row.experiment: row for row in table.rows}
+    assert rows["ce"].stats["acc1"] == Stat(70.0, 1.0, 3)
+    mean, std, n = rows[T04].stats["acc1"].mean, rows[T04].stats["acc1"].std, rows[T04].stats["acc1"].n
+    assert (mean, round(std, 4), n) == (73.0, 1.4142, 2)
+    assert rows[T05].stats["acc1"] == Stat(68.69, None, 1)  # the failed 99% run is not a result
+    assert "70.00 ± 1.00" in render_report(store, plan, [LT])
+
+
+def test_agg_best_and_last(project):
+    plan, store = project
+    best = {r.experiment: r for r in build_tables(store, plan, [LT], agg="best")[0].rows}
+    last = {r.experiment: r for r in build_tables(store, plan, [LT], agg="last")[0].rows}
+    assert best["ce"].stats["acc1"] == Stat(71.0, None, 3)
+    assert best["ce"].stats["err1"] == Stat(29.0, None, 3)  # the best run's err1, not the best err1
+    assert last[T04].stats["acc1"].mean == 74.0 and last["ce"].stats["acc1"].mean == 71.0
+
+
+def test_err1_best_is_the_lowest():
+    class R:
+        def __init__(self, err1):
+            self.err1, self.best_acc1, self.created_t, self.run_id = err1, 100 - err1, 0, str(err1)
+
+    assert aggregate([R(30.0), R(20.0)], "err1", "best", "err1") == Stat(20.0, None, 2)
+
+
+def test_delta_against_the_baseline_aggregate_and_no_baseline_flag(project):
+    plan, store = project
+    rows = {r.experiment: r for r in build_tables(store, plan, [LT])[0].rows}
+    assert rows["ce"].delta is None
+    assert rows[T04].delta == pytest.approx(3.0)
+    assert rows[T05].delta == pytest.approx(-1.31)
+    text = render_report(store, plan, [LT])
+    assert "| Δ acc1 |" in text and "| +3.00 |" in text
+    assert "Δ" not in render_report(store, plan, [LT], baseline=False)
+    few = {r.experiment: r for r in build_tables(store, plan, [LT], metric="few")[0].rows}
+    assert few[T04].delta == pytest.approx(16.0)
+
+
+def test_delta_uses_the_baseline_even_when_it_is_not_selected(project):
+    plan, store = project
+    (row,) = build_tables(store, plan, [T04])[0].rows
+    assert row.delta == pytest.approx(3.0)
+
+
+def test_best_value_of_each_metric_column_is_bold(project):
+    plan, store = project
+    text = render_report(store, plan, [LT])
+    row = next(line for line in text.splitlines() if line.startswith("| `refl[loss.threshold=0.4]`"))
+    assert "**73.00 ± 1.41**" in row and "**27.00 ± 1.41**" in row  # acc1 max, err1 min
+    assert "**56.00 ± 1.41**" in row  # few
+    t05 = next(line for line in text.splitlines() if line.startswith("| `refl[loss.threshold=0.5]`"))
+    assert "**85.00**" in t05 and "**68.69**" not in t05  # many: the best of that column only
+    ce = next(line for line in text.splitlines() if line.startswith("| `ce`"))
+    assert "**" not in ce
+
+
+def test_json_and_csv_mark_the_best(project):
+    plan, store = project
+    data = json.loads(render_report(store, plan, [LT], fmt="json"))
+    rows = {r["experiment"]: r for r in data["groups"][0]["rows"]}
+    assert rows[T04]["metrics"]["acc1"]["best"] is True and rows["ce"]["metrics"]["acc1"]["best"] is False
+    assert rows[T04]["leaky"] is True and rows["fl"]["notes"] == ["gamma 2 | check *this*"]
+    table = list(csv.DictReader(io.StringIO(render_report(store, plan, [LT], fmt="csv"))))
+    best = {r["experiment"]: r["best"].split() for r in table}
+    assert best[T04] == ["acc1", "acc5", "err1", "medium", "few"] and best[T05] == ["many"]
+    assert {r["experiment"]: r["acc1_std"] for r in table}["ce"] == "1"
+
+
+def test_markdown_is_well_formed_even_with_pipes_in_names(tmp_path):
+    toml = '[experiment."a|b"]\ngroup = "g|h"\nbaseline = true\nepochs = 1\n[experiment."c`d"]\ngroup = "g|h"\nepochs = 2\n'
+    plan = write_plan(tmp_path, toml)
+    store = RunStore(plan.settings.runs_dir)
+    make_run(store, plan, "a|b", run_id=rid(1), events=False, note="x | y")
+    make_run(store, plan, "c`d", run_id=rid(2), events=False)
+    text = render_report(store, plan, [])
+    assert md_table_shape_ok(text)
+    assert "## g\\|h" in text and "`a\\|b` (baseline)" in text and "``c`d``" in text
+
+
+def test_pivot_grid(project):
+    plan, store = project
+    (grid,) = __import__("mdtui.report", fromlist=["build_pivots"]).build_pivots(
+        store, plan, [LT], ("loss.name", "loss.threshold")
+    )
+    assert grid.row_values == ["ce", "fl", "refl"] and grid.col_values == [0.4, 0.5, None]
+    assert grid.cells[(2, 0)].mean == 73.0 and grid.cells[(0, 2)] == Stat(70.0, 1.0, 3)
+    assert grid.best == {(2, 0)}
+    assert md_table_shape_ok(render_report(store, plan, [LT], pivot=("loss.name", "loss.threshold")))
+
+
+def test_selectors_group_table_experiment_and_unknown(project):
+    plan, store = project
+    assert [r.experiment for r in build_tables(store, plan, ["refl"])[0].rows] == [T05, T04]
+    assert [t.group for t in build_tables(store, plan, ["balanced_synth", "ce"])] == ["balanced_synth", LT]
+    with pytest.raises(ReportError, match='no group or experiment named "reff".*closest: refl'):
+        render_report(store, plan, ["reff"])
+    with pytest.raises(ReportError, match="unknown metric"):
+        render_report(store, plan, [], metric="acc2")
+    with pytest.raises(ReportError, match='sets "loss.thresh".*closest keys: loss.threshold'):
+        render_report(store, plan, [LT], pivot=("loss.name", "loss.thresh"))
+
+
+def test_runs_of_experiments_removed_from_the_plan_are_still_reported(project, tmp_path):
+    _, store = project
+    smaller = write_plan(tmp_path, PLAN_TOML.split("[experiment.fl]")[0])
+    text = render_report(store, smaller, [])
+    assert "| `fl` |" in text and "| `flat` |" in text
+
+
+def test_no_runs_message(tmp_path):
+    plan = write_plan(tmp_path)
+    store = RunStore(plan.settings.runs_dir)
+    assert render_report(store, plan, []) == "No completed runs match.\n"
+    assert json.loads(render_report(store, plan, [], fmt="json"))["groups"] == []
+
+
+def _bench():
+    path = Path(__file__).parents[1] / "benchmarks" / "report_bench.py"
+    spec = importlib.util.spec_from_file_location("report_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_ten_thousand_runs_render_in_under_two_seconds(tmp_path):
+    bench = _bench()
+    plan, store = bench.build_store(tmp_path, 10_000, 10)
+    start = time.perf_counter()
+    text = render_report(store, plan, [])
+    elapsed = time.perf_counter() - start
+    assert text.count("\n## ") == 9 and elapsed < 2.0, elapsed
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def test_compare_lists_only_differing_keys_and_metric_deltas(project):
+    plan, store = project
+    comparison = compare_runs([store.get(rid(1)), store.get(rid(4))])
+    keys = [key for key, _ in comparison.config_rows]
+    assert keys == ["experiment", "loss.label_smoothing", "loss.name", "loss.threshold", "optim.lr"] or set(
+        keys
+    ) >= {"loss.name", "loss.threshold", "optim.lr"}
+    assert "epochs" not in keys and "run_id" not in keys and "seed" not in keys
+    acc1 = next(m for m in comparison.metric_rows if m.name == "acc1")
+    assert acc1.values == (69.0, 72.0) and acc1.deltas == (None, 3.0)
+    text = format_comparison(comparison)
+    assert "loss.threshold" in text and "(unset)" in text and "72.00 (+3.00)" in text
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli(fresh_project):
+    plan, store = fresh_project
+    app = typer.Typer()
+
+    @app.callback()
+    def main(ctx: typer.Context) -> None:
+        ctx.obj = {"file": str(plan.settings.path)}
+
+    register(app)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_cli_report_formats_and_errors(cli):
+    result = cli("report", LT, "--format", "json", "--agg", "best")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["agg"] == "best"
+    result = cli("report", "--pivot", "loss.name", "loss.threshold", "--metric", "few")
+    assert result.exit_code == 0 and "`loss.name` \\\\ `loss.threshold`" in result.stdout
+    bad = cli("report", "--metric", "acc9")
+    assert bad.exit_code == 2 and "unknown metric" in bad.output and "Traceback" not in bad.output
+
+
+def test_cli_note_plot_and_compare(cli, fresh_project, tmp_path):
+    plan, store = fresh_project
+    result = cli("note", rid(6), "lr too high")
+    assert result.exit_code == 0 and "note saved" in result.output
+    assert store.get(rid(6)).note == "lr too high"
+    # plots need epoch events: give two runs some
+    from results_helpers import write_events
+
+    for n in (1, 4):
+        rec = store.get(rid(n))
+        write_events(rec.run_dir, rec.run_id, "completed", {"best_acc1": rec.best_acc1}, 3)
+    out = tmp_path / "overlay.png"
+    result = cli("plot", rid(1), rid(4), "-o", str(out), "--metric", "eval.loss")
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert cli("plot", rid(1), "--metric", "eval.nope").exit_code == 2
+    result = cli("compare", rid(1), rid(4))
+    assert result.exit_code == 0 and "loss.threshold" in result.output and "+3.00" in result.output
+    assert cli("compare", rid(1)).exit_code == 2

@@ -1,0 +1,256 @@
+"""Pilot tests of the TUI's actions: launch, device picking, queueing, stopping, filter, sort, re-attach."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tui_helpers import SIZE, fake_world, project, runs_of, until, write_toml  # noqa: F401
+
+from mdtui.store import RunStore, process_alive
+from mdtui.tui.app import MdtuiApp
+from mdtui.tui.screens.confirm import ConfirmDialog
+from mdtui.tui.screens.device_picker import DevicePickerDialog
+from mdtui.tui.screens.help import KEYS_HELP, HelpScreen
+from mdtui.tui.screens.main import MainScreen
+from mdtui.tui.screens.run_detail import RunDetailScreen
+from mdtui.tui.widgets.gpu_panel import GpuPanel
+from mdtui.tui.widgets.run_log import RunLog
+from mdtui.tui.widgets.tables import ExperimentTable, RunTable
+
+FULL_GPU = json.dumps(
+    [
+        {
+            "name": "Busy GPU",
+            "memory_total_mb": 24576,
+            "memory_used_mb": 24000,
+            "utilization": 99,
+            "processes": [{"pid": 4242, "owner": "alice", "memory_mb": 24000, "name": "python"}],
+        }
+    ]
+)
+
+
+def cell(table: ExperimentTable | RunTable, row: str, column: str) -> str:
+    return table.get_cell(row, column).plain.strip()
+
+
+async def test_r_runs_the_experiment_under_the_cursor_on_a_free_gpu(project: Path) -> None:
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot.experiments)
+        await pilot.press("r")
+        done = await until(pilot, lambda: [r for r in app.snapshot.runs if r.status == "completed"], 30)
+        assert done[0].experiment == "tiny" and done[0].devices == "0"
+        table = app.screen.query_one(ExperimentTable)
+        await until(pilot, lambda: cell(table, "tiny", "status") == "completed")
+        assert cell(table, "tiny", "best") == "70.00"  # the fake engine's best eval acc1
+
+
+async def test_g_runs_on_the_device_chosen_in_the_picker(project: Path) -> None:
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot.devices)
+        await pilot.press("g")
+        await until(pilot, lambda: isinstance(app.screen, DevicePickerDialog))
+        await pilot.press("down", "space", "enter")  # device 1 only
+        runs = await until(pilot, lambda: list(app.snapshot.runs), 30)
+        assert runs[0].devices == "1"
+        assert not isinstance(app.screen, DevicePickerDialog)
+
+
+async def test_runs_queue_when_every_gpu_is_busy_and_x_cancels(project: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MDTUI_FAKE_GPUS", FULL_GPU)
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot.devices)
+        panel = app.screen.query_one(GpuPanel)
+        await until(pilot, lambda: panel.rows)
+        assert "alice" in " ".join(str(c) for c in panel.rows[0])  # the foreign owner is shown
+        await pilot.press("r")
+        await pilot.press("r")
+        queued = await until(pilot, lambda: [r for r in app.snapshot.runs if r.queue_pos], 20)
+        await until(pilot, lambda: len([r for r in app.snapshot.runs if r.queue_pos]) == 2)
+        queued = sorted((r for r in app.snapshot.runs if r.queue_pos), key=lambda r: r.queue_pos)
+        assert [r.status for r in queued] == ["queued", "queued"]
+        first, second = queued[0].run_id, queued[1].run_id
+
+        await pilot.press("2", "j")  # Runs tab: the queue in its order; j goes to queued #2
+        table = app.screen.query_one(RunTable)
+        await until(pilot, lambda: table.current_key() == second)
+        await pilot.press("left_square_bracket")  # move it up the queue
+        await until(pilot, lambda: runs_of(app)[second].queue_pos == 1)
+        assert runs_of(app)[first].queue_pos == 2
+
+        await until(pilot, lambda: table.current_key() == second)
+        await pilot.press("x")
+        await until(pilot, lambda: runs_of(app)[second].status == "cancelled")
+        assert runs_of(app)[first].status == "queued"
+
+
+async def test_K_stops_with_sigkill_after_the_grace_period(tmp_path: Path, monkeypatch) -> None:
+    from tui_helpers import kill_everything
+
+    toml = write_toml(tmp_path, "stop_grace_seconds = 0.5\n")
+    toml.write_text(toml.read_text().replace("stop_grace_seconds = 10\n", ""))
+    monkeypatch.setenv("FAKE_IGNORE_TERM", "1")
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "30")
+    app = MdtuiApp(toml)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.snapshot.experiments)
+            await pilot.press("r")
+            store = RunStore(tmp_path / "runs")
+            rec = await until(pilot, lambda: [r for r in store.list_runs() if r.status == "running" and r.pid], 30)
+            rec = rec[0]
+            await until(pilot, lambda: runs_of(app).get(rec.run_id))
+            await pilot.press("2")
+            await until(pilot, lambda: app.screen.query_one(RunTable).current_key() == rec.run_id)
+            await pilot.press("K")
+            dialog = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog) and app.screen)
+            assert rec.run_id in "\n".join(dialog.details)  # the confirmation lists the run
+            await pilot.press("y")
+            await until(pilot, lambda: runs_of(app)[rec.run_id].status == "stopped", 30)
+        assert not process_alive(rec.pid, rec.proc_start)
+        exit_info = json.loads((Path(rec.run_dir) / "exit.json").read_text())
+        assert exit_info["status"] == "stopped" and "SIGKILL" in (exit_info["error"] or "")
+    finally:
+        kill_everything(tmp_path / "runs")
+
+
+async def test_filter_sort_and_escape(project: Path) -> None:
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(ExperimentTable)
+        await until(pilot, lambda: table.keys() == ["tiny", "tiny-focal"])
+        await pilot.press("slash", *"focal", "enter")
+        await until(pilot, lambda: table.keys() == ["tiny-focal"])
+        assert table.has_focus  # enter hands the keys back to the table
+        await pilot.press("escape")
+        await until(pilot, lambda: table.keys() == ["tiny", "tiny-focal"])
+        await pilot.press("s")  # by name
+        await pilot.press("S")  # reversed
+        await until(pilot, lambda: table.keys() == ["tiny-focal", "tiny"])
+        await pilot.press("space")
+        assert table.selected == {"tiny-focal"}
+        await pilot.press("escape")
+        assert table.selected == set()
+
+
+async def test_reattach_after_restart_shows_finished_and_lost_runs(project: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0.6")
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot.experiments)
+        await pilot.press("r")
+        live = await until(pilot, lambda: [r for r in app.snapshot.runs if r.status == "running"], 30)
+        await pilot.press("q")
+    assert "1 run keeps running" in app.return_value
+    run_id = live[0].run_id
+    store = RunStore(project.parent / "runs")
+    # a run whose supervisor vanished: "running" in the index, nobody alive, no exit.json
+    ghost = store.create_run(
+        __import__("mdtui.experiments", fromlist=["load_plan"]).load_plan(project).experiments["tiny"],
+        {"epochs": 3},
+        seed=0,
+        devices=["1"],
+        status="running",
+    )
+    store.update(ghost.run_id, supervisor_pid=2**22 + 17, supervisor_start=1.0, started_t=1.0)
+
+    again = MdtuiApp(project)
+    async with again.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: runs_of(again).get(run_id), 10)
+        assert runs_of(again)[run_id].status in ("running", "completed")  # still streaming or done
+        await until(pilot, lambda: runs_of(again)[run_id].status == "completed", 30)
+        assert runs_of(again)[run_id].best == 70.0
+        await until(pilot, lambda: runs_of(again)[ghost.run_id].status == "lost")
+
+
+async def test_broken_experiments_toml_is_shown_in_place_and_e_reloads_it(tmp_path: Path, monkeypatch) -> None:
+    toml = write_toml(tmp_path)
+    good = toml.read_text()
+    toml.write_text(good.replace('loss = "ce"', 'loss = "cee"'))
+    fixer = tmp_path / "fix.py"
+    fixer.write_text(f"import sys, pathlib\npathlib.Path(sys.argv[1]).write_text({good!r})\n")
+    monkeypatch.setenv("EDITOR", f"{__import__('sys').executable} {fixer}")
+    monkeypatch.delenv("VISUAL", raising=False)
+    app = MdtuiApp(toml)
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.screen.query_one("#plan-error")
+        await until(pilot, lambda: banner.display)
+        text = str(banner.render())
+        assert 'unknown loss "cee"' in text and "experiments.toml:" in text
+        await pilot.press("r")  # greyed out: nothing starts, nothing crashes
+        await pilot.press("e")
+        await until(pilot, lambda: not banner.display)
+        await until(pilot, lambda: app.screen.query_one(ExperimentTable).keys() == ["tiny", "tiny-focal"])
+    assert not (tmp_path / "runs").exists() or not RunStore(tmp_path / "runs").list_runs()
+
+
+async def test_run_detail_log_jumps_to_the_first_traceback(project: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_FAIL_AT", "1")
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot.experiments)
+        await pilot.press("r")
+        failed = await until(pilot, lambda: [r for r in app.snapshot.runs if r.status == "failed"], 30)
+        run_dir = RunStore(project.parent / "runs").get(failed[0].run_id).run_dir
+        with open(Path(run_dir) / "stderr.log", "a") as fh:
+            fh.write("Traceback (most recent call last):\n  File 'x.py'\nRuntimeError: boom\n")
+        await pilot.press("enter")  # the experiment's latest run
+        screen = await until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen)
+        assert screen.run_id == failed[0].run_id
+        await pilot.press("p")  # none in stdout: switches to stderr.log and scrolls there
+        log = screen.query_one(RunLog)
+        await until(pilot, lambda: screen.stream == "stderr" and log.problem_line is not None)
+        assert "Traceback" in log.lines[log.problem_line]
+        await pilot.press("t")
+        assert screen.stream == "stdout"
+        await pilot.press("right_square_bracket")
+        assert screen.query_one("#run-tabs").active == "charts"
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_help_lists_every_bound_key_and_palette_opens(project: Path) -> None:
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        for binding in MainScreen.BINDINGS + RunDetailScreen.BINDINGS:
+            key = {"slash": "/", "left_square_bracket": "[", "right_square_bracket": "]"}.get(
+                binding.key, binding.key
+            )
+            assert f" {key} " in KEYS_HELP or f" {key}\n" in KEYS_HELP or f"{key} " in KEYS_HELP, key
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, MainScreen))
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: type(app.screen).__name__ == "CommandPalette")
+        await pilot.press("escape")
+
+
+def test_quit_message_counts_running_and_queued() -> None:
+    from mdtui.dashboard import RunRow, Snapshot
+    from mdtui.tui.app import farewell
+
+    def row(status: str) -> RunRow:
+        return RunRow("x", "e", status, "", "", None, None, None, None, None, None, None)
+
+    assert farewell(Snapshot(runs=(row("running"), row("queued")), live_count=1)) == (
+        "mdtui: 1 run keeps running in the background and 1 queued run waits for the scheduler;"
+        " run `mdtui` to look again."
+    )
+    assert farewell(Snapshot()) == "mdtui: 0 runs keep running in the background."
+
+
+def test_columns_fit_80_and_100_without_cutting_the_important_ones() -> None:
+    from mdtui.tui.widgets.tables import fit_columns
+
+    for width in (78, 98):
+        shown = dict((c.key, w) for c, w in fit_columns(RunTable.COLUMNS, width))
+        assert sum(shown.values()) <= width
+        assert {"id", "status", "experiment", "epoch", "acc1", "best"} <= set(shown)
+        assert shown["experiment"] >= 24
+    wide = [c.key for c, _ in fit_columns(RunTable.COLUMNS, 98)]
+    assert {"loss", "device", "eta"} <= set(wide)

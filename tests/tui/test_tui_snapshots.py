@@ -1,0 +1,126 @@
+"""Snapshots of the main screens over a hand-written store: fixed run ids and times, fake GPUs.
+
+Review the SVG diff (``pytest --snapshot-report``) before running ``--snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tui_helpers import fake_world, until, write_toml  # noqa: F401
+
+from engine.events import encode, make_event
+from mdtui.experiments import engine_config, load_plan
+from mdtui.store import RunStore
+from mdtui.tui.app import MdtuiApp
+from mdtui.tui.screens.compare import CompareScreen
+from mdtui.tui.screens.run_detail import RunDetailScreen
+
+GPUS = json.dumps(
+    [
+        {"name": "NVIDIA A100 80GB", "memory_total_mb": 81920, "memory_used_mb": 1024, "utilization": 3},
+        {
+            "name": "NVIDIA A100 80GB",
+            "memory_total_mb": 81920,
+            "memory_used_mb": 61440,
+            "utilization": 97,
+            "processes": [{"pid": 4242, "owner": "alice", "memory_mb": 61440, "name": "python"}],
+        },
+    ]
+)
+T0 = 1_760_000_000.0  # fixed times: nothing on screen depends on the clock
+
+
+def write_run(store: RunStore, plan: Any, name: str, run_id: str, *, accs: list[float], status: str,
+              total: int, error: str | None = None, offset: float = 0.0) -> None:
+    exp = plan.experiments[name]
+    config = engine_config(plan, exp, run_id=run_id, seed=0)
+    rec = store.create_run(exp, config, seed=0, devices=["0"], status=status, run_id=run_id)
+    t = T0 + offset
+    lines = [make_event("run_started", run_id, t=t, total_epochs=total, steps_per_epoch=4, device="cuda:0")]
+    for ep, acc in enumerate(accs):
+        for step in range(4):
+            lines.append(make_event("step", run_id, t=t + ep * 60 + step, epoch=ep, step=step,
+                                    loss=2.0 / (ep + 1 + step / 4), lr=0.1))
+        lines.append(make_event("epoch", run_id, t=t + ep * 60 + 50, epoch=ep, lr=0.1 * 0.9**ep, seconds=60.0,
+                                train={"loss": 2.0 / (ep + 1), "acc1": acc + 4},
+                                eval={"loss": 2.2 / (ep + 1), "acc1": acc, "acc5": 99.0},
+                                best_acc1=max(accs[: ep + 1]), best_epoch=accs.index(max(accs[: ep + 1]))))
+    if status in ("completed", "failed", "stopped"):
+        summary = {"best_acc1": max(accs), "best_epoch": accs.index(max(accs)), "epochs_done": len(accs),
+                   "seconds": 60.0 * len(accs)}
+        lines.append(make_event("run_finished", run_id, t=t + 60 * len(accs), status=status,
+                                summary=summary, error=error))
+    (Path(rec.run_dir) / "events.jsonl").write_text("".join(encode(e) + "\n" for e in lines))
+    (Path(rec.run_dir) / "stdout.log").write_text("loading synthetic data\n")
+    store.update(run_id, created_t=t, started_t=t, ended_t=t + 60 * len(accs), total_epochs=total,
+                 epochs_done=len(accs), best_acc1=max(accs), last_acc1=accs[-1], error=error)
+
+
+@pytest.fixture
+def snapshot_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MDTUI_FAKE_GPUS", GPUS)
+    toml = write_toml(tmp_path)
+    plan = load_plan(toml)
+    store = RunStore(plan.settings.runs_dir, experiments_file=toml)
+    write_run(store, plan, "tiny", "20250101-120000-aaaa", accs=[52.5, 61.25, 70.0], status="completed", total=3)
+    write_run(store, plan, "tiny-focal", "20250101-130000-bbbb", accs=[55.0, 66.5], status="completed",
+              total=2, offset=3600)
+    write_run(store, plan, "tiny", "20250101-140000-cccc", accs=[48.0], status="failed", total=3,
+              error="non-finite loss at epoch 2", offset=7200)
+    monkeypatch.chdir(tmp_path)  # messages name "experiments.toml", not a temporary path
+    return Path("experiments.toml")
+
+
+async def settled(pilot: Any) -> None:
+    """Wait for the first refresh (index, events and devices) to reach the screen."""
+    app = pilot.app
+    await until(pilot, lambda: app.snapshot.devices and app.snapshot.runs)
+    await pilot.pause(0.3)
+
+
+def test_snapshot_experiments(snap_compare, snapshot_project: Path) -> None:
+    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=(100, 30), run_before=settled)
+
+
+def test_snapshot_runs_80x24(snap_compare, snapshot_project: Path) -> None:
+    async def runs_tab(pilot: Any) -> None:
+        await settled(pilot)
+        await pilot.press("2")
+        await pilot.pause(0.2)
+
+    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=(80, 24), run_before=runs_tab)
+
+
+def test_snapshot_run_detail_charts(snap_compare, snapshot_project: Path) -> None:
+    async def detail(pilot: Any) -> None:
+        await settled(pilot)
+        await pilot.press("2", "j", "enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen))
+        await pilot.pause(0.5)
+
+    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=(100, 30), run_before=detail)
+
+
+def test_snapshot_compare(snap_compare, snapshot_project: Path) -> None:
+    async def compare(pilot: Any) -> None:
+        await settled(pilot)
+        await pilot.press("2", "j", "space", "space", "c")
+        await until(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
+        await pilot.pause(0.5)
+
+    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=(100, 30), run_before=compare)
+
+
+def test_snapshot_broken_toml(snap_compare, snapshot_project: Path) -> None:
+    text = snapshot_project.read_text().replace('loss = "ce"', 'loss = "cee"\nlearning_rate = 0.1')
+    snapshot_project.write_text(text)
+
+    async def broken(pilot: Any) -> None:
+        await until(pilot, lambda: pilot.app.snapshot.devices)
+        await pilot.pause(0.3)
+
+    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=(80, 24), run_before=broken)
