@@ -25,7 +25,9 @@ def resolve_device(name: str) -> torch.device:
         raise DeviceError(f'device "{name}" is not valid; use auto, cpu, cuda or cuda:N') from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f'device "{name}" was asked for but no CUDA device is visible; use "cpu" or "auto"')
+            raise DeviceError(
+                f'device "{name}" was asked for but no CUDA device is visible; use "cpu" or "auto"'
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(
                 f'device "{name}" does not exist: {torch.cuda.device_count()} CUDA device(s) are visible'

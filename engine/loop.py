@@ -120,7 +120,21 @@ def train_one_epoch(
     step = start_step
     for step, batch in enumerate(batches, start=start_step):
         for sub in _sub_batches(plugins, batch):
-            _train_step(model, sub, criterion, optimizer, runtime, meters, plugins, scaler, sink, epoch, step, lr, nonfinite)
+            _train_step(
+                model,
+                sub,
+                criterion,
+                optimizer,
+                runtime,
+                meters,
+                plugins,
+                scaler,
+                sink,
+                epoch,
+                step,
+                lr,
+                nonfinite,
+            )
         if should_stop():
             return EpochOutcome(meters, stopped=True, next_step=step + 1)
     return EpochOutcome(meters, stopped=False, next_step=step + 1)
@@ -158,7 +172,10 @@ def _train_step(
             raise NonFiniteLoss(epoch, step, float(value))
         meters.skipped += 1
         if sink is not None and meters.skipped <= MAX_SKIP_LOGS:
-            sink.log(f"skipped batch with non-finite loss ({float(value)}) at epoch {epoch}, step {step}", "warning")
+            sink.log(
+                f"skipped batch with non-finite loss ({float(value)}) at epoch {epoch}, step {step}",
+                "warning",
+            )
         optimizer.zero_grad(set_to_none=True)
         return
     if scaler is not None:

@@ -59,7 +59,8 @@ def per_class_accuracy(confusion: torch.Tensor) -> list[float | None]:
     totals = confusion.sum(dim=1)
     correct = confusion.diagonal()
     return [
-        100.0 * int(c) / int(t) if int(t) else None for c, t in zip(correct.tolist(), totals.tolist())
+        100.0 * int(c) / int(t) if int(t) else None
+        for c, t in zip(correct.tolist(), totals.tolist(), strict=True)
     ]
 
 

@@ -26,7 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights, rng_state, save_checkpoint, set_rng_state
+from engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from engine.config import EngineConfig, is_leaky, to_dict
 from engine.data.base import DataBundle, DataError
 from engine.data.build import build_data
@@ -64,7 +71,10 @@ def seed_everything(seed: int) -> None:
 def build_plugins(cfg: EngineConfig) -> list[TrainPlugin]:
     """Model Doctor and the kernel pipeline, imported only when their block is set."""
     plugins: list[TrainPlugin] = []
-    for block, module, factory in (("doctor", "engine.doctor", "build_doctor"), ("kernels", "engine.kernels", "build_kernels")):
+    for block, module, factory in (
+        ("doctor", "engine.doctor", "build_doctor"),
+        ("kernels", "engine.kernels", "build_kernels"),
+    ):
         if getattr(cfg, block) is None:
             continue
         try:
@@ -163,13 +173,25 @@ class Trainer:
         self.plugins = build_plugins(cfg)
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "cache"
         loader_factory = partial(
-            make_loader, self.data, device=self.runtime.device, channels_last=self.runtime.channels_last,
+            make_loader,
+            self.data,
+            device=self.runtime.device,
+            channels_last=self.runtime.channels_last,
             num_workers=cfg.data.num_workers,
         )
         ctx = RunContext(
-            cfg=cfg, run_dir=self.run_dir, artifacts_dir=self.artifacts_dir, cache_dir=cache_dir,
-            device=self.runtime.device, model=self.model, data=self.data, optimizer=self.optimizer,
-            autocast=self.runtime.autocast, emit=self.sink.emit, log=self.sink.log, make_loader=loader_factory,
+            cfg=cfg,
+            run_dir=self.run_dir,
+            artifacts_dir=self.artifacts_dir,
+            cache_dir=cache_dir,
+            device=self.runtime.device,
+            model=self.model,
+            data=self.data,
+            optimizer=self.optimizer,
+            autocast=self.runtime.autocast,
+            emit=self.sink.emit,
+            log=self.sink.log,
+            make_loader=loader_factory,
         )
         for plugin in self.plugins:
             plugin.setup(ctx)
@@ -244,7 +266,9 @@ class Trainer:
                 "train_counts": self.data.train_counts,
                 "plugins": [p.name for p in self.plugins],
                 "selected_on": self.selection.split,
-                "resumed_from": {"epoch": self.start_epoch, "step": self.start_step} if self.start_epoch or self.start_step else None,
+                "resumed_from": {"epoch": self.start_epoch, "step": self.start_step}
+                if self.start_epoch or self.start_step
+                else None,
             },
         )
 
@@ -262,7 +286,9 @@ class Trainer:
                 meters.load_state_dict(self.resumed_meters)
             outcome = self.train_phase(epoch, lr, start, meters)
             if outcome.stopped:
-                self.save("last.pt", self.checkpoint_payload(epoch, outcome.next_step, outcome.meters), epoch, False)
+                self.save(
+                    "last.pt", self.checkpoint_payload(epoch, outcome.next_step, outcome.meters), epoch, False
+                )
                 return "stopped"
             for plugin in self.plugins:
                 plugin.set_training(False)
@@ -299,27 +325,57 @@ class Trainer:
         for plugin in self.plugins:
             plugin.set_training(True)
         loader = make_loader(
-            self.data, self.data.train, batch_size=self.cfg.batch_size, train_transform=True, shuffle=True,
-            sampler=self.sampler, device=self.runtime.device, channels_last=self.runtime.channels_last,
-            generator=epoch_generator(self.cfg.seed, epoch), num_workers=self.cfg.data.num_workers,
+            self.data,
+            self.data.train,
+            batch_size=self.cfg.batch_size,
+            train_transform=True,
+            shuffle=True,
+            sampler=self.sampler,
+            device=self.runtime.device,
+            channels_last=self.runtime.channels_last,
+            generator=epoch_generator(self.cfg.seed, epoch),
+            num_workers=self.cfg.data.num_workers,
         )
         return train_one_epoch(
-            self.forward, loader.batches(start), self.criterion, self.optimizer, self.runtime,
-            epoch=epoch, lr=lr, start_step=start, meters=meters, plugins=self.plugins, scaler=self.scaler,
-            sink=self.sink, nonfinite=self.cfg.nonfinite, should_stop=self.stop.is_set,
+            self.forward,
+            loader.batches(start),
+            self.criterion,
+            self.optimizer,
+            self.runtime,
+            epoch=epoch,
+            lr=lr,
+            start_step=start,
+            meters=meters,
+            plugins=self.plugins,
+            scaler=self.scaler,
+            sink=self.sink,
+            nonfinite=self.cfg.nonfinite,
+            should_stop=self.stop.is_set,
         )
 
     def evaluate_split(self, name: str) -> dict[str, Any]:
         loader = make_loader(
-            self.data, name, batch_size=self.cfg.eval_batch_size, train_transform=False, shuffle=False,
-            device=self.runtime.device, channels_last=self.runtime.channels_last,
+            self.data,
+            name,
+            batch_size=self.cfg.eval_batch_size,
+            train_transform=False,
+            shuffle=False,
+            device=self.runtime.device,
+            channels_last=self.runtime.channels_last,
             num_workers=self.cfg.data.num_workers,
         )
-        return evaluate(self.forward, loader, self.criterion, self.runtime, self.data.num_classes, self.data.train_counts)
+        return evaluate(
+            self.forward, loader, self.criterion, self.runtime, self.data.num_classes, self.data.train_counts
+        )
 
     def write_confusion(self, confusion: torch.Tensor, epoch: int) -> None:
         path = self.artifacts_dir / "confusion_matrix.json"
-        doc = {"split": "test", "epoch": epoch, "class_names": self.data.class_names, "matrix": confusion.tolist()}
+        doc = {
+            "split": "test",
+            "epoch": epoch,
+            "class_names": self.data.class_names,
+            "matrix": confusion.tolist(),
+        }
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(doc))
         tmp.replace(path)
@@ -349,7 +405,10 @@ USER_ERRORS: tuple[type[Exception], ...] = (RunError, DataError, DeviceError, Ch
 def _user_errors() -> tuple[type[Exception], ...]:
     """The registries' own user-facing errors, when those modules import."""
     extra: list[type[Exception]] = []
-    for module, names in (("engine.models", ("ModelBuildError", "LayerKeyError")), ("engine.losses", ("LossBuildError",))):
+    for module, names in (
+        ("engine.models", ("ModelBuildError", "LayerKeyError")),
+        ("engine.losses", ("LossBuildError",)),
+    ):
         try:
             mod = __import__(module, fromlist=list(names))
         except ImportError:
@@ -359,7 +418,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def run(
-    cfg: EngineConfig, run_dir: Path, sink: EventSink, *, resume: bool = False, stop: threading.Event | None = None
+    cfg: EngineConfig,
+    run_dir: Path,
+    sink: EventSink,
+    *,
+    resume: bool = False,
+    stop: threading.Event | None = None,
 ) -> str:
     """Train one run; returns its final status (completed, stopped or failed). Never raises for a
     failure of the run itself: every ending is a ``run_finished`` event."""

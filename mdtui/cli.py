@@ -56,6 +56,10 @@ def root(
 
         console.print(f"mdtui {__version__}")
         raise typer.Exit(0)
+    # Any mdtui command restarts a scheduler that was killed while runs were queued (it never raises).
+    from mdtui.scheduler import ensure_scheduler_for
+
+    ensure_scheduler_for(file)
     if ctx.invoked_subcommand is None:
         open_tui(file)
 

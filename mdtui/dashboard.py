@@ -16,6 +16,7 @@ from engine.events import RunState
 from mdtui.monitor import RunMonitor
 
 LIVE_STATUSES = ("starting", "running")
+LIVENESS_SECONDS = 2.0  # how often supervisors are checked for having vanished
 WAITING_STATUSES = ("queued", "blocked", "created")
 DONE_STATUSES = ("completed", "failed", "stopped", "lost", "cancelled")
 
@@ -78,6 +79,14 @@ def _data_label(config: dict[str, Any]) -> str:
     return f"{name} ρ={ratio:g}" if isinstance(ratio, (int, float)) and ratio > 1 else name
 
 
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
+
+
 def format_knobs(knobs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in knobs.items())
 
@@ -93,6 +102,10 @@ class Dashboard:
         self.store: Any = None
         self.monitor = RunMonitor()
         self.started = time.time()
+        self._liveness_t = 0.0
+        self._index_signature: tuple[Any, ...] = ()
+        self._index_cache: tuple[list[Any], dict[str, tuple[int, str | None]], bool] | None = None
+        self._knobs: dict[str, str] = {}
         self.reload_plan()
 
     # ------------------------------------------------------------------ plan
@@ -114,6 +127,8 @@ class Dashboard:
             return
         self.plan = plan
         self.plan_error = None
+        self._knobs = {}
+        self._index_cache = None
         if self.store is None or Path(self.store.runs_dir) != Path(plan.settings.runs_dir).resolve():
             self.store = RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
 
@@ -133,9 +148,12 @@ class Dashboard:
     def refresh(self, *, with_devices: bool = True) -> Snapshot:
         if self.store is None:
             return Snapshot(plan_error=self.plan_error)
-        records = self.store.refresh() if hasattr(self.store, "refresh") else []
-        records = self.store.list_runs(limit=self.runs_limit)
-        positions = self._queue_positions()
+        now = time.monotonic()
+        if now - self._liveness_t >= LIVENESS_SECONDS:
+            # vanished supervisors -> exit.json's status or `lost`: psutil per live run, so not every tick
+            self.store.refresh()
+            self._liveness_t = now
+        records, positions, paused = self._index()
         latest: dict[str, Any] = {}
         for rec in records:  # newest first
             latest.setdefault(rec.experiment, rec)
@@ -171,9 +189,28 @@ class Dashboard:
             devices=devices,
             holders={k: tuple(v) for k, v in holders.items()},
             plan_error=self.plan_error,
-            queue_paused=self._queue_paused(),
+            queue_paused=paused,
             live_count=sum(1 for r in records if r.status in LIVE_STATUSES),
         )
+
+    def _index(self) -> tuple[list[Any], dict[str, tuple[int, str | None]], bool]:
+        """Runs, queue positions and the pause flag; read again only when the database changed.
+
+        Every write to the WAL-mode index touches ``mdtui.db-wal`` (or the db after a checkpoint),
+        so unchanged (size, mtime) of both means nothing new: no query, no records rebuilt.
+        """
+        db = Path(self.store.runs_dir) / "mdtui.db"
+        signature = tuple(_stat(p) for p in (db, db.with_name(db.name + "-wal")))
+        if signature != self._index_signature or self._index_cache is None:
+            records = self.store.list_runs(limit=self.runs_limit)
+            self._index_cache = (records, self._queue_positions(), self._queue_paused())
+            self._index_signature = signature
+        return self._index_cache
+
+    def invalidate(self) -> None:
+        """Forget cached index reads (after an action of ours, or a reload)."""
+        self._index_cache = None
+        self._liveness_t = 0.0
 
     def run_state(self, run_id: str) -> RunState | None:
         state = self.monitor.state(run_id)
@@ -252,10 +289,13 @@ class Dashboard:
             rec = latest.get(exp.name)
             state = self.monitor.state(rec.run_id) if rec else None
             curve = tuple(e.eval_acc1 for e in state.epochs if e.eval_acc1 is not None) if state else ()
-            try:
-                knob_text = format_knobs(knobs(self.plan, exp))
-            except Exception:
-                knob_text = format_knobs(exp.sweep_point)
+            knob_text = self._knobs.get(exp.name)
+            if knob_text is None:
+                try:
+                    knob_text = format_knobs(knobs(self.plan, exp))
+                except Exception:  # knobs() is a view nicety: the sweep point says enough
+                    knob_text = format_knobs(exp.sweep_point)
+                self._knobs[exp.name] = knob_text
             live_best = state.best_acc1 if state else None
             best = max((b for b in (live_best, best_of.get(exp.name)) if b is not None), default=None)
             rows.append(

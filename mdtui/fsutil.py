@@ -26,6 +26,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp creates 0600; results and run records are meant for the whole team (umask decides).
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding=encoding) as fh:
             fh.write(text)
             fh.flush()
@@ -36,6 +38,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
             os.unlink(tmp)
         raise
     _fsync_dir(target.parent)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -87,9 +87,9 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    from mdtui.fsutil import current_umask
+
+    return current_umask()
 
 
 def _figure(width: float, height: float) -> Any:

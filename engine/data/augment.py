@@ -43,7 +43,9 @@ def draw_params(n: int, augment: str, pad: int, generator: torch.Generator) -> A
     return AugmentParams(offsets[0].long(), offsets[1].long(), hflip, vflip)
 
 
-def crop_flip(images: torch.Tensor, params: AugmentParams, pad: int, augment: str = "crop_flip") -> torch.Tensor:
+def crop_flip(
+    images: torch.Tensor, params: AugmentParams, pad: int, augment: str = "crop_flip"
+) -> torch.Tensor:
     """Zero-pad by ``pad`` and take the shifted crop, then flip; works on any dtype and channel count.
 
     Zero padding of uint8 pixels is torchvision's ``RandomCrop(size, padding=pad)`` (fill 0 before

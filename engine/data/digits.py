@@ -32,7 +32,9 @@ def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     except ImportError:  # pragma: no cover - scikit-learn is a runtime dependency
         raise DataError("the digits dataset needs scikit-learn: python -m pip install scikit-learn") from None
     digits = load_digits()
-    images = torch.from_numpy(np.asarray(digits.images, dtype=np.float32) / 16.0)[:, None]  # [N,1,8,8] in [0,1]
+    images = torch.from_numpy(np.asarray(digits.images, dtype=np.float32) / 16.0)[
+        :, None
+    ]  # [N,1,8,8] in [0,1]
     return images, torch.from_numpy(np.asarray(digits.target, dtype=np.int64))
 
 
@@ -61,7 +63,9 @@ def build_digits(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
     train = Split(
         labels=labels[train_idx], ids=[f"digits/{i}" for i in train_idx.tolist()], images=pixels[train_idx]
     )
-    test = Split(labels=labels[test_idx], ids=[f"digits/{i}" for i in test_idx.tolist()], images=pixels[test_idx])
+    test = Split(
+        labels=labels[test_idx], ids=[f"digits/{i}" for i in test_idx.tolist()], images=pixels[test_idx]
+    )
     return embedded_bundle(
         "digits",
         cfg,

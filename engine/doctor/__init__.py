@@ -9,6 +9,10 @@ if TYPE_CHECKING:
     from engine.plugins import TrainPlugin
 
 
+class DiagnosisError(ValueError):
+    """A user mistake in a diagnosis setting (layer key, class list, missing combine mask, empty split)."""
+
+
 def build_doctor(cfg: EngineConfig) -> TrainPlugin | None:
     """The Model Doctor plugin for a run with a ``doctor`` block, else None."""
     if cfg.doctor is None:

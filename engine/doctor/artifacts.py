@@ -79,12 +79,18 @@ def write_sift_list(
     for c in range(result.index.shape[0]):
         kept = [
             {"index": int(i), "id": ids[int(i)], "score": round(float(s), 6)}
-            for i, s in zip(result.index[c].tolist(), result.score[c].tolist())
+            for i, s in zip(result.index[c].tolist(), result.score[c].tolist(), strict=True)
             if i >= 0
         ]
         name = class_names[c] if c < len(class_names) else str(c)
         classes.append({"class": c, "name": name, "images": kept})
-    payload = {"split": split, "mode": mode, "per_class": int(result.index.shape[1]), "leaky": leaky, "classes": classes}
+    payload = {
+        "split": split,
+        "mode": mode,
+        "per_class": int(result.index.shape[1]),
+        "leaky": leaky,
+        "classes": classes,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1))
     counts = result.counts.tolist()
@@ -92,6 +98,12 @@ def write_sift_list(
         "artifact",
         kind="image_list",
         path=str(path),
-        summary={"split": split, "mode": mode, "images": int(sum(counts)), "min_per_class": int(min(counts)), "leaky": leaky},
+        summary={
+            "split": split,
+            "mode": mode,
+            "images": int(sum(counts)),
+            "min_per_class": int(min(counts)),
+            "leaky": leaky,
+        },
     )
     return path

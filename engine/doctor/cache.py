@@ -65,7 +65,9 @@ class DiagnosisCache:
 
     def save(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.dir / f"{key}.json", lambda h: h.write(json.dumps(meta, indent=2, default=str).encode()))
+        _atomic_write(
+            self.dir / f"{key}.json", lambda h: h.write(json.dumps(meta, indent=2, default=str).encode())
+        )
         target = self.path(key)
         _atomic_write(target, lambda h: np.savez(h, **arrays))
         return target

@@ -25,7 +25,9 @@ def pseudo_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(top2[:, 0] == labels, top2[:, 1], top2[:, 0])
 
 
-def _energy_terms(grad: torch.Tensor, act: torch.Tensor, psi: Psi, gating: Gating) -> tuple[torch.Tensor, torch.Tensor]:
+def _energy_terms(
+    grad: torch.Tensor, act: torch.Tensor, psi: Psi, gating: Gating
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-sample channel energies [B, K], unmasked all-negative sum) for one G(t)."""
     if gating == "pos_act":
         grad = grad * (act.detach() >= 0).to(grad.dtype)
@@ -94,7 +96,9 @@ class ChannelConstraint:
         self.spatial_beta = spatial_beta
         self.features: dict[str, torch.Tensor] = {}
         self.training = True
-        self._capture_handles = [layer.module.register_forward_hook(self._capture(layer.name)) for layer in layers]
+        self._capture_handles = [
+            layer.module.register_forward_hook(self._capture(layer.name)) for layer in layers
+        ]
         self._noise_handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _capture(self, name: str):
@@ -122,7 +126,9 @@ class ChannelConstraint:
         if training and self.noise_std > 0:
             # Registered after the capture hook, so the recorded A is the noise-free output and the
             # noise reaches everything downstream; dz/dA is the same with or without the additive noise.
-            self._noise_handles = [layer.module.register_forward_hook(self._noise_hook) for layer in self.layers]
+            self._noise_handles = [
+                layer.module.register_forward_hook(self._noise_hook) for layer in self.layers
+            ]
 
     def remove(self) -> None:
         self.set_training(False)
@@ -142,7 +148,7 @@ class ChannelConstraint:
         grads_true = torch.autograd.grad(target_score(logits, labels, self.scaling), acts, create_graph=True)
         grads_rival = torch.autograd.grad(target_score(logits, rivals, self.scaling), acts, create_graph=True)
         total = logits.new_zeros((), dtype=torch.float32)
-        for layer, act, g_true, g_rival in zip(self.layers, acts, grads_true, grads_rival):
+        for layer, act, g_true, g_rival in zip(self.layers, acts, grads_true, grads_rival, strict=True):
             high, low = channel_loss_terms(
                 g_true, g_rival, act, layer.mask, labels, rivals, psi=self.psi, gating=self.gating
             )
@@ -150,7 +156,7 @@ class ChannelConstraint:
         terms = {"channel": self.weight * total}
         if self.spatial_beta > 0 and fg_masks is not None:
             spatial = logits.new_zeros((), dtype=torch.float32)
-            for act, g_true in zip(acts, grads_true):
+            for act, g_true in zip(acts, grads_true, strict=True):
                 if act.dim() == 4:
                     spatial = spatial + spatial_loss(g_true, fg_masks, self.spatial_beta)
             terms["spatial"] = spatial

@@ -15,13 +15,10 @@ import torch
 from torch import nn
 
 from engine.config import SiftConfig, to_dict
+from engine.doctor import DiagnosisError
 from engine.doctor.cache import DiagnosisCache, cache_key, file_digest, state_digest
 from engine.doctor.masks import Phi, Scaling, Source, Wrt, class_energy, layer_energies
 from engine.doctor.sift import SiftResult, sift_split
-
-
-class DiagnosisError(ValueError):
-    """A user-facing problem with the diagnosis settings (bad layer key, missing combine mask...)."""
 
 
 def resolve_layers(model: nn.Module, keys: tuple[str, ...], where: str) -> dict[str, nn.Module]:
@@ -65,6 +62,10 @@ def diagnose(
     extra_settings: dict[str, Any] | None = None,
 ) -> tuple[SiftResult, dict[str, torch.Tensor], bool]:
     """(sift result, {layer path: v [C, K]}, cache hit) for the model in ``ctx``."""
+    if sift.per_class < 1 or sift.batch_size < 1:
+        raise DiagnosisError(
+            f"sift.per_class ({sift.per_class}) and sift.batch_size ({sift.batch_size}) must be at least 1"
+        )
     settings = {
         "model": to_dict(ctx.cfg.model),
         "data": to_dict(ctx.cfg.data),
@@ -81,7 +82,9 @@ def diagnose(
     cached = cache.load(key)
     if cached is not None and all(f"energy:{name}" in cached for name in layers):
         result = SiftResult(
-            index=torch.from_numpy(cached["sift_index"]), score=torch.from_numpy(cached["sift_score"]), payload=None
+            index=torch.from_numpy(cached["sift_index"]),
+            score=torch.from_numpy(cached["sift_score"]),
+            payload=None,
         )
         energies = {name: torch.from_numpy(cached[f"energy:{name}"]) for name in layers}
         return result, energies, True
@@ -110,10 +113,9 @@ def diagnose(
     if result.payload is None:
         raise DiagnosisError(f"{sift.split} split is empty: nothing to diagnose")
     chunks = torch.split(result.payload, [sizes[name] for name in layers], dim=2)
-    energies = {name: class_energy(chunk, result.valid) for name, chunk in zip(layers, chunks)}
+    energies = {name: class_energy(chunk, result.valid) for name, chunk in zip(layers, chunks, strict=True)}
     result.payload = None  # the per-sample energies are not needed any more
     arrays: dict[str, np.ndarray] = {"sift_index": result.index.numpy(), "sift_score": result.score.numpy()}
     arrays.update({f"energy:{name}": v.numpy() for name, v in energies.items()})
     cache.save(key, arrays, {"settings": settings, "init_checkpoint": ctx.cfg.init_checkpoint})
     return result, energies, False
-

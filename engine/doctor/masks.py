@@ -106,10 +106,12 @@ def layer_energies(
             tensors = [feats[name] for name in modules]
             score = target_score(logits, labels, scaling)
             grads = torch.autograd.grad(score, tensors, allow_unused=True)
-            grads = tuple(torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads))
+            grads = tuple(
+                torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)
+            )
         energies = {
             name: spatial_sum(apply_phi(source_tensor(source, g, feats[name].detach()).float(), phi)).detach()
-            for name, g in zip(modules, grads)
+            for name, g in zip(modules, grads, strict=True)
         }
     return logits.detach(), energies
 
@@ -120,7 +122,11 @@ def class_energy(payload: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def threshold_mask(
-    energy: torch.Tensor, mode: Literal["mean", "minmax", "topk", "gt_mean"], *, theta: float = 0.2, topk: int = 10
+    energy: torch.Tensor,
+    mode: Literal["mean", "minmax", "topk", "gt_mean"],
+    *,
+    theta: float = 0.2,
+    topk: int = 10,
 ) -> torch.Tensor:
     """Binary [C, K] mask from the class-by-channel energy matrix, thresholded per class (row).
 
@@ -144,7 +150,9 @@ def threshold_mask(
     raise ValueError(f"unknown threshold {mode!r}")
 
 
-def combine_masks(mask: torch.Tensor, other: torch.Tensor, op: Literal["union", "intersection"]) -> torch.Tensor:
+def combine_masks(
+    mask: torch.Tensor, other: torch.Tensor, op: Literal["union", "intersection"]
+) -> torch.Tensor:
     if mask.shape != other.shape:
         raise ValueError(f"cannot combine masks of shapes {tuple(mask.shape)} and {tuple(other.shape)}")
     return (mask | other) if op == "union" else (mask & other)

@@ -82,7 +82,9 @@ class DoctorPlugin(TrainPlugin):
         for name, energy in energies.items():
             mask = threshold_mask(energy, mask_cfg.threshold, theta=mask_cfg.theta, topk=mask_cfg.topk)
             if mask_cfg.combine_path:
-                mask = combine_masks(mask, load_combine_mask(mask_cfg.combine_path, name), mask_cfg.combine_op)
+                mask = combine_masks(
+                    mask, load_combine_mask(mask_cfg.combine_path, name), mask_cfg.combine_op
+                )
             self.masks[name] = mask
             info = {**base, "layer": name, "selected_fraction": round(float(mask.float().mean()), 4)}
             write_array(out / f"energy_{slug(name)}.npy", energy.numpy(), ctx.emit, "channel_energy", info)
@@ -101,7 +103,10 @@ class DoctorPlugin(TrainPlugin):
             reinitialise(ctx.model)
             ctx.log("doctor: model re-initialised after diagnosis (init = scratch)")
         self.constraint = ChannelConstraint(
-            [ConstrainedLayer(name, module, self.masks[name].float().to(ctx.device)) for name, module in layers.items()],
+            [
+                ConstrainedLayer(name, module, self.masks[name].float().to(ctx.device))
+                for name, module in layers.items()
+            ],
             weight=doctor.weight,
             psi=doctor.psi,
             gating=doctor.gating,

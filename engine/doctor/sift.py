@@ -36,7 +36,9 @@ class SiftResult:
         return self.valid.sum(dim=1)
 
 
-def sift_keys(logits: torch.Tensor, labels: torch.Tensor, mode: SiftMode) -> tuple[torch.Tensor, torch.Tensor]:
+def sift_keys(
+    logits: torch.Tensor, labels: torch.Tensor, mode: SiftMode
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(sort key, reported score) per sample; key -inf excludes a sample.
 
     high: only correct predictions, key = score = p_max.
@@ -86,7 +88,9 @@ class TopPerClass:
         from_batch = order >= keep
         batch_pos = (order - keep).clamp(min=0)
         new_index = torch.where(from_batch, index[batch_pos], self.index.gather(1, order.clamp(max=keep - 1)))
-        new_score = torch.where(from_batch, score.float()[batch_pos], self.score.gather(1, order.clamp(max=keep - 1)))
+        new_score = torch.where(
+            from_batch, score.float()[batch_pos], self.score.gather(1, order.clamp(max=keep - 1))
+        )
         if payload is not None:
             payload = payload.detach().float().to(dev)
             if self.payload is None:
@@ -100,7 +104,11 @@ class TopPerClass:
         self.score = torch.where(filled, new_score, torch.zeros_like(new_score))
 
     def result(self) -> SiftResult:
-        return SiftResult(index=self.index.cpu(), score=self.score.cpu(), payload=None if self.payload is None else self.payload.cpu())
+        return SiftResult(
+            index=self.index.cpu(),
+            score=self.score.cpu(),
+            payload=None if self.payload is None else self.payload.cpu(),
+        )
 
 
 def sift_split(

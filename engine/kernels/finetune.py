@@ -96,10 +96,14 @@ class KernelFinetunePlugin(TrainPlugin):
         layers = resolve_layers(ctx.model, tuple(layer_keys), "kernels.layers")
         for path, module in layers.items():
             check_conv(path, module, "kernels.layers")
-        freeze_keys = expand_layer_keys(
-            k.freeze_layers, reference, "kernels.freeze_layers", conv_layers(ctx.model)
-        ) if k.freeze_layers else []
-        frozen_layers = resolve_layers(ctx.model, tuple(freeze_keys), "kernels.freeze_layers") if freeze_keys else {}
+        freeze_keys = (
+            expand_layer_keys(k.freeze_layers, reference, "kernels.freeze_layers", conv_layers(ctx.model))
+            if k.freeze_layers
+            else []
+        )
+        frozen_layers = (
+            resolve_layers(ctx.model, tuple(freeze_keys), "kernels.freeze_layers") if freeze_keys else {}
+        )
 
         sifted, energies, hit = diagnose(
             ctx,
@@ -112,7 +116,9 @@ class KernelFinetunePlugin(TrainPlugin):
             cache_kind="kernels",
         )
         masks = pattern_masks(energies)
-        self.classes = select_classes(ctx.data.num_classes, k.classes, k.tail_classes, list(ctx.data.train_counts))
+        self.classes = select_classes(
+            ctx.data.num_classes, k.classes, k.tail_classes, list(ctx.data.train_counts)
+        )
         self._write_artifacts(ctx, sifted, energies, masks, hit)
 
         keep_by_step: dict[int, dict[str, torch.Tensor]] = {UNION: union_masks(masks, self.classes)}
@@ -157,7 +163,9 @@ class KernelFinetunePlugin(TrainPlugin):
         dictionaries = class_dictionaries(masks, self.classes)
         union = {name: m.nonzero().flatten().tolist() for name, m in union_masks(masks, self.classes).items()}
         path = out / "kernel_dict.json"
-        path.write_text(json.dumps({"classes": self.classes, "per_class": dictionaries, "union": union}, indent=1))
+        path.write_text(
+            json.dumps({"classes": self.classes, "per_class": dictionaries, "union": union}, indent=1)
+        )
         ctx.emit("artifact", kind="kernel_dict", path=str(path), summary={**base, "classes": self.classes})
         fraction = torch.stack([m.float().mean(dim=1) for m in masks.values()], dim=1).numpy()
         write_heatmap(
@@ -177,11 +185,9 @@ class KernelFinetunePlugin(TrainPlugin):
 
     def _plan_for(self, batch: Any) -> Plan:
         if self.kernels.mode == "union":
-            plan = self.plans[UNION]
-        else:
-            # Classes outside the selection step without kernel masks (only frozen layers stay put).
-            plan = self.plans.get(int(batch.labels[0]), [])
-        return plan + self.frozen_plan
+            return self.plans[UNION] + self.frozen_plan
+        # Classes outside the selection step without kernel masks (only frozen layers stay put).
+        return self.plans.get(int(batch.labels[0]), []) + self.frozen_plan
 
     def before_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any) -> None:
         plan = self._plan_for(batch)

@@ -44,7 +44,9 @@ def expand_layer_keys(
     return out
 
 
-def select_classes(num_classes: int, classes: tuple[int, ...], tail_classes: int, train_counts: list[int]) -> list[int]:
+def select_classes(
+    num_classes: int, classes: tuple[int, ...], tail_classes: int, train_counts: list[int]
+) -> list[int]:
     """The classes whose dictionaries are used: a list, the k tail classes, or all.
 
     Tail classes are those with the fewest training images; ties go to the higher class index, so
@@ -81,4 +83,6 @@ def union_masks(masks: dict[str, torch.Tensor], classes: list[int]) -> dict[str,
 def check_conv(path: str, module: nn.Module, where: str) -> None:
     weight = getattr(module, "weight", None)
     if not isinstance(module, nn.Conv2d) or weight is None:
-        raise DiagnosisError(f"{where}: {path} is a {type(module).__name__}; kernel masks apply to conv layers only")
+        raise DiagnosisError(
+            f"{where}: {path} is a {type(module).__name__}; kernel masks apply to conv layers only"
+        )

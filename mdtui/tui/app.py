@@ -64,7 +64,10 @@ class MdtuiApp(App[str]):
 
     # ------------------------------------------------------------------ refresh loop
 
-    def refresh_now(self) -> None:
+    def refresh_now(self, *, changed: bool = False) -> None:
+        """Gather a new snapshot now; ``changed``: we just changed something, skip the caches."""
+        if changed:
+            self.dashboard.invalidate()
         if not self._refreshing:
             self._refreshing = True
             self._gather()
@@ -120,7 +123,7 @@ class MdtuiApp(App[str]):
             self.call_from_thread(self.notify, "; ".join(message))
         for error in errors:
             self.call_from_thread(self.notify, error, severity="error", timeout=8)
-        self.call_from_thread(self.refresh_now)
+        self.call_from_thread(partial(self.refresh_now, changed=True))
 
     def enqueue(self, names: list[str], devices: list[str] | None = None) -> None:
         self._enqueue(names, devices)
@@ -132,7 +135,7 @@ class MdtuiApp(App[str]):
             self.call_from_thread(self.notify, error, severity="error", timeout=8)
         if not errors:
             self.call_from_thread(self.notify, f"queued: {', '.join(names)}")
-        self.call_from_thread(self.refresh_now)
+        self.call_from_thread(partial(self.refresh_now, changed=True))
 
     def pick_devices_and_start(self, names: list[str]) -> None:
         def chosen(devices: list[str] | None) -> None:
@@ -167,14 +170,14 @@ class MdtuiApp(App[str]):
             self.call_from_thread(self.notify, error, severity="error")
         if not errors:
             self.call_from_thread(self.notify, f"stopping {', '.join(run_ids)}")
-        self.call_from_thread(self.refresh_now)
+        self.call_from_thread(partial(self.refresh_now, changed=True))
 
     def move_queued(self, run_id: str, delta: int) -> None:
         try:
             self.dashboard.move(run_id, delta)
         except Exception as exc:
             self.notify(str(exc), severity="error")
-        self.refresh_now()
+        self.refresh_now(changed=True)
 
     def edit_experiments(self) -> None:
         """Open experiments.toml in $VISUAL / $EDITOR (the app steps aside), then reload it."""
@@ -198,7 +201,7 @@ class MdtuiApp(App[str]):
             self.notify("experiments.toml has errors: see the top of the screen", severity="error")
         else:
             self.notify("experiments.toml reloaded")
-        self.refresh_now()
+        self.refresh_now(changed=True)
 
     # ------------------------------------------------------------------ palette and quit
 
@@ -216,7 +219,7 @@ class MdtuiApp(App[str]):
 
     def _reload(self) -> None:
         self.dashboard.reload_plan()
-        self.refresh_now()
+        self.refresh_now(changed=True)
 
     def _queue(self, verb: str) -> None:
         try:
@@ -229,7 +232,7 @@ class MdtuiApp(App[str]):
             self.notify(f"queue {verb}d")
         except Exception as exc:
             self.notify(str(exc), severity="error")
-        self.refresh_now()
+        self.refresh_now(changed=True)
 
     def action_quit_app(self) -> None:
         self.exit(farewell(self.snapshot))

@@ -77,10 +77,10 @@ def test_loader_is_a_pure_function_of_its_generator_and_restartable():
     )
     a, b = collect(make(3)), collect(make(3))
     assert len(a) == 4 and len(make(3)) == 4
-    for (xa, ya, ia), (xb, yb, ib) in zip(a, b):
+    for (xa, ya, ia), (xb, yb, ib) in zip(a, b, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ia, ib)
     tail = collect(make(3), start=2)
-    assert all(torch.equal(x, y[0]) for (x, _, _), y in zip(tail, a[2:]))
+    assert all(torch.equal(x, y[0]) for (x, _, _), y in zip(tail, a[2:], strict=True))
     assert sorted(torch.cat([i for _, _, i in a]).tolist()) == list(range(20))
     assert not torch.equal(collect(make(4))[0][2], a[0][2])
     # labels follow the indices
@@ -106,3 +106,31 @@ def test_loader_with_sampler_and_eval_order():
     assert torch.equal(torch.cat([b.index for b in batches]), torch.arange(20))
     expected = (data.test.images[:8].float() / 255 - 0.5) / 0.5
     assert torch.allclose(batches[0].images, expected, atol=1e-5)
+
+
+class PairDataset(torch.utils.data.Dataset):
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+
+def test_streamed_split_gives_the_same_batches_as_in_memory():
+    data = bundle()
+    streamed = Split(
+        labels=data.train.labels,
+        ids=data.train.ids,
+        dataset=PairDataset(data.train.images, data.train.labels),
+    )
+    kwargs = dict(batch_size=6, train_transform=True, shuffle=True, device="cpu", num_workers=0)
+    mem = collect(
+        make_loader(data, data.train, generator=torch.Generator().manual_seed(9), **kwargs), start=1
+    )
+    st = collect(make_loader(data, streamed, generator=torch.Generator().manual_seed(9), **kwargs), start=1)
+    assert len(mem) == len(st) == 3
+    for (xa, ya, ia), (xb, yb, ib) in zip(mem, st, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ia, ib)

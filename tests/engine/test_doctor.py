@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from doctor_helpers import one_thread, TinyNet, fake_context
 from torch import nn
 
 from engine.doctor.constraint import (
@@ -20,6 +19,7 @@ from engine.doctor.constraint import (
 from engine.doctor.diagnose import diagnose
 from engine.doctor.masks import combine_masks, layer_energies, target_score, threshold_mask
 from engine.doctor.sift import TopPerClass, sift_keys
+from tests.engine.doctor_helpers import TinyNet, fake_context, one_thread
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -280,3 +280,95 @@ def test_doctor_plugin_on_resnet32(tmp_path) -> None:
     assert model.layer3[4].conv2.weight.grad is not None
     plugin.set_training(False)
     assert plugin.loss_terms(model(x[:8]), type("B", (), {"labels": y[:8], "masks": None})()) == {}
+
+
+@pytest.mark.slow
+def test_doctor_runs_end_to_end_through_the_engine(tmp_path) -> None:
+    from engine.sinks import ListSink
+    from engine.train import run
+    from tests.engine.engine_helpers import tiny_config
+
+    assert run(tiny_config(epochs=1), tmp_path / "base", ListSink()) == "completed"
+    upstream = str(tmp_path / "base" / "checkpoints" / "best.pt")
+    doctor = {"preset": "fork", "layers": ["last_conv"], "sift": {"per_class": 4, "batch_size": 16}}
+    sinks = []
+    for name, weight in (("md", 1.0), ("md2", 0.5)):
+        sink = ListSink()
+        cfg = tiny_config(
+            epochs=1,
+            init_checkpoint=upstream,
+            cache_dir=str(tmp_path / "cache"),
+            doctor={**doctor, "weight": weight},
+        )
+        assert run(cfg, tmp_path / name, sink) == "completed", sink.events[-1]
+        sinks.append(sink)
+    train = sinks[0].of_type("epoch")[0]["train"]
+    assert train["loss_channel"] > 0 and "loss_cls" in train
+    masks = [e for e in sinks[0].of_type("artifact") if e["kind"] == "channel_mask"]
+    assert masks and masks[0]["summary"]["cache"] == "miss" and masks[0]["summary"]["leaky"] is False
+    sibling = [e for e in sinks[1].of_type("artifact") if e["kind"] == "channel_mask"]
+    assert sibling[0]["summary"]["cache"] == "hit"
+    assert np.array_equal(
+        np.load(tmp_path / "md" / "artifacts" / "doctor" / "mask_layer3.4.conv2.npy"),
+        np.load(tmp_path / "md2" / "artifacts" / "doctor" / "mask_layer3.4.conv2.npy"),
+    )
+
+
+def test_channel_loss_on_an_fc_layer() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    constraint = ChannelConstraint([ConstrainedLayer("0", model[0], mask)], weight=1.0, psi="abs")
+    x, y = torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1])
+    logits = model(x)
+    terms = constraint.loss_terms(logits, y)
+    # dz_t/dh = W2[t] for every sample (h is the pre-ReLU FC output, gated by the ReLU)
+    hidden = model[0](x)
+    g = model[2].weight.detach()[y] * (hidden > 0)
+    rivals = pseudo_labels(logits, y)
+    g_r = model[2].weight.detach()[rivals] * (hidden > 0)
+    expected = ((g_r.abs() * mask[rivals]).sum() + (g.abs() * (1 - mask[y])).sum()) / 5
+    assert terms["channel"].item() == pytest.approx(expected.item())
+    terms["channel"].backward()
+    assert model[2].weight.grad.abs().sum() > 0
+
+
+def test_mask_combined_with_another_experiments_mask(tmp_path) -> None:
+    from engine.config import ModelConfig
+    from engine.doctor import build_doctor
+    from engine.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("resnet32"), 3, 3)
+    x = torch.randn(12, 3, 8, 8)
+    y = torch.arange(12) % 3
+    sift = {"per_class": 4, "batch_size": 12, "mode": "low"}
+    first = fake_context(
+        tmp_path, model, _doctor_config(sift=sift), x, y, num_classes=3, batch_size=12, run="a"
+    )
+    build_doctor(first.cfg).setup(first)
+    other = tmp_path / "a" / "artifacts" / "doctor"
+    mask_cfg = {"threshold": "topk", "topk": 20, "combine_path": str(other), "combine_op": "intersection"}
+    second = fake_context(
+        tmp_path, model, _doctor_config(sift=sift, mask=mask_cfg), x, y, num_classes=3, batch_size=12, run="b"
+    )
+    plugin = build_doctor(second.cfg)
+    plugin.setup(second)
+    energy = torch.from_numpy(np.load(other / "energy_layer3.4.conv2.npy"))
+    expected = threshold_mask(energy, "topk", topk=20) & torch.from_numpy(
+        np.load(other / "mask_layer3.4.conv2.npy")
+    )
+    assert torch.equal(plugin.masks["layer3.4.conv2"], expected)
+    missing = fake_context(
+        tmp_path,
+        model,
+        _doctor_config(sift=sift, mask={"combine_path": str(tmp_path / "nowhere")}),
+        x,
+        y,
+        num_classes=3,
+        run="c",
+    )
+    from engine.doctor import DiagnosisError
+
+    with pytest.raises(DiagnosisError, match="combine_with"):
+        build_doctor(missing.cfg).setup(missing)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from doctor_helpers import one_thread, FakeBatch, fake_context
 
 from engine.doctor.diagnose import DiagnosisError
 from engine.kernels.finetune import frozen_rows, split_by_class
 from engine.kernels.patterns import expand_layer_keys, pattern_masks, select_classes, union_masks
+from tests.engine.doctor_helpers import FakeBatch, fake_context, one_thread
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -160,3 +160,30 @@ def test_kernel_diagnosis_cached_and_input_gradients(tmp_path) -> None:
     assert ctx2.loader_calls == 0
     with np.load(tmp_path / "a" / "artifacts" / "kernels" / "kernel_mask.npz") as data:
         assert data["layer2.0.conv1"].shape == (3, 16)  # input channels of the first stage-2 conv
+
+
+@pytest.mark.slow
+def test_kernel_run_end_to_end_through_the_engine(tmp_path) -> None:
+    from engine.sinks import ListSink
+    from engine.train import run
+    from tests.engine.engine_helpers import tiny_config
+
+    assert run(tiny_config(epochs=1), tmp_path / "base", ListSink()) == "completed"
+    upstream = str(tmp_path / "base" / "checkpoints" / "best.pt")
+    kernels = {
+        "layers": ["20..29"],
+        "sift": {"per_class": 4, "batch_size": 16, "split": "test"},
+        "allow_test_split": True,
+    }
+    sink = ListSink()
+    cfg = tiny_config(epochs=1, init_checkpoint=upstream, optim={"lr": 1e-3}, kernels=kernels)
+    assert run(cfg, tmp_path / "kt", sink) == "completed", sink.events[-1]
+    assert sink.events[-1]["summary"]["leaky"] is True
+    arts = sink.of_type("artifact")
+    assert {"kernel_mask", "kernel_dict", "image_list"} <= {a["kind"] for a in arts}
+    assert all(
+        a["summary"]["leaky"] is True
+        for a in arts
+        if a["kind"].startswith("kernel") or a["kind"] == "image_list"
+    )
+    assert len(sink.of_type("epoch")) == 1

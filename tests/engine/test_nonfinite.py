@@ -34,7 +34,9 @@ def test_fail_names_epoch_and_step(tmp_path, monkeypatch):
     assert len(sink.of_type("epoch")) == 1
     # last.pt is the intact one of epoch 0
     last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert last["epoch"] == 1 and all(
+        torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point()
+    )
 
 
 def test_skip_skips_the_batch_and_logs(tmp_path, monkeypatch):

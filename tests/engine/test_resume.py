@@ -35,8 +35,14 @@ def final_state(run_dir):
     ("overrides", "stop_after"),
     [
         ({}, 4),  # mid-epoch 1 (3 steps per epoch)
-        ({"sampler": {"name": "class_aware", "num_samples_cls": 2}, "data": {"imbalance_ratio": 4}}, 3),  # epoch end
-        ({"precision": "fp32", "schedule": {"name": "warmup_step", "warmup_epochs": 2, "milestones": [2]}}, 7),
+        (
+            {"sampler": {"name": "class_aware", "num_samples_cls": 2}, "data": {"imbalance_ratio": 4}},
+            3,
+        ),  # epoch end
+        (
+            {"precision": "fp32", "schedule": {"name": "warmup_step", "warmup_epochs": 2, "milestones": [2]}},
+            7,
+        ),
     ],
 )
 def test_resume_is_bit_identical(tmp_path, monkeypatch, overrides, stop_after):

@@ -38,7 +38,7 @@ def test_class_aware_structure():
     # each class's items come from a random cycle: every aligned n_c items are a permutation of the pool
     for c, n in ((1, 5), (2, 2)):
         items = idx[cls == c].tolist()
-        pool = sorted(torch.nonzero(LABELS == c).flatten().tolist())
+        pool = sorted(torch.nonzero(c == LABELS).flatten().tolist())
         for i in range(0, len(items) - n + 1, n):
             assert sorted(items[i : i + n]) == pool
 

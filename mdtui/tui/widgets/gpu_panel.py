@@ -50,7 +50,10 @@ class GpuPanel(Static):
                 table.add_column(name, width=fixed[name], no_wrap=True)
             else:
                 table.add_column(name, ratio=ratio, no_wrap=True, overflow="ellipsis")
-        self.rows = [describe_device(device, holders.get(device.id, ())) for device in devices]
+        rows = [describe_device(device, holders.get(device.id, ())) for device in devices]
+        if rows == self.rows and rows:
+            return  # an update re-lays out the screen: only when something changed
+        self.rows = rows
         for cells in self.rows:
             table.add_row(*cells)
         if not devices:
