@@ -61,10 +61,22 @@ def make_runs(root: Path, count: int) -> list[tuple[str, Path]]:
     runs = []
     for i in range(count):
         run_id = f"20250101-{i // 60:02d}{i % 60:02d}00-{i:04x}"
-        rec = store.create_run(exp, engine_config(plan, exp, run_id=run_id, seed=i), seed=i,
-                               devices=[str(i % 8)], status="running", run_id=run_id)
-        store.update(run_id, supervisor_pid=me, supervisor_start=start, boot_id=boot, started_t=time.time(),
-                     total_epochs=1000)
+        rec = store.create_run(
+            exp,
+            engine_config(plan, exp, run_id=run_id, seed=i),
+            seed=i,
+            devices=[str(i % 8)],
+            status="running",
+            run_id=run_id,
+        )
+        store.update(
+            run_id,
+            supervisor_pid=me,
+            supervisor_start=start,
+            boot_id=boot,
+            started_t=time.time(),
+            total_epochs=1000,
+        )
         runs.append((run_id, Path(rec.run_dir)))
     return runs
 
@@ -77,7 +89,9 @@ def write_events(runs: list[tuple[str, Path]], rate: float, stop: mp.Event) -> N
     store = RunStore(runs[0][1].parents[1])
     files = {run_id: open(run_dir / "events.jsonl", "a", encoding="utf-8") for run_id, run_dir in runs}  # noqa: SIM115
     for run_id, fh in files.items():
-        fh.write(encode(make_event("run_started", run_id, total_epochs=1000, steps_per_epoch=int(rate))) + "\n")
+        fh.write(
+            encode(make_event("run_started", run_id, total_epochs=1000, steps_per_epoch=int(rate))) + "\n"
+        )
         fh.flush()
     step, last_index = 0, time.monotonic()
     period = 1.0 / rate
@@ -85,13 +99,30 @@ def write_events(runs: list[tuple[str, Path]], rate: float, stop: mp.Event) -> N
     while not stop.is_set():  # type: ignore[attr-defined]
         epoch, in_epoch = divmod(step, int(rate))
         for run_id, fh in files.items():
-            fh.write(encode(make_event("step", run_id, epoch=epoch, step=in_epoch, loss=2.0 / (1 + step / 50),
-                                       lr=0.1)) + "\n")
+            fh.write(
+                encode(
+                    make_event("step", run_id, epoch=epoch, step=in_epoch, loss=2.0 / (1 + step / 50), lr=0.1)
+                )
+                + "\n"
+            )
             if in_epoch == int(rate) - 1:
                 acc = min(99.0, 10 + epoch)
-                fh.write(encode(make_event("epoch", run_id, epoch=epoch, lr=0.1, seconds=1.0,
-                                           train={"loss": 1.0, "acc1": acc}, eval={"loss": 1.1, "acc1": acc},
-                                           best_acc1=acc, best_epoch=epoch)) + "\n")
+                fh.write(
+                    encode(
+                        make_event(
+                            "epoch",
+                            run_id,
+                            epoch=epoch,
+                            lr=0.1,
+                            seconds=1.0,
+                            train={"loss": 1.0, "acc1": acc},
+                            eval={"loss": 1.1, "acc1": acc},
+                            best_acc1=acc,
+                            best_epoch=epoch,
+                        )
+                    )
+                    + "\n"
+                )
             fh.flush()
         step += 1
         if time.monotonic() - last_index >= 2.0:  # supervisors mirror progress into the index
@@ -157,8 +188,17 @@ def main() -> int:
     writer.start()
     pane = Pane(f"mdtui-bench-{os.getpid()}")
     env = f"MDTUI_FAKE_GPUS=8 PYTHONPATH={shlex.quote(str(REPO))}"
-    pane.tmux("new-session", "-d", "-s", "b", "-x", "100", "-y", "30",
-              f"cd {shlex.quote(str(root))} && {env} {shlex.quote(sys.executable)} -m mdtui; sleep 30")
+    pane.tmux(
+        "new-session",
+        "-d",
+        "-s",
+        "b",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        f"cd {shlex.quote(str(root))} && {env} {shlex.quote(sys.executable)} -m mdtui; sleep 30",
+    )
     try:
         proc = app_process(pane)
         deadline = time.monotonic() + 30
@@ -192,7 +232,9 @@ def main() -> int:
             "cpu_percent_of_one_core": round(cpu, 1),
             "cpu_seconds_measured": round(t1 - t0, 1),
             "key_latency_ms_median": round(statistics.median(latencies), 1) if latencies else None,
-            "key_latency_ms_p95": round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
+            "key_latency_ms_p95": round(latencies[int(0.95 * (len(latencies) - 1))], 1)
+            if latencies
+            else None,
             "key_latency_ms_max": round(latencies[-1], 1) if latencies else None,
             "key_presses_measured": len(latencies),
             "targets": {"latency_ms": 100, "cpu_percent": 20},

@@ -377,16 +377,23 @@ def _coerce(value: Any, tp: Any, key: str, issues: list[Issue]) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            issues.append(Issue(key, f"expected an integer, got {_describe(value)}"))
+            if not (isinstance(value, float) and value.is_integer()):
+                issues.append(Issue(key, f"expected an integer, got {_describe(value)}"))
+                return 0
+            value = int(value)
+        if not -(2**63) <= value < 2**63:  # TOML integers are unbounded; the index stores int64
+            issues.append(Issue(key, f"{value} is out of range (a 64-bit integer)"))
             return 0
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             issues.append(Issue(key, f"expected a number, got {_describe(value)}"))
             return 0.0
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # TOML integers are unbounded; a float is not
+            issues.append(Issue(key, f"{value} is too large for a number"))
+            return 0.0
     if tp is str:
         if isinstance(value, int) and not isinstance(value, bool) and "layer" in key.split(".")[-1]:
             return str(value)  # reference integer layer keys: layers = [-1] or [20, 21]
@@ -446,7 +453,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str, issues: list[Issue]) ->
 
 def _apply_doctor_preset(doctor: dict[str, Any], issues: list[Issue]) -> dict[str, Any]:
     preset = doctor.get("preset", "none")
-    if preset not in DOCTOR_PRESETS:
+    if not isinstance(preset, str) or preset not in DOCTOR_PRESETS:  # a wrong type is reported by _build
         return doctor
     merged = dict(DOCTOR_PRESETS[preset])
     for key, value in doctor.items():

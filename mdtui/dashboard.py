@@ -164,7 +164,9 @@ class Dashboard:
         self.monitor.forget(follow)
         self.monitor.poll(finished=[r.run_id for r in follow.values() if r.status in DONE_STATUSES])
 
-        runs = tuple(self._run_row(rec, positions.get(rec.run_id)) for rec in self._ordered(records, positions))
+        runs = tuple(
+            self._run_row(rec, positions.get(rec.run_id)) for rec in self._ordered(records, positions)
+        )
         best_of: dict[str, float] = {}
         for rec in records:
             if rec.best_acc1 is not None and rec.best_acc1 > best_of.get(rec.experiment, float("-inf")):
@@ -267,7 +269,9 @@ class Dashboard:
             experiment=rec.experiment,
             status=rec.status,
             devices=",".join(str(d) for d in rec.devices) if rec.devices else "",
-            epoch=(f"{done}/{total}" if total else str(done or "")) if done or rec.status not in WAITING_STATUSES else "",
+            epoch=(f"{done}/{total}" if total else str(done or ""))
+            if done or rec.status not in WAITING_STATUSES
+            else "",
             loss=(state.loss if state and state.loss is not None else (last.train_loss if last else None)),
             acc1=(last.eval_acc1 if last else rec.last_acc1),
             best=(state.best_acc1 if state and state.best_acc1 is not None else rec.best_acc1),
@@ -278,7 +282,9 @@ class Dashboard:
             reason=queued[1] if queued else None,
         )
 
-    def _experiment_rows(self, latest: dict[str, Any], best_of: dict[str, float]) -> tuple[ExperimentRow, ...]:
+    def _experiment_rows(
+        self, latest: dict[str, Any], best_of: dict[str, float]
+    ) -> tuple[ExperimentRow, ...]:
         """One row per experiment: its latest run's status and curve, the best acc1 of all its runs."""
         if self.plan is None:
             return ()
@@ -321,7 +327,9 @@ class Dashboard:
 
         return [find_experiment(self.plan, n) for n in names]
 
-    def start_now(self, names: list[str], devices: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+    def start_now(
+        self, names: list[str], devices: list[str] | None = None
+    ) -> tuple[list[str], list[str], list[str]]:
         """Run experiments now; those whose devices (or upstream) are not free are queued instead.
 
         Returns (started run ids, queued experiment names, error messages).

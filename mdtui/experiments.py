@@ -92,7 +92,7 @@ def load_plan(path: Path | str | None = None, *, env: dict[str, str] | None = No
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ExperimentsError([_syntax_issue(shown, exc)]) from None
+        raise ExperimentsError([_syntax_issue(shown, exc, text)]) from None
     return PlanBuilder(path.resolve(), shown, text, doc, env).build()
 
 
@@ -104,12 +104,17 @@ def _display_path(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def _syntax_issue(shown: str, exc: Exception) -> LocatedIssue:
+def _syntax_issue(shown: str, exc: Exception, text: str = "") -> LocatedIssue:
     message = str(exc)
     match = re.search(r"\s*\(at line (\d+), column (\d+)\)", message)
+    end = re.search(r"\s*\(at end of document\)", message)
     if match:
         line, column = int(match.group(1)), int(match.group(2))
         message = message[: match.start()]
+    elif end:  # a torn file: point at its last line
+        lines = text.splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
+        message = message[: end.start()] + " (at the end of the file)"
     else:  # pragma: no cover - every tomllib error carries its position
         line, column = getattr(exc, "lineno", 0) or 0, getattr(exc, "colno", None)
     return LocatedIssue(shown, line, column, None, None, f"TOML syntax error: {message}")

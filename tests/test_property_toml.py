@@ -178,10 +178,46 @@ plausible_engine = st.fixed_dictionaries(
 )
 
 
+clean_engine = st.fixed_dictionaries(
+    {},
+    optional={
+        "epochs": st.integers(1, 3),
+        "batch_size": st.integers(1, 64),
+        "loss": st.one_of(
+            st.sampled_from(["ce", "fl", "dfl", "balanced_softmax"]),
+            st.fixed_dictionaries({"name": st.just("rfl")}, optional={"threshold": st.floats(0.01, 1.0)}),
+        ),
+        "optim": st.fixed_dictionaries({"name": st.sampled_from(["sgd", "adam"])}, optional={"lr": st.floats(0, 1)}),
+        "model": st.sampled_from(MODEL_NAMES),
+    },
+)
+clean_sweeps = st.dictionaries(
+    st.sampled_from(["epochs", "batch_size", "optim.lr", "eval_batch_size"]),
+    st.lists(st.integers(1, 9), min_size=1, max_size=4, unique=True),
+    min_size=1,
+    max_size=3,
+)
+
+
 @st.composite
-def experiment_table(draw: st.DrawFn, all_names: list[str]) -> dict[str, Any]:
-    body: dict[str, Any] = dict(draw(plausible_engine))
-    for _ in range(draw(st.integers(0, 3))):  # any known dotted key, any type (written as a quoted key)
+def experiment_table(draw: st.DrawFn, all_names: list[str], clean: bool) -> dict[str, Any]:
+    """One [experiment.X] body: ``clean`` ones are mostly valid, the others take any type anywhere."""
+    if clean:
+        body: dict[str, Any] = dict(draw(clean_engine))
+        if draw(st.booleans()):
+            body["group"] = draw(st.sampled_from(["g1", "g2"]))
+        if draw(st.integers(0, 3)) == 0:
+            body["baseline"] = True
+        if draw(st.integers(0, 2)) == 0:
+            body["seeds"] = draw(st.lists(st.integers(0, 5), min_size=1, max_size=3, unique=True))
+        for key in ("extends", "from"):  # may form cycles through earlier or later tables
+            if draw(st.integers(0, 3)) == 0:
+                body[key] = draw(st.sampled_from(all_names))
+        if draw(st.integers(0, 2)) == 0:
+            body["sweep"] = draw(clean_sweeps)
+        return body
+    body = dict(draw(plausible_engine))
+    for _ in range(draw(st.integers(0, 3))):  # any known key, any type
         body[draw(st.sampled_from(ENGINE_PATHS)).split(".")[0]] = draw(any_value)
     for key in draw(st.lists(st.sampled_from(MANAGER_KEYS), max_size=4, unique=True)):
         if key in ("extends", "from"):
@@ -205,23 +241,31 @@ def experiment_table(draw: st.DrawFn, all_names: list[str]) -> dict[str, Any]:
 
 @st.composite
 def documents(draw: st.DrawFn) -> dict[str, Any]:
+    clean = draw(st.booleans())
     doc: dict[str, Any] = {}
     if draw(st.booleans()):
-        keys = draw(st.lists(st.one_of(st.sampled_from(SETTINGS_KEYS), st.text(max_size=8)), max_size=4))
-        doc["settings"] = {
-            k: draw(st.one_of(any_value, st.integers(1, 4), st.sampled_from(["runs", "../out", "/tmp/r"])))
-            for k in keys
-        }
+        if clean:
+            doc["settings"] = {"sweep_limit": draw(st.integers(1, 64)), "runs_dir": draw(st.sampled_from(["runs", "../out"]))}
+        else:
+            keys = draw(st.lists(st.one_of(st.sampled_from(SETTINGS_KEYS), st.text(max_size=8)), max_size=4))
+            doc["settings"] = {
+                k: draw(st.one_of(any_value, st.integers(1, 4), st.sampled_from(["runs", "../out", "/tmp/r"])))
+                for k in keys
+            }
     doc["defaults"] = {
         "epochs": 1,
         "model": "resnet32",
         "data": {"name": "synthetic", "num_classes": 3, "samples_per_class": 4, "image_size": 8},
     }
-    if draw(st.integers(0, 3)) == 0:
+    if not clean and draw(st.integers(0, 3)) == 0:
         doc["defaults"].update(draw(plausible_engine))
-    all_names = draw(st.lists(names, min_size=1, max_size=5, unique=True))
-    doc["experiment"] = {name: draw(experiment_table(all_names)) for name in all_names}
-    if draw(st.integers(0, 5)) == 0:
+    name_pool = st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True) if clean else names
+    all_names = draw(st.lists(name_pool, min_size=1, max_size=5, unique=True))
+    if clean and draw(st.integers(0, 3)) == 0:
+        all_names[0] = draw(st.sampled_from(HOSTILE_NAMES))  # one hostile name among valid tables
+    all_names = list(dict.fromkeys(all_names))
+    doc["experiment"] = {name: draw(experiment_table(all_names, clean)) for name in all_names}
+    if not clean and draw(st.integers(0, 5)) == 0:
         doc["extra"] = {draw(st.text(min_size=1, max_size=8)): draw(scalars)}
     return doc
 
@@ -229,7 +273,7 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def texts(draw: st.DrawFn) -> str:
     text = toml_document(draw(documents()))
-    damage = draw(st.integers(0, 9))
+    damage = draw(st.integers(0, 19))
     if damage == 0:  # torn file
         text = text[: draw(st.integers(0, len(text)))]
     elif damage == 1:  # a line of garbage somewhere

@@ -181,7 +181,9 @@ class MdtuiApp(App[str]):
 
     def edit_experiments(self) -> None:
         """Open experiments.toml in $VISUAL / $EDITOR (the app steps aside), then reload it."""
-        path = self.dashboard.plan_path or getattr(getattr(self.dashboard.plan, "settings", None), "path", None)
+        path = self.dashboard.plan_path or getattr(
+            getattr(self.dashboard.plan, "settings", None), "path", None
+        )
         path = Path(path) if path else Path("experiments.toml")
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
         command = [*shlex.split(editor), str(path)]
@@ -191,7 +193,9 @@ class MdtuiApp(App[str]):
         except SuspendNotSupported:  # no terminal to hand over (tests, web): run it as it is
             code = subprocess.call(command, stdin=subprocess.DEVNULL)
         except OSError as exc:
-            self.notify(f"cannot start the editor {editor!r}: {exc}; set $EDITOR", severity="error", timeout=8)
+            self.notify(
+                f"cannot start the editor {editor!r}: {exc}; set $EDITOR", severity="error", timeout=8
+            )
             return
         self.refresh(layout=True)
         self.dashboard.reload_plan()
@@ -208,14 +212,24 @@ class MdtuiApp(App[str]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Reload experiments.toml", "Read the registry again", self._reload)
-        yield SystemCommand("Pause the queue", "Nothing new starts until resumed", partial(self._queue, "pause"))
-        yield SystemCommand("Resume the queue", "Start queued runs when devices fit", partial(self._queue, "resume"))
+        yield SystemCommand(
+            "Pause the queue", "Nothing new starts until resumed", partial(self._queue, "pause")
+        )
+        yield SystemCommand(
+            "Resume the queue", "Start queued runs when devices fit", partial(self._queue, "resume")
+        )
         plan = self.dashboard.plan
         if plan is not None:
             for exp in list(plan.experiments.values())[:200]:
-                yield SystemCommand(f"Run {exp.name}", f"{exp.group}: run now", partial(self.start, [exp.name]))
+                yield SystemCommand(
+                    f"Run {exp.name}", f"{exp.group}: run now", partial(self.start, [exp.name])
+                )
         for row in self.snapshot.runs[:50]:
-            yield SystemCommand(f"Open run {row.run_id}", f"{row.experiment} ({row.status})", partial(self.open_run, row.run_id))
+            yield SystemCommand(
+                f"Open run {row.run_id}",
+                f"{row.experiment} ({row.status})",
+                partial(self.open_run, row.run_id),
+            )
 
     def _reload(self) -> None:
         self.dashboard.reload_plan()
@@ -228,7 +242,9 @@ class MdtuiApp(App[str]):
             getattr(scheduler, verb)(self.dashboard.store)
             if verb == "resume":
                 plan = self.dashboard.plan
-                scheduler.ensure_scheduler(self.dashboard.store.runs_dir, plan.settings.path if plan else None)
+                scheduler.ensure_scheduler(
+                    self.dashboard.store.runs_dir, plan.settings.path if plan else None
+                )
             self.notify(f"queue {verb}d")
         except Exception as exc:
             self.notify(str(exc), severity="error")
@@ -252,7 +268,9 @@ def farewell(snapshot: Snapshot) -> str:
     queued = sum(1 for r in snapshot.runs if r.status in ("queued", "blocked"))
     parts = [f"{live} run{'s' if live != 1 else ''} keep{'s' if live == 1 else ''} running in the background"]
     if queued:
-        parts.append(f"{queued} queued run{'s' if queued != 1 else ''} wait{'s' if queued == 1 else ''} for the scheduler")
+        parts.append(
+            f"{queued} queued run{'s' if queued != 1 else ''} wait{'s' if queued == 1 else ''} for the scheduler"
+        )
     return "mdtui: " + " and ".join(parts) + ("; run `mdtui` to look again." if live or queued else ".")
 
 

@@ -169,3 +169,12 @@ def test_user_errors_are_reported_without_traceback(tmp_path, capsys):
     assert status == "failed"
     assert "missing" in sink.events[-1]["error"]
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_cuda_run(tmp_path, precision):
+    sink = ListSink()
+    assert run(tiny_config(epochs=2, device="cuda", precision=precision), tmp_path, sink) == "completed"
+    assert sink.events[0]["world"]["precision"] == precision

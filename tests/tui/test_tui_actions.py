@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tui_helpers import SIZE, fake_world, project, runs_of, until, write_toml  # noqa: F401
+import tui_helpers
+from tui_helpers import SIZE, runs_of, until, write_toml
 
 from mdtui.store import RunStore, process_alive
 from mdtui.tui.app import MdtuiApp
@@ -29,6 +30,9 @@ FULL_GPU = json.dumps(
         }
     ]
 )
+
+fake_world = tui_helpers.fake_world  # a fixture, used by name
+project = tui_helpers.project  # a fixture, used by name
 
 
 def cell(table: ExperimentTable | RunTable, row: str, column: str) -> str:
@@ -101,7 +105,9 @@ async def test_K_stops_with_sigkill_after_the_grace_period(tmp_path: Path, monke
             await until(pilot, lambda: app.snapshot.experiments)
             await pilot.press("r")
             store = RunStore(tmp_path / "runs")
-            rec = await until(pilot, lambda: [r for r in store.list_runs() if r.status == "running" and r.pid], 30)
+            rec = await until(
+                pilot, lambda: [r for r in store.list_runs() if r.status == "running" and r.pid], 30
+            )
             rec = rec[0]
             await until(pilot, lambda: runs_of(app).get(rec.run_id))
             await pilot.press("2")
@@ -167,7 +173,9 @@ async def test_reattach_after_restart_shows_finished_and_lost_runs(project: Path
         await until(pilot, lambda: runs_of(again)[ghost.run_id].status == "lost")
 
 
-async def test_broken_experiments_toml_is_shown_in_place_and_e_reloads_it(tmp_path: Path, monkeypatch) -> None:
+async def test_broken_experiments_toml_is_shown_in_place_and_e_reloads_it(
+    tmp_path: Path, monkeypatch
+) -> None:
     toml = write_toml(tmp_path)
     good = toml.read_text()
     toml.write_text(good.replace('loss = "ce"', 'loss = "cee"'))

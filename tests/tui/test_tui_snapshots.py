@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tui_helpers import fake_world, until, write_toml  # noqa: F401
+import tui_helpers
+from tui_helpers import until, write_toml
 
 from engine.events import encode, make_event
 from mdtui.experiments import engine_config, load_plan
@@ -33,9 +34,21 @@ GPUS = json.dumps(
 )
 T0 = 1_760_000_000.0  # fixed times: nothing on screen depends on the clock
 
+fake_world = tui_helpers.fake_world  # a fixture, used by name
 
-def write_run(store: RunStore, plan: Any, name: str, run_id: str, *, accs: list[float], status: str,
-              total: int, error: str | None = None, offset: float = 0.0) -> None:
+
+def write_run(
+    store: RunStore,
+    plan: Any,
+    name: str,
+    run_id: str,
+    *,
+    accs: list[float],
+    status: str,
+    total: int,
+    error: str | None = None,
+    offset: float = 0.0,
+) -> None:
     exp = plan.experiments[name]
     config = engine_config(plan, exp, run_id=run_id, seed=0)
     rec = store.create_run(exp, config, seed=0, devices=["0"], status=status, run_id=run_id)
@@ -43,21 +56,56 @@ def write_run(store: RunStore, plan: Any, name: str, run_id: str, *, accs: list[
     lines = [make_event("run_started", run_id, t=t, total_epochs=total, steps_per_epoch=4, device="cuda:0")]
     for ep, acc in enumerate(accs):
         for step in range(4):
-            lines.append(make_event("step", run_id, t=t + ep * 60 + step, epoch=ep, step=step,
-                                    loss=2.0 / (ep + 1 + step / 4), lr=0.1))
-        lines.append(make_event("epoch", run_id, t=t + ep * 60 + 50, epoch=ep, lr=0.1 * 0.9**ep, seconds=60.0,
-                                train={"loss": 2.0 / (ep + 1), "acc1": acc + 4},
-                                eval={"loss": 2.2 / (ep + 1), "acc1": acc, "acc5": 99.0},
-                                best_acc1=max(accs[: ep + 1]), best_epoch=accs.index(max(accs[: ep + 1]))))
+            lines.append(
+                make_event(
+                    "step",
+                    run_id,
+                    t=t + ep * 60 + step,
+                    epoch=ep,
+                    step=step,
+                    loss=2.0 / (ep + 1 + step / 4),
+                    lr=0.1,
+                )
+            )
+        lines.append(
+            make_event(
+                "epoch",
+                run_id,
+                t=t + ep * 60 + 50,
+                epoch=ep,
+                lr=0.1 * 0.9**ep,
+                seconds=60.0,
+                train={"loss": 2.0 / (ep + 1), "acc1": acc + 4},
+                eval={"loss": 2.2 / (ep + 1), "acc1": acc, "acc5": 99.0},
+                best_acc1=max(accs[: ep + 1]),
+                best_epoch=accs.index(max(accs[: ep + 1])),
+            )
+        )
     if status in ("completed", "failed", "stopped"):
-        summary = {"best_acc1": max(accs), "best_epoch": accs.index(max(accs)), "epochs_done": len(accs),
-                   "seconds": 60.0 * len(accs)}
-        lines.append(make_event("run_finished", run_id, t=t + 60 * len(accs), status=status,
-                                summary=summary, error=error))
+        summary = {
+            "best_acc1": max(accs),
+            "best_epoch": accs.index(max(accs)),
+            "epochs_done": len(accs),
+            "seconds": 60.0 * len(accs),
+        }
+        lines.append(
+            make_event(
+                "run_finished", run_id, t=t + 60 * len(accs), status=status, summary=summary, error=error
+            )
+        )
     (Path(rec.run_dir) / "events.jsonl").write_text("".join(encode(e) + "\n" for e in lines))
     (Path(rec.run_dir) / "stdout.log").write_text("loading synthetic data\n")
-    store.update(run_id, created_t=t, started_t=t, ended_t=t + 60 * len(accs), total_epochs=total,
-                 epochs_done=len(accs), best_acc1=max(accs), last_acc1=accs[-1], error=error)
+    store.update(
+        run_id,
+        created_t=t,
+        started_t=t,
+        ended_t=t + 60 * len(accs),
+        total_epochs=total,
+        epochs_done=len(accs),
+        best_acc1=max(accs),
+        last_acc1=accs[-1],
+        error=error,
+    )
 
 
 @pytest.fixture
@@ -66,11 +114,30 @@ def snapshot_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     toml = write_toml(tmp_path)
     plan = load_plan(toml)
     store = RunStore(plan.settings.runs_dir, experiments_file=toml)
-    write_run(store, plan, "tiny", "20250101-120000-aaaa", accs=[52.5, 61.25, 70.0], status="completed", total=3)
-    write_run(store, plan, "tiny-focal", "20250101-130000-bbbb", accs=[55.0, 66.5], status="completed",
-              total=2, offset=3600)
-    write_run(store, plan, "tiny", "20250101-140000-cccc", accs=[48.0], status="failed", total=3,
-              error="non-finite loss at epoch 2", offset=7200)
+    write_run(
+        store, plan, "tiny", "20250101-120000-aaaa", accs=[52.5, 61.25, 70.0], status="completed", total=3
+    )
+    write_run(
+        store,
+        plan,
+        "tiny-focal",
+        "20250101-130000-bbbb",
+        accs=[55.0, 66.5],
+        status="completed",
+        total=2,
+        offset=3600,
+    )
+    write_run(
+        store,
+        plan,
+        "tiny",
+        "20250101-140000-cccc",
+        accs=[48.0],
+        status="failed",
+        total=3,
+        error="non-finite loss at epoch 2",
+        offset=7200,
+    )
     monkeypatch.chdir(tmp_path)  # messages name "experiments.toml", not a temporary path
     return Path("experiments.toml")
 

@@ -60,7 +60,9 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
     kill_everything(tmp_path / "runs")
 
 
-def test_launch_quit_and_reattach_with_the_real_engine(tmp_path: Path, terminal: Terminal, monkeypatch) -> None:
+def test_launch_quit_and_reattach_with_the_real_engine(
+    tmp_path: Path, terminal: Terminal, monkeypatch
+) -> None:
     monkeypatch.delenv("MDTUI_ENGINE_CMD", raising=False)  # the real `python -m engine`
     monkeypatch.delenv("MDTUI_FAKE_GPUS", raising=False)  # this machine's devices (the CPU here)
     toml = write_toml(tmp_path)

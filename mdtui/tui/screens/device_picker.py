@@ -43,7 +43,9 @@ class DevicePickerDialog(ModalScreen[list[str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            shown = ", ".join(self.names[:3]) + (f" and {len(self.names) - 3} more" if len(self.names) > 3 else "")
+            shown = ", ".join(self.names[:3]) + (
+                f" and {len(self.names) - 3} more" if len(self.names) > 3 else ""
+            )
             yield Label(f"Devices for {shown}  (space toggles, enter runs, escape cancels)")
             yield SelectionList[str](
                 *(Selection(device_label(d, self.holders.get(d.id, ())), d.id) for d in self.devices),

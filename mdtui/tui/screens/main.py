@@ -28,7 +28,9 @@ class MainScreen(Screen[None]):
         Binding("2", "tab('runs')", "Runs", show=False, id="main.tab2"),
         Binding("j", "cursor(1)", "Down", show=False, id="main.down"),
         Binding("k", "cursor(-1)", "Up", show=False, id="main.up"),
-        Binding("space", "toggle", "Select", show=False, id="main.select", tooltip="Select or unselect the row"),
+        Binding(
+            "space", "toggle", "Select", show=False, id="main.select", tooltip="Select or unselect the row"
+        ),
         Binding("enter", "open", "Open", show=False, id="main.open", tooltip="Run details"),
         Binding("r", "run_now", "Run", id="main.run", tooltip="Run the selection now on free devices"),
         Binding("g", "pick_devices", "GPUs", id="main.devices", tooltip="Choose devices, then run"),
@@ -98,7 +100,11 @@ class MainScreen(Screen[None]):
         return not needle or any(needle in f.lower() for f in fields)
 
     def _show_experiments(self) -> None:
-        rows = [r for r in self.snapshot.experiments if self._matches(r.name, r.group, r.model, r.data, r.loss, r.knobs, r.status)]
+        rows = [
+            r
+            for r in self.snapshot.experiments
+            if self._matches(r.name, r.group, r.model, r.data, r.loss, r.knobs, r.status)
+        ]
         key = SORT_KEYS[self.sort_index]
         if key == "name":
             rows.sort(key=lambda r: r.name, reverse=self.sort_reverse)
@@ -160,7 +166,9 @@ class MainScreen(Screen[None]):
         self.action_open()
 
     def action_open(self) -> None:
-        runs = self._chosen_runs()[:1] if not self._on_runs_tab() else [self.query_one(RunTable).current_key()]
+        runs = (
+            self._chosen_runs()[:1] if not self._on_runs_tab() else [self.query_one(RunTable).current_key()]
+        )
         if runs and runs[0]:
             self.mdtui.open_run(runs[0])
         else:
@@ -190,7 +198,11 @@ class MainScreen(Screen[None]):
 
     def action_stop(self) -> None:
         runs = {r.run_id: r for r in self.snapshot.runs}
-        chosen = [k for k in self._chosen_runs() if k in runs and runs[k].status in (*LIVE_STATUSES, *WAITING_STATUSES)]
+        chosen = [
+            k
+            for k in self._chosen_runs()
+            if k in runs and runs[k].status in (*LIVE_STATUSES, *WAITING_STATUSES)
+        ]
         if not chosen:
             self.notify("Nothing running or queued is selected", severity="warning")
             return

@@ -66,15 +66,23 @@ def summary_text(state: RunState, record: Any, reason: str | None = None) -> str
     if reason:
         lines.append(f"waiting: {escape(reason)}")
     if state.total_epochs:
-        lines.append(f"epoch {state.epochs_done}/{state.total_epochs}   ETA {fmt_secs(state.eta_seconds()) or '-'}")
+        lines.append(
+            f"epoch {state.epochs_done}/{state.total_epochs}   ETA {fmt_secs(state.eta_seconds()) or '-'}"
+        )
     best_epoch = f" (epoch {state.best_epoch + 1})" if state.best_epoch is not None else ""
     lines.append(f"best acc1 {fmt_pct(state.best_acc1) or '-'}{best_epoch}")
     last = state.last_eval or {}
     if last:
-        parts = [f"{k} {fmt_pct(last.get(k))}" for k in ("acc1", "acc5", "many", "medium", "few") if last.get(k) is not None]
+        parts = [
+            f"{k} {fmt_pct(last.get(k))}"
+            for k in ("acc1", "acc5", "many", "medium", "few")
+            if last.get(k) is not None
+        ]
         lines.append("last eval: " + "  ".join(parts))
     if state.extra_losses:
-        lines.append("losses: " + "  ".join(f"{k} {v:.4f}" for k, v in state.extra_losses.items() if v is not None))
+        lines.append(
+            "losses: " + "  ".join(f"{k} {v:.4f}" for k, v in state.extra_losses.items() if v is not None)
+        )
     summary = state.summary or {}
     if summary:
         lines.append("summary: " + escape(summary_fields(summary)))
@@ -95,7 +103,9 @@ class RunDetailScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back", id="run.back"),
         Binding("l", "tab('log')", "Log", id="run.log"),
         Binding("t", "toggle_stream", "stdout/stderr", id="run.stream"),
-        Binding("p", "problem", "First error", id="run.problem", tooltip="Jump to the first Traceback, NaN or OOM"),
+        Binding(
+            "p", "problem", "First error", id="run.problem", tooltip="Jump to the first Traceback, NaN or OOM"
+        ),
         Binding("K", "stop", "Stop", id="run.stop"),
         Binding("left_square_bracket", "cycle_tab(-1)", "Previous tab", show=False, id="run.prev"),
         Binding("right_square_bracket", "cycle_tab(1)", "Next tab", show=False, id="run.next"),
@@ -170,7 +180,11 @@ class RunDetailScreen(Screen[None]):
             table = self.query_one("#artifact-table", DataTable)
             for item in state.artifacts[self._artifacts_seen :]:
                 summary = item.get("summary")
-                table.add_row(str(item.get("kind", "")), str(item.get("path", "")), json.dumps(summary)[:80] if summary else "")
+                table.add_row(
+                    str(item.get("kind", "")),
+                    str(item.get("path", "")),
+                    json.dumps(summary)[:80] if summary else "",
+                )
             self._artifacts_seen = len(state.artifacts)
         self.query_one(RunLog).poll()
 

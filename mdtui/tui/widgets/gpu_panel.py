@@ -45,7 +45,14 @@ class GpuPanel(Static):
     def show(self, devices: Sequence[Any], holders: dict[str, tuple[str, ...]]) -> None:
         table = Table(box=None, expand=True, pad_edge=False, show_edge=False, header_style="bold dim")
         fixed = {"dev": 4, "memory": 19, "util": 5}
-        for name, ratio in (("dev", 0), ("name", 3), ("memory", 0), ("util", 0), ("mdtui runs", 4), ("others", 3)):
+        for name, ratio in (
+            ("dev", 0),
+            ("name", 3),
+            ("memory", 0),
+            ("util", 0),
+            ("mdtui runs", 4),
+            ("others", 3),
+        ):
             if name in fixed:
                 table.add_column(name, width=fixed[name], no_wrap=True)
             else:

@@ -38,7 +38,7 @@ class MetricChart(PlotextPlot):
         plt.xlabel(self._xlabel)
         drawn = False
         for label, (xs, ys) in self._series.items():
-            points = [(x, y) for x, y in zip(xs, ys) if y is not None]
+            points = [(x, y) for x, y in zip(xs, ys, strict=False) if y is not None]
             if points:
                 plt.plot([p[0] for p in points], [p[1] for p in points], label=label, marker="braille")
                 drawn = True
