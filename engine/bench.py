@@ -73,6 +73,7 @@ def bench_precision(
     device: str,
     channels_last: bool,
     compile_model: bool = False,
+    repeats: int = 3,
 ) -> dict[str, Any]:
     from engine.models import build_model
 
@@ -125,10 +126,12 @@ def bench_precision(
 
     bare_steps(3)  # warm-up: kernel selection, allocator, oneDNN primitive caches
     loop_epoch(1)
-    # Interleave bare and loop timings so that drifting machine load hits both alike.
-    bare = (bare_steps(steps) + bare_steps(steps)) / 2
-    loop = loop_epoch(2)
-    bare = (bare + bare_steps(steps)) / 2 if loop / bare > 1.0 else bare
+    # Best of interleaved repeats (as timeit does): other load on the machine only ever adds time,
+    # and interleaving exposes bare and loop timings to the same conditions.
+    bare, loop = float("inf"), float("inf")
+    for r in range(repeats):
+        bare = min(bare, bare_steps(steps))
+        loop = min(loop, loop_epoch(2 + r))
     eval_loader = make_loader(
         data,
         "test",
@@ -140,11 +143,13 @@ def bench_precision(
         num_workers=0,
     )
     evaluate(forward, eval_loader, criterion, rt, num_classes)
-    _sync(rt.device)
-    t0 = time.perf_counter()
-    evaluate(forward, eval_loader, criterion, rt, num_classes)
-    _sync(rt.device)
-    eval_s = time.perf_counter() - t0
+    eval_s = float("inf")
+    for _ in range(repeats):
+        _sync(rt.device)
+        t0 = time.perf_counter()
+        evaluate(forward, eval_loader, criterion, rt, num_classes)
+        _sync(rt.device)
+        eval_s = min(eval_s, time.perf_counter() - t0)
     n = batch_size * steps
     return {
         "precision": rt.precision,
@@ -162,6 +167,7 @@ def bench_main(argv: list[str]) -> int:
     parser.add_argument("--model", default="resnet32")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many interleaved timings")
     parser.add_argument("--precision", default="auto,fp32", help="comma-separated: auto, bf16, fp16, fp32")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=32)
@@ -186,6 +192,7 @@ def bench_main(argv: list[str]) -> int:
                 device=args.device,
                 channels_last=not args.no_channels_last,
                 compile_model=args.compile,
+                repeats=args.repeats,
             )
         except Exception as exc:  # report and go on with the other precisions
             results[precision] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -150,6 +150,10 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_seed(v: Any) -> bool:
+    return _is_int(v) and -(2**63) <= v < 2**63  # the index stores seeds as SQLite integers
+
+
 def check_manager_value(key: str, value: Any) -> str | None:
     """What is wrong with a manager key's value, or None."""
     if key in ("extends", "from", "description") and not isinstance(value, str):
@@ -160,10 +164,10 @@ def check_manager_value(key: str, value: Any) -> str | None:
         return f"expected true or false, got {value!r}"
     if key == "tags" and (not isinstance(value, list) or not all(isinstance(t, str) for t in value)):
         return f'expected a list of strings, e.g. ["lt", "md"], got {value!r}'
-    if key == "seed" and not _is_int(value):
-        return f"expected an integer, got {value!r}"
+    if key == "seed" and not _is_seed(value):
+        return f"expected an integer (64-bit), got {value!r}"
     if key == "seeds":
-        if not isinstance(value, list) or not value or not all(_is_int(s) for s in value):
+        if not isinstance(value, list) or not value or not all(_is_seed(s) for s in value):
             return f"expected a non-empty list of integers, e.g. [0, 1, 2], got {value!r}"
         if len(set(value)) != len(value):
             return f"lists the same seed twice: {value!r}"

@@ -224,6 +224,8 @@ def experiment_table(draw: st.DrawFn, all_names: list[str], clean: bool) -> dict
             body[key] = draw(st.one_of(st.sampled_from(all_names), names, any_value))
         elif key == "seeds":
             body[key] = draw(st.one_of(st.lists(st.integers(0, 3), max_size=3), any_value))
+        elif key == "seed":
+            body[key] = draw(st.one_of(st.integers(), any_value))
         else:
             body[key] = draw(st.one_of(scalars, any_value, st.just(True), st.just("grp")))
     if draw(st.booleans()):
@@ -301,6 +303,8 @@ def check_outcome(path: Path) -> Plan | None:
     for exp in plan.experiments.values():
         from_dict(exp.config)  # raises ConfigError (failing the test) when the plan is not runnable
         assert exp.seeds and all(isinstance(s, int) for s in exp.seeds)
+        for seed in exp.seeds:  # what the engine is handed for each run
+            from_dict({**exp.config, "seed": seed, "run_id": "20250101-000000-abcd"})
         run_dir = (runs_dir / sanitize_name(exp.name) / "20250101-000000-abcd").resolve()
         assert run_dir.parent.parent == runs_dir, f"{exp.name!r} escapes the runs directory"
         per_table[exp.table] = per_table.get(exp.table, 0) + 1
@@ -387,6 +391,8 @@ def test_sweep_past_the_limit_names_the_limit(tmp_path: Path) -> None:
         {"doctor": {"preset": {"a": 1}}},
         {"loss": {"name": ["ce"]}},
         {"model": {"name": {"x": 1}}},
+        {"seed": 10**30},
+        {"seeds": [1, 2**64]},
         {"data": {"name": "synthetic", "num_classes": 3, "image_size": 1e300}},
     ],
 )

@@ -93,11 +93,31 @@ def locate(root: Path | None, layout: CifarLayout) -> Path:
     return base
 
 
+# What a CIFAR batch pickle may reference: NumPy's array reconstruction and nothing else. Anything
+# beyond (os.system, builtins.eval, ...) is a planted file, refused before it can run (issue 8).
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a CIFAR batch")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path, layout: CifarLayout) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             # latin1 as torchvision does: the batches are Python 2 pickles holding NumPy arrays.
-            obj = pickle.load(handle, encoding="latin1")
+            obj = _ArrayUnpickler(handle, encoding="latin1").load()
     except Exception as exc:  # any unpickling failure means a file that is not a CIFAR batch
         raise DataError(f"{path}: not a readable CIFAR pickle ({exc}); {layout.expected}") from None
     if not isinstance(obj, dict):
