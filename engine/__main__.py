@@ -11,6 +11,7 @@ invalid config. The run's stdout carries events only: anything else printed goes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -80,8 +81,12 @@ def run_main(argv: list[str]) -> int:
             sink.close()
         return EXIT_BAD_CONFIG
     if args.resume and not (run_dir / "checkpoints" / "last.pt").is_file():
-        print(f"cannot resume: {run_dir / 'checkpoints' / 'last.pt'} does not exist", file=sys.stderr)
-        return EXIT_BAD_CONFIG
+        error = f"cannot resume: {run_dir / 'checkpoints' / 'last.pt'} does not exist"
+        print(error, file=sys.stderr)
+        sink = EventSink(run_id, run_dir / "events.jsonl", stream=stdout)  # every ending is an event
+        sink.emit("run_finished", status="failed", summary={"epochs_done": 0}, error=error)
+        sink.close()
+        return EXIT_FAILED
 
     from engine.train import run
 
@@ -90,8 +95,13 @@ def run_main(argv: list[str]) -> int:
     )
     try:
         status = run(cfg, run_dir, sink, resume=args.resume, stop=stop)
+    except OSError as exc:  # the event log itself cannot be written (a full disk): say so on stderr
+        where = exc.filename or run_dir / "events.jsonl"
+        print(f"cannot write {where}: {exc.strerror or exc} (is the disk full?)", file=sys.stderr)
+        return EXIT_FAILED
     finally:
-        sink.close()
+        with contextlib.suppress(OSError):
+            sink.close()
     return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILED
 
 

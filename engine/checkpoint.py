@@ -26,6 +26,10 @@ class CheckpointError(Exception):
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` to a temp file in the same directory, fsync, then ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # temp files left by a run killed mid-write (a run has one writer, so none is in use)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -33,9 +37,12 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk or a vanished directory: the previous file stays
+            reason = exc.strerror or exc
+            raise CheckpointError(f"cannot write checkpoint {path}: {reason} (is the disk full?)") from exc
         raise
 
 

@@ -411,7 +411,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str, issues: list[Issue]) ->
     block = prefix.rsplit(".", 1)[-1]
     if block in NAMED_BLOCKS and "name" in names and prefix == block:
         catalogue = NAMED_BLOCKS[block]
-        name = data.get("name", getattr(cls(), "name"))
+        name = data.get("name", cls().name)
         if not isinstance(name, str) or name not in catalogue:
             shown = name if isinstance(name, str) else _describe(name)
             issues.append(

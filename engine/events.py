@@ -237,7 +237,11 @@ def apply_event(state: RunState, event: dict[str, Any] | TextLine | UnknownEvent
         return replace(
             state,
             **base,
-            status="running" if not state.finished else state.status,
+            # a resumed session starts afresh: the previous session's ending no longer describes the run
+            status="running",
+            error=None,
+            summary={},
+            finished_t=None,
             config=cfg,
             total_epochs=event.get("total_epochs") if isinstance(event.get("total_epochs"), int) else None,
             steps_per_epoch=event.get("steps_per_epoch")

@@ -26,6 +26,10 @@ class EventSink:
     ) -> None:
         self.run_id = run_id
         self._file = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        if self._file is not None and _ends_torn(Path(path)):
+            # a killed earlier session left half a line: end it, or our first event would be glued to it
+            self._file.write("\n")
+            self._file.flush()
         self._stream = stream
         self._min_step_gap = 1.0 / step_events_per_second if step_events_per_second > 0 else float("inf")
         self._last_step_t = float("-inf")
@@ -64,6 +68,19 @@ class EventSink:
             self._file = None
 
 
+def _ends_torn(path: Path) -> bool:
+    """True when ``path`` is non-empty and does not end with a newline."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, 2)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 class ListSink(EventSink):
     """Keeps events in memory (tests). Step events are not throttled unless a rate is given."""
 
@@ -86,6 +103,9 @@ class NullSink(EventSink):
     def __init__(self) -> None:
         super().__init__("bench", step_events_per_second=0.0)
         self._min_step_gap = float("inf")
+
+    def want_step(self) -> bool:
+        return False
 
     def write(self, event: dict[str, Any]) -> None:
         pass

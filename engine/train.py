@@ -399,7 +399,15 @@ class Trainer:
         return out
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (RunError, DataError, DeviceError, CheckpointError, NonFiniteLoss)
+# OSError: the machine, not the code (a full disk, a vanished mount): a message, not a traceback
+USER_ERRORS: tuple[type[Exception], ...] = (
+    RunError,
+    DataError,
+    DeviceError,
+    CheckpointError,
+    NonFiniteLoss,
+    OSError,
+)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -434,7 +442,11 @@ def run(
         trainer.setup(resume)
         trainer.run_started()
         if stop.is_set():  # stopped during set-up (a long diagnosis): keep what exists so far
-            payload = trainer.checkpoint_payload(trainer.start_epoch, trainer.start_step, None)
+            meters = None
+            if trainer.start_step and trainer.resumed_meters:  # keep a resumed epoch's running sums
+                meters = TrainMeters(trainer.runtime.device)
+                meters.load_state_dict(trainer.resumed_meters)
+            payload = trainer.checkpoint_payload(trainer.start_epoch, trainer.start_step, meters)
             trainer.save("last.pt", payload, trainer.start_epoch, False)
             status = "stopped"
         else:

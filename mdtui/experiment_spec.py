@@ -128,7 +128,9 @@ _SETTINGS: dict[str, tuple[Any, str]] = {
     "max_utilization": (lambda v: v if _is_int(v) and 0 <= v <= 100 else None, "an integer percentage 0-100"),
     "sweep_limit": (lambda v: v if _is_int(v) and v >= 1 else None, "an integer >= 1"),
     "stop_grace_seconds": (
-        lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e300 else None,
+        lambda v: (
+            float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e300 else None
+        ),
         "a number of seconds >= 0",
     ),
 }

@@ -21,7 +21,7 @@ LOG_PREAMBLE = (
 
 # --------------------------------------------------------------------------- markdown text
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#])")
 _MD_UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 
 
@@ -32,7 +32,7 @@ def one_line(text: str) -> str:
 
 def md_escape(text: str) -> str:
     """``text`` as literal inline markdown: the characters that start emphasis, code, links or HTML
-    (and ``|``, which splits table cells) get a backslash."""
+    (and ``|``, which splits table cells, and ``#``, which would close a heading) get a backslash."""
     return _MD_SPECIAL.sub(r"\\\1", one_line(text))
 
 

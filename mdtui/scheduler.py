@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdtui import gpus, ledger, runqueue
-from mdtui.fsutil import read_json, try_lock
+from mdtui.fsutil import file_lock, read_json, try_lock
 from mdtui.ledger import gpus_snapshot, pick_devices, reservations, waiting_reason
 from mdtui.runqueue import QueueEntry, QueueError, entries, transition
 
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 LOCK_NAME = "scheduler.lock"
+ENQUEUE_LOCK = "queue.lock"
 LOG_NAME = "scheduler.log"
 POLL_SECONDS = float(os.environ.get("MDTUI_SCHEDULER_POLL", "0.5"))
 PLACEMENT_WINDOW = 120.0  # seconds after launch during which a run's GPU placement is checked
@@ -78,10 +79,13 @@ def enqueue(
         if problem:
             raise QueueError(f"{exp.name}: {problem}")
     records = []
-    for exp in runqueue.expand_with_upstreams(store, plan, exps):
-        count = gpus if gpus is not None and exp in exps else exp.gpus
-        for seed in seeds_of(exp):
-            records.append(runqueue.add(store, plan, exp, seed=seed, gpus=count, devices=devices))
+    # one enqueue at a time per runs directory: "is the upstream already queued?" and "queue it" must
+    # be one step, or two concurrent `queue add` commands would both queue the same upstream
+    with file_lock(Path(store.runs_dir) / ENQUEUE_LOCK):
+        for exp in runqueue.expand_with_upstreams(store, plan, exps):
+            count = gpus if gpus is not None and exp in exps else exp.gpus
+            for seed in seeds_of(exp):
+                records.append(runqueue.add(store, plan, exp, seed=seed, gpus=count, devices=devices))
     return records
 
 

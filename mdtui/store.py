@@ -176,9 +176,12 @@ def metrics_from_state(state: RunState) -> dict[str, Any]:
     last = state.epochs[-1] if state.epochs else None
     last_eval = state.last_eval or {}
 
+    def number(value: Any) -> Any:  # a hand-edited or corrupt summary must not break the index
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
     def pick(key: str, fallback: Any) -> Any:
-        value = summary.get(key)
-        return value if value is not None else fallback
+        value = number(summary.get(key))
+        return value if value is not None else number(fallback)
 
     last_acc1 = pick("last_acc1", last.eval_acc1 if last else None)
     out = {
@@ -506,19 +509,60 @@ class RunStore:
             if rec.supervisor_pid is None and rec.started_t and now - rec.started_t < LOST_GRACE_SECONDS:
                 continue  # launched a moment ago; the supervisor has not recorded itself yet
             fields = self.final_fields(rec.run_dir)
+            adopted = False
             if fields is None:
-                engine_alive = process_alive(rec.pid, rec.proc_start, rec.boot_id)
-                fields = {
-                    "status": "lost",
-                    "ended_t": now,
-                    "error": "the supervisor vanished without writing exit.json"
-                    + (f" (engine pid {rec.pid} is still running)" if engine_alive else ""),
-                }
-                state = read_run_state(rec.run_dir)
-                fields.update(metrics_from_state(state))
+                fields, adopted = self._orphan_fields(rec, now)
             self.update(rec.run_id, **fields)
             changed.append(self.get(rec.run_id) or rec)
+            if adopted:
+                self._record_adopted(rec.run_id)
         return changed
+
+    def _orphan_fields(self, rec: RunRecord, now: float) -> tuple[dict[str, Any], bool]:
+        """A run whose supervisor vanished: ``lost``, unless its engine had already said how it ended.
+
+        The engine's ``run_finished`` event is durable, so a run that finished while (or after) its
+        supervisor died keeps its real status; exit.json is then written here with a note.
+        """
+        state = read_run_state(rec.run_dir)
+        engine_alive = process_alive(rec.pid, rec.proc_start, rec.boot_id)
+        if not engine_alive and state.status in ("completed", "stopped", "failed"):
+            note = "the supervisor vanished; status taken from the engine's run_finished event"
+            fields: dict[str, Any] = {
+                "status": state.status,
+                "ended_t": state.finished_t or now,
+                "error": state.error if state.status == "failed" else None,
+            }
+            fields.update(metrics_from_state(state))
+            atomic_write_json(
+                rec.run_dir / "exit.json",
+                {
+                    "status": state.status,
+                    "exit_code": None,
+                    "signal": None,
+                    "ended_t": fields["ended_t"],
+                    "error": fields["error"],
+                    "note": note,
+                },
+            )
+            return fields, True
+        fields = {
+            "status": "lost",
+            "ended_t": now,
+            "error": "the supervisor vanished without writing exit.json"
+            + (f" (engine pid {rec.pid} is still running)" if engine_alive else ""),
+        }
+        fields.update(metrics_from_state(state))
+        return fields, False
+
+    def _record_adopted(self, run_id: str) -> None:
+        """Write the results-log entry the vanished supervisor never wrote (best effort)."""
+        try:
+            from mdtui.results import record_finished
+
+            record_finished(self, run_id)
+        except Exception as exc:  # the index is right; a missing log line must not break `status`
+            print(f"mdtui: could not record {run_id} in the results log: {exc}", file=sys.stderr)
 
     def final_fields(self, run_dir: Path) -> dict[str, Any] | None:
         """Index fields of a finished run from its exit.json and events, or None without exit.json."""

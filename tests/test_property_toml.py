@@ -160,7 +160,9 @@ plausible_engine = st.fixed_dictionaries(
             any_value,
         ),
         "optim": st.one_of(
-            st.fixed_dictionaries({"name": st.sampled_from(["sgd", "adam", "rmsprop"])}, optional={"lr": scalars}),
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["sgd", "adam", "rmsprop"])}, optional={"lr": scalars}
+            ),
             any_value,
         ),
         "doctor": st.one_of(
@@ -170,7 +172,10 @@ plausible_engine = st.fixed_dictionaries(
         "data": st.one_of(
             st.fixed_dictionaries(
                 {"name": st.sampled_from(["synthetic", "cifar10", "nope"])},
-                optional={"root": st.sampled_from(["../../etc", "/tmp/x", "~/d", "a\x00b"]), "num_classes": scalars},
+                optional={
+                    "root": st.sampled_from(["../../etc", "/tmp/x", "~/d", "a\x00b"]),
+                    "num_classes": scalars,
+                },
             ),
             any_value,
         ),
@@ -187,7 +192,9 @@ clean_engine = st.fixed_dictionaries(
             st.sampled_from(["ce", "fl", "dfl", "balanced_softmax"]),
             st.fixed_dictionaries({"name": st.just("rfl")}, optional={"threshold": st.floats(0.01, 1.0)}),
         ),
-        "optim": st.fixed_dictionaries({"name": st.sampled_from(["sgd", "adam"])}, optional={"lr": st.floats(0, 1)}),
+        "optim": st.fixed_dictionaries(
+            {"name": st.sampled_from(["sgd", "adam"])}, optional={"lr": st.floats(0, 1)}
+        ),
         "model": st.sampled_from(MODEL_NAMES),
     },
 )
@@ -233,7 +240,9 @@ def experiment_table(draw: st.DrawFn, all_names: list[str], clean: bool) -> dict
             st.lists(st.one_of(st.sampled_from(ENGINE_PATHS), st.text(max_size=10)), min_size=0, max_size=3)
         )
         body["sweep"] = {
-            k: draw(st.one_of(st.lists(scalars, max_size=5), st.lists(st.integers(0, 9), max_size=40), any_value))
+            k: draw(
+                st.one_of(st.lists(scalars, max_size=5), st.lists(st.integers(0, 9), max_size=40), any_value)
+            )
             for k in sweep_keys
         }
     if draw(st.integers(0, 4)) == 0:
@@ -247,11 +256,16 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     if draw(st.booleans()):
         if clean:
-            doc["settings"] = {"sweep_limit": draw(st.integers(1, 64)), "runs_dir": draw(st.sampled_from(["runs", "../out"]))}
+            doc["settings"] = {
+                "sweep_limit": draw(st.integers(1, 64)),
+                "runs_dir": draw(st.sampled_from(["runs", "../out"])),
+            }
         else:
             keys = draw(st.lists(st.one_of(st.sampled_from(SETTINGS_KEYS), st.text(max_size=8)), max_size=4))
             doc["settings"] = {
-                k: draw(st.one_of(any_value, st.integers(1, 4), st.sampled_from(["runs", "../out", "/tmp/r"])))
+                k: draw(
+                    st.one_of(any_value, st.integers(1, 4), st.sampled_from(["runs", "../out", "/tmp/r"]))
+                )
                 for k in keys
             }
     doc["defaults"] = {
@@ -295,7 +309,9 @@ def check_outcome(path: Path) -> Plan | None:
         assert exc.issues, "an ExperimentsError must list its issues"
         for issue in exc.issues:
             assert isinstance(issue.line, int) and issue.line >= 1, f"issue without a line: {issue}"
-            assert isinstance(issue.message, str) and issue.message.strip(), f"issue without a message: {issue}"
+            assert isinstance(issue.message, str) and issue.message.strip(), (
+                f"issue without a message: {issue}"
+            )
             assert issue.format()  # printable
         return None
     runs_dir = plan.settings.runs_dir.resolve()
@@ -348,7 +364,11 @@ def test_hostile_experiment_names_never_escape(name: str) -> None:
     [
         {f"loss.k{i}": list(range(50)) for i in range(4)},  # unknown keys: refused before any product
         {"epochs": list(range(1, 101)), "batch_size": list(range(1, 101)), "seed": [1]},
-        {"epochs": list(range(1, 60)), "batch_size": list(range(1, 60)), "eval_batch_size": list(range(1, 60))},
+        {
+            "epochs": list(range(1, 60)),
+            "batch_size": list(range(1, 60)),
+            "eval_batch_size": list(range(1, 60)),
+        },
     ],
 )
 def test_huge_sweeps_are_refused_quickly(tmp_path: Path, sweep: dict[str, list[int]]) -> None:
@@ -397,7 +417,10 @@ def test_sweep_past_the_limit_names_the_limit(tmp_path: Path) -> None:
     ],
 )
 def test_known_crashers_are_located_errors(tmp_path: Path, body: dict[str, Any]) -> None:
-    doc = {"defaults": {"epochs": 1, "data": {"name": "synthetic", "num_classes": 3}}, "experiment": {"e": body}}
+    doc = {
+        "defaults": {"epochs": 1, "data": {"name": "synthetic", "num_classes": 3}},
+        "experiment": {"e": body},
+    }
     path = tmp_path / "experiments.toml"
     path.write_text(toml_document(doc), encoding="utf-8")
     check_outcome(path)

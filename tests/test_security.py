@@ -4,7 +4,6 @@ shell anywhere in launching, signals only to processes mdtui started, escaped ma
 from __future__ import annotations
 
 import ast
-import os
 import re
 import signal
 import subprocess
@@ -52,7 +51,9 @@ def test_every_torch_load_passes_weights_only_true() -> None:
             )
     assert loads, "expected at least engine/checkpoint.py to load checkpoints"
     for path in _python_files(*SOURCE_DIRS):  # no aliasing around the check (`from torch import load`)
-        assert not re.search(r"from torch import .*\bload\b|torch\.serialization\.load", path.read_text()), path
+        assert not re.search(r"from torch import .*\bload\b|torch\.serialization\.load", path.read_text()), (
+            path
+        )
 
 
 def test_no_unpickling_entry_points_in_the_code() -> None:
@@ -62,7 +63,9 @@ def test_no_unpickling_entry_points_in_the_code() -> None:
             assert not banned.match(name), f"{path.relative_to(REPO)}:{call.lineno}: {name}"
             if name.endswith("np.load") or name.endswith("numpy.load"):
                 flag = next((k.value for k in call.keywords if k.arg == "allow_pickle"), None)
-                assert not (isinstance(flag, ast.Constant) and flag.value), f"{path}:{call.lineno}: allow_pickle"
+                assert not (isinstance(flag, ast.Constant) and flag.value), (
+                    f"{path}:{call.lineno}: allow_pickle"
+                )
 
 
 class _Exploit:
@@ -102,9 +105,7 @@ def test_a_planted_cifar_batch_cannot_run_code(tmp_path: Path) -> None:
     from engine.data.cifar import CIFAR10, read_batch
 
     good = tmp_path / "data_batch_1"
-    good.write_bytes(
-        pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}, protocol=2)
-    )
+    good.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}, protocol=2))
     images, labels = read_batch(good, CIFAR10)
     assert images.shape[0] == 2 and labels.tolist() == [0, 1]
     marker = tmp_path / "pwned"
@@ -188,7 +189,13 @@ def test_sanitized_names_are_one_safe_path_component(name: str) -> None:
 
 
 SHELL_CALLS = {"os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput", "pty.spawn"}
-SPAWNERS = {"subprocess.Popen", "subprocess.run", "subprocess.call", "subprocess.check_call", "subprocess.check_output"}
+SPAWNERS = {
+    "subprocess.Popen",
+    "subprocess.run",
+    "subprocess.call",
+    "subprocess.check_call",
+    "subprocess.check_output",
+}
 
 
 def test_no_shell_is_ever_involved() -> None:
@@ -196,7 +203,9 @@ def test_no_shell_is_ever_involved() -> None:
         where = path.relative_to(REPO)
         for call, name in _calls(path):
             assert name not in SHELL_CALLS, f"{where}:{call.lineno}: {name}"
-            assert not name.startswith("os.exec") and not name.startswith("os.spawn"), f"{where}:{call.lineno}"
+            assert not name.startswith("os.exec") and not name.startswith("os.spawn"), (
+                f"{where}:{call.lineno}"
+            )
             for kw in call.keywords:
                 if kw.arg == "shell":
                     assert isinstance(kw.value, ast.Constant) and kw.value.value is False, (
@@ -207,13 +216,21 @@ def test_no_shell_is_ever_involved() -> None:
                 is_text = isinstance(first, ast.JoinedStr) or (
                     isinstance(first, ast.Constant) and isinstance(first.value, str)
                 )
-                assert first is not None and not is_text, f"{where}:{call.lineno}: {name} with a command string"
+                assert first is not None and not is_text, (
+                    f"{where}:{call.lineno}: {name} with a command string"
+                )
 
 
 def test_engine_command_is_an_argument_vector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = tmp_path / "a b;touch x$(id)"
     monkeypatch.delenv("MDTUI_ENGINE_CMD", raising=False)
-    assert supervise.engine_command(run_dir, resume=True) == [sys.executable, "-m", "engine", str(run_dir), "--resume"]
+    assert supervise.engine_command(run_dir, resume=True) == [
+        sys.executable,
+        "-m",
+        "engine",
+        str(run_dir),
+        "--resume",
+    ]
     monkeypatch.setenv("MDTUI_ENGINE_CMD", "python 'my engine.py' --flag")
     assert supervise.engine_command(run_dir) == ["python", "my engine.py", "--flag", str(run_dir)]
 
@@ -302,7 +319,7 @@ def test_only_guarded_code_sends_signals() -> None:
     """Every os.kill / os.killpg in mdtui sits in supervise.py, whose callers check pid identity first."""
     senders = []
     for path in _python_files(REPO / "mdtui"):
-        for call, name in _calls(path):
+        for _call, name in _calls(path):
             if name in ("os.kill", "os.killpg") or name.endswith((".send_signal", ".terminate")):
                 senders.append(f"{path.relative_to(REPO)}:{name}")
     assert senders and all(s.startswith("mdtui/supervise.py:") for s in senders), senders
@@ -339,23 +356,29 @@ def test_results_entries_escape_user_text(tmp_path: Path, tiny_toml: Path) -> No
     from mdtui.results import attach_note, record_finished
 
     name = "evil `name` <script>alert(1)</script> *b* _i_ [l](http://x) | ~s~\n# not a heading"
-    group = "grp <b>bold</b> [x](y) *z*\n## injected"
+    group = "grp <b>bold</b> [x](y) *z*\n## injected ##"  # a trailing "#" run would close a heading
     store = RunStore(tmp_path / "runs", experiments_file=tiny_toml)
     exp = _experiment(name, group=group, sweep={"loss.`k`<x>": "v|*[y]*"})
     rec = store.create_run(exp, {"epochs": 2}, seed=0, devices=["cpu"])
     write_events(Path(rec.run_dir), rec.run_id, "completed", {"best_acc1": 60.0}, 2)
     store.update(rec.run_id, status="completed", best_acc1=60.0, best_epoch=1, epochs_done=2, ended_t=1.0)
+    again = store.create_run(exp, {"epochs": 2}, seed=2, devices=["cpu"])
+    write_events(Path(again.run_dir), again.run_id, "completed", {"best_acc1": 61.0}, 2)
+    store.update(again.run_id, status="completed", best_acc1=61.0, best_epoch=1, epochs_done=2, ended_t=2.0)
     failed = store.create_run(exp, {"epochs": 2}, seed=1, devices=["cpu"])
-    store.update(failed.run_id, status="failed", error="Boom <img src=x onerror=alert(1)> **x**\n# h", ended_t=1.0)
+    store.update(
+        failed.run_id, status="failed", error="Boom <img src=x onerror=alert(1)> **x**\n# h", ended_t=1.0
+    )
     log = tmp_path / "RESULTS.md"
     record_finished(store, rec.run_id)
     record_finished(store, failed.run_id)
+    record_finished(store, again.run_id)
     attach_note(store, rec.run_id, "note with <iframe> and `tick` **bold**\n# fake heading | pipe")
     lines = log.read_text(encoding="utf-8").splitlines()
-    found = {text for _, _, text in headings(lines)}
-    assert found == {"Results", one_line(group), "Incomplete runs"}, found
+    found = [text for _, _, text in headings(lines)]
+    assert sorted(found) == sorted(["Results", one_line(group), "Incomplete runs"]), found
     entries = [ln for ln in lines if ln.startswith("- ")]
-    assert len(entries) == 2, lines
+    assert len(entries) == 3, lines
     for line in entries:
         assert not _unescaped_outside_code(line), line
     (completed_line,) = [ln for ln in entries if rec.run_id in ln]

@@ -282,3 +282,18 @@ def test_refresh_never_trusts_a_reused_pid(store: RunStore, tiny_plan) -> None:
     live = _new_run(store, tiny_plan)
     store.update(live.run_id, status="running", supervisor_pid=me, supervisor_start=process_start_time(me))
     assert store.refresh() == [] and store.get(live.run_id).status == "running"
+
+
+def test_refresh_keeps_the_engines_own_ending_when_only_the_supervisor_vanished(
+    store: RunStore, tiny_plan
+) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_start = process_start_time(dead.pid)
+    dead.wait()
+    rec = _new_run(store, tiny_plan)
+    store.update(rec.run_id, status="running", supervisor_pid=dead.pid, supervisor_start=dead_start or 1.0)
+    _write_events(Path(rec.run_dir), rec.run_id, finished="completed")
+    assert [r.status for r in store.refresh()] == ["completed"]
+    exit_info = json.loads((Path(rec.run_dir) / "exit.json").read_text())
+    assert exit_info["status"] == "completed" and "supervisor vanished" in exit_info["note"]
+    assert store.get(rec.run_id).best_acc1 == 55.5

@@ -10,6 +10,7 @@ resumes an epoch at batch ``k`` exactly as if the first ``k`` batches had been c
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -48,6 +49,13 @@ def _collate(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     labels = torch.tensor([int(it[1]) for it in items], dtype=torch.long)
     masks = torch.stack([it[2] for it in items]) if len(items[0]) > 2 else None
     return images, labels, masks
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Workers ignore SIGTERM/SIGINT: a stop is sent to the whole process group, and the main process
+    must finish its step and save last.pt, not die of "DataLoader worker exited unexpectedly"."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class Loader:
@@ -132,6 +140,7 @@ class Loader:
             batch_sampler=batches,
             num_workers=self.num_workers,
             collate_fn=_collate,
+            worker_init_fn=_ignore_stop_signals if self.num_workers > 0 else None,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
