@@ -416,6 +416,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     for module, names in (
         ("engine.models", ("ModelBuildError", "LayerKeyError")),
         ("engine.losses", ("LossBuildError",)),
+        ("engine.doctor", ("DiagnosisError",)),
     ):
         try:
             mod = __import__(module, fromlist=list(names))

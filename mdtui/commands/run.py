@@ -8,6 +8,7 @@ Ctrl-C leaves the stop to the supervisor and returns at once.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -454,13 +455,14 @@ def _print_summary(records: list[RunRecord]) -> None:
 
 
 def _print_report(store: RunStore, plan: Plan) -> None:
+    from mdtui.report import render_report
+
     try:
-        from mdtui.report import render_report
-    except ModuleNotFoundError as exc:
-        if exc.name == "mdtui.report":
-            return
-        raise
-    try:
-        console.print(render_report(store, plan, ["demo"], fmt="md"), markup=False, highlight=False)
+        text = render_report(store, plan, ["demo"], fmt="md")
     except Exception as exc:  # the runs are done and recorded; a report problem must not hide that
         err_console.print(f"(report unavailable: {exc})")
+        return
+    console.print("\n[b]mdtui report demo[/b]")
+    # A plain write: Rich would wrap wide markdown tables and break them.
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
