@@ -59,18 +59,6 @@ LIVE_STATUSES = ("starting", "running")  # a supervisor is (or should be) alive
 TERMINAL_STATUSES = ("completed", "failed", "stopped", "lost", "cancelled")
 LOST_GRACE_SECONDS = 60.0  # a run marked starting may not have recorded its supervisor yet
 
-PACKAGES = (
-    "mdtui",
-    "torch",
-    "torchvision",
-    "numpy",
-    "textual",
-    "typer",
-    "psutil",
-    "nvidia-ml-py",
-    "scikit-learn",
-)
-
 
 @dataclass
 class RunRecord:
