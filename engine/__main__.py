@@ -114,7 +114,7 @@ def layers_main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     from engine.config import ModelConfig
-    from engine.models import build_model, describe_layers, reference_layers
+    from engine.models import build_model, describe_layers, reference_layers, resolve_layer
 
     try:
         model = build_model(
@@ -124,14 +124,23 @@ def layers_main(argv: list[str]) -> int:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     rows = describe_layers(model, (args.in_channels, args.input_size, args.input_size))
-    keys = {path: key for key, path in reference_layers(model).items()}
+    # Every name a layer answers to: reference integer keys (a path may have two, e.g. 29 and -1)
+    # and the symbolic names last_conv / penultimate_fc.
+    names: dict[str, list[str]] = {}
+    for key, path in sorted(reference_layers(model).items(), key=lambda kv: (kv[0] < 0, kv[0])):
+        names.setdefault(path, []).append(str(key))
+    for alias in ("last_conv", "penultimate_fc"):
+        try:
+            names.setdefault(resolve_layer(model, alias)[0], []).append(alias)
+        except (KeyError, ValueError):
+            pass  # the model has no such layer (e.g. no hidden FC in a ResNet)
     if args.json:
-        doc = [{"path": p, "type": t, "shape": list(s), "key": keys.get(p)} for p, t, s in rows]
+        doc = [{"path": p, "type": t, "shape": list(s), "keys": names.get(p, [])} for p, t, s in rows]
         print(json.dumps(doc, indent=1))
         return EXIT_OK
     width = max((len(p) for p, _, _ in rows), default=4)
     for path, kind, shape in rows:
-        key = f"  [key {keys[path]}]" if path in keys else ""
+        key = f"  [{', '.join(names[path])}]" if path in names else ""
         print(f"{path:<{width}}  {kind:<18} {'x'.join(map(str, shape)) or '-'}{key}")
     return EXIT_OK
 

@@ -166,3 +166,17 @@ def test_describe_layers_lists_leaves_with_shapes() -> None:
     assert rows["layer3.4.conv2"] == ("Conv2d", (64, 8, 8))
     assert rows["linear"] == ("Linear", (5,))
     assert model.training  # mode restored
+
+
+def test_layers_command_lists_paths_shapes_and_every_name(capsys) -> None:
+    from engine.__main__ import layers_main
+
+    assert layers_main(["resnet32", "--input-size", "32"]) == 0
+    out = capsys.readouterr().out
+    line = next(li for li in out.splitlines() if li.startswith("layer3.4.conv2 "))
+    assert "64x8x8" in line and "[29, -1, last_conv]" in line
+    assert layers_main(["vgg16", "--json"]) == 0
+    doc = __import__("json").loads(capsys.readouterr().out)
+    fc = next(d for d in doc if d["path"] == "classifier.3")
+    assert fc["keys"] == ["-1", "penultimate_fc"] and fc["shape"] == [4096]
+    assert layers_main(["resnet33"]) == 2
