@@ -13,6 +13,7 @@ import math
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -92,6 +93,7 @@ class Loader:
             self.order = torch.arange(len(split))
         n = int(self.order.shape[0])
         self.num_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+        self.train_transform = train_transform
         self.augment = bundle.augment if train_transform else "none"
         self.params: AugmentParams | None = None
         if self.augment != "none":
@@ -136,7 +138,7 @@ class Loader:
     def _streamed_batches(self, start: int) -> Iterator[Batch]:
         batches = [self.order[slice(*self._bounds(p))].tolist() for p in range(start, self.num_batches)]
         loader = torch.utils.data.DataLoader(
-            self.split.dataset,
+            geometry_for(self.split.dataset, self.train_transform),
             batch_sampler=batches,
             num_workers=self.num_workers,
             collate_fn=_collate,
@@ -151,6 +153,15 @@ class Loader:
             labels = labels.to(self.device, non_blocking=nb)
             masks = masks.to(self.device, non_blocking=nb) if masks is not None else None
             yield self._finish(position, images, labels, masks, self.order[lo:hi].to(self.device))
+
+
+def geometry_for(dataset: Any, train: bool) -> Any:
+    """A streamed dataset with per-sample geometry for training or test passes (image sift runs
+    test-time geometry over the train split); datasets without such geometry are returned as they are."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        return torch.utils.data.Subset(geometry_for(dataset.dataset, train), dataset.indices)
+    switch = getattr(dataset, "with_train_transform", None)
+    return switch(train) if callable(switch) else dataset
 
 
 def make_loader(

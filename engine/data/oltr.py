@@ -146,6 +146,12 @@ class ListDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rel_paths)
 
+    def with_train_transform(self, train: bool) -> ListDataset:
+        """This list with training geometry (RandomResizedCrop) or test geometry (resize + centre crop)."""
+        if train == self.random_resized_crop:
+            return self
+        return ListDataset(self.root, self.rel_paths, self.labels, self.size, random_resized_crop=train)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.root / self.rel_paths[index]
         if not path.is_file():

@@ -517,3 +517,33 @@ def test_masked_folders_feed_the_batch_loader(tmp_path: Path, in_memory: str) ->
         assert batch.images.shape[1:] == (3, 8, 8) and batch.images.dtype == torch.float32
         assert batch.masks is not None and batch.masks.shape == (len(batch), 1, 8, 8)
         assert float(batch.masks.min()) >= 0.0 and float(batch.masks.max()) <= 1.0
+
+
+def test_streamed_test_geometry_on_the_train_split_is_deterministic(tmp_path: Path) -> None:
+    """Image sift runs the train split with test-time geometry: no RandomResizedCrop there."""
+    from engine.data.loader import geometry_for, make_loader
+
+    base = write_oltr(tmp_path)
+    bundle = build("oltr", base, train_list="train.txt", eval_list="test.txt", num_classes=3, image_size=16)
+    dataset = bundle.train.dataset
+    assert dataset.random_resized_crop and not geometry_for(dataset, False).random_resized_crop
+    subset = torch.utils.data.Subset(dataset, [0, 1])
+    assert not geometry_for(subset, False).dataset.random_resized_crop
+    passes = [
+        torch.cat(
+            [
+                b.images
+                for b in make_loader(
+                    bundle,
+                    bundle.train,
+                    batch_size=4,
+                    train_transform=False,
+                    shuffle=False,
+                    device="cpu",
+                    num_workers=0,
+                )
+            ]
+        )
+        for _ in range(2)
+    ]
+    assert torch.equal(passes[0], passes[1])
