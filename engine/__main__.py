@@ -130,10 +130,8 @@ def layers_main(argv: list[str]) -> int:
     for key, path in sorted(reference_layers(model).items(), key=lambda kv: (kv[0] < 0, kv[0])):
         names.setdefault(path, []).append(str(key))
     for alias in ("last_conv", "penultimate_fc"):
-        try:
+        with contextlib.suppress(KeyError, ValueError):  # no such layer (e.g. no hidden FC in a ResNet)
             names.setdefault(resolve_layer(model, alias)[0], []).append(alias)
-        except (KeyError, ValueError):
-            pass  # the model has no such layer (e.g. no hidden FC in a ResNet)
     if args.json:
         doc = [{"path": p, "type": t, "shape": list(s), "keys": names.get(p, [])} for p, t, s in rows]
         print(json.dumps(doc, indent=1))

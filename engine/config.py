@@ -273,7 +273,13 @@ DOCTOR_PRESETS: dict[str, dict[str, Any]] = {
         "noise_std": 0.0,
         "init": "scratch",
         "sift": {"split": "train", "transform": "test", "per_class": 50, "mode": "high"},
-        "mask": {"source": "grad", "phi": "relu", "threshold": "minmax", "theta": 0.2, "grad_scaling": "repo"},
+        "mask": {
+            "source": "grad",
+            "phi": "relu",
+            "threshold": "minmax",
+            "theta": 0.2,
+            "grad_scaling": "repo",
+        },
     },
     "fork": {
         "psi": "abs",
@@ -477,7 +483,10 @@ def from_dict(data: dict[str, Any]) -> EngineConfig:
     if isinstance(data.get("doctor"), dict):
         data["doctor"] = _apply_doctor_preset(data["doctor"], issues)
     if isinstance(data.get("kernels"), dict) and isinstance(data["kernels"].get("sift"), dict):
-        data["kernels"] = {**data["kernels"], "sift": {"per_class": 20, "transform": "train", **data["kernels"]["sift"]}}
+        data["kernels"] = {
+            **data["kernels"],
+            "sift": {"per_class": 20, "transform": "train", **data["kernels"]["sift"]},
+        }
     cfg = _build(EngineConfig, data, "", issues)
     issues.extend(_semantic_issues(cfg))
     if issues:

@@ -259,7 +259,9 @@ def apply_event(state: RunState, event: dict[str, Any] | TextLine | UnknownEvent
         points = state.step_losses
         stride = state.step_stride
         seen = state.step_seen + 1
-        if loss is not None and (seen - 1) % stride == 0:  # keeps steps 1, 1+s, 1+2s: even spacing after halving
+        if (
+            loss is not None and (seen - 1) % stride == 0
+        ):  # keeps steps 1, 1+s, 1+2s: even spacing after halving
             x = float(epoch or 0)
             if state.steps_per_epoch and step is not None:
                 x += step / state.steps_per_epoch
@@ -300,8 +302,10 @@ def apply_event(state: RunState, event: dict[str, Any] | TextLine | UnknownEvent
         epochs = tuple(e for e in state.epochs if e.epoch != ep) + (record,)
         best = _num(event.get("best_acc1"))
         best_epoch = event.get("best_epoch") if isinstance(event.get("best_epoch"), int) else None
-        if best is None and record.eval_acc1 is not None and (
-            state.best_acc1 is None or record.eval_acc1 > state.best_acc1
+        if (
+            best is None
+            and record.eval_acc1 is not None
+            and (state.best_acc1 is None or record.eval_acc1 > state.best_acc1)
         ):
             best, best_epoch = record.eval_acc1, ep
         return replace(

@@ -31,9 +31,7 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, list(self._entries), n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
-            raise KeyError(
-                f'unknown {self.kind} "{name}"{hint}; valid: {", ".join(self.names())}'
-            ) from None
+            raise KeyError(f'unknown {self.kind} "{name}"{hint}; valid: {", ".join(self.names())}') from None
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -18,7 +18,9 @@ class Split:
     labels: torch.Tensor  # int64 [N], CPU
     ids: list[str]  # stable id per sample: a relative path, or "train/123"
     images: torch.Tensor | None = None  # uint8 [N, C, H, W] when in memory (CPU)
-    dataset: torch.utils.data.Dataset | None = None  # streaming: ds[i] -> (uint8 CHW, label[, uint8 1HW mask])
+    dataset: torch.utils.data.Dataset | None = (
+        None  # streaming: ds[i] -> (uint8 CHW, label[, uint8 1HW mask])
+    )
     masks: torch.Tensor | None = None  # uint8 [N, 1, H, W] foreground masks, in memory
 
     def __len__(self) -> int:
