@@ -82,3 +82,38 @@ def test_launch_quit_and_reattach_with_the_real_engine(
     screen = terminal.wait_for("completed", 45)
     row = next(line for line in screen.splitlines() if "completed" in line)
     assert "tiny" in row and "6/6" in row
+
+
+def test_kill_9_of_the_tui_touches_neither_the_run_nor_the_queue(
+    tmp_path: Path, terminal: Terminal, monkeypatch
+) -> None:
+    """The app dies hard while a run is live and another is queued: both still finish."""
+    import os
+    import signal
+
+    import psutil
+    from conftest import FAKE_ENGINE, wait_for
+
+    from mdtui.experiments import load_plan
+    from mdtui.store import RunStore
+
+    monkeypatch.setenv("MDTUI_ENGINE_CMD", f"{sys.executable} {FAKE_ENGINE}")
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "2")
+    toml = write_toml(tmp_path)
+    terminal.start(tmp_path)
+    terminal.wait_for("tiny-focal", 20)
+    terminal.keys("r")  # tiny runs now on the CPU
+    terminal.wait_for("mdtui — 1 running", 30)
+    terminal.keys("j", "a")  # tiny-focal waits in the queue for tiny (and the CPU)
+    store = RunStore(load_plan(toml).settings.runs_dir)
+    wait_for(lambda: len(store.list_runs()) == 2, 20)
+    shell = int(terminal.tmux("list-panes", "-t", "t", "-F", "#{pane_pid}").strip())
+    # Only the app itself: its supervisors and scheduler are its descendants too (in their own sessions).
+    apps = [p for p in psutil.Process(shell).children(recursive=True) if p.cmdline()[-2:] == ["-m", "mdtui"]]
+    assert len(apps) == 1, "the TUI process was not found"
+    assert {r.experiment: r.status for r in store.list_runs()}["tiny"] in ("starting", "running")
+    os.kill(apps[0].pid, signal.SIGKILL)
+    wait_for(lambda: all(r.status == "completed" for r in store.list_runs()), 60)
+    runs = {r.experiment: r for r in store.list_runs()}
+    assert set(runs) == {"tiny", "tiny-focal"}
+    assert runs["tiny-focal"].started_t >= runs["tiny"].ended_t - 1.0  # the queue kept its order
