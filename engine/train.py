@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,8 @@ from engine.optim import build_optimizer, set_lr
 from engine.plugins import RunContext, TrainPlugin
 from engine.samplers import build_sampler
 from engine.schedules import lr_at
+from engine.selection import SHOT_KEYS, Selection
 from engine.sinks import EventSink
-
-SHOT_KEYS = ("many", "medium", "few")
 
 
 class RunError(Exception):
@@ -104,33 +102,6 @@ def build_criterion(cfg: EngineConfig, data: DataBundle) -> nn.Module:
     from engine.losses import build_loss
 
     return build_loss(cfg.loss, data.train_counts, data.num_classes, cfg.epochs)
-
-
-# --------------------------------------------------------------------------- selection
-
-
-@dataclass
-class Selection:
-    """Best-epoch bookkeeping: chosen on ``split`` (test, as the reference, or the held-out val)."""
-
-    split: str
-    compare: str  # gt | ge (spec section 4.5: ">" in OFFICIAL, ">=" in the FORK trainers)
-    score: float | None = None
-    epoch: int | None = None
-    test: dict[str, Any] = field(default_factory=dict)  # test metrics at the selected epoch
-
-    def offer(self, epoch: int, score: float, test: dict[str, Any]) -> bool:
-        better = self.score is None or (score >= self.score if self.compare == "ge" else score > self.score)
-        if better:
-            self.score, self.epoch = score, epoch
-            self.test = {k: test.get(k) for k in ("acc1", "acc5", "err1", *SHOT_KEYS)}
-        return better
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "epoch": self.epoch, "test": dict(self.test)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.score, self.epoch, self.test = state["score"], state["epoch"], dict(state["test"])
 
 
 # --------------------------------------------------------------------------- the run

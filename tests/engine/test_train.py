@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from engine.plugins import TrainPlugin
+from engine.selection import Selection
 from engine.sinks import ListSink
-from engine.train import Selection, run
+from engine.train import run
 from tests.engine.engine_helpers import tiny_config
 
 
