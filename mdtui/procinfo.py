@@ -103,3 +103,38 @@ def user_name() -> str | None:
         return getpass.getuser()
     except (KeyError, OSError):
         return os.environ.get("USER")
+
+
+LOGIND_CONFS = (Path("/etc/systemd/logind.conf"), Path("/etc/systemd/logind.conf.d"))
+LINGER_DIR = Path("/var/lib/systemd/linger")
+
+
+def logout_kills_processes(
+    confs: tuple[Path, ...] = LOGIND_CONFS, linger_dir: Path = LINGER_DIR, user: str | None = None
+) -> bool:
+    """True when systemd-logind will kill this user's processes at logout, detached runs included.
+
+    With ``KillUserProcesses=yes`` even setsid'd processes die with the SSH session unless the user
+    lingers (experiment-manager-anchors.md section 6.5). The last setting read wins, as in logind.
+    """
+    kill = False
+    files: list[Path] = []
+    for conf in confs:
+        files += sorted(conf.glob("*.conf")) if conf.is_dir() else [conf] if conf.is_file() else []
+    for path in files:
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, _, value = line.strip().partition("=")
+            if key.strip() == "KillUserProcesses":
+                kill = value.strip().lower() in ("yes", "true", "1", "on")
+    user = user or user_name()
+    return kill and not (user is not None and (linger_dir / user).exists())
+
+
+LOGOUT_WARNING = (
+    "warning: systemd-logind is set to kill your processes at logout (KillUserProcesses=yes), "
+    "detached runs included; run `loginctl enable-linger` once so they survive your SSH session"
+)

@@ -297,3 +297,22 @@ def test_refresh_keeps_the_engines_own_ending_when_only_the_supervisor_vanished(
     exit_info = json.loads((Path(rec.run_dir) / "exit.json").read_text())
     assert exit_info["status"] == "completed" and "supervisor vanished" in exit_info["note"]
     assert store.get(rec.run_id).best_acc1 == 55.5
+
+
+def test_logout_kill_setting_is_detected_unless_the_user_lingers(tmp_path: Path) -> None:
+    from mdtui.procinfo import logout_kills_processes
+
+    conf = tmp_path / "logind.conf"
+    drop_in = tmp_path / "logind.conf.d"
+    drop_in.mkdir()
+    linger = tmp_path / "linger"
+    linger.mkdir()
+    confs = (conf, drop_in)
+    assert not logout_kills_processes(confs, linger, user="ann")  # no files: systemd's default (no)
+    conf.write_text("[Login]\n#KillUserProcesses=yes\nKillUserProcesses=yes\n")
+    assert logout_kills_processes(confs, linger, user="ann")
+    (drop_in / "50-keep.conf").write_text("[Login]\nKillUserProcesses=no\n")
+    assert not logout_kills_processes(confs, linger, user="ann")  # a drop-in read later wins
+    (drop_in / "50-keep.conf").unlink()
+    (linger / "ann").touch()
+    assert not logout_kills_processes(confs, linger, user="ann")  # lingering users keep their processes

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from mdtui.commands.common import (
     console,
+    err_console,
     fail,
     load_plan_or_exit,
     open_store,
@@ -117,6 +118,10 @@ def add_cmd(
         console.print(f"queued {rec.run_id}  {rec.experiment}  seed {rec.seed}")
     if pid:
         console.print(f"scheduler started (pid {pid}); log: {Path(store.runs_dir) / 'scheduler.log'}")
+    from mdtui.procinfo import LOGOUT_WARNING, logout_kills_processes
+
+    if logout_kills_processes():
+        err_console.print(LOGOUT_WARNING, markup=False)
 
 
 @queue_app.command("cancel")

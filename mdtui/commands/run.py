@@ -317,6 +317,10 @@ def run_detached(
             errors.append(str(exc))
     if errors:
         fail("\n".join(errors) + "\n(--detach starts runs at once; `mdtui queue add` waits for upstreams)")
+    from mdtui.procinfo import LOGOUT_WARNING, logout_kills_processes
+
+    if logout_kills_processes():
+        err_console.print(LOGOUT_WARNING, markup=False)
     launched = []
     for exp in ordered:
         for seed in seeds_of(exp):

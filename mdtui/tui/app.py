@@ -61,6 +61,10 @@ class MdtuiApp(App[str]):
         self.push_screen(MainScreen())
         self.refresh_now()
         self.set_interval(REFRESH_SECONDS, self.refresh_now)
+        from mdtui.procinfo import LOGOUT_WARNING, logout_kills_processes
+
+        if logout_kills_processes():
+            self.notify(LOGOUT_WARNING, severity="warning", timeout=15)
 
     # ------------------------------------------------------------------ refresh loop
 
