@@ -33,14 +33,16 @@ class Launcher(Protocol):
 class LocalLauncher:
     """Runs on this machine under `mdtui.supervise`, one detached supervisor per run."""
 
-    def __init__(self, store: RunStore, *, grace: float = 30.0) -> None:
+    def __init__(self, store: RunStore, *, grace: float = 30.0, runs_per_device: int = 1) -> None:
         self.store = store
         self.grace = grace
+        self.runs_per_device = runs_per_device  # CPU runs sharing the machine split its cores
 
     def submit(self, run_id: str, devices: list[str]) -> None:
         from mdtui import supervise
 
-        supervise.launch(self.store, run_id, devices=list(devices))
+        env = supervise.cpu_threads_env(list(devices), self.runs_per_device)
+        supervise.launch(self.store, run_id, devices=list(devices), env=env)
 
     def poll(self, run_id: str) -> str:
         record = self.store.get(run_id)

@@ -229,6 +229,8 @@ class Scheduler:
 
         try:
             self.policy = ledger.Policy.from_settings(load_plan(self.experiments).settings)
+            if hasattr(self.launcher, "runs_per_device"):
+                self.launcher.runs_per_device = self.policy.runs_per_device
             log(f"policy: {self.policy}")
         except ExperimentsError as exc:
             log(f"{self.experiments} has errors; keeping the previous policy:\n{exc}")

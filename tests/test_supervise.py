@@ -176,3 +176,12 @@ def test_real_engine_stop_leaves_a_loadable_last_checkpoint(store, tiny_plan, mo
 
     ckpt = torch.load(Path(rec.run_dir) / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
     assert isinstance(ckpt, dict) and ckpt
+
+
+def test_cpu_runs_sharing_the_machine_split_its_cores() -> None:
+    from mdtui.supervise import cpu_threads_env
+
+    assert cpu_threads_env(["cpu"], 1) == {}  # alone: torch's default (all cores)
+    assert cpu_threads_env(["0"], 4) == {}  # GPU runs: the CPU is not their bottleneck
+    shared = cpu_threads_env(["cpu"], 2)
+    assert shared["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))

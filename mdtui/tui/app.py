@@ -254,6 +254,9 @@ class MdtuiApp(App[str]):
             self.notify(str(exc), severity="error")
         self.refresh_now(changed=True)
 
+    def toggle_queue_pause(self) -> None:
+        self._queue("resume" if self.snapshot.queue_paused else "pause")
+
     def action_quit_app(self) -> None:
         self.exit(farewell(self.snapshot))
 

@@ -262,3 +262,17 @@ def test_columns_fit_80_and_100_without_cutting_the_important_ones() -> None:
         assert shown["experiment"] >= 24
     wide = [c.key for c, _ in fit_columns(RunTable.COLUMNS, 98)]
     assert {"loss", "device", "eta"} <= set(wide)
+
+
+async def test_P_pauses_and_resumes_the_queue(project: Path) -> None:
+    from mdtui import scheduler
+
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot.experiments)
+        store = app.dashboard.store
+        await pilot.press("P")
+        await until(pilot, lambda: scheduler.is_paused(store) and app.snapshot.queue_paused)
+        assert "queue paused" in app.screen.sub_title
+        await pilot.press("P")
+        await until(pilot, lambda: not scheduler.is_paused(store) and not app.snapshot.queue_paused)

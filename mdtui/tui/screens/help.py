@@ -18,6 +18,7 @@ KEYS_HELP = """\
   g          choose devices (free memory, load, owners), then run
   a          add selection to the queue
   [ ]        move a queued run up / down    x   cancel a queued run
+  P          pause / resume the queue (running runs carry on)
   K          stop selected runs: SIGTERM, SIGKILL after the grace period
   l          log of the run          c         compare selected runs
   e          edit experiments.toml in $EDITOR, then reload

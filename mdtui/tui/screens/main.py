@@ -44,6 +44,14 @@ class MainScreen(Screen[None]):
         Binding("left_square_bracket", "move(-1)", "Queue up", show=False, id="main.qup"),
         Binding("right_square_bracket", "move(1)", "Queue down", show=False, id="main.qdown"),
         Binding("x", "cancel", "Cancel queued", show=False, id="main.cancel"),
+        Binding(
+            "P",
+            "toggle_pause",
+            "Pause queue",
+            show=False,
+            id="main.pause",
+            tooltip="Pause / resume the queue",
+        ),
         Binding("e", "edit", "Edit", id="main.edit", tooltip="Edit experiments.toml in $EDITOR"),
         Binding("escape", "clear", "Clear", show=False, id="main.clear"),
     ]
@@ -261,6 +269,9 @@ class MainScreen(Screen[None]):
         chosen = [k for k in self._chosen_runs() if k in runs and runs[k].status in WAITING_STATUSES]
         if chosen:
             self.mdtui.stop_runs(chosen)
+
+    def action_toggle_pause(self) -> None:
+        self.mdtui.toggle_queue_pause()
 
     def action_edit(self) -> None:
         self.mdtui.edit_experiments()
