@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from engine.config import DataConfig
 from engine.data import DATASETS
@@ -22,9 +21,7 @@ from engine.data.base import DataBundle, DataError
 from engine.data.presets import (
     CIFAR_STYLE,
     Preset,
-    array_split,
-    class_counts,
-    keep_in_memory,
+    array_bundle,
     longtail_subset,
     resolve_presentation,
     sort_class_names,
@@ -194,37 +191,14 @@ def build_cifar(cfg: DataConfig, root: Path | None, layout: CifarLayout, preset:
         class_names[new_index] = names[original]
 
     look = resolve_presentation(cfg, preset, channels=3, native_size=32)
-    in_memory = keep_in_memory(cfg, len(train_y) + len(test_y), 3, look.image_size)
-    train_labels = torch.from_numpy(train_y)
-    train = array_split(
-        torch.from_numpy(train_x),
-        train_labels,
-        [f"train/{i}" for i in train_ids.tolist()],
-        look.image_size,
-        in_memory,
-    )
-    test = array_split(
-        torch.from_numpy(test_x),
-        torch.from_numpy(test_y),
-        [f"test/{i}" for i in range(len(test_y))],
-        look.image_size,
-        in_memory,
-    )
-    return DataBundle(
-        name=layout.title.lower().replace("-", ""),
-        train=train,
-        test=test,
-        val=None,
-        num_classes=layout.num_classes,
-        in_channels=3,
-        image_size=look.image_size,
+    return array_bundle(
+        layout.title.lower().replace("-", ""),
+        (train_x, train_y, train_ids),
+        (test_x, test_y),
+        cfg=cfg,
+        look=look,
         class_names=class_names,
         label_map={name: i for i, name in enumerate(class_names)},
-        mean=look.mean,
-        std=look.std,
-        augment=look.augment,
-        pad=look.pad,
-        train_counts=class_counts(train_labels, layout.num_classes),
     )
 
 

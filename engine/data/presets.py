@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import DataConfig
-from engine.data.base import DataError, Split
+from engine.data.base import DataBundle, DataError, Split
 from engine.data.longtail import longtail_counts, longtail_indices
 
 # Section 1.4. CIFAR-10 constants are also the reference's choice for CIFAR-100-LT.
@@ -181,6 +181,52 @@ def array_split(
     if in_memory:
         return Split(labels=labels, ids=ids, images=resize_uint8(images, size))
     return Split(labels=labels, ids=ids, dataset=ResizedArrayDataset(images, labels, size))
+
+
+def array_bundle(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    cfg: DataConfig,
+    look: Presentation,
+    class_names: list[str],
+    label_map: dict[str, int],
+) -> DataBundle:
+    """A bundle of uint8 arrays (CIFAR, STL-10): ``train`` is (images, labels, original indices) after
+    the LT subset, ``test`` (images, labels); kept in memory or streamed by their total size."""
+    (train_x, train_y, train_ids), (test_x, test_y) = train, test
+    num_classes = len(class_names)
+    in_memory = keep_in_memory(cfg, len(train_y) + len(test_y), 3, look.image_size)
+    train_labels = torch.from_numpy(train_y)
+    return DataBundle(
+        name=name,
+        train=array_split(
+            torch.from_numpy(train_x),
+            train_labels,
+            [f"train/{i}" for i in train_ids.tolist()],
+            look.image_size,
+            in_memory,
+        ),
+        test=array_split(
+            torch.from_numpy(test_x),
+            torch.from_numpy(test_y),
+            [f"test/{i}" for i in range(len(test_y))],
+            look.image_size,
+            in_memory,
+        ),
+        val=None,
+        num_classes=num_classes,
+        in_channels=3,
+        image_size=look.image_size,
+        class_names=class_names,
+        label_map=label_map,
+        mean=look.mean,
+        std=look.std,
+        augment=look.augment,
+        pad=look.pad,
+        train_counts=class_counts(train_labels, num_classes),
+    )
 
 
 def sort_class_names(names: list[str], class_order: str, where: str) -> list[str]:

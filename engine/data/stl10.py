@@ -11,16 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from engine.config import DataConfig
 from engine.data import DATASETS
 from engine.data.base import DataBundle, DataError
 from engine.data.presets import (
     IMAGENET_STYLE,
-    array_split,
-    class_counts,
-    keep_in_memory,
+    array_bundle,
     longtail_subset,
     resolve_presentation,
     sort_class_names,
@@ -95,33 +92,12 @@ def stl10(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
         train_x, train_y, train_ids = train_x[keep], train_y[keep], train_ids[keep]
 
     look = resolve_presentation(cfg, IMAGENET_STYLE, channels=3, native_size=SIDE)
-    in_memory = keep_in_memory(cfg, len(train_y) + len(test_y), 3, look.image_size)
-    train_labels = torch.from_numpy(train_y)
-    return DataBundle(
-        name="stl10",
-        train=array_split(
-            torch.from_numpy(train_x),
-            train_labels,
-            [f"train/{i}" for i in train_ids.tolist()],
-            look.image_size,
-            in_memory,
-        ),
-        test=array_split(
-            torch.from_numpy(test_x),
-            torch.from_numpy(test_y),
-            [f"test/{i}" for i in range(len(test_y))],
-            look.image_size,
-            in_memory,
-        ),
-        val=None,
-        num_classes=NUM_CLASSES,
-        in_channels=3,
-        image_size=look.image_size,
+    return array_bundle(
+        "stl10",
+        (train_x, train_y, train_ids),
+        (test_x, test_y),
+        cfg=cfg,
+        look=look,
         class_names=class_names,
         label_map={key: index for index, key in enumerate(order)},  # original STL label -> index
-        mean=look.mean,
-        std=look.std,
-        augment=look.augment,
-        pad=look.pad,
-        train_counts=class_counts(train_labels, NUM_CLASSES),
     )
