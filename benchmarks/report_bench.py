@@ -39,8 +39,8 @@ def plan_text(groups: int) -> str:
 
 def build_store(root: Path, runs: int, groups: int, seed: int = 0):
     """A plan and a RunStore whose index holds ``runs`` completed runs; returns (plan, store)."""
-    from mdtui.experiments import load_plan
-    from mdtui.store import RunRecord, RunStore
+    from mdtui.registry.plan import load_plan
+    from mdtui.runs.store import RunRecord, RunStore
 
     (root / "experiments.toml").write_text(plan_text(groups), encoding="utf-8")
     plan = load_plan(root / "experiments.toml")
@@ -82,7 +82,7 @@ def build_store(root: Path, runs: int, groups: int, seed: int = 0):
 
 
 def time_report(plan, store, repeat: int) -> dict[str, float]:
-    from mdtui.report import render_report
+    from mdtui.results.report import render_report
 
     cases = {
         "md_all_groups": {},

@@ -50,8 +50,9 @@ loss = "ce"
 
 def make_runs(root: Path, count: int) -> list[tuple[str, Path]]:
     """``count`` runs marked running, "supervised" by this (alive) process so nobody calls them lost."""
-    from mdtui.experiments import engine_config, load_plan
-    from mdtui.store import RunStore, boot_id, process_start_time
+    from mdtui.registry.plan import engine_config, load_plan
+    from mdtui.runs.store import RunStore
+    from mdtui.system.processes import boot_id, process_start_time
 
     (root / "experiments.toml").write_text(TOML)
     plan = load_plan(root / "experiments.toml")
@@ -84,7 +85,7 @@ def make_runs(root: Path, count: int) -> list[tuple[str, Path]]:
 def write_events(runs: list[tuple[str, Path]], rate: float, stop: mp.Event) -> None:  # type: ignore[valid-type]
     """The fake engines: ``rate`` events per second per run, an epoch event each ``rate`` steps."""
     from engine.events import encode, make_event
-    from mdtui.store import RunStore
+    from mdtui.runs.store import RunStore
 
     store = RunStore(runs[0][1].parents[1])
     files = {run_id: open(run_dir / "events.jsonl", "a", encoding="utf-8") for run_id, run_dir in runs}  # noqa: SIM115

@@ -26,6 +26,7 @@ from mdtui.commands.common import (
     print_json,
     resolve_run_or_exit,
 )
+from mdtui.execution.reconcile import reconcile
 
 app = typer.Typer(
     name="mdtui",
@@ -57,7 +58,7 @@ def root(
         console.print(f"mdtui {__version__}")
         raise typer.Exit(0)
     # Any mdtui command restarts a scheduler that was killed while runs were queued (it never raises).
-    from mdtui.scheduler import ensure_scheduler_for
+    from mdtui.scheduling.scheduler import ensure_scheduler_for
 
     ensure_scheduler_for(file)
     if ctx.invoked_subcommand is None:
@@ -130,7 +131,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     """Experiments (sweeps expanded) with their key settings and their latest run."""
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
-    store.refresh()
+    reconcile(store)
     latest: dict[str, Any] = {}
     for rec in reversed(store.list_runs()):  # oldest first, so the newest wins
         latest[rec.experiment] = rec
@@ -182,7 +183,7 @@ def status_cmd(
     """Live runs and the latest finished ones (dead supervisors are reconciled first)."""
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
-    store.refresh()
+    reconcile(store)
     runs = store.list_runs()
     if not show_all:
         live = [r for r in runs if not r.finished]
@@ -225,17 +226,17 @@ def stop_cmd(
     grace: float | None = typer.Option(None, "--grace", help="Seconds before SIGKILL (default: settings)."),
 ) -> None:
     """Stop a run cleanly: SIGTERM (the engine saves last.pt), SIGKILL after the grace period."""
-    from mdtui import supervise
+    from mdtui.execution import supervise
 
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
-    store.refresh()
+    reconcile(store)
     rec = resolve_run_or_exit(store, run)
     if not rec.live:
         fail(f"run {rec.run_id} ({rec.experiment}) is not running (status: {rec.status})")
     seconds = plan.settings.stop_grace_seconds if grace is None else grace
     if not supervise.stop(store, rec.run_id, grace=seconds, wait=wait):
-        store.refresh()
+        reconcile(store)
         fail(f"run {rec.run_id} has no live process to signal; it is now {store.get(rec.run_id).status}")
     if wait:
         final = store.get(rec.run_id) or rec
@@ -327,7 +328,7 @@ def logs_cmd(
             if not follow:
                 break
             if not chunk:
-                store.refresh()
+                reconcile(store)
                 current = store.get(rec.run_id)
                 if current is None or not current.live:
                     break
@@ -347,7 +348,7 @@ def reindex_cmd(ctx: typer.Context) -> None:
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
     count = store.reindex()
-    changed = store.refresh()
+    changed = reconcile(store)
     console.print(
         f"indexed {count} runs from {store.runs_dir}" + (f"; {len(changed)} reconciled" if changed else "")
     )

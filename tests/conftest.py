@@ -62,14 +62,14 @@ def tiny_toml(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_plan(tiny_toml: Path):
-    from mdtui.experiments import load_plan
+    from mdtui.registry.plan import load_plan
 
     return load_plan(tiny_toml)
 
 
 @pytest.fixture
 def store(tiny_plan):
-    from mdtui.store import RunStore
+    from mdtui.runs.store import RunStore
 
     return RunStore(tiny_plan.settings.runs_dir, experiments_file=tiny_plan.settings.path)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import encode, make_event
-from mdtui.experiments import Plan, engine_config, load_plan
-from mdtui.store import RunRecord, RunStore
+from mdtui.registry.plan import Plan, engine_config, load_plan
+from mdtui.runs.store import RunRecord, RunStore
 
 PLAN_TOML = """\
 [settings]

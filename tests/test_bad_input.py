@@ -302,10 +302,11 @@ def _garbage_events(run_id: str) -> bytes:
 
 
 def test_garbage_lines_in_events_are_skipped_everywhere(tmp_path: Path, tiny_toml: Path) -> None:
-    from mdtui.experiments import load_plan
-    from mdtui.report import render_report
-    from mdtui.results import record_finished
-    from mdtui.store import RunStore, read_run_state
+    from mdtui.registry.plan import load_plan
+    from mdtui.results.log import record_finished
+    from mdtui.results.report import render_report
+    from mdtui.runs.rundir import read_run_state
+    from mdtui.runs.store import RunStore
 
     plan = load_plan(tiny_toml)
     store = RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
@@ -332,8 +333,8 @@ def test_garbage_lines_in_events_are_skipped_everywhere(tmp_path: Path, tiny_tom
 
 
 def test_wrongly_typed_summary_fields_do_not_break_the_index(tmp_path: Path, tiny_toml: Path) -> None:
-    from mdtui.experiments import load_plan
-    from mdtui.store import RunStore
+    from mdtui.registry.plan import load_plan
+    from mdtui.runs.store import RunStore
 
     plan = load_plan(tiny_toml)
     store = RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
@@ -360,8 +361,8 @@ def test_wrongly_typed_summary_fields_do_not_break_the_index(tmp_path: Path, tin
 
 
 def test_a_corrupt_run_json_or_exit_json_does_not_stop_reindex(tiny_toml: Path) -> None:
-    from mdtui.experiments import load_plan
-    from mdtui.store import RunStore
+    from mdtui.registry.plan import load_plan
+    from mdtui.runs.store import RunStore
 
     plan = load_plan(tiny_toml)
     store = RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)

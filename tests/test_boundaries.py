@@ -30,7 +30,7 @@ def imported(imports: str, forbidden: set[str]) -> list[str]:
 
 def test_manager_core_imports_neither_torch_nor_textual() -> None:
     leaked = imported(
-        "import mdtui.cli, mdtui.experiments, mdtui.store, mdtui.supervise, mdtui.commands.common",
+        "import mdtui.cli, mdtui.registry.plan, mdtui.runs.store, mdtui.execution.supervise, mdtui.commands.common",
         {"torch", "torchvision", "textual"},
     )
     assert leaked == []

@@ -126,7 +126,7 @@ def test_run_status_logs_stop_and_chain(tiny_toml: Path, fake_engine: str) -> No
     logs = invoke(tiny_toml, "logs", "tiny")
     assert logs.exit_code == 0 and "epoch 3  loss" in logs.output and "run finished: completed" in logs.output
     assert '"type"' in invoke(tiny_toml, "logs", runs["tiny"]["run_id"], "--raw").output
-    assert "[mdtui.supervise]" in invoke(tiny_toml, "logs", "tiny", "--stderr").output
+    assert "[mdtui.execution.supervise]" in invoke(tiny_toml, "logs", "tiny", "--stderr").output
 
     stop = invoke(tiny_toml, "stop", runs["tiny"]["run_id"])
     assert stop.exit_code == 1 and "not running (status: completed)" in stop.output
@@ -150,7 +150,7 @@ def test_run_json_exit_code_reflects_failure(tiny_toml: Path, fake_engine: str, 
 def test_detach_then_stop(tiny_toml: Path, fake_engine: str, monkeypatch, reap) -> None:
     from conftest import wait_for
 
-    from mdtui.store import RunStore
+    from mdtui.runs.store import RunStore
 
     monkeypatch.setenv("FAKE_EPOCH_SECONDS", "4")
     result = invoke(tiny_toml, "run", "tiny", "--detach", "--json")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import from_dict
-from mdtui.experiments import (
+from mdtui.registry.plan import (
     ExperimentsError,
     engine_config,
     find_experiment,
@@ -538,5 +538,5 @@ def test_shipped_experiments_validate_with_demo_chain():
 
 
 def test_experiments_module_does_not_import_torch():
-    code = "import sys, mdtui.experiments; sys.exit(1 if 'torch' in sys.modules or 'textual' in sys.modules else 0)"
+    code = "import sys, mdtui.registry.plan; sys.exit(1 if 'torch' in sys.modules or 'textual' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

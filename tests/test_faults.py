@@ -1,6 +1,6 @@
 """Fault injection with real processes (issue 8): kill -9 anywhere, concurrent CLIs, a full disk.
 
-After every fault: each run has an honest status at the next ``store.refresh()``, ``last.pt`` is a
+After every fault: each run has an honest status at the next ``reconcile(store)``, ``last.pt`` is a
 whole checkpoint (the previous or the new one), events readers skip torn lines, RESULTS.md and the
 SQLite index are intact, and ``--resume`` continues a resumable run. The engine is
 tests/fixtures/fake_engine.py except where checkpoints matter, where the real engine trains a tiny
@@ -27,10 +27,13 @@ import pytest
 from conftest import REPO, TINY_TOML, wait_for
 
 from engine.events import encode, make_event, read_events
-from mdtui import scheduler, supervise
-from mdtui.experiments import load_plan
-from mdtui.runprep import create_run_for
-from mdtui.store import RunStore, process_alive
+from mdtui.execution import supervise
+from mdtui.execution.reconcile import reconcile
+from mdtui.registry.plan import load_plan
+from mdtui.runs.prepare import create_run_for
+from mdtui.runs.store import RunStore
+from mdtui.scheduling import scheduler
+from mdtui.system.processes import process_alive
 
 LONG = """
 [experiment.long]
@@ -86,7 +89,7 @@ def cleanup():
     for store in stores:
         for proc in psutil.process_iter(["cmdline"]):
             cmd = proc.info.get("cmdline") or []
-            if "mdtui.scheduler" in cmd and str(store.runs_dir) in cmd:
+            if "mdtui.scheduling.scheduler" in cmd and str(store.runs_dir) in cmd:
                 with contextlib.suppress(psutil.Error):
                     proc.kill()
         for rec in store.list_runs():
@@ -159,7 +162,7 @@ def test_kill_9_real_engine_mid_checkpoint_then_resume(tmp_path: Path, monkeypat
 
     final = store.get(rec.run_id)
     assert final.status == "failed" and "SIGKILL" in final.error, final.error
-    assert store.refresh() == []  # the supervisor already told the truth
+    assert reconcile(store) == []  # the supervisor already told the truth
     for name in ("last.pt", "best.pt"):
         state = torch.load(ckpt_dir / name, weights_only=True)  # whole: the previous or the new one
         assert state["format"] == "mdtui-engine-1"
@@ -210,7 +213,7 @@ def test_kill_9_engine_or_supervisor_at_random_moments(
         rec = store.get(run_id)
         if rec.pid:  # an orphaned engine (its supervisor died) finishes or is killed: either way it ends
             wait_for(lambda r=rec: not process_alive(r.pid, r.proc_start), timeout=30)
-    store.refresh()
+    reconcile(store)
     for run_id, (target, _sup) in victims.items():
         rec = store.get(run_id)
         exit_json = Path(rec.run_dir) / "exit.json"
@@ -222,7 +225,7 @@ def test_kill_9_engine_or_supervisor_at_random_moments(
         if rec.status == "completed":  # the kill came after the end
             assert json.loads(exit_json.read_text())["status"] == "completed"
         read_events(Path(rec.run_dir) / "events.jsonl")
-    assert store.refresh() == []
+    assert reconcile(store) == []
     _integrity(store)
     _results_intact(plan.settings.results_log)
 
@@ -233,7 +236,7 @@ def test_kill_9_engine_or_supervisor_at_random_moments(
 def _launch_count(rec) -> int:
     log = Path(rec.run_dir) / "stderr.log"
     text = log.read_text() if log.exists() else ""
-    return sum(1 for ln in text.splitlines() if ln.startswith("[mdtui.supervise]") and " starting " in ln)
+    return sum(1 for ln in text.splitlines() if ln.startswith("[mdtui.execution.supervise]") and " starting " in ln)
 
 
 def _no_device_shared_at_once(runs) -> None:
@@ -320,7 +323,7 @@ def test_two_clis_and_the_scheduler_at_once(
 WRITER = """
 import sys
 from pathlib import Path
-from mdtui.mdlog import append_entry
+from mdtui.results.markdown import append_entry
 log, tag = Path(sys.argv[1]), sys.argv[2]
 for i in range(100000):
     append_entry(log, "g" + str(i % 3), f"- entry {tag}-{i}, run `{tag}-{i}`", marker=f"run `{tag}-{i}`")
@@ -343,7 +346,7 @@ def test_kill_9_while_writing_results_md(tmp_path: Path) -> None:
         for k in range(2):
             mine = sorted(int(r.split("-")[1]) for r in runs if r.startswith(f"w{round_}{k}-"))
             assert mine == list(range(len(mine))), "an entry was lost in the middle"
-    from mdtui.mdlog import append_entry, headings
+    from mdtui.results.markdown import append_entry, headings
 
     assert append_entry(log, "g0", "- after the kills, run `final`", marker="run `final`")  # lock released
     names = [text for _, _, text in headings(log.read_text().splitlines())]
@@ -353,7 +356,7 @@ def test_kill_9_while_writing_results_md(tmp_path: Path) -> None:
 INDEX_WRITER = """
 import sys
 from pathlib import Path
-from mdtui.store import RunStore
+from mdtui.runs.store import RunStore
 store = RunStore(Path(sys.argv[1]))
 ids = sys.argv[2:]
 i = 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mdtui import gpus
+from mdtui.system import gpus
 
 
 def test_integer_fake_gives_idle_24gib_gpus(monkeypatch: pytest.MonkeyPatch) -> None:

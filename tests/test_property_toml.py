@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.config import LOSS_PARAMS, MODEL_NAMES, field_paths, from_dict
-from mdtui.experiments import ExperimentsError, Plan, load_plan
-from mdtui.fsutil import sanitize_name
+from mdtui.registry.plan import ExperimentsError, Plan, load_plan
+from mdtui.system.fs import sanitize_name
 
 PROPERTY_SETTINGS = settings(
     max_examples=150,

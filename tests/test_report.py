@@ -16,9 +16,9 @@ from results_helpers import PLAN_TOML, make_run, md_table_shape_ok, write_plan
 from typer.testing import CliRunner
 
 from mdtui.commands.results import register
-from mdtui.compare import compare_runs, format_comparison
-from mdtui.report import ReportError, Stat, aggregate, build_tables, render_report
-from mdtui.store import RunStore
+from mdtui.results.compare import compare_runs, format_comparison
+from mdtui.results.report import ReportError, Stat, aggregate, build_tables, render_report
+from mdtui.runs.store import RunStore
 
 GOLDEN = Path(__file__).parent / "golden"
 LT = "ResNet32 + synth-LT (ρ=10)"
@@ -172,7 +172,7 @@ def test_markdown_is_well_formed_even_with_pipes_in_names(tmp_path):
 
 def test_pivot_grid(project):
     plan, store = project
-    (grid,) = __import__("mdtui.report", fromlist=["build_pivots"]).build_pivots(
+    (grid,) = __import__("mdtui.results.report", fromlist=["build_pivots"]).build_pivots(
         store, plan, [LT], ("loss.name", "loss.threshold")
     )
     assert grid.row_values == ["ce", "fl", "refl"] and grid.col_values == [0.4, 0.5, None]

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from results_helpers import make_run, write_plan
 
-from mdtui.mdlog import append_entry, headings, insert_in_section, md_code, md_escape
-from mdtui.results import (
+from mdtui.results.log import (
     EntryFacts,
     attach_note,
     format_entry_base,
     format_incomplete_base,
     record_finished,
 )
-from mdtui.store import RunStore
+from mdtui.results.markdown import append_entry, headings, insert_in_section, md_code, md_escape
+from mdtui.runs.store import RunStore
 
 GOLDEN = Path(__file__).parent / "golden"
 LT = "ResNet32 + synth-LT (ρ=10)"
@@ -38,7 +38,7 @@ def check_golden(name: str, text: str) -> None:
 def skip_plots(request, monkeypatch):
     """Rendering PNGs costs ~1 s per run on CI; only the tests about plots draw them."""
     if "plot" not in request.node.name:
-        monkeypatch.setattr("mdtui.results.write_plots", lambda *args, **kwargs: [])
+        monkeypatch.setattr("mdtui.results.log.write_plots", lambda *args, **kwargs: [])
 
 
 @pytest.fixture
@@ -315,7 +315,7 @@ def test_note_before_the_run_finishes_appears_in_its_entry(project):
 APPENDER = """
 import sys, time
 from pathlib import Path
-from mdtui.mdlog import append_entry
+from mdtui.results.markdown import append_entry
 log, start, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 while not start.exists():
     time.sleep(0.005)

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import TINY_TOML, wait_for
 
-from mdtui import ledger, runqueue, scheduler
-from mdtui.gpus import CPU_ID, Device, GpuProcess
-from mdtui.store import RunStore
+from mdtui.execution import ledger
+from mdtui.runs.store import RunStore
+from mdtui.scheduling import queue as runqueue
+from mdtui.scheduling import scheduler
+from mdtui.system.gpus import CPU_ID, Device, GpuProcess
 
 CHAIN = """
 [experiment.tiny-ft]
@@ -36,7 +38,7 @@ epochs = 2
 
 
 def make_project(tmp_path: Path, settings: str = "") -> tuple[object, RunStore]:
-    from mdtui.experiments import load_plan
+    from mdtui.registry.plan import load_plan
 
     text = TINY_TOML.replace("stop_grace_seconds = 10\n", f"stop_grace_seconds = 10\n{settings}\n") + CHAIN
     path = tmp_path / "experiments.toml"
@@ -352,7 +354,7 @@ def _lock_holder(runs_dir: Path) -> int | None:
 
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info.get("cmdline") or []
-        if "mdtui.scheduler" in cmd and str(runs_dir) in cmd:
+        if "mdtui.scheduling.scheduler" in cmd and str(runs_dir) in cmd:
             return proc.pid
     return None
 
@@ -367,7 +369,7 @@ def _drain(store: RunStore, timeout: float = 20.0) -> None:
 def _launch_count(rec) -> int:
     text = (rec.run_dir / "stderr.log").read_text() if (rec.run_dir / "stderr.log").exists() else ""
     return sum(
-        1 for line in text.splitlines() if line.startswith("[mdtui.supervise]") and " starting " in line
+        1 for line in text.splitlines() if line.startswith("[mdtui.execution.supervise]") and " starting " in line
     )
 
 
@@ -477,7 +479,7 @@ def test_two_concurrent_queue_add_commands_both_land(tmp_path: Path, fake_gpus, 
 def test_local_launcher_submits_polls_and_says_where(tmp_path: Path, fake_gpus, live) -> None:
     import socket
 
-    from mdtui.launcher import LocalLauncher
+    from mdtui.execution.launcher import LocalLauncher
 
     plan, store = make_project(tmp_path)
     live.append(store)

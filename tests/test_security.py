@@ -16,11 +16,13 @@ from conftest import REPO, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdtui import supervise
-from mdtui.experiments import Experiment
-from mdtui.fsutil import sanitize_name
-from mdtui.mdlog import headings, md_unescape, one_line
-from mdtui.store import RunStore, process_start_time
+from mdtui.execution import supervise
+from mdtui.execution.reconcile import reconcile
+from mdtui.registry.plan import Experiment
+from mdtui.results.markdown import headings, md_unescape, one_line
+from mdtui.runs.store import RunStore
+from mdtui.system.fs import sanitize_name
+from mdtui.system.processes import process_start_time
 
 SOURCE_DIRS = (REPO / "engine", REPO / "mdtui")
 
@@ -312,7 +314,7 @@ def test_refresh_and_stop_ignore_a_pid_from_another_boot(store, tiny_plan, bysta
     assert supervise.stop(store, rec.run_id, grace=0.2) is False
     time.sleep(0.3)
     assert bystander.poll() is None
-    assert [r.status for r in store.refresh()] == ["lost"]
+    assert [r.status for r in reconcile(store)] == ["lost"]
 
 
 def test_only_guarded_code_sends_signals() -> None:
@@ -322,7 +324,7 @@ def test_only_guarded_code_sends_signals() -> None:
         for _call, name in _calls(path):
             if name in ("os.kill", "os.killpg") or name.endswith((".send_signal", ".terminate")):
                 senders.append(f"{path.relative_to(REPO)}:{name}")
-    assert senders and all(s.startswith("mdtui/supervise.py:") for s in senders), senders
+    assert senders and all(s.startswith("mdtui/execution/supervise.py:") for s in senders), senders
 
 
 # --------------------------------------------------------------------------- RESULTS.md
@@ -353,7 +355,7 @@ def _unescaped_outside_code(line: str) -> list[str]:
 def test_results_entries_escape_user_text(tmp_path: Path, tiny_toml: Path) -> None:
     from results_helpers import write_events
 
-    from mdtui.results import attach_note, record_finished
+    from mdtui.results.log import attach_note, record_finished
 
     name = "evil `name` <script>alert(1)</script> *b* _i_ [l](http://x) | ~s~\n# not a heading"
     group = "grp <b>bold</b> [x](y) *z*\n## injected ##"  # a trailing "#" run would close a heading

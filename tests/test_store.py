@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from engine.events import encode, make_event
-from mdtui import fsutil
-from mdtui.store import RunStore, process_alive, process_start_time
+from mdtui.execution.reconcile import reconcile
+from mdtui.runs.store import RunStore
+from mdtui.system import fs as fsutil
+from mdtui.system.processes import process_alive, process_start_time
 
 
 def _new_run(store: RunStore, plan, name: str = "tiny", **kw):
-    from mdtui.runprep import create_run_for
+    from mdtui.runs.prepare import create_run_for
 
     return create_run_for(plan, store, plan.experiments[name], seed=kw.pop("seed", 0), devices=["cpu"], **kw)
 
@@ -91,7 +93,7 @@ def test_sanitize_name(name: str, expected: str) -> None:
 def test_file_lock_is_exclusive(tmp_path: Path) -> None:
     lock = tmp_path / "x.lock"
     with fsutil.file_lock(lock):
-        code = f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})\nfrom mdtui.fsutil import try_lock\nprint(try_lock({str(lock)!r}))"
+        code = f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})\nfrom mdtui.system.fs import try_lock\nprint(try_lock({str(lock)!r}))"
         held = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
         assert held.stdout.strip() == "None"
     fd = fsutil.try_lock(lock)
@@ -136,7 +138,7 @@ def test_create_run_writes_a_complete_run_directory(store: RunStore, tiny_plan) 
 
 
 def test_git_info_records_commit_and_dirty_flag(tmp_path: Path) -> None:
-    from mdtui.store import git_info
+    from mdtui.runs.store import git_info
 
     env = {
         **os.environ,
@@ -177,7 +179,7 @@ def test_list_update_and_latest_completed(store: RunStore, tiny_plan) -> None:
 
 
 def test_from_without_completed_upstream_is_a_clear_error(store: RunStore, tiny_plan) -> None:
-    from mdtui.runprep import RunSetupError
+    from mdtui.runs.prepare import RunSetupError
 
     with pytest.raises(RunSetupError, match='starts from "tiny", which has no completed run'):
         _new_run(store, tiny_plan, "tiny-focal")
@@ -263,11 +265,11 @@ def test_refresh_finalises_from_exit_json_or_marks_lost(store: RunStore, tiny_pl
         )
     _write_events(Path(finished.run_dir), finished.run_id, finished="stopped")
     fsutil.atomic_write_json(Path(finished.run_dir) / "exit.json", {"status": "stopped", "exit_code": 0})
-    changed = {r.run_id: r.status for r in store.refresh()}
+    changed = {r.run_id: r.status for r in reconcile(store)}
     assert changed == {finished.run_id: "stopped", vanished.run_id: "lost"}
     assert store.get(vanished.run_id).error.startswith("the supervisor vanished")
     assert store.get(finished.run_id).best_acc1 == 55.5
-    assert store.refresh() == []
+    assert reconcile(store) == []
 
 
 def test_refresh_never_trusts_a_reused_pid(store: RunStore, tiny_plan) -> None:
@@ -278,10 +280,10 @@ def test_refresh_never_trusts_a_reused_pid(store: RunStore, tiny_plan) -> None:
         rec.run_id, status="running", supervisor_pid=me, supervisor_start=process_start_time(me) - 100
     )
     assert not process_alive(me, process_start_time(me) - 100)
-    assert [r.status for r in store.refresh()] == ["lost"]
+    assert [r.status for r in reconcile(store)] == ["lost"]
     live = _new_run(store, tiny_plan)
     store.update(live.run_id, status="running", supervisor_pid=me, supervisor_start=process_start_time(me))
-    assert store.refresh() == [] and store.get(live.run_id).status == "running"
+    assert reconcile(store) == [] and store.get(live.run_id).status == "running"
 
 
 def test_refresh_keeps_the_engines_own_ending_when_only_the_supervisor_vanished(
@@ -293,14 +295,14 @@ def test_refresh_keeps_the_engines_own_ending_when_only_the_supervisor_vanished(
     rec = _new_run(store, tiny_plan)
     store.update(rec.run_id, status="running", supervisor_pid=dead.pid, supervisor_start=dead_start or 1.0)
     _write_events(Path(rec.run_dir), rec.run_id, finished="completed")
-    assert [r.status for r in store.refresh()] == ["completed"]
+    assert [r.status for r in reconcile(store)] == ["completed"]
     exit_info = json.loads((Path(rec.run_dir) / "exit.json").read_text())
     assert exit_info["status"] == "completed" and "supervisor vanished" in exit_info["note"]
     assert store.get(rec.run_id).best_acc1 == 55.5
 
 
 def test_logout_kill_setting_is_detected_unless_the_user_lingers(tmp_path: Path) -> None:
-    from mdtui.procinfo import logout_kills_processes
+    from mdtui.system.processes import logout_kills_processes
 
     conf = tmp_path / "logind.conf"
     drop_in = tmp_path / "logind.conf.d"

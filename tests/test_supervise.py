@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO, wait_for
 
-from mdtui import supervise
-from mdtui.runprep import create_run_for
-from mdtui.store import RunStore, process_alive
+from mdtui.execution import supervise
+from mdtui.execution.reconcile import reconcile
+from mdtui.runs.prepare import create_run_for
+from mdtui.runs.store import RunStore
+from mdtui.system.processes import process_alive
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +108,7 @@ def test_supervisor_kill_9_is_lost_at_next_refresh(store, tiny_plan, fake_engine
     os.kill(pid, signal.SIGKILL)
     assert supervise.wait_supervisor(pid, timeout=10)
     assert store.get(rec.run_id).status == "running"  # nobody has looked yet
-    changed = store.refresh()
+    changed = reconcile(store)
     assert [(r.run_id, r.status) for r in changed] == [(rec.run_id, "lost")]
     assert f"engine pid {running.pid} is still running" in store.get(rec.run_id).error
     # stop() still reaches an orphaned engine (and escalates itself, there is no supervisor)
@@ -159,7 +161,7 @@ def test_detached_run_survives_its_launching_session(tiny_toml, fake_engine, rea
 @pytest.mark.skipif(not (REPO / "engine" / "__main__.py").exists(), reason="the real engine is not built yet")
 def test_real_engine_stop_leaves_a_loadable_last_checkpoint(store, tiny_plan, monkeypatch, reap) -> None:
     monkeypatch.delenv("MDTUI_ENGINE_CMD", raising=False)
-    from mdtui.experiments import load_plan
+    from mdtui.registry.plan import load_plan
 
     toml = Path(tiny_plan.settings.path)
     toml.write_text(toml.read_text().replace("epochs = 3", "epochs = 50"))
@@ -179,7 +181,7 @@ def test_real_engine_stop_leaves_a_loadable_last_checkpoint(store, tiny_plan, mo
 
 
 def test_cpu_runs_sharing_the_machine_split_its_cores() -> None:
-    from mdtui.supervise import cpu_threads_env
+    from mdtui.execution.supervise import cpu_threads_env
 
     assert cpu_threads_env(["cpu"], 1) == {}  # alone: torch's default (all cores)
     assert cpu_threads_env(["0"], 4) == {}  # GPU runs: the CPU is not their bottleneck

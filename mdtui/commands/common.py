@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from mdtui.experiments import Experiment, Plan
-    from mdtui.store import RunRecord, RunStore
+    from mdtui.registry.plan import Experiment, Plan
+    from mdtui.runs.store import RunRecord, RunStore
 
 # Consoles resolve sys.stdout / sys.stderr at write time, so CliRunner captures them.
 console = Console(highlight=False)
@@ -47,7 +47,7 @@ def plan_file(ctx: typer.Context | None) -> Path | None:
 
 def load_plan_or_exit(file: Path | str | None = None) -> Plan:
     """Load and validate experiments.toml; on errors print each located issue and exit 2."""
-    from mdtui.experiments import ExperimentsError, load_plan
+    from mdtui.registry.plan import ExperimentsError, load_plan
 
     path = Path(file).expanduser() if file is not None else None
     try:
@@ -67,7 +67,7 @@ def load_plan_or_exit(file: Path | str | None = None) -> Plan:
 
 def open_store(plan: Plan) -> RunStore:
     """The run store of ``plan`` (its ``settings.runs_dir``); git facts come from the toml's directory."""
-    from mdtui.store import RunStore
+    from mdtui.runs.store import RunStore
 
     try:
         return RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
@@ -85,7 +85,7 @@ def resolve_run_or_exit(store: RunStore, ref: str) -> RunRecord:
 
 def find_experiment_or_exit(plan: Plan, name: str) -> Experiment:
     """``experiments.find_experiment`` with its LookupError (closest names) turned into exit 2."""
-    from mdtui.experiments import find_experiment
+    from mdtui.registry.plan import find_experiment
 
     try:
         return find_experiment(plan, name)

@@ -25,8 +25,8 @@ from mdtui.commands.common import (
 )
 
 if TYPE_CHECKING:
-    from mdtui.experiments import Plan
-    from mdtui.store import RunStore
+    from mdtui.registry.plan import Plan
+    from mdtui.runs.store import RunStore
 
 queue_app = typer.Typer(
     help="The run queue: runs start when their devices are free and their upstreams have completed.",
@@ -40,7 +40,7 @@ def _open(ctx: typer.Context) -> tuple[Plan, RunStore]:
 
 
 def _ensure(plan: Plan, store: RunStore) -> int | None:
-    from mdtui.scheduler import ensure_scheduler
+    from mdtui.scheduling.scheduler import ensure_scheduler
 
     return ensure_scheduler(store.runs_dir, plan.settings.path)
 
@@ -61,7 +61,7 @@ def queue_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
     """List the queue: waiting runs in order, then runs it launched that are still alive."""
     if ctx.invoked_subcommand is not None:
         return
-    from mdtui.scheduler import is_paused, queue_entries, scheduler_running
+    from mdtui.scheduling.scheduler import is_paused, queue_entries, scheduler_running
 
     plan, store = _open(ctx)
     _ensure(plan, store)
@@ -100,7 +100,7 @@ def add_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the queued runs as JSON."),
 ) -> None:
     """Queue runs (one per seed); an upstream (`from`) with no completed run is queued first."""
-    from mdtui.scheduler import QueueError, enqueue
+    from mdtui.scheduling.scheduler import QueueError, enqueue
 
     plan, store = _open(ctx)
     devices = _parse_devices(device)
@@ -118,7 +118,7 @@ def add_cmd(
         console.print(f"queued {rec.run_id}  {rec.experiment}  seed {rec.seed}")
     if pid:
         console.print(f"scheduler started (pid {pid}); log: {Path(store.runs_dir) / 'scheduler.log'}")
-    from mdtui.procinfo import LOGOUT_WARNING, logout_kills_processes
+    from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
 
     if logout_kills_processes():
         err_console.print(LOGOUT_WARNING, markup=False)
@@ -129,7 +129,7 @@ def cancel_cmd(
     ctx: typer.Context, run_id: str = typer.Argument(..., help="Run id (or a unique prefix/suffix).")
 ) -> None:
     """Take a run out of the queue (a run the queue already started is stopped)."""
-    from mdtui.scheduler import QueueError, cancel
+    from mdtui.scheduling.scheduler import QueueError, cancel
 
     plan, store = _open(ctx)
     try:
@@ -147,7 +147,7 @@ def move_cmd(
     to: int = typer.Option(..., "--to", min=1, help="New position, 1 = next to start."),
 ) -> None:
     """Reorder the queue."""
-    from mdtui.scheduler import QueueError, move
+    from mdtui.scheduling.scheduler import QueueError, move
 
     plan, store = _open(ctx)
     try:
@@ -161,7 +161,7 @@ def move_cmd(
 @queue_app.command("pause")
 def pause_cmd(ctx: typer.Context) -> None:
     """Launch nothing new until `mdtui queue resume` (running runs carry on)."""
-    from mdtui.scheduler import pause
+    from mdtui.scheduling.scheduler import pause
 
     plan, store = _open(ctx)
     pause(store)
@@ -172,7 +172,7 @@ def pause_cmd(ctx: typer.Context) -> None:
 @queue_app.command("resume")
 def resume_cmd(ctx: typer.Context) -> None:
     """Start launching queued runs again."""
-    from mdtui.scheduler import resume
+    from mdtui.scheduling.scheduler import resume
 
     plan, store = _open(ctx)
     resume(store)
@@ -185,8 +185,9 @@ def resume_cmd(ctx: typer.Context) -> None:
 
 def gpus_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Devices with memory, utilisation, processes and owners, mdtui reservations and whether a run fits."""
-    from mdtui import gpus, ledger
-    from mdtui.scheduler import reservations
+    from mdtui.execution import ledger
+    from mdtui.scheduling.scheduler import reservations
+    from mdtui.system import gpus
 
     try:
         devices = gpus.list_devices()
@@ -228,7 +229,7 @@ def gpus_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
 
 def _plan_if_any(ctx: typer.Context) -> Plan | None:
     """The plan when an experiments file is reachable (policies, reservations); `mdtui gpus` works without."""
-    from mdtui.experiments import default_path
+    from mdtui.registry.plan import default_path
 
     explicit = plan_file(ctx)
     if explicit is None and not default_path().is_file():

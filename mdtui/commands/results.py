@@ -46,7 +46,7 @@ def report_command(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to FILE instead of stdout."),
 ) -> None:
     """Result tables from the run index: one per group, seeds as mean ± std, best value in bold."""
-    from mdtui.report import ReportError, render_report
+    from mdtui.results.report import ReportError, render_report
 
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
@@ -57,7 +57,7 @@ def report_command(
     except ReportError as exc:
         usage_error(str(exc))
     if output is not None:
-        from mdtui.fsutil import atomic_write_text
+        from mdtui.system.fs import atomic_write_text
 
         atomic_write_text(output, text)
         console.print(f"wrote {output}", markup=False)
@@ -73,7 +73,7 @@ def note_command(
     text: str = typer.Argument(..., help='The note, e.g. "server died at epoch 165".'),
 ) -> None:
     """Attach a note to a run; it appears in RESULTS.md and in reports."""
-    from mdtui.results import attach_note
+    from mdtui.results.log import attach_note
 
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
@@ -94,8 +94,8 @@ def plot_command(
     metric: str = typer.Option("eval.acc1", "--metric", help="eval.acc1 | eval.loss | train.loss | lr | ..."),
 ) -> None:
     """Overlay one metric of several runs in one PNG."""
-    from mdtui.plots import metric_series, plot_overlay
-    from mdtui.results import load_state
+    from mdtui.results.log import load_state
+    from mdtui.results.plots import metric_series, plot_overlay
 
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
@@ -123,7 +123,7 @@ def compare_command(
     from rich.table import Table
     from rich.text import Text
 
-    from mdtui.compare import compare_runs, comparison_rows, format_config_value
+    from mdtui.results.compare import compare_runs, comparison_rows, format_config_value
 
     if len(runs) < 2:
         usage_error("compare needs at least two runs, e.g. `mdtui compare r32-ce r32-refl`")

@@ -29,10 +29,11 @@ from mdtui.commands.common import (
     resolve_run_or_exit,
     usage_error,
 )
+from mdtui.execution.reconcile import reconcile
 
 if TYPE_CHECKING:
-    from mdtui.experiments import Experiment, Plan
-    from mdtui.store import RunRecord, RunStore
+    from mdtui.registry.plan import Experiment, Plan
+    from mdtui.runs.store import RunRecord, RunStore
 
 EXIT_STOPPED = 130  # like a shell job ended by Ctrl-C
 EXIT_CODES = {"completed": 0, "stopped": EXIT_STOPPED}
@@ -61,9 +62,9 @@ def parse_devices(spec: str) -> list[str]:
 
 def _gpu_ids() -> set[str] | None:
     try:
-        from mdtui.gpus import list_devices
+        from mdtui.system.gpus import list_devices
     except ModuleNotFoundError as exc:
-        if exc.name in ("mdtui.gpus",):
+        if exc.name in ("mdtui.system.gpus",):
             return None
         raise
     try:
@@ -77,9 +78,9 @@ def default_devices(store: RunStore, plan: Plan, exp: Experiment) -> list[str]:
     if not _gpu_ids():
         return ["cpu"]
     try:
-        from mdtui.scheduler import pick_devices
+        from mdtui.scheduling.scheduler import pick_devices
     except ModuleNotFoundError as exc:
-        if exc.name != "mdtui.scheduler":
+        if exc.name != "mdtui.scheduling.scheduler":
             raise
         return sorted(_gpu_ids() or {"cpu"})[: max(1, exp.gpus)]
     picked = pick_devices(store, plan, max(1, exp.gpus))
@@ -173,7 +174,7 @@ class RunView:
 
 def watch(store: RunStore, rec: RunRecord, supervisor_pid: int, *, grace: float, quiet: bool) -> RunRecord:
     """Follow a launched run until its supervisor exits; Ctrl-C stops it cleanly."""
-    from mdtui import supervise
+    from mdtui.execution import supervise
 
     stopping = False
     with RunView(rec, quiet=quiet) as view:
@@ -193,14 +194,14 @@ def watch(store: RunStore, rec: RunRecord, supervisor_pid: int, *, grace: float,
                 supervise.stop(store, rec.run_id, grace=grace)
     final = store.get(rec.run_id) or rec
     if final.live:  # the supervisor died without recording the end
-        store.refresh()
+        reconcile(store)
         final = store.get(rec.run_id) or final
     return final
 
 
 def _recorded(store: RunStore, rec: RunRecord) -> bool:
     """The supervisor has written exit.json and the final index row (it may still be writing plots)."""
-    from mdtui.supervise import EXIT_FILE
+    from mdtui.execution.supervise import EXIT_FILE
 
     if not (Path(rec.run_dir) / EXIT_FILE).exists():
         return False
@@ -210,7 +211,7 @@ def _recorded(store: RunStore, rec: RunRecord) -> bool:
 
 def wait_for_supervisors(pids: list[int], timeout: float = 120.0) -> None:
     """Let the supervisors finish their results log entries before the command returns."""
-    from mdtui import supervise
+    from mdtui.execution import supervise
 
     try:
         for pid in pids:
@@ -264,8 +265,8 @@ def _run_in_order(
     finished: list[RunRecord],
     supervisors: list[int],
 ) -> None:
-    from mdtui import supervise
-    from mdtui.runprep import RunSetupError, create_run_for, dependency_order, seeds_of
+    from mdtui.execution import supervise
+    from mdtui.runs.prepare import RunSetupError, create_run_for, dependency_order, seeds_of
 
     for exp in dependency_order(plan, exps):
         for seed in seeds_of(exp):
@@ -293,7 +294,7 @@ def _run_in_order(
 
 
 def _setup_failure(exp: Experiment, seed: int, error: str) -> RunRecord:
-    from mdtui.store import RunRecord
+    from mdtui.runs.store import RunRecord
 
     return RunRecord(
         run_id="-", experiment=exp.name, group=exp.group, status="failed", seed=seed, error=error
@@ -303,21 +304,21 @@ def _setup_failure(exp: Experiment, seed: int, error: str) -> RunRecord:
 def run_detached(
     plan: Plan, store: RunStore, exps: list[Experiment], *, device: str | None
 ) -> list[tuple[RunRecord, int]]:
-    from mdtui import supervise
-    from mdtui.runprep import RunSetupError, create_run_for, dependency_order, seeds_of
+    from mdtui.execution import supervise
+    from mdtui.runs.prepare import RunSetupError, create_run_for, dependency_order, seeds_of
 
     ordered = dependency_order(plan, exps)
     errors = []
     for exp in ordered:  # check every upstream before starting anything
         try:
-            from mdtui.runprep import upstream_checkpoint
+            from mdtui.runs.prepare import upstream_checkpoint
 
             upstream_checkpoint(store, exp)
         except RunSetupError as exc:
             errors.append(str(exc))
     if errors:
         fail("\n".join(errors) + "\n(--detach starts runs at once; `mdtui queue add` waits for upstreams)")
-    from mdtui.procinfo import LOGOUT_WARNING, logout_kills_processes
+    from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
 
     if logout_kills_processes():
         err_console.print(LOGOUT_WARNING, markup=False)
@@ -332,9 +333,9 @@ def run_detached(
 
 def resume_run(plan: Plan, store: RunStore, ref: str, *, device: str | None) -> tuple[RunRecord, int]:
     """Relaunch a stopped / failed / lost run in its own directory with ``--resume``."""
-    from mdtui import supervise
+    from mdtui.execution import supervise
 
-    store.refresh()
+    reconcile(store)
     rec = resolve_run_or_exit(store, ref)
     if rec.live:
         usage_error(f"run {rec.run_id} ({rec.experiment}) is still {rec.status}; stop it first")
@@ -353,7 +354,7 @@ def resume_run(plan: Plan, store: RunStore, ref: str, *, device: str | None) -> 
 
 def select(plan: Plan, names: list[str]) -> list[Experiment]:
     """Experiments, swept tables or groups by name; unknown names exit 2 with the closest matches."""
-    from mdtui.experiments import select_experiments
+    from mdtui.registry.plan import select_experiments
 
     try:
         return select_experiments(plan, names)
@@ -459,7 +460,7 @@ def _print_summary(records: list[RunRecord]) -> None:
 
 
 def _print_report(store: RunStore, plan: Plan) -> None:
-    from mdtui.report import render_report
+    from mdtui.results.report import render_report
 
     try:
         text = render_report(store, plan, ["demo"], fmt="md")

@@ -24,13 +24,13 @@ from textual.app import App, SuspendNotSupported, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from mdtui.dashboard import Dashboard, Snapshot
 from mdtui.tui.screens.compare import CompareScreen
 from mdtui.tui.screens.confirm import ConfirmDialog
 from mdtui.tui.screens.device_picker import DevicePickerDialog
 from mdtui.tui.screens.help import HelpScreen
 from mdtui.tui.screens.main import MainScreen
 from mdtui.tui.screens.run_detail import RunDetailScreen
+from mdtui.views.dashboard import Dashboard, Snapshot
 
 REFRESH_SECONDS = 0.4
 DEVICE_REFRESH_SECONDS = 2.0
@@ -61,7 +61,7 @@ class MdtuiApp(App[str]):
         self.push_screen(MainScreen())
         self.refresh_now()
         self.set_interval(REFRESH_SECONDS, self.refresh_now)
-        from mdtui.procinfo import LOGOUT_WARNING, logout_kills_processes
+        from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
 
         if logout_kills_processes():
             self.notify(LOGOUT_WARNING, severity="warning", timeout=15)
@@ -241,7 +241,7 @@ class MdtuiApp(App[str]):
 
     def _queue(self, verb: str) -> None:
         try:
-            from mdtui import scheduler
+            from mdtui.scheduling import scheduler
 
             getattr(scheduler, verb)(self.dashboard.store)
             if verb == "resume":

@@ -8,7 +8,8 @@ from pathlib import Path
 import tui_helpers
 from tui_helpers import SIZE, runs_of, until, write_toml
 
-from mdtui.store import RunStore, process_alive
+from mdtui.runs.store import RunStore
+from mdtui.system.processes import process_alive
 from mdtui.tui.app import MdtuiApp
 from mdtui.tui.screens.confirm import ConfirmDialog
 from mdtui.tui.screens.device_picker import DevicePickerDialog
@@ -156,7 +157,7 @@ async def test_reattach_after_restart_shows_finished_and_lost_runs(project: Path
     store = RunStore(project.parent / "runs")
     # a run whose supervisor vanished: "running" in the index, nobody alive, no exit.json
     ghost = store.create_run(
-        __import__("mdtui.experiments", fromlist=["load_plan"]).load_plan(project).experiments["tiny"],
+        __import__("mdtui.registry.plan", fromlist=["load_plan"]).load_plan(project).experiments["tiny"],
         {"epochs": 3},
         seed=0,
         devices=["1"],
@@ -239,8 +240,8 @@ async def test_help_lists_every_bound_key_and_palette_opens(project: Path) -> No
 
 
 def test_quit_message_counts_running_and_queued() -> None:
-    from mdtui.dashboard import RunRow, Snapshot
     from mdtui.tui.app import farewell
+    from mdtui.views.dashboard import RunRow, Snapshot
 
     def row(status: str) -> RunRow:
         return RunRow("x", "e", status, "", "", None, None, None, None, None, None, None)
@@ -265,7 +266,7 @@ def test_columns_fit_80_and_100_without_cutting_the_important_ones() -> None:
 
 
 async def test_P_pauses_and_resumes_the_queue(project: Path) -> None:
-    from mdtui import scheduler
+    from mdtui.scheduling import scheduler
 
     app = MdtuiApp(project)
     async with app.run_test(size=SIZE) as pilot:

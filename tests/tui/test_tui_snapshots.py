@@ -14,8 +14,8 @@ import tui_helpers
 from tui_helpers import until, write_toml
 
 from engine.events import encode, make_event
-from mdtui.experiments import engine_config, load_plan
-from mdtui.store import RunStore
+from mdtui.registry.plan import engine_config, load_plan
+from mdtui.runs.store import RunStore
 from mdtui.tui.app import MdtuiApp
 from mdtui.tui.screens.compare import CompareScreen
 from mdtui.tui.screens.run_detail import RunDetailScreen

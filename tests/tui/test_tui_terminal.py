@@ -94,8 +94,8 @@ def test_kill_9_of_the_tui_touches_neither_the_run_nor_the_queue(
     import psutil
     from conftest import FAKE_ENGINE, wait_for
 
-    from mdtui.experiments import load_plan
-    from mdtui.store import RunStore
+    from mdtui.registry.plan import load_plan
+    from mdtui.runs.store import RunStore
 
     monkeypatch.setenv("MDTUI_ENGINE_CMD", f"{sys.executable} {FAKE_ENGINE}")
     monkeypatch.setenv("FAKE_EPOCH_SECONDS", "2")

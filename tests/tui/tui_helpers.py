@@ -40,8 +40,8 @@ def project(tmp_path: Path) -> Iterator[Path]:
 
 def kill_everything(runs_dir: Path) -> None:
     """SIGKILL every supervisor, engine group and scheduler a test left behind."""
-    from mdtui import scheduler
-    from mdtui.store import DB_NAME, RunStore
+    from mdtui.runs.store import DB_NAME, RunStore
+    from mdtui.scheduling import scheduler
 
     for proc in scheduler._STARTED:
         with contextlib.suppress(ProcessLookupError, PermissionError):

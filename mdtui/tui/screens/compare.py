@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
-from mdtui.compare import compare_runs, comparison_rows
+from mdtui.results.compare import compare_runs, comparison_rows
 from mdtui.tui.widgets.metric_chart import MetricChart
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
 
-from mdtui.dashboard import LIVE_STATUSES, WAITING_STATUSES, Snapshot
 from mdtui.tui.widgets.gpu_panel import GpuPanel
 from mdtui.tui.widgets.tables import ExperimentTable, RunTable, SyncTable
+from mdtui.views.dashboard import LIVE_STATUSES, WAITING_STATUSES, Snapshot
 
 if TYPE_CHECKING:
     from mdtui.tui.app import MdtuiApp

@@ -16,7 +16,7 @@ from rich.text import Text
 from textual import events
 from textual.widgets import DataTable
 
-from mdtui.dashboard import ExperimentRow, RunRow
+from mdtui.views.dashboard import ExperimentRow, RunRow
 
 SPARK = "▁▂▃▄▅▆▇█"
 SCROLLBAR = 2  # the vertical scrollbar of a full table

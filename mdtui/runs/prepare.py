@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mdtui.experiments import Experiment, Plan
-    from mdtui.store import RunRecord, RunStore
+    from mdtui.registry.plan import Experiment, Plan
+    from mdtui.runs.store import RunRecord, RunStore
 
 
 class RunSetupError(Exception):
@@ -70,7 +70,7 @@ def create_run_for(
     extra: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Resolve the engine config of ``exp`` for ``seed`` and create its run directory."""
-    from mdtui.experiments import engine_config
+    from mdtui.registry.plan import engine_config
 
     init = upstream_checkpoint(store, exp)
     kwargs: dict[str, Any] = {}

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import RunState
-from mdtui.monitor import RunMonitor
+from mdtui.execution.reconcile import reconcile
+from mdtui.views.monitor import RunMonitor
 
 LIVE_STATUSES = ("starting", "running")
 LIVENESS_SECONDS = 2.0  # how often supervisors are checked for having vanished
@@ -56,7 +57,7 @@ class RunRow:
 class Snapshot:
     experiments: tuple[ExperimentRow, ...] = ()
     runs: tuple[RunRow, ...] = ()
-    devices: tuple[Any, ...] = ()  # mdtui.gpus.Device
+    devices: tuple[Any, ...] = ()  # mdtui.system.gpus.Device
     holders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # device id -> run ids
     plan_error: str | None = None
     queue_paused: bool = False
@@ -112,8 +113,8 @@ class Dashboard:
 
     def reload_plan(self) -> None:
         """(Re)read experiments.toml; a broken file is shown, never raised."""
-        from mdtui.experiments import ExperimentsError, load_plan
-        from mdtui.store import RunStore
+        from mdtui.registry.plan import ExperimentsError, load_plan
+        from mdtui.runs.store import RunStore
 
         try:
             plan = load_plan(self.plan_path)
@@ -134,8 +135,8 @@ class Dashboard:
 
     def _fallback_store(self) -> None:
         """With a broken experiments.toml at start-up, still show the runs of the default runs dir."""
-        from mdtui.experiments import default_path
-        from mdtui.store import DB_NAME, RunStore
+        from mdtui.registry.plan import default_path
+        from mdtui.runs.store import DB_NAME, RunStore
 
         if self.store is not None:
             return
@@ -151,7 +152,7 @@ class Dashboard:
         now = time.monotonic()
         if now - self._liveness_t >= LIVENESS_SECONDS:
             # vanished supervisors -> exit.json's status or `lost`: psutil per live run, so not every tick
-            self.store.refresh()
+            reconcile(self.store)
             self._liveness_t = now
         records, positions, paused = self._index()
         latest: dict[str, Any] = {}
@@ -180,7 +181,7 @@ class Dashboard:
                     holders.setdefault(str(dev), []).append(rec.run_id)
         if with_devices:
             try:
-                from mdtui.gpus import list_devices
+                from mdtui.system.gpus import list_devices
 
                 devices = tuple(list_devices())
             except Exception as exc:  # a broken driver must not take the dashboard down
@@ -229,7 +230,7 @@ class Dashboard:
     def _queue_positions(self) -> dict[str, tuple[int, str | None]]:
         """Waiting runs: (1-based position, why it waits)."""
         try:
-            from mdtui.scheduler import queue_entries
+            from mdtui.scheduling.scheduler import queue_entries
 
             entries = queue_entries(self.store, include_launched=False)
         except Exception:  # no queue table yet, or the scheduler module is mid-upgrade
@@ -238,7 +239,7 @@ class Dashboard:
 
     def _queue_paused(self) -> bool:
         try:
-            from mdtui.scheduler import is_paused
+            from mdtui.scheduling.scheduler import is_paused
 
             return bool(is_paused(self.store))
         except Exception:
@@ -288,7 +289,7 @@ class Dashboard:
         """One row per experiment: its latest run's status and curve, the best acc1 of all its runs."""
         if self.plan is None:
             return ()
-        from mdtui.experiments import knobs
+        from mdtui.registry.plan import knobs
 
         rows = []
         for exp in self.plan.experiments.values():
@@ -323,7 +324,7 @@ class Dashboard:
     # ------------------------------------------------------------------ actions (shared with the CLI's verbs)
 
     def experiments_named(self, names: list[str]) -> list[Any]:
-        from mdtui.experiments import find_experiment
+        from mdtui.registry.plan import find_experiment
 
         return [find_experiment(self.plan, n) for n in names]
 
@@ -334,8 +335,8 @@ class Dashboard:
 
         Returns (started run ids, queued experiment names, error messages).
         """
-        from mdtui.runprep import RunSetupError, create_run_for, dependency_order, seeds_of
-        from mdtui.supervise import launch
+        from mdtui.execution.supervise import launch
+        from mdtui.runs.prepare import RunSetupError, create_run_for, dependency_order, seeds_of
 
         started: list[str] = []
         queued: list[str] = []
@@ -363,17 +364,17 @@ class Dashboard:
         return started, queued, errors
 
     def _pick(self, exp: Any) -> list[str] | None:
-        from mdtui.gpus import list_devices
+        from mdtui.system.gpus import list_devices
 
         if all(d.id == "cpu" for d in list_devices()):
             return ["cpu"]
-        from mdtui.scheduler import pick_devices
+        from mdtui.scheduling.scheduler import pick_devices
 
         return pick_devices(self.store, self.plan, getattr(exp, "gpus", 1) or 1)
 
     def enqueue(self, names: list[str], devices: list[str] | None = None) -> list[str]:
         """Add experiments to the queue (the scheduler starts on demand); returns error messages."""
-        from mdtui.scheduler import enqueue, ensure_scheduler
+        from mdtui.scheduling.scheduler import enqueue, ensure_scheduler
 
         try:
             enqueue(self.store, self.plan, names, devices=devices)
@@ -384,7 +385,7 @@ class Dashboard:
 
     def stop(self, run_ids: list[str]) -> list[str]:
         """SIGTERM the runs (SIGKILL after the grace period); queued runs are cancelled instead."""
-        from mdtui.supervise import stop
+        from mdtui.execution.supervise import stop
 
         errors = []
         grace = self.plan.settings.stop_grace_seconds if self.plan else 30.0
@@ -394,7 +395,7 @@ class Dashboard:
                 continue
             try:
                 if rec.status in WAITING_STATUSES:
-                    from mdtui.scheduler import cancel
+                    from mdtui.scheduling.scheduler import cancel
 
                     cancel(self.store, run_id)
                 elif rec.status in LIVE_STATUSES:
@@ -404,7 +405,7 @@ class Dashboard:
         return errors
 
     def move(self, run_id: str, delta: int) -> None:
-        from mdtui.scheduler import move, queue_entries
+        from mdtui.scheduling.scheduler import move, queue_entries
 
         ids = [e.run_id for e in queue_entries(self.store)]
         if run_id in ids:

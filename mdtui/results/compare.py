@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdtui.fsutil import read_json
+from mdtui.system.fs import read_json
 
 if TYPE_CHECKING:
-    from mdtui.store import RunRecord
+    from mdtui.runs.store import RunRecord
 
 # Blocks that may be written as a bare string meaning {name = ...} (engine/config.py).
 NAMED_BLOCKS = ("model", "data", "loss", "sampler", "optim", "schedule")
@@ -108,7 +108,7 @@ def compare_runs(records: Sequence[RunRecord], configs: Sequence[dict[str, Any]]
 
 
 def format_config_value(value: Any) -> str:
-    from mdtui.mdlog import format_value
+    from mdtui.results.markdown import format_value
 
     return "(unset)" if value is MISSING else format_value(value)
 

@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mdtui.gpus import CPU_ID, Device, GpuConfigError, cpu_device, list_devices
+from mdtui.system.gpus import CPU_ID, Device, GpuConfigError, cpu_device, list_devices
 
 if TYPE_CHECKING:
-    from mdtui.experiments import Plan
-    from mdtui.runqueue import QueueEntry
-    from mdtui.store import RunStore
+    from mdtui.registry.plan import Plan
+    from mdtui.runs.store import RunStore
+    from mdtui.scheduling.queue import QueueEntry
 
 
 @dataclass(frozen=True)
@@ -184,9 +184,9 @@ def gpus_snapshot() -> list[Device]:
 
 def reservations(store: RunStore) -> list[Reservation]:
     """Every live mdtui run holds its devices until its supervisor exits."""
-    from mdtui.store import LIVE_STATUSES
+    from mdtui.runs.status import LIVE
 
-    return [Reservation(r.run_id, tuple(r.devices)) for r in store.list_runs(statuses=list(LIVE_STATUSES))]
+    return [Reservation(r.run_id, tuple(r.devices)) for r in store.list_runs(statuses=list(LIVE))]
 
 
 def pick_devices(

@@ -3,8 +3,8 @@
 When a run ends, its supervisor calls ``record_finished``: a completed run becomes one bullet under
 the ``## <group>`` heading of its experiment (the notebook's shape, model-doctor-spec.md section 7.5),
 a stopped/failed/lost run one short line under ``## Incomplete runs`` at the end of the file
-(``mdtui.mdlog`` does the markdown: escaping, headings, locked inserts that never touch a person's
-lines). It also draws the run's plots (``mdtui.plots``) and attaches notes.
+(``mdtui.results.markdown`` does the markdown: escaping, headings, locked inserts that never touch a person's
+lines). It also draws the run's plots (``mdtui.results.plots``) and attaches notes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.events import EventTail, reduce_events
-from mdtui.fsutil import atomic_write_json, read_json
-from mdtui.mdlog import (
+from mdtui.results.markdown import (
     INCOMPLETE_HEADING,
     append_entry,
     format_knobs,
@@ -25,13 +24,14 @@ from mdtui.mdlog import (
     one_line,
     replace_line,
 )
+from mdtui.runs.status import INCOMPLETE, RunStatus
+from mdtui.system.fs import atomic_write_json, read_json
 
 if TYPE_CHECKING:
     from engine.events import RunState
-    from mdtui.experiments import Plan
-    from mdtui.store import RunRecord, RunStore
+    from mdtui.registry.plan import Plan
+    from mdtui.runs.store import RunRecord, RunStore
 
-INCOMPLETE_STATUSES = ("failed", "stopped", "lost")
 ENTRY_FILE = "results_entry.json"  # in the run directory: the line mdtui last wrote for the run
 
 
@@ -115,7 +115,7 @@ def run_marker(run_id: str) -> str:
 def find_plan(store: RunStore) -> Plan | None:
     """The plan that owns ``store``: the store's experiments file, $MDTUI_EXPERIMENTS, or the
     experiments.toml of its project; only one whose ``runs_dir`` is this store's counts."""
-    from mdtui.experiments import load_plan
+    from mdtui.registry.plan import load_plan
 
     runs_dir = Path(store.runs_dir).resolve()
     project = getattr(store, "project_dir", None) or runs_dir.parent
@@ -181,7 +181,7 @@ def entry_facts(store: RunStore, plan: Plan | None, rec: RunRecord, state: RunSt
     is_baseline, delta = False, None
     exp = plan.experiments.get(rec.experiment) if plan is not None else None
     if exp is not None:
-        from mdtui.experiments import knobs
+        from mdtui.registry.plan import knobs
 
         knob_values = knobs(plan, exp)
         is_baseline = exp.baseline
@@ -269,7 +269,7 @@ def write_plots(
     rec: RunRecord, state: RunState, events: list[dict[str, Any]], long_tailed: bool
 ) -> list[Path]:
     """``artifacts/curves.png`` and, for long-tailed data, ``artifacts/per_class.png``."""
-    from mdtui.plots import plot_curves, plot_per_class
+    from mdtui.results.plots import plot_curves, plot_per_class
 
     artifacts = Path(rec.run_dir) / "artifacts"
     written: list[Path] = []
@@ -294,7 +294,7 @@ def record_finished(store: RunStore, run_id: str, *, plan: Plan | None = None) -
     rec = store.get(run_id)
     if rec is None:
         raise LookupError(f"no run {run_id!r} in {store.runs_dir}")
-    if rec.status != "completed" and rec.status not in INCOMPLETE_STATUSES:
+    if rec.status != RunStatus.COMPLETED and rec.status not in INCOMPLETE:
         return
     plan = plan if plan is not None else find_plan(store)
     state, events = load_state(rec.run_dir)

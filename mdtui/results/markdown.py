@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mdtui.fsutil import atomic_write_text, file_lock
+from mdtui.system.fs import atomic_write_text, file_lock
 
 INCOMPLETE_HEADING = "Incomplete runs"
 LOG_PREAMBLE = (

@@ -11,8 +11,8 @@ import io
 import json
 from typing import Any
 
-from mdtui.mdlog import format_value, md_code, md_escape
-from mdtui.report import GroupTable, PivotTable, Row, Stat
+from mdtui.results.markdown import format_value, md_code, md_escape
+from mdtui.results.report import GroupTable, PivotTable, Row, Stat
 
 DASH = "–"
 

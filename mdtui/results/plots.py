@@ -87,7 +87,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _umask() -> int:
-    from mdtui.fsutil import current_umask
+    from mdtui.system.fs import current_umask
 
     return current_umask()
 

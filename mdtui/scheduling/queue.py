@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mdtui.fsutil import append_line
+from mdtui.system.fs import append_line
 
 if TYPE_CHECKING:
-    from mdtui.experiments import Experiment, Plan
-    from mdtui.store import RunRecord, RunStore
+    from mdtui.registry.plan import Experiment, Plan
+    from mdtui.runs.store import RunRecord, RunStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -120,7 +120,7 @@ def dependencies(exp: Experiment) -> list[str]:
 
 def transition(store: RunStore, run_id: str, from_statuses: tuple[str, ...], **fields: Any) -> bool:
     """Set ``fields`` on a run only if its status is one of ``from_statuses``; True when it was."""
-    from mdtui.store import RunStore as _Store
+    from mdtui.runs.store import RunStore as _Store
 
     sets = ", ".join(f'"{name}"=?' for name in fields)
     values = [_Store._to_sql(name, value) for name, value in fields.items()]
@@ -192,7 +192,7 @@ def needs_state(store: RunStore, needs: tuple[str, ...] | list[str]) -> tuple[st
 
 def expand_with_upstreams(store: RunStore, plan: Plan, exps: list[Experiment]) -> list[Experiment]:
     """``exps`` plus every dependency that has no completed, pending or blocked run, upstreams first."""
-    from mdtui.runprep import dependency_order
+    from mdtui.runs.prepare import dependency_order
 
     chosen = {e.name: e for e in exps}
     todo = list(exps)
@@ -220,8 +220,8 @@ def add(
     devices: list[str] | None,
 ) -> RunRecord:
     """Create one queued run of ``exp`` and put it at the end of the queue."""
-    from mdtui.experiments import engine_config
-    from mdtui.runprep import cache_dir
+    from mdtui.registry.plan import engine_config
+    from mdtui.runs.prepare import cache_dir
 
     run_id = store.new_run_id()
     # init_checkpoint / combine_path are resolved at launch, once the upstream has completed

@@ -9,8 +9,10 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Protocol
 
+from mdtui.execution.reconcile import reconcile
+
 if TYPE_CHECKING:
-    from mdtui.store import RunStore
+    from mdtui.runs.store import RunStore
 
 LIVE_STATUSES = ("starting", "running")
 WAITING_STATUSES = ("queued", "blocked")
@@ -31,7 +33,7 @@ class Launcher(Protocol):
 
 
 class LocalLauncher:
-    """Runs on this machine under `mdtui.supervise`, one detached supervisor per run."""
+    """Runs on this machine under `mdtui.execution.supervise`, one detached supervisor per run."""
 
     def __init__(self, store: RunStore, *, grace: float = 30.0, runs_per_device: int = 1) -> None:
         self.store = store
@@ -39,7 +41,7 @@ class LocalLauncher:
         self.runs_per_device = runs_per_device  # CPU runs sharing the machine split its cores
 
     def submit(self, run_id: str, devices: list[str]) -> None:
-        from mdtui import supervise
+        from mdtui.execution import supervise
 
         env = supervise.cpu_threads_env(list(devices), self.runs_per_device)
         supervise.launch(self.store, run_id, devices=list(devices), env=env)
@@ -50,12 +52,12 @@ class LocalLauncher:
             return "lost"
         if record.status in LIVE_STATUSES:
             # refresh() checks pid + start-time identity and finalises dead runs
-            self.store.refresh()
+            reconcile(self.store)
             record = self.store.get(run_id) or record
         return record.status
 
     def cancel(self, run_id: str) -> bool:
-        from mdtui import supervise
+        from mdtui.execution import supervise
 
         return bool(supervise.stop(self.store, run_id, grace=self.grace))
 

@@ -37,9 +37,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mdtui.experiment_build import PlanBuilder
-from mdtui.experiment_rules import closest, flatten_keys
-from mdtui.experiment_spec import DATA_ROOT_ENV, Experiment, ExperimentsError, LocatedIssue, Plan, Settings
+from mdtui.registry.build import PlanBuilder
+from mdtui.registry.rules import closest, flatten_keys
+from mdtui.registry.spec import DATA_ROOT_ENV, Experiment, ExperimentsError, LocatedIssue, Plan, Settings
 
 if sys.version_info >= (3, 11):
     import tomllib

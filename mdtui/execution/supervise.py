@@ -1,6 +1,6 @@
 """The per-run supervisor: the process that owns one engine run and decides its final status.
 
-``launch`` starts ``python -m mdtui.supervise RUN_DIR`` in its own session (stdin from /dev/null,
+``launch`` starts ``python -m mdtui.execution.supervise RUN_DIR`` in its own session (stdin from /dev/null,
 output appended to the run's log files, never a pipe), so the run outlives the terminal, the SSH
 session and the UI that started it. The supervisor starts ``python -m engine RUN_DIR`` in a process
 group of its own, records pid / pgid / start time, waits, and writes ``exit.json`` atomically with
@@ -27,14 +27,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from mdtui.fsutil import atomic_write_json, read_json
-from mdtui.store import (
-    RunStore,
-    boot_id,
-    metrics_from_state,
-    process_alive,
-    process_start_time,
-)
+from mdtui.runs.rundir import exit_fields, metrics_from_state
+from mdtui.runs.store import RunStore
+from mdtui.system.fs import atomic_write_json, read_json
+from mdtui.system.processes import boot_id, process_alive, process_start_time
 
 STOP_REQUEST = "stop-request.json"
 EXIT_FILE = "exit.json"
@@ -42,7 +38,7 @@ POLL_SECONDS = 0.2
 PROGRESS_SECONDS = 2.0
 DEFAULT_GRACE = 30.0
 STDERR_TAIL_LINES = 6
-LOG_PREFIX = "[mdtui.supervise]"
+LOG_PREFIX = "[mdtui.execution.supervise]"
 
 # Popen objects of supervisors this process launched, kept so that they are reaped by us
 # (``wait_supervisor``) and never by the garbage collector behind our back.
@@ -97,7 +93,7 @@ def launch(store: RunStore, run_id: str, *, devices: list[str], env: dict[str, s
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with open(run_dir / "stdout.log", "ab") as out, open(run_dir / "stderr.log", "ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mdtui.supervise", str(run_dir)],
+            [sys.executable, "-m", "mdtui.execution.supervise", str(run_dir)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -368,7 +364,7 @@ class Supervisor:
         }
         atomic_write_json(self.run_dir / EXIT_FILE, exit_info)
         log(f"engine exited with {exit_code}; status {status}")
-        fields = self.store.final_fields(self.run_dir) or {"status": status}
+        fields = exit_fields(self.run_dir) or {"status": status}
         self.store.update(self.run_id, **fields)
         self._record_results()
         return 0
@@ -389,9 +385,9 @@ class Supervisor:
 
     def _record_results(self) -> None:
         try:
-            from mdtui.results import record_finished
+            from mdtui.results.log import record_finished
         except ModuleNotFoundError as exc:
-            if exc.name == "mdtui.results":
+            if exc.name == "mdtui.results.log":
                 return
             log(f"results log not updated: {exc}")
             return
@@ -418,7 +414,7 @@ def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        sys.stderr.write("usage: python -m mdtui.supervise RUN_DIR\n")
+        sys.stderr.write("usage: python -m mdtui.execution.supervise RUN_DIR\n")
         return 2
     run_dir = Path(args[0]).resolve()
     if not (run_dir / "run.json").is_file():

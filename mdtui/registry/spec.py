@@ -1,7 +1,7 @@
 """The typed result of reading experiments.toml: settings, experiments, a plan, located errors.
 
 Pure data and the ``[settings]`` validator; the builder that fills these lives in
-``mdtui.experiment_build`` and the public entry points in ``mdtui.experiments``.
+``mdtui.registry.build`` and the public entry points in ``mdtui.registry.plan``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ One table per group, one row per experiment: its runs (seeds) aggregated, the kn
 metrics, and the difference to the group's baseline; or, with ``pivot``, a grid of one metric over
 two config keys (e.g. loss.name x loss.threshold). Only the index is read (no run directory is
 opened), so ten thousand runs render in well under a second. This module builds the tables;
-``mdtui.report_render`` writes them as markdown, csv, json or LaTeX.
+``mdtui.results.render`` writes them as markdown, csv, json or LaTeX.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mdtui.compare import flatten_config
-from mdtui.results import is_long_tailed
+from mdtui.results.compare import flatten_config
+from mdtui.results.log import is_long_tailed
 
 if TYPE_CHECKING:
-    from mdtui.experiments import Experiment, Plan
-    from mdtui.store import RunStore
+    from mdtui.registry.plan import Experiment, Plan
+    from mdtui.runs.store import RunStore
 
 # metric name -> (RunRecord field, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {
@@ -205,13 +205,13 @@ def _completed_by_experiment(store: RunStore) -> dict[str, list[IndexRow]]:
 
 def _select(plan: Plan, runs: dict[str, list[IndexRow]], selectors: Sequence[str]) -> dict[str, list[str]]:
     """group -> experiment names (plan order, then experiments only the index still knows)."""
-    from mdtui.experiments import closest
+    from mdtui.registry.plan import closest
 
     recorded_group = {name: recs[0].group for name, recs in runs.items()}
     wanted: dict[str, None] = {}
     for ref in selectors:
         if ref in plan.experiments or ref in plan.tables or plan.group(ref):
-            from mdtui.experiments import select_experiments
+            from mdtui.registry.plan import select_experiments
 
             wanted.update((e.name, None) for e in select_experiments(plan, [ref]))
         elif ref in runs:
@@ -238,7 +238,7 @@ def _select(plan: Plan, runs: dict[str, list[IndexRow]], selectors: Sequence[str
 def _knobs(plan: Plan, exp: Experiment | None, runs: list[IndexRow]) -> dict[str, Any]:
     if exp is None:
         return dict(runs[0].sweep) if runs else {}
-    from mdtui.experiments import knobs
+    from mdtui.registry.plan import knobs
 
     return knobs(plan, exp)
 
@@ -379,7 +379,7 @@ def build_pivots(
 
 
 def _closest_keys(key: str, keys: Iterable[str]) -> str:
-    from mdtui.experiments import closest
+    from mdtui.registry.plan import closest
 
     near = closest(key, sorted(keys), n=5)
     return f"; closest keys: {', '.join(near)}" if near else ""
@@ -404,7 +404,7 @@ def render_report(
     baseline: bool = True,
 ) -> str:
     """The report as text in ``fmt`` (md | csv | json | latex). Raises ReportError for bad requests."""
-    from mdtui import report_render
+    from mdtui.results import render as report_render
 
     if fmt not in FORMATS:
         raise ReportError(f'unknown format "{fmt}"; choose one of: {", ".join(FORMATS)}')

@@ -1,6 +1,6 @@
 """The scheduler: one detached process per runs directory that launches queued runs when devices fit.
 
-``python -m mdtui.scheduler RUNS_DIR EXPERIMENTS_TOML`` is started on demand by ``ensure_scheduler``
+``python -m mdtui.scheduling.scheduler RUNS_DIR EXPERIMENTS_TOML`` is started on demand by ``ensure_scheduler``
 (every CLI verb that touches the queue calls it) and holds ``RUNS_DIR/scheduler.lock``. Each pass it
 reconciles live runs (pid + start-time identity, ``RunStore.refresh``), marks runs whose upstream
 failed ``blocked`` (and unblocks them when the upstream is queued again), launches ready runs in
@@ -20,15 +20,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdtui import gpus, ledger, runqueue
-from mdtui.fsutil import file_lock, read_json, try_lock
-from mdtui.ledger import gpus_snapshot, pick_devices, reservations, waiting_reason
-from mdtui.runqueue import QueueEntry, QueueError, entries, transition
+from mdtui.execution import ledger
+from mdtui.execution.ledger import gpus_snapshot, pick_devices, reservations, waiting_reason
+from mdtui.execution.reconcile import reconcile
+from mdtui.scheduling import queue as runqueue
+from mdtui.scheduling.queue import QueueEntry, QueueError, entries, transition
+from mdtui.system import gpus
+from mdtui.system.fs import file_lock, read_json, try_lock
 
 if TYPE_CHECKING:
-    from mdtui.experiments import Plan
-    from mdtui.launcher import Launcher
-    from mdtui.store import RunRecord, RunStore
+    from mdtui.execution.launcher import Launcher
+    from mdtui.registry.plan import Plan
+    from mdtui.runs.store import RunRecord, RunStore
 
 __all__ = [
     "QueueEntry",
@@ -68,8 +71,8 @@ def enqueue(
     An upstream (``from``) with no completed, queued or running run is queued too. Raises LookupError
     for unknown names and QueueError for device requests this machine can never meet.
     """
-    from mdtui.experiments import select_experiments
-    from mdtui.runprep import seeds_of
+    from mdtui.registry.plan import select_experiments
+    from mdtui.runs.prepare import seeds_of
 
     exps = select_experiments(plan, names)
     policy = ledger.Policy.from_settings(plan.settings)
@@ -99,7 +102,7 @@ def cancel(store: RunStore, run_id: str, *, launcher: Launcher | None = None) ->
     if runqueue.cancel_waiting(store, entry.run_id):
         return "cancelled"
     if launcher is None:
-        from mdtui.launcher import LocalLauncher
+        from mdtui.execution.launcher import LocalLauncher
 
         launcher = LocalLauncher(store)
     runqueue.remove(store, entry.run_id)
@@ -155,7 +158,7 @@ def has_work(store: RunStore) -> bool:
 
 def ensure_scheduler(runs_dir: Path | str, experiments: Path | str | None = None) -> int | None:
     """Start the detached scheduler if the queue has work and none holds the lock; its pid, else None."""
-    from mdtui.store import DB_NAME, RunStore
+    from mdtui.runs.store import DB_NAME, RunStore
 
     runs_dir = Path(runs_dir).expanduser().resolve()
     if not (runs_dir / DB_NAME).exists():
@@ -166,7 +169,7 @@ def ensure_scheduler(runs_dir: Path | str, experiments: Path | str | None = None
     toml = experiments or runqueue.state(store, "experiments") or ""
     with open(runs_dir / LOG_NAME, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mdtui.scheduler", str(runs_dir), str(toml)],
+            [sys.executable, "-m", "mdtui.scheduling.scheduler", str(runs_dir), str(toml)],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -184,7 +187,7 @@ def ensure_scheduler_for(file: Path | str | None = None) -> int | None:
     """``ensure_scheduler`` for the experiments file a CLI verb uses; never raises (for cli.py's root
     callback, so that any mdtui command restarts a killed scheduler)."""
     try:
-        from mdtui.experiments import load_plan
+        from mdtui.registry.plan import load_plan
 
         plan = load_plan(Path(file) if file is not None else None)
         return ensure_scheduler(plan.settings.runs_dir, plan.settings.path)
@@ -202,7 +205,7 @@ def log(msg: str) -> None:
 
 class Scheduler:
     def __init__(self, store: RunStore, experiments: Path | None, launcher: Launcher | None = None) -> None:
-        from mdtui.launcher import LocalLauncher
+        from mdtui.execution.launcher import LocalLauncher
 
         self.store = store
         self.experiments = experiments
@@ -225,7 +228,7 @@ class Scheduler:
         if mtime == self._plan_mtime:
             return
         self._plan_mtime = mtime
-        from mdtui.experiments import ExperimentsError, load_plan
+        from mdtui.registry.plan import ExperimentsError, load_plan
 
         try:
             self.policy = ledger.Policy.from_settings(load_plan(self.experiments).settings)
@@ -262,7 +265,7 @@ class Scheduler:
         ready: set[str] = set()
         memo: dict[tuple[str, ...], tuple[str, str | None]] = {}
         self.recover_orphan_claims()
-        for rec in self.store.refresh():
+        for rec in reconcile(self.store):
             log(f"{rec.run_id} ({rec.experiment}) reconciled: {rec.status}")
         for entry in entries(self.store):
             if not entry.waiting:
@@ -388,8 +391,8 @@ def resolve_dependencies(store: RunStore, rec: RunRecord, needs: tuple[str, ...]
     """Fill the upstream's checkpoint (and combined masks) into config.json, as `mdtui run` would."""
     from types import SimpleNamespace
 
-    from mdtui.fsutil import atomic_write_json
-    from mdtui.runprep import combine_path, upstream_checkpoint
+    from mdtui.runs.prepare import combine_path, upstream_checkpoint
+    from mdtui.system.fs import atomic_write_json
 
     config_path = rec.run_dir / "config.json"
     config = read_json(config_path)
@@ -417,20 +420,20 @@ def process_tree(pid: int | None) -> set[int]:
 
 
 def supervisor_process(run_dir: Path) -> int | None:
-    """The pid of a live `python -m mdtui.supervise RUN_DIR`, found by its command line."""
+    """The pid of a live `python -m mdtui.execution.supervise RUN_DIR`, found by its command line."""
     import psutil
 
     target = str(run_dir)
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info.get("cmdline") or []
-        if "mdtui.supervise" in cmd and target in cmd:
+        if "mdtui.execution.supervise" in cmd and target in cmd:
             return proc.pid
     return None
 
 
 def run_scheduler(runs_dir: Path, experiments: Path | None) -> int:
     """The scheduler's main loop; returns when another holds the lock or the queue has drained."""
-    from mdtui.store import RunStore
+    from mdtui.runs.store import RunStore
 
     fd: int | None = try_lock(lock_path(runs_dir))
     if fd is None:
@@ -465,7 +468,7 @@ def run_scheduler(runs_dir: Path, experiments: Path | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (1, 2):
-        sys.stderr.write("usage: python -m mdtui.scheduler RUNS_DIR [EXPERIMENTS_TOML]\n")
+        sys.stderr.write("usage: python -m mdtui.scheduling.scheduler RUNS_DIR [EXPERIMENTS_TOML]\n")
         return 2
     runs_dir = Path(args[0]).expanduser().resolve()
     experiments = Path(args[1]).expanduser().resolve() if len(args) == 2 and args[1] else None

@@ -21,42 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdtui.fsutil import atomic_write_json, file_lock, read_json, sanitize_name
-from mdtui.procinfo import boot_id, git_info, package_versions, process_alive, process_start_time, user_name
-from mdtui.reconcile import final_fields, metrics_from_state, read_run_state  # noqa: F401
-
-__all__ = [
-    "RunRecord",
-    "RunStore",
-    "boot_id",
-    "metrics_from_state",
-    "new_run_id",
-    "process_alive",
-    "process_start_time",
-    "read_run_state",
-]
+from mdtui.runs.rundir import exit_fields, metrics_from_state, read_run_state
+from mdtui.runs.status import FINISHED, LIVE, RunStatus, is_status
+from mdtui.system.fs import atomic_write_json, file_lock, read_json, sanitize_name
+from mdtui.system.processes import (
+    git_info,
+    package_versions,
+    user_name,
+)
 
 if TYPE_CHECKING:
-    from mdtui.experiments import Experiment
+    from mdtui.registry.plan import Experiment
 
 SCHEMA_VERSION = 1
 DB_NAME = "mdtui.db"
 BUSY_TIMEOUT_MS = 15_000
 
-STATUSES = (
-    "created",
-    "queued",
-    "starting",
-    "running",
-    "completed",
-    "failed",
-    "stopped",
-    "lost",
-    "blocked",
-    "cancelled",
-)
-LIVE_STATUSES = ("starting", "running")  # a supervisor is (or should be) alive
-TERMINAL_STATUSES = ("completed", "failed", "stopped", "lost", "cancelled")
 
 
 @dataclass
@@ -96,11 +76,11 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status in FINISHED
 
     @property
     def live(self) -> bool:
-        return self.status in LIVE_STATUSES
+        return self.status in LIVE
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -111,18 +91,6 @@ class RunRecord:
 FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
 _JSON_FIELDS = {"devices", "sweep"}
 _BOOL_FIELDS = {"leaky"}
-METRIC_FIELDS = (
-    "total_epochs",
-    "epochs_done",
-    "best_acc1",
-    "best_epoch",
-    "last_acc1",
-    "acc5",
-    "err1",
-    "many",
-    "medium",
-    "few",
-)
 
 _SQL_TYPES = {
     "run_id": "TEXT PRIMARY KEY",
@@ -410,7 +378,7 @@ class RunStore:
             raise ValueError(f"unknown run fields: {', '.join(sorted(unknown))}")
         if not fields:
             return
-        if "status" in fields and fields["status"] not in STATUSES:
+        if "status" in fields and not is_status(fields["status"]):
             raise ValueError(f"unknown run status {fields['status']!r}")
         rec = self.get(run_id)
         if rec is None:
@@ -433,18 +401,6 @@ class RunStore:
             data = read_json(run_dir / "run.json") or {}
             data.update(fields)
             atomic_write_json(run_dir / "run.json", data)
-
-    # ----------------------------------------------------------------- reconciliation (mdtui/reconcile.py)
-
-    def refresh(self) -> list[RunRecord]:
-        """Reconcile runs that claim to be live; returns the records whose status changed."""
-        from mdtui.reconcile import reconcile
-
-        return reconcile(self)
-
-    def final_fields(self, run_dir: Path) -> dict[str, Any] | None:
-        """Index fields of a finished run from its exit.json and events, or None without exit.json."""
-        return final_fields(run_dir)
 
     def reindex(self) -> int:
         """Rebuild the index from every ``runs/*/*/run.json``; returns the number of runs indexed."""
@@ -474,11 +430,11 @@ class RunStore:
             return None
         values = {name: data[name] for name in FIELDS if name in data}
         values["run_dir"] = run_dir
-        if values.get("status") not in STATUSES:
-            values["status"] = "lost"
+        if not is_status(values.get("status")):
+            values["status"] = RunStatus.LOST.value
         values.setdefault("created_t", run_dir.stat().st_mtime)
         rec = RunRecord(**values)
-        final = self.final_fields(run_dir)
+        final = exit_fields(run_dir)
         fields = final if final is not None else metrics_from_state(read_run_state(run_dir))
         for name, value in fields.items():
             setattr(rec, name, value)

@@ -1,6 +1,6 @@
 """The rules of experiments.toml as small pure functions: keys, merging, sweep names, checks.
 
-Used by ``mdtui.experiment_build``; standard library plus ``engine.config`` (no torch).
+Used by ``mdtui.registry.build``; standard library plus ``engine.config`` (no torch).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def check_name(name: str) -> str | None:
 
 
 def format_value(value: Any) -> str:
-    """Compact, stable text of a sweep value for expanded names (see mdtui.experiments)."""
+    """Compact, stable text of a sweep value for expanded names (see mdtui.registry.plan)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import config as engine_cfg
-from mdtui.experiment_rules import (
+from mdtui.registry.rules import (
     DEFAULTS_MANAGER_KEYS,
     ENGINE_TOP_KEYS,
     MANAGER_KEYS,
@@ -31,7 +31,7 @@ from mdtui.experiment_rules import (
     normalize,
     set_dotted,
 )
-from mdtui.experiment_spec import (
+from mdtui.registry.spec import (
     Experiment,
     ExperimentsError,
     LocatedIssue,
@@ -39,7 +39,7 @@ from mdtui.experiment_spec import (
     Settings,
     parse_settings,
 )
-from mdtui.toml_lines import locate_keys
+from mdtui.registry.toml_lines import locate_keys
 
 # --------------------------------------------------------------------------- the builder
 

@@ -1,0 +1,1 @@
+"""experiments.toml -> a validated Plan of Experiment specs (extends, sweeps, from, line map)."""

@@ -1,0 +1,1 @@
+"""This machine: atomic files and locks, process identity, GPUs (NVML or fake)."""

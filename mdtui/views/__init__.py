@@ -1,0 +1,1 @@
+"""Headless state that the TUI and the CLI render (no Textual here)."""
