@@ -84,7 +84,7 @@ def make_runs(root: Path, count: int) -> list[tuple[str, Path]]:
 
 def write_events(runs: list[tuple[str, Path]], rate: float, stop: mp.Event) -> None:  # type: ignore[valid-type]
     """The fake engines: ``rate`` events per second per run, an epoch event each ``rate`` steps."""
-    from engine.events import encode, make_event
+    from engine.schema.events import encode, make_event
     from mdtui.runs.store import RunStore
 
     store = RunStore(runs[0][1].parents[1])

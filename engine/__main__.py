@@ -56,7 +56,7 @@ def run_main(argv: list[str]) -> int:
     _install_stop_handlers(stop)
     stdout = _events_only_stdout()
 
-    from engine.config import ConfigError, from_dict
+    from engine.schema.config import ConfigError, from_dict
     from engine.sinks import EventSink
 
     config_path = run_dir / "config.json"
@@ -113,8 +113,8 @@ def layers_main(argv: list[str]) -> int:
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from engine.config import ModelConfig
     from engine.models import build_model, describe_layers, reference_layers, resolve_layer
+    from engine.schema.config import ModelConfig
 
     try:
         model = build_model(

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.config import ModelConfig
 from engine.data.base import DataBundle, Split
 from engine.data.loader import make_loader
 from engine.device import make_runtime
 from engine.loop import evaluate, train_one_epoch
+from engine.schema.config import ModelConfig
 from engine.sinks import NullSink
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.config import OptimConfig
+from engine.schema.config import OptimConfig
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:

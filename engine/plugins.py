@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.config import EngineConfig
 from engine.data.base import DataBundle
+from engine.schema.config import EngineConfig
 
 
 @dataclass

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from engine.config import SamplerConfig
+from engine.schema.config import SamplerConfig
 
 
 class Sampler:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from engine.config import EngineConfig, ScheduleConfig
+from engine.schema.config import EngineConfig, ScheduleConfig
 
 
 def lr_factor(epoch: int, cfg: ScheduleConfig, epochs: int) -> float:

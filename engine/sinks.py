@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.events import encode, make_event
+from engine.schema.events import encode, make_event
 
 
 class EventSink:

@@ -33,7 +33,6 @@ from engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from engine.config import EngineConfig, is_leaky, to_dict
 from engine.data.base import DataBundle, DataError
 from engine.data.build import build_data
 from engine.data.loader import make_loader
@@ -43,6 +42,7 @@ from engine.optim import build_optimizer, set_lr
 from engine.plugins import RunContext, TrainPlugin
 from engine.samplers import build_sampler
 from engine.schedules import lr_at
+from engine.schema.config import EngineConfig, is_leaky, to_dict
 from engine.selection import SHOT_KEYS, Selection
 from engine.sinks import EventSink
 

@@ -249,7 +249,7 @@ def stop_cmd(
 
 def format_log_line(line: str) -> str | None:
     """A human line for one stdout line: events rendered, step events skipped, text kept."""
-    from engine.events import TextLine, UnknownEvent, parse_line
+    from engine.schema.events import TextLine, UnknownEvent, parse_line
 
     parsed = parse_line(line)
     if parsed is None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.events import encode, make_event
+from engine.schema.events import encode, make_event
 from mdtui.registry.plan import Plan, engine_config, load_plan
 from mdtui.runs.store import RunRecord, RunStore
 

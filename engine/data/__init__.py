@@ -7,7 +7,7 @@ from engine.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
 
-# Builders register themselves; keep this list in step with engine.config.DATASET_PARAMS.
+# Builders register themselves; keep this list in step with engine.schema.config.DATASET_PARAMS.
 from engine.data import cifar, folders, oltr, stl10  # noqa: E402,F401,I001  on-disk datasets
 from engine.data import digits, synthetic  # noqa: E402,F401  embedded datasets
 

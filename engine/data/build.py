@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from engine.config import DataConfig, EngineConfig
 from engine.data import DATASETS
 from engine.data.base import DataBundle, DataError, Split
 from engine.data.presets import Preset, class_counts, resolve_presentation
+from engine.schema.config import DataConfig, EngineConfig
 
 DATA_ROOT_ENV = "MDTUI_DATA_ROOT"
 

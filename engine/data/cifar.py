@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import DataConfig
 from engine.data import DATASETS
 from engine.data.base import DataBundle, DataError
 from engine.data.presets import (
@@ -26,6 +25,7 @@ from engine.data.presets import (
     resolve_presentation,
     sort_class_names,
 )
+from engine.schema.config import DataConfig
 
 PIXELS = 3 * 32 * 32
 

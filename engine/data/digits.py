@@ -15,12 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.config import DataConfig
 from engine.data import DATASETS
 from engine.data.base import DataBundle, DataError, Split
 from engine.data.build import embedded_bundle, stratified_split
 from engine.data.longtail import longtail_counts, longtail_indices
 from engine.data.presets import Preset
+from engine.schema.config import DataConfig
 
 DEFAULT_SIZE = 32
 NUM_CLASSES = 10

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from engine.config import DataConfig
 from engine.data import DATASETS
 from engine.data.base import DataBundle, DataError, Split
 from engine.data.presets import (
@@ -32,6 +31,7 @@ from engine.data.presets import (
     resolve_presentation,
     sort_class_names,
 )
+from engine.schema.config import DataConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.config import DataConfig
 from engine.data import DATASETS
 from engine.data.base import DataBundle, DataError, Split
 from engine.data.folders import decode_all, open_image, to_chw
 from engine.data.presets import OLTR_STYLE, Preset, class_counts, resolve_presentation
+from engine.schema.config import DataConfig
 
 log = logging.getLogger(__name__)
 

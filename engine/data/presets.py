@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.config import DataConfig
 from engine.data.base import DataBundle, DataError, Split
 from engine.data.longtail import longtail_counts, longtail_indices
+from engine.schema.config import DataConfig
 
 # Section 1.4. CIFAR-10 constants are also the reference's choice for CIFAR-100-LT.
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import DataConfig
 from engine.data import DATASETS
 from engine.data.base import DataBundle, DataError
 from engine.data.presets import (
@@ -22,6 +21,7 @@ from engine.data.presets import (
     resolve_presentation,
     sort_class_names,
 )
+from engine.schema.config import DataConfig
 
 FOLDER = "stl10_binary"
 SIDE = 96

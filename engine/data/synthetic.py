@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.config import DataConfig
 from engine.data import DATASETS
 from engine.data.base import DataBundle, Split
 from engine.data.build import embedded_bundle
 from engine.data.longtail import longtail_counts
 from engine.data.presets import Preset
+from engine.schema.config import DataConfig
 
 DEFAULT_CLASSES = 10
 DEFAULT_SIZE = 32

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.config import EngineConfig
     from engine.plugins import TrainPlugin
+    from engine.schema.config import EngineConfig
 
 
 class DiagnosisError(ValueError):

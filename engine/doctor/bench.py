@@ -49,8 +49,8 @@ def bench_doctor(
     noise_std: float = 1.0,
 ) -> dict[str, Any]:
     """Seconds per plain and treatment step, their ratio, and sift/diagnosis images per second."""
-    from engine.config import ModelConfig
     from engine.models import build_model, resolve_layer
+    from engine.schema.config import ModelConfig
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.config import SiftConfig, to_dict
 from engine.doctor import DiagnosisError
 from engine.doctor.cache import DiagnosisCache, cache_key, file_digest, state_digest
 from engine.doctor.masks import Phi, Scaling, Source, Wrt, class_energy, layer_energies
 from engine.doctor.sift import SiftResult, sift_split
+from engine.schema.config import SiftConfig, to_dict
 
 
 def resolve_layers(model: nn.Module, keys: tuple[str, ...], where: str) -> dict[str, nn.Module]:

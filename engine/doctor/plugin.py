@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.config import EngineConfig, is_leaky
 from engine.doctor.artifacts import slug, write_array, write_heatmap, write_sift_list
 from engine.doctor.constraint import ChannelConstraint, ConstrainedLayer
 from engine.doctor.diagnose import DiagnosisError, diagnose, resolve_layers, split_ids
 from engine.doctor.masks import combine_masks, threshold_mask
 from engine.plugins import RunContext, TrainPlugin
+from engine.schema.config import EngineConfig, is_leaky
 
 
 def reinitialise(model: nn.Module) -> None:

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.config import EngineConfig, KernelsConfig, is_leaky
 from engine.doctor.artifacts import write_heatmap, write_sift_list
 from engine.doctor.diagnose import diagnose, resolve_layers, split_ids
 from engine.kernels.patterns import (
@@ -32,6 +31,7 @@ from engine.kernels.patterns import (
     union_masks,
 )
 from engine.plugins import RunContext, TrainPlugin
+from engine.schema.config import EngineConfig, KernelsConfig, is_leaky
 
 UNION = -1  # key of the union dictionary in the per-step plans
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from engine.config import LossConfig
 from engine.losses import ce, efl, focal, ldam, rebalanced, rfl  # noqa: F401  (registers the builders)
 from engine.losses.common import LOSSES, LossBuildError
+from engine.schema.config import LossConfig
 
 __all__ = ["LOSSES", "LossBuildError", "build_loss", "needs_normed_head"]
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import LossConfig
 from engine.losses.common import LOSSES, LossBuildError
+from engine.schema.config import LossConfig
 
 
 class CrossEntropy(nn.Module):

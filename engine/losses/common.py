@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import LossConfig
 from engine.registry import Registry
+from engine.schema.config import LossConfig
 
 # A builder takes (cfg, train class counts as a float tensor [C], num_classes, epochs).
 LossBuilder = Callable[[LossConfig, torch.Tensor, int, int], nn.Module]

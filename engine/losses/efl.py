@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import LossConfig
 from engine.losses.common import (
     LOSSES,
     LossBuildError,
@@ -30,6 +29,7 @@ from engine.losses.common import (
     target_probability,
 )
 from engine.losses.focal import check_gamma, check_weight
+from engine.schema.config import LossConfig
 
 
 def repo_batch_gamma(pt: torch.Tensor, gamma: float, scale_factor: float) -> torch.Tensor:

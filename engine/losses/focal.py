@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.config import LossConfig
 from engine.losses.common import (
     LOSSES,
     LossBuildError,
     one_minus_target_probability,
     per_sample_ce,
 )
+from engine.schema.config import LossConfig
 
 
 def check_gamma(gamma: float, *, positive: bool = False) -> None:

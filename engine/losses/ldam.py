@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import LossConfig
 from engine.losses.common import LOSSES, LossBuildError, class_balanced_weights
+from engine.schema.config import LossConfig
 
 
 def ldam_margins(counts: torch.Tensor, max_m: float) -> torch.Tensor:

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import LossConfig
 from engine.losses.common import (
     LOSSES,
     LossBuildError,
@@ -19,6 +18,7 @@ from engine.losses.common import (
     per_sample_ce,
 )
 from engine.losses.focal import check_gamma
+from engine.schema.config import LossConfig
 
 
 class ClassBalancedLoss(nn.Module):

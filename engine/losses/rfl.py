@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.config import LossConfig
 from engine.losses.common import (
     LOSSES,
     LossBuildError,
@@ -27,6 +26,7 @@ from engine.losses.common import (
 )
 from engine.losses.efl import GradientRatioTracker, check_efl, repo_batch_gamma
 from engine.losses.focal import check_gamma
+from engine.schema.config import LossConfig
 
 
 def reduced_weight(pt: torch.Tensor, threshold: float, gamma: float, *, divide: bool = True) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The model zoo (spec section 2) and layer addressing (spec section 2.2).
 
-Every model is registered by name in ``MODELS`` (the names of ``engine.config.MODEL_NAMES``) and is an
+Every model is registered by name in ``MODELS`` (the names of ``engine.schema.config.MODEL_NAMES``) and is an
 ``AddressableModel``: it names its reference integer layer keys, its last conv, its penultimate FC (or
 None), its head and its kernel-pipeline conv list. A layer is addressed by
 
@@ -22,7 +22,6 @@ import re
 import torch
 from torch import nn
 
-from engine.config import ModelConfig
 from engine.models import (  # noqa: F401  (imported to register the builders)
     alexnet,
     cifar_resnet,
@@ -33,6 +32,7 @@ from engine.models import (  # noqa: F401  (imported to register the builders)
     wideresnet,
 )
 from engine.models.common import MODELS, AddressableModel, NormedLinear
+from engine.schema.config import ModelConfig
 
 __all__ = [
     "MODELS",

@@ -99,7 +99,7 @@ class RunView:
     """Renders a run's events: a live progress bar on a terminal, one line per epoch otherwise."""
 
     def __init__(self, rec: RunRecord, *, quiet: bool = False) -> None:
-        from engine.events import EventTail, RunState
+        from engine.schema.events import EventTail, RunState
 
         self.rec = rec
         self.tail = EventTail(Path(rec.run_dir) / "events.jsonl")
@@ -129,7 +129,7 @@ class RunView:
             self.progress.stop()
 
     def poll(self) -> None:
-        from engine.events import apply_event
+        from engine.schema.events import apply_event
 
         for event in self.tail.read_new():
             self.state = apply_event(self.state, event)

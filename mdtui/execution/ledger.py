@@ -21,7 +21,6 @@ from mdtui.system.gpus import CPU_ID, Device, GpuConfigError, cpu_device, list_d
 if TYPE_CHECKING:
     from mdtui.registry.plan import Plan
     from mdtui.runs.store import RunStore
-    from mdtui.scheduling.queue import QueueEntry
 
 
 @dataclass(frozen=True)
@@ -197,10 +196,13 @@ def pick_devices(
     return pick(gpus_snapshot(), reservations(store), policy, count, candidates=prefer)
 
 
-def waiting_reason(devices: list[Device], held: list[Reservation], policy: Policy, entry: QueueEntry) -> str:
-    """Why ``entry`` cannot start now, device by device (excluded devices are not worth a word)."""
+def waiting_reason(
+    devices: list[Device], held: list[Reservation], policy: Policy, count: int, specs: Iterable[str] = ()
+) -> str:
+    """Why a run needing ``count`` devices (of ``specs``, when given) cannot start now, device by device (excluded devices are not worth a word)."""
     counts = reservation_counts(held)
-    wanted = [d for d in devices if not entry.devices or any(matches(d, s) for s in entry.devices)]
+    specs = tuple(specs)
+    wanted = [d for d in devices if not specs or any(matches(d, s) for s in specs)]
     notes, free = [], []
     for device in wanted:
         why = blocker(device, policy, counts)
@@ -213,7 +215,7 @@ def waiting_reason(devices: list[Device], held: list[Reservation], policy: Polic
         notes.append(f"max_devices = {policy.max_devices} reached (holding {mine})")
     if not devices:
         notes.append("no devices found: see `mdtui gpus`")
-    need = f"{entry.gpus} device{'s' if entry.gpus > 1 else ''}"
+    need = f"{count} device{'s' if count > 1 else ''}"
     return f"waiting for {need}" + (f" ({'; '.join(notes)})" if notes else "")
 
 

@@ -22,10 +22,6 @@ from mdtui.system.processes import process_alive
 LOST_GRACE_SECONDS = 60.0  # a run marked starting may not have recorded its supervisor yet
 
 
-
-
-
-
 def reconcile(store: RunStore) -> list[RunRecord]:
     """Reconcile runs that claim to be live: a gone supervisor means exit.json's status, or ``lost``.
 
@@ -93,4 +89,3 @@ def record_adopted(store: RunStore, run_id: str) -> None:
         record_finished(store, run_id)
     except Exception as exc:  # the index is right; a missing log line must not break `status`
         print(f"mdtui: could not record {run_id} in the results log: {exc}", file=sys.stderr)
-

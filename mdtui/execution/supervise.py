@@ -209,7 +209,7 @@ class Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.term_received = False
         self.killed = False
-        from engine.events import EventTail, RunState
+        from engine.schema.events import EventTail, RunState
 
         self.tail = EventTail(run_dir / "events.jsonl")
         self.state = RunState()
@@ -317,7 +317,7 @@ class Supervisor:
             time.sleep(POLL_SECONDS)
 
     def _read_events(self) -> None:
-        from engine.events import apply_event
+        from engine.schema.events import apply_event
 
         for event in self.tail.read_new():
             self.state = apply_event(self.state, event)

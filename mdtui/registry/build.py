@@ -2,7 +2,7 @@
 
 Every problem is collected as a ``LocatedIssue`` (file, line, experiment, dotted key, message) and
 raised together at the end, so one ``mdtui validate`` shows all of them. The engine part of each
-experiment is validated by ``engine.config.from_dict``, the function the engine itself runs.
+experiment is validated by ``engine.schema.config.from_dict``, the function the engine itself runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine import config as engine_cfg
+from engine.schema import config as engine_cfg
 from mdtui.registry.rules import (
     DEFAULTS_MANAGER_KEYS,
     ENGINE_TOP_KEYS,

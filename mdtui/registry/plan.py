@@ -6,7 +6,7 @@ The file has three kinds of tables:
 * ``[defaults]``: engine keys (and ``tags``/``seeds``/``gpus``) merged under every experiment.
 * ``[experiment.NAME]``: manager keys -- ``extends``, ``sweep``, ``from``, ``group``, ``baseline``,
   ``tags``, ``description``, ``seeds``/``seed``, ``gpus`` -- plus engine keys, validated by
-  ``engine.config.from_dict``, the very function the engine runs, so "validate" and "run" agree.
+  ``engine.schema.config.from_dict``, the very function the engine runs, so "validate" and "run" agree.
 
 How an experiment is built: ``[defaults]``, then its ``extends`` chain (root first), then the table
 itself, each merged over the previous one table by table; lists and scalars replace. A named block

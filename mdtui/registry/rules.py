@@ -1,6 +1,6 @@
 """The rules of experiments.toml as small pure functions: keys, merging, sweep names, checks.
 
-Used by ``mdtui.registry.build``; standard library plus ``engine.config`` (no torch).
+Used by ``mdtui.registry.build``; standard library plus ``engine.schema.config`` (no torch).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any
 
-from engine import config as engine_cfg
+from engine.schema import config as engine_cfg
 
 MANAGER_KEYS = (
     "extends",

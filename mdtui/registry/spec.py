@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import suggest
+from engine.schema.config import suggest
 
 DATA_ROOT_ENV = "MDTUI_DATA_ROOT"
 

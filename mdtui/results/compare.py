@@ -12,7 +12,7 @@ from mdtui.system.fs import read_json
 if TYPE_CHECKING:
     from mdtui.runs.store import RunRecord
 
-# Blocks that may be written as a bare string meaning {name = ...} (engine/config.py).
+# Blocks that may be written as a bare string meaning {name = ...} (engine/schema/config.py).
 NAMED_BLOCKS = ("model", "data", "loss", "sampler", "optim", "schedule")
 # Keys that differ between runs by construction (the experiment is in the header already).
 IGNORED_KEYS = ("run_id", "experiment")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.events import EventTail, reduce_events
+from engine.schema.events import EventTail, reduce_events
 from mdtui.results.markdown import (
     INCOMPLETE_HEADING,
     append_entry,
@@ -28,7 +28,7 @@ from mdtui.runs.status import INCOMPLETE, RunStatus
 from mdtui.system.fs import atomic_write_json, read_json
 
 if TYPE_CHECKING:
-    from engine.events import RunState
+    from engine.schema.events import RunState
     from mdtui.registry.plan import Plan
     from mdtui.runs.store import RunRecord, RunStore
 
@@ -157,7 +157,7 @@ def is_long_tailed(config: dict[str, Any], many: Any = None, medium: Any = None,
 def load_state(run_dir: Path) -> tuple[RunState, list[dict[str, Any]]]:
     """The reduced run state and the raw protocol events of ``run_dir/events.jsonl``."""
     path = Path(run_dir) / "events.jsonl"
-    # Sized read: engine.events.read_events asks read() for 1 TiB, which CPython allocates up front.
+    # Sized read: engine.schema.events.read_events asks read() for 1 TiB, which CPython allocates up front.
     raw = EventTail(path).read_new(max_bytes=path.stat().st_size + 1) if path.exists() else []
     events = [e for e in raw if isinstance(e, dict)]
     return reduce_events(raw), events

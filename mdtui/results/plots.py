@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.events import RunState
+from engine.schema.events import RunState
 
 # `mdtui plot --metric` names -> EpochRecord attributes.
 EPOCH_METRICS = {

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from mdtui.results.markdown import format_value, md_code, md_escape
-from mdtui.results.report import GroupTable, PivotTable, Row, Stat
+from mdtui.results.tables import GroupTable, PivotTable, Row, Stat
 
 DASH = "–"
 

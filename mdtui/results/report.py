@@ -13,11 +13,12 @@ import json
 import math
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mdtui.results import render as report_render
 from mdtui.results.compare import flatten_config
 from mdtui.results.log import is_long_tailed
+from mdtui.results.tables import GroupTable, IndexRow, PivotTable, Row, Stat
 
 if TYPE_CHECKING:
     from mdtui.registry.plan import Experiment, Plan
@@ -40,59 +41,6 @@ FORMATS = ("md", "csv", "json", "latex")
 
 class ReportError(ValueError):
     """A report request that cannot be met (unknown metric, key, or selector); the text says why."""
-
-
-@dataclass(frozen=True)
-class Stat:
-    """An aggregated value: the mean (or the chosen run's value), its std over seeds, and n."""
-
-    mean: float | None
-    std: float | None = None
-    n: int = 0
-
-
-@dataclass
-class Row:
-    experiment: str
-    runs: list[IndexRow]  # completed runs, newest first
-    knobs: dict[str, Any] = field(default_factory=dict)
-    values: dict[str, Any] = field(default_factory=dict)  # knob column -> this row's value
-    is_baseline: bool = False
-    stats: dict[str, Stat] = field(default_factory=dict)
-    delta: float | None = None
-    best: set[str] = field(default_factory=set)  # metric columns where this row is the best
-
-    @property
-    def leaky(self) -> bool:
-        return any(r.leaky for r in self.runs)
-
-    @property
-    def notes(self) -> list[str]:
-        return list(dict.fromkeys(r.note for r in self.runs if r.note))
-
-
-@dataclass
-class GroupTable:
-    group: str
-    knob_keys: list[str]
-    metrics: list[str]
-    rows: list[Row]
-    headline: str
-    baseline: str | None = None
-
-
-@dataclass
-class PivotTable:
-    group: str
-    row_key: str
-    col_key: str
-    metric: str
-    row_values: list[Any]
-    col_values: list[Any]
-    cells: dict[tuple[int, int], Stat]
-    best: set[tuple[int, int]]
-    baseline: str | None = None
-    baseline_stat: Stat | None = None
 
 
 # --------------------------------------------------------------------------- aggregation (pure)
@@ -138,31 +86,6 @@ def mark_best(values: Sequence[float | None], higher: bool) -> set[int]:
 
 
 # --------------------------------------------------------------------------- selection
-
-
-@dataclass(slots=True)
-class IndexRow:
-    """The index columns a report needs, read without building full ``RunRecord`` objects."""
-
-    run_id: str
-    experiment: str
-    group: str
-    created_t: float
-    seed: int
-    sweep_json: str | None
-    leaky: bool
-    note: str
-    best_acc1: float | None
-    acc5: float | None
-    err1: float | None
-    many: float | None
-    medium: float | None
-    few: float | None
-    last_acc1: float | None
-
-    @property
-    def sweep(self) -> dict[str, Any]:
-        return json.loads(self.sweep_json) if self.sweep_json else {}
 
 
 _INDEX_COLUMNS = tuple(IndexRow.__dataclass_fields__)
@@ -404,8 +327,6 @@ def render_report(
     baseline: bool = True,
 ) -> str:
     """The report as text in ``fmt`` (md | csv | json | latex). Raises ReportError for bad requests."""
-    from mdtui.results import render as report_render
-
     if fmt not in FORMATS:
         raise ReportError(f'unknown format "{fmt}"; choose one of: {", ".join(FORMATS)}')
     if pivot is not None:

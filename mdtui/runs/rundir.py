@@ -2,7 +2,7 @@
 
 Everything that wants to know what a run's files say (the index, reconcile, the results log, the
 views) asks here, so ``events.jsonl`` is parsed one way only: incrementally, tolerant of a torn
-last line, through ``engine.events``.
+last line, through ``engine.schema.events``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.events import EventTail, RunState, apply_event
+from engine.schema.events import EventTail, RunState, apply_event
 from mdtui.runs.status import is_status
 from mdtui.system.fs import read_json
 
 EVENTS_FILE = "events.jsonl"
 EXIT_FILE = "exit.json"
+
 
 def metrics_from_state(state: RunState) -> dict[str, Any]:
     """Index metric fields from a reduced event stream (the run_finished summary wins)."""
@@ -45,6 +46,7 @@ def metrics_from_state(state: RunState) -> dict[str, Any]:
     }
     return {k: v for k, v in out.items() if v is not None or k != "total_epochs"}
 
+
 def read_run_state(run_dir: Path) -> RunState:
     """Reduce ``run_dir/events.jsonl`` (missing file: an empty state)."""
     # chunked reads: one huge read() would allocate its whole size up front
@@ -56,6 +58,7 @@ def read_run_state(run_dir: Path) -> RunState:
             return state
         for event in batch:
             state = apply_event(state, event)
+
 
 def exit_fields(run_dir: Path) -> dict[str, Any] | None:
     """Index fields of a finished run from its exit.json and events, or None without exit.json."""
@@ -70,4 +73,3 @@ def exit_fields(run_dir: Path) -> dict[str, Any] | None:
     }
     fields.update(metrics_from_state(read_run_state(run_dir)))
     return fields
-

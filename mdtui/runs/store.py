@@ -38,7 +38,6 @@ DB_NAME = "mdtui.db"
 BUSY_TIMEOUT_MS = 15_000
 
 
-
 @dataclass
 class RunRecord:
     run_id: str
@@ -442,7 +441,7 @@ class RunStore:
 
 
 def _config_is_leaky(config: dict[str, Any]) -> bool:
-    from engine.config import ConfigError, from_dict, is_leaky
+    from engine.schema.config import ConfigError, from_dict, is_leaky
 
     try:
         return is_leaky(from_dict(config))

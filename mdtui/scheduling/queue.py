@@ -143,7 +143,7 @@ def transition(store: RunStore, run_id: str, from_statuses: tuple[str, ...], **f
 
 def log_event(rec: RunRecord, level: str, msg: str) -> None:
     """Append a `log` event to the run's events.jsonl (one O_APPEND write: never interleaves)."""
-    from engine.events import encode, make_event
+    from engine.schema.events import encode, make_event
 
     append_line(
         rec.run_dir / "events.jsonl",

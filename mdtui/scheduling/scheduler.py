@@ -314,7 +314,7 @@ class Scheduler:
                 devices, held, self.policy, entry.gpus, candidates=list(entry.devices or ()) or None
             )
             if chosen is None:
-                reason = waiting_reason(devices, held, self.policy, entry)
+                reason = waiting_reason(devices, held, self.policy, entry.gpus, entry.devices)
                 if reason != entry.reason:
                     runqueue.set_reason(self.store, entry.run_id, reason)
                 continue

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.events import RunState
+from engine.schema.events import RunState
 from mdtui.execution.reconcile import reconcile
 from mdtui.views.monitor import RunMonitor
 

@@ -2,7 +2,7 @@
 
 Each run's ``events.jsonl`` is read incrementally by an ``EventTail`` that remembers its byte offset,
 so no file is ever parsed twice; a finished run is drained once and then never read again. The
-state of every run is the pure reduction ``apply_event`` of its events (engine/events.py).
+state of every run is the pure reduction ``apply_event`` of its events (engine/schema/events.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.events import FINAL_STATUSES, EventTail, RunState, apply_event
+from engine.schema.events import FINAL_STATUSES, EventTail, RunState, apply_event
 
 
 @dataclass

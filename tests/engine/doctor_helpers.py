@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.config import from_dict
+from engine.schema.config import from_dict
 
 
 @dataclass

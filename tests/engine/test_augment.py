@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.config import SamplerConfig
 from engine.data.augment import Normalizer, crop_flip, draw_params
 from engine.data.base import DataBundle, Split
 from engine.data.loader import make_loader
 from engine.samplers import build_sampler
+from engine.schema.config import SamplerConfig
 
 
 def per_sample_reference(images, params, pad):

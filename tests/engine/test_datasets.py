@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.config import DATASET_PARAMS, DataConfig
 from engine.data import DATASETS, DataError
 from engine.data import presets as presets_module
 from engine.data.longtail import longtail_counts
 from engine.data.oltr import ListDataset, center_box
 from engine.data.presets import NORMALIZATION, resize_uint8
+from engine.schema.config import DATASET_PARAMS, DataConfig
 
 # --------------------------------------------------------------------------- helpers
 

@@ -229,7 +229,7 @@ def test_diagnosis_is_cached_for_sibling_runs(tmp_path) -> None:
     x = torch.randn(40, 1, 1, 2, generator=torch.Generator().manual_seed(0))
     y = model(x).argmax(1)
     layers = {"conv": model.conv}
-    from engine.config import SiftConfig
+    from engine.schema.config import SiftConfig
 
     sift = SiftConfig(per_class=4, batch_size=8)
     kw = dict(sift=sift, source="grad", phi="abs", scaling="per_sample", wrt="output", cache_kind="doctor")
@@ -247,9 +247,9 @@ def test_diagnosis_is_cached_for_sibling_runs(tmp_path) -> None:
 
 
 def test_doctor_plugin_on_resnet32(tmp_path) -> None:
-    from engine.config import ModelConfig
     from engine.doctor import build_doctor
     from engine.models import build_model
+    from engine.schema.config import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(ModelConfig("resnet32"), 3, 3)
@@ -334,9 +334,9 @@ def test_channel_loss_on_an_fc_layer() -> None:
 
 
 def test_mask_combined_with_another_experiments_mask(tmp_path) -> None:
-    from engine.config import ModelConfig
     from engine.doctor import build_doctor
     from engine.models import build_model
+    from engine.schema.config import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(ModelConfig("resnet32"), 3, 3)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import to_dict
-from engine.events import read_events
+from engine.schema.config import to_dict
+from engine.schema.events import read_events
 from tests.engine.engine_helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]

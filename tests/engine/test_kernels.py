@@ -73,9 +73,9 @@ def test_per_class_sub_batches_ascending_and_complete() -> None:
 
 
 def _resnet_run(tmp_path, kernels: dict, run: str):
-    from engine.config import ModelConfig
     from engine.kernels import build_kernels
     from engine.models import build_model
+    from engine.schema.config import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(ModelConfig("resnet32"), 3, 3)

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.config import LOSS_NAMES, LossConfig
 from engine.losses import LOSSES, LossBuildError, build_loss, needs_normed_head
 from engine.losses.efl import repo_batch_gamma
 from engine.losses.ldam import ldam_margins
+from engine.schema.config import LOSS_NAMES, LossConfig
 
 LN2, LN4, LN125 = math.log(2), math.log(4), math.log(1.25)
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from engine.config import MODEL_NAMES, ModelConfig
 from engine.models import (
     MODELS,
     LayerKeyError,
@@ -21,6 +20,7 @@ from engine.models import (
     resolve_layer,
 )
 from engine.models.alexnet import alexnet_feature_size
+from engine.schema.config import MODEL_NAMES, ModelConfig
 
 # The smallest input each architecture accepts (the resnets work down to 1 px; 8 keeps BN honest).
 SMALLEST = {"vgg16": 32, "alexnet": 15, "alexnetv2": 63, "alexnetv3": 9}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.config import SamplerConfig
 from engine.samplers import build_sampler
+from engine.schema.config import SamplerConfig
 
 
 def gen(seed: int = 0) -> torch.Generator:

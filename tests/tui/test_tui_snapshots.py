@@ -13,7 +13,7 @@ import pytest
 import tui_helpers
 from tui_helpers import until, write_toml
 
-from engine.events import encode, make_event
+from engine.schema.events import encode, make_event
 from mdtui.registry.plan import engine_config, load_plan
 from mdtui.runs.store import RunStore
 from mdtui.tui.app import MdtuiApp

@@ -13,7 +13,7 @@ from textual.containers import Grid, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static, TabbedContent, TabPane
 
-from engine.events import RunState
+from engine.schema.events import RunState
 from mdtui.tui.widgets.metric_chart import MetricChart
 from mdtui.tui.widgets.run_log import RunLog, file_has_problem
 from mdtui.tui.widgets.tables import fmt_pct, fmt_secs

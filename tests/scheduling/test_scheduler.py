@@ -369,7 +369,9 @@ def _drain(store: RunStore, timeout: float = 20.0) -> None:
 def _launch_count(rec) -> int:
     text = (rec.run_dir / "stderr.log").read_text() if (rec.run_dir / "stderr.log").exists() else ""
     return sum(
-        1 for line in text.splitlines() if line.startswith("[mdtui.execution.supervise]") and " starting " in line
+        1
+        for line in text.splitlines()
+        if line.startswith("[mdtui.execution.supervise]") and " starting " in line
     )
 
 

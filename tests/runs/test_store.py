@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import encode, make_event
+from engine.schema.events import encode, make_event
 from mdtui.execution.reconcile import reconcile
 from mdtui.runs.store import RunStore
 from mdtui.system import fs as fsutil
@@ -93,7 +93,7 @@ def test_sanitize_name(name: str, expected: str) -> None:
 def test_file_lock_is_exclusive(tmp_path: Path) -> None:
     lock = tmp_path / "x.lock"
     with fsutil.file_lock(lock):
-        code = f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})\nfrom mdtui.system.fs import try_lock\nprint(try_lock({str(lock)!r}))"
+        code = f"import sys; sys.path.insert(0, {str(Path(__file__).parents[2])!r})\nfrom mdtui.system.fs import try_lock\nprint(try_lock({str(lock)!r}))"
         held = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
         assert held.stdout.strip() == "None"
     fd = fsutil.try_lock(lock)

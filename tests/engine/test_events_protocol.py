@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.events import (
+from engine.schema.events import (
     MAX_LOG_LINES,
     MAX_STEP_POINTS,
     EventTail,
@@ -25,7 +25,7 @@ from engine.events import (
     reduce_events,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "events"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
 
 
 def reduce_fixture(name: str) -> RunState:

@@ -26,7 +26,7 @@ import psutil
 import pytest
 from conftest import REPO, TINY_TOML, wait_for
 
-from engine.events import encode, make_event, read_events
+from engine.schema.events import encode, make_event, read_events
 from mdtui.execution import supervise
 from mdtui.execution.reconcile import reconcile
 from mdtui.registry.plan import load_plan
@@ -236,7 +236,9 @@ def test_kill_9_engine_or_supervisor_at_random_moments(
 def _launch_count(rec) -> int:
     log = Path(rec.run_dir) / "stderr.log"
     text = log.read_text() if log.exists() else ""
-    return sum(1 for ln in text.splitlines() if ln.startswith("[mdtui.execution.supervise]") and " starting " in ln)
+    return sum(
+        1 for ln in text.splitlines() if ln.startswith("[mdtui.execution.supervise]") and " starting " in ln
+    )
 
 
 def _no_device_shared_at_once(runs) -> None:
@@ -395,7 +397,7 @@ def test_kill_9_while_writing_the_index(tmp_path: Path) -> None:
 
 
 def _tiny_engine_config(**over):
-    from engine.config import from_dict
+    from engine.schema.config import from_dict
 
     raw = {
         "run_id": "disk",
@@ -501,7 +503,7 @@ def test_a_resumed_run_killed_again_reports_the_new_reason(
     tmp_path, fake_engine, monkeypatch, cleanup
 ) -> None:
     """The events of an earlier session (its error, its run_finished) must not speak for the resumed one."""
-    from engine.events import reduce_events
+    from engine.schema.events import reduce_events
     from mdtui.commands.run import resume_run
 
     plan, store = _project(tmp_path)

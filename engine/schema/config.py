@@ -18,8 +18,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
-# The names and their parameters are the catalogue (engine/catalog.py); re-exported for callers.
-from engine.catalog import (  # noqa: F401
+# The names and their parameters are the catalogue (engine/schema/catalog.py); re-exported for callers.
+from engine.schema.catalog import (  # noqa: F401
     DATASET_NAMES,
     DATASET_PARAMS,
     DOCTOR_PRESETS,

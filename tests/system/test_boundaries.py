@@ -49,7 +49,7 @@ def test_engine_imports_no_manager_or_ui() -> None:
     assert leaked == []
 
 
-@pytest.mark.parametrize("module", ["engine.events", "engine.config"])
+@pytest.mark.parametrize("module", ["engine.schema.events", "engine.schema.config"])
 def test_protocol_and_config_are_torch_free(module: str) -> None:
     assert (
         imported(f"import {module}", {"torch", "torchvision", "numpy", "mdtui", "textual", "rich", "typer"})
@@ -69,3 +69,23 @@ def test_engine_main_module_imports_no_manager_or_ui() -> None:
         {"mdtui", "textual", "rich", "typer"},
     )
     assert leaked == []
+
+
+LINT_IMPORTS = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
+
+
+def test_layers_contract_holds() -> None:
+    """pyproject's [tool.importlinter] contracts: every mdtui package imports only the ones below it.
+
+    An upward import (say ``mdtui.runs`` importing ``mdtui.execution``) breaks a contract and this test
+    prints which line did it.
+    """
+    lint = subprocess.run(
+        [sys.executable, "-c", LINT_IMPORTS],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout[-4000:] + lint.stderr[-2000:]

@@ -329,7 +329,7 @@ def test_fifty_processes_appending_at_once_give_fifty_intact_entries(tmp_path):
     start = tmp_path / "go"
     script = tmp_path / "append.py"
     script.write_text(APPENDER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     # -S: no site-packages scan at start-up (the appender needs only the repository and stdlib)
     procs = [
         subprocess.Popen([sys.executable, "-S", str(script), str(log), str(start), str(n)], env=env)

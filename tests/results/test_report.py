@@ -208,7 +208,7 @@ def test_no_runs_message(tmp_path):
 
 
 def _bench():
-    path = Path(__file__).parents[1] / "benchmarks" / "report_bench.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "report_bench.py"
     spec = importlib.util.spec_from_file_location("report_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

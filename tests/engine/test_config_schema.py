@@ -1,4 +1,4 @@
-"""engine.config: the strict schema shared by the engine and experiments.toml validation."""
+"""engine.schema.config: the strict schema shared by the engine and experiments.toml validation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.config import (
+from engine.schema.config import (
     DATASET_PARAMS,
     DOCTOR_PRESETS,
     LOSS_PARAMS,

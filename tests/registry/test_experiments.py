@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import from_dict
+from engine.schema.config import from_dict
 from mdtui.registry.plan import (
     ExperimentsError,
     engine_config,
@@ -19,7 +19,7 @@ from mdtui.registry.plan import (
     select_experiments,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HEAD = """\
 [defaults]
