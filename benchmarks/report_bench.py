@@ -47,13 +47,12 @@ def build_store(root: Path, runs: int, groups: int, seed: int = 0):
     store = RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
     rng = random.Random(seed)
     experiments = list(plan.experiments.values())
-    conn = store.connect()
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        for i in range(runs):
-            exp = experiments[i % len(experiments)]
-            acc1 = rng.uniform(60, 80)
-            rec = RunRecord(
+    records = []
+    for i in range(runs):
+        exp = experiments[i % len(experiments)]
+        acc1 = rng.uniform(60, 80)
+        records.append(
+            RunRecord(
                 run_id=f"20240101-{i // 60:06d}-{i % 65536:04x}",
                 experiment=exp.name,
                 group=exp.group,
@@ -74,10 +73,8 @@ def build_store(root: Path, runs: int, groups: int, seed: int = 0):
                 few=acc1 - 20,
                 note="checked" if i % 97 == 0 else "",
             )
-            store._upsert(conn, rec)  # bulk load in one transaction (benchmark only)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+        )
+    store.put_records(records)  # the index only, in one transaction
     return plan, store
 
 

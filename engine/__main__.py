@@ -35,11 +35,18 @@ def _events_only_stdout() -> TextIO:
 
 def _install_stop_handlers(stop: threading.Event) -> None:
     """SIGTERM/SIGINT: finish the current step, save last.pt, emit run_finished{stopped}, exit 0.
-    A second SIGINT interrupts at once (a user pressing Ctrl-C twice)."""
+    A second SIGINT interrupts at once (a user pressing Ctrl-C twice).
+
+    mdtui's supervisor starts the engine with the parent-death signal set to SIGTERM, so the same
+    graceful stop happens when the supervisor dies; stderr.log then says why."""
+    parent = os.getppid()
 
     def on_term(signum: int, _frame: object) -> None:
         if signum == signal.SIGINT and stop.is_set():
             raise KeyboardInterrupt
+        if not stop.is_set() and parent > 1 and os.getppid() != parent:
+            # os.write, not print: a handler may run in the middle of another write to stderr
+            os.write(2, f"engine: its parent (pid {parent}) is gone: stopping, last.pt is saved\n".encode())
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)

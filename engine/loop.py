@@ -96,6 +96,33 @@ def _sub_batches(plugins: Sequence[TrainPlugin], batch: Batch) -> list[Batch]:
     return [batch]
 
 
+@dataclass
+class StepContext:
+    """What every training step of one epoch shares: the objects it updates and how it reports."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    runtime: Runtime
+    meters: TrainMeters
+    plugins: Sequence[TrainPlugin]
+    scaler: torch.amp.GradScaler | None
+    sink: EventSink | None
+    epoch: int
+    lr: float
+    nonfinite: str  # "fail" | "skip"
+
+
+@dataclass
+class StepLoss:
+    """One forward pass: the logits (fp32), the classification loss and the plugins' extra terms."""
+
+    logits: torch.Tensor
+    cls: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    total: torch.Tensor
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[Batch],
@@ -116,97 +143,100 @@ def train_one_epoch(
     """Train over ``batches`` (already positioned at ``start_step``); stop early when asked."""
     model.train()
     criterion.train()
-    meters = meters or TrainMeters(runtime.device)
+    ctx = StepContext(
+        model=model,
+        criterion=criterion,
+        optimizer=optimizer,
+        runtime=runtime,
+        meters=meters or TrainMeters(runtime.device),
+        plugins=plugins,
+        scaler=scaler,
+        sink=sink,
+        epoch=epoch,
+        lr=lr,
+        nonfinite=nonfinite,
+    )
     step = start_step
     for step, batch in enumerate(batches, start=start_step):
         for sub in _sub_batches(plugins, batch):
-            _train_step(
-                model,
-                sub,
-                criterion,
-                optimizer,
-                runtime,
-                meters,
-                plugins,
-                scaler,
-                sink,
-                epoch,
-                step,
-                lr,
-                nonfinite,
-            )
+            _train_step(ctx, sub, step)
         if should_stop():
-            return EpochOutcome(meters, stopped=True, next_step=step + 1)
-    return EpochOutcome(meters, stopped=False, next_step=step + 1)
+            return EpochOutcome(ctx.meters, stopped=True, next_step=step + 1)
+    return EpochOutcome(ctx.meters, stopped=False, next_step=step + 1)
 
 
-def _train_step(
-    model: nn.Module,
-    batch: Batch,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    runtime: Runtime,
-    meters: TrainMeters,
-    plugins: Sequence[TrainPlugin],
-    scaler: torch.amp.GradScaler | None,
-    sink: EventSink | None,
-    epoch: int,
-    step: int,
-    lr: float,
-    nonfinite: str,
-) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    with runtime.autocast():
-        logits = model(batch.images)
+def _train_step(ctx: StepContext, batch: Batch, step: int) -> None:
+    ctx.optimizer.zero_grad(set_to_none=True)
+    loss = _forward(ctx, batch)
+    value = loss.total.detach()
+    if not bool(torch.isfinite(value)):
+        _skip_non_finite(ctx, float(value), step)
+        return
+    _backward_and_update(ctx, loss.total, batch)
+    _record(ctx, batch, step, loss, value)
+
+
+def _forward(ctx: StepContext, batch: Batch) -> StepLoss:
+    with ctx.runtime.autocast():
+        logits = ctx.model(batch.images)
     # Losses run in fp32 on fp32 logits: focal-style modulators and EFL's statistics are not
     # meant for bf16 (longtail-and-speed-anchors.md section 5.7).
     logits = logits.float()
-    loss_cls = criterion(logits, batch.labels)
+    loss_cls = ctx.criterion(logits, batch.labels)
     terms: dict[str, torch.Tensor] = {}
-    for plugin in plugins:
+    for plugin in ctx.plugins:
         terms.update(plugin.loss_terms(logits, batch))
-    loss = loss_cls + sum(terms.values()) if terms else loss_cls
-    value = loss.detach()
-    if not bool(torch.isfinite(value)):
-        if nonfinite != "skip":
-            raise NonFiniteLoss(epoch, step, float(value))
-        meters.skipped += 1
-        if sink is not None and meters.skipped <= MAX_SKIP_LOGS:
-            sink.log(
-                f"skipped batch with non-finite loss ({float(value)}) at epoch {epoch}, step {step}",
-                "warning",
-            )
-        optimizer.zero_grad(set_to_none=True)
-        return
+    total = loss_cls + sum(terms.values()) if terms else loss_cls
+    return StepLoss(logits, loss_cls, terms, total)
+
+
+def _skip_non_finite(ctx: StepContext, value: float, step: int) -> None:
+    """A non-finite loss: fail the run, or (nonfinite = "skip") drop the batch before any update."""
+    if ctx.nonfinite != "skip":
+        raise NonFiniteLoss(ctx.epoch, step, value)
+    ctx.meters.skipped += 1
+    if ctx.sink is not None and ctx.meters.skipped <= MAX_SKIP_LOGS:
+        ctx.sink.log(
+            f"skipped batch with non-finite loss ({value}) at epoch {ctx.epoch}, step {step}", "warning"
+        )
+    ctx.optimizer.zero_grad(set_to_none=True)
+
+
+def _backward_and_update(ctx: StepContext, loss: torch.Tensor, batch: Batch) -> None:
+    scaler, optimizer = ctx.scaler, ctx.optimizer
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)  # plugins see true gradients in before_step
     else:
         loss.backward()
-    for plugin in plugins:
-        plugin.before_step(model, optimizer, batch)
+    for plugin in ctx.plugins:
+        plugin.before_step(ctx.model, optimizer, batch)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
-    for plugin in plugins:
-        plugin.after_step(model, optimizer, batch)
+    for plugin in ctx.plugins:
+        plugin.after_step(ctx.model, optimizer, batch)
 
+
+def _record(ctx: StepContext, batch: Batch, step: int, loss: StepLoss, value: torch.Tensor) -> None:
+    """Add the step to the epoch's running sums; emit a (throttled) step event."""
+    meters, terms = ctx.meters, loss.terms
     n = len(batch)
     meters.count += n
     meters.loss_sum += value.double() * n
-    meters.correct += (logits.detach().argmax(dim=1) == batch.labels).sum()
+    meters.correct += (loss.logits.detach().argmax(dim=1) == batch.labels).sum()
     if terms:
-        meters.add_term("cls", loss_cls.detach().double() * n)
+        meters.add_term("cls", loss.cls.detach().double() * n)
         for key, term in terms.items():
             meters.add_term(key, term.detach().double() * n)
-    if sink is not None and sink.want_step():
-        fields: dict[str, Any] = {"epoch": epoch, "step": step, "loss": float(value), "lr": lr}
+    if ctx.sink is not None and ctx.sink.want_step():
+        fields: dict[str, Any] = {"epoch": ctx.epoch, "step": step, "loss": float(value), "lr": ctx.lr}
         if terms:
-            fields["loss_cls"] = float(loss_cls.detach())
+            fields["loss_cls"] = float(loss.cls.detach())
             fields.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
-        sink.emit("step", **fields)
+        ctx.sink.emit("step", **fields)
 
 
 def evaluate(

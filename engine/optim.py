@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.schema.config import OptimConfig
+from engine.schema.config import OptimConfig, require_block_in_range
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
@@ -25,12 +25,13 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    require_block_in_range(cfg, "optim")
     groups = param_groups(model, cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
         )
-    betas = tuple(cfg.betas[:2]) if len(cfg.betas) >= 2 else (0.9, 0.999)
+    betas = (cfg.betas[0], cfg.betas[1])
     if cfg.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, betas=betas)
     if cfg.name == "adamw":

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from engine.schema.config import SamplerConfig
+from engine.schema.config import SamplerConfig, require_block_in_range
 
 
 class Sampler:
@@ -76,7 +76,7 @@ class ClassAwareSampler(Sampler):
 
     def __init__(self, labels: torch.Tensor, num_classes: int, cfg: SamplerConfig) -> None:
         super().__init__(labels, num_classes)
-        self.per_class = max(int(cfg.num_samples_cls), 1)
+        self.per_class = int(cfg.num_samples_cls)
         self.length = _epoch_length(self, cfg.epoch_length)
 
     def __len__(self) -> int:
@@ -119,6 +119,7 @@ class BalancedIidSampler(Sampler):
 
 
 def build_sampler(cfg: SamplerConfig, labels: torch.Tensor, num_classes: int) -> Sampler:
+    require_block_in_range(cfg, "sampler")
     if cfg.name == "random":
         return RandomSampler(labels, num_classes)
     if cfg.name == "class_aware":

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 
-from engine.schema.config import EngineConfig, ScheduleConfig
+from engine.schema.config import EngineConfig, ScheduleConfig, require_block_in_range
 
 
 def lr_factor(epoch: int, cfg: ScheduleConfig, epochs: int) -> float:
     """Multiplier of the base lr used during ``epoch`` (0-based)."""
+    require_block_in_range(cfg, "schedule")
     if cfg.name == "constant":
         return 1.0
     if cfg.name == "warmup_step":
@@ -22,7 +23,7 @@ def lr_factor(epoch: int, cfg: ScheduleConfig, epochs: int) -> float:
         t_max = cfg.t_max or epochs
         return (1.0 + math.cos(math.pi * min(epoch, t_max) / t_max)) / 2.0
     if cfg.name == "step":
-        return cfg.gamma ** (epoch // max(cfg.step_size, 1))
+        return cfg.gamma ** (epoch // cfg.step_size)
     if cfg.name == "linear_ramp":
         # The LR-range test of modify_kernel/find_lr.py: factor e/E, so epoch 0 trains with lr 0.
         ramp = cfg.ramp_epochs or epochs
@@ -49,6 +50,7 @@ def _milestone_factor(epoch: int, cfg: ScheduleConfig) -> float:
 def lr_at(epoch: int, cfg: EngineConfig, epochs: int | None = None) -> float:
     """The absolute learning rate of ``epoch`` for a run configured by ``cfg``."""
     total = epochs if epochs is not None else cfg.epochs
+    require_block_in_range(cfg.optim, "optim")
     factor = lr_factor(epoch, cfg.schedule, total)
     if cfg.schedule.name == "cosine":
         eta_min = cfg.schedule.eta_min

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.text import Text
 
 from mdtui.commands.common import (
     EXIT_FAILED,
@@ -26,7 +27,12 @@ from mdtui.commands.common import (
     print_json,
     resolve_run_or_exit,
 )
+from mdtui.execution.launcher import LocalLauncher
+from mdtui.execution.ledger import engine_alive
 from mdtui.execution.reconcile import reconcile
+from mdtui.runs.rundir import RunOutput
+from mdtui.runs.status import FINISHED, RunStatus
+from mdtui.system.terminal import Cell, Column, print_table
 
 app = typer.Typer(
     name="mdtui",
@@ -73,7 +79,9 @@ def open_tui(file: Path | None) -> None:
             raise
         console.print("The mdtui TUI is not installed yet; use the CLI verbs meanwhile (`mdtui --help`).")
         raise typer.Exit(0) from None
-    tui.run_app(file)
+    code = tui.run_app(file)
+    if code:
+        raise typer.Exit(code)  # a crash of the app is not a success for the shell
 
 
 # --------------------------------------------------------------------------- validate / list
@@ -90,7 +98,10 @@ def validate_cmd(
     plan = load_plan_or_exit(file or plan_file(ctx))
     groups = {e.group for e in plan.experiments.values()}
     console.print(
-        f"[green]ok[/] {plan.settings.path}: {len(plan.experiments)} experiments in {len(groups)} groups",
+        Text.assemble(
+            ("ok", "green"),
+            f" {plan.settings.path}: {len(plan.experiments)} experiments in {len(groups)} groups",
+        ),
         soft_wrap=True,
     )
 
@@ -132,36 +143,65 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
     reconcile(store)
-    latest: dict[str, Any] = {}
-    for rec in reversed(store.list_runs()):  # oldest first, so the newest wins
-        latest[rec.experiment] = rec
+    latest = store.latest_runs()
     rows = [experiment_row(e, latest.get(e.name)) for e in plan.experiments.values()]
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
+    print_experiment_list(rows)
 
-    table = Table(box=None, header_style="bold")
-    for col in ("experiment", "group", "model", "data", "loss", "epochs", "from", "last run", "best acc1"):
-        table.add_column(col, overflow="fold", no_wrap=col not in ("note", "group", "from"))
-    for row in rows:
-        data = row["data"] + (
-            f" ρ={row['imbalance_ratio']:g}" if row["imbalance_ratio"] not in (None, 1, 1.0) else ""
+
+# How `mdtui list` gives way on a narrow terminal: names are cut in the middle (the sweep suffix
+# stays), model/data/loss/epochs are never cut but dropped, the least useful first. Piped: all whole.
+LIST_COLUMNS = (
+    Column("experiment", cut="middle", min_width=16, grow=1),
+    Column("group", cut="end", min_width=10, drop=6),
+    Column("model", cut="none", drop=2),
+    Column("data", cut="none", drop=4),
+    Column("loss", cut="none", drop=3),
+    Column("epochs", cut="none", drop=1, justify="right"),
+    Column("from", cut="middle", min_width=12, drop=5),
+    Column("last run", cut="none"),
+    Column("best acc1", cut="none", justify="right"),
+)
+STATUS_STYLE = {
+    "completed": "green",
+    "running": "cyan",
+    "starting": "cyan",
+    "stopped": "yellow",
+    "failed": "red",
+    "lost": "red",
+}
+
+
+def list_cells(row: dict[str, Any]) -> list[Cell]:
+    """One ``mdtui list`` row's cells, in LIST_COLUMNS order (values whole; the table fits them)."""
+    ratio = row["imbalance_ratio"]
+    data = row["data"] + (f" ρ={ratio:g}" if isinstance(ratio, (int, float)) and ratio != 1 else "")
+    run = row["latest_run"] or {}
+    status = run.get("status", "")
+    return [
+        row["name"] + (" *" if row["baseline"] else ""),
+        row["group"],
+        row["model"],
+        data,
+        row["loss"],
+        str(row["epochs"] or "-"),
+        row["from"] or "",
+        Text(status, style=STATUS_STYLE.get(status, "")),
+        fmt_pct(run.get("best_acc1")) if run else "",
+    ]
+
+
+def print_experiment_list(rows: list[dict[str, Any]]) -> None:
+    layout = print_table(console, LIST_COLUMNS, [list_cells(row) for row in rows])
+    note = "* baseline of its group"
+    if layout is not None and layout.dropped:
+        note += (
+            f"; not shown at {console.width} columns: {', '.join(layout.dropped)}"
+            " (`mdtui list | cat` prints every column in full)"
         )
-        run = row["latest_run"] or {}
-        table.add_row(
-            row["name"] + (" *" if row["baseline"] else ""),
-            row["group"],
-            row["model"],
-            data,
-            row["loss"],
-            str(row["epochs"] or "-"),
-            row["from"] or "",
-            run.get("status", ""),
-            fmt_pct(run.get("best_acc1")) if run else "",
-        )
-    console.print(table)
-    console.print("[dim]* baseline of its group[/]")
+    console.print(note, style="dim", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- status / stop / logs
@@ -184,38 +224,57 @@ def status_cmd(
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
     reconcile(store)
-    runs = store.list_runs()
-    if not show_all:
-        live = [r for r in runs if not r.finished]
-        done = [r for r in runs if r.finished][: max(0, limit)]
-        runs = live + done
+    if show_all:
+        runs = store.list_runs()
+    else:  # the index picks them: a lab's 10,000 finished runs are never loaded to show 15
+        runs = store.list_runs(statuses=set(RunStatus) - FINISHED)
+        runs += store.list_runs(statuses=FINISHED, limit=max(0, limit)) if limit > 0 else []
     if as_json:
         print_json([r.to_json() for r in runs])
         return
     if not runs:
         console.print(f"no runs in {store.runs_dir} yet; start one with `mdtui run NAME`")
         return
-    from rich.table import Table
+    print_run_table(runs)
 
-    table = Table(box=None, header_style="bold")
-    for col in ("run", "experiment", "status", "devices", "epochs", "best acc1", "time", "note"):
-        table.add_column(col, overflow="fold", no_wrap=col not in ("note", "group", "from"))
-    colours = {"completed": "green", "running": "cyan", "starting": "cyan", "stopped": "yellow"}
+
+STATUS_COLUMNS = (
+    Column("run", cut="middle", min_width=10, grow=1),
+    Column("experiment", cut="middle", min_width=16, grow=2),
+    Column("status", cut="none"),
+    Column("devices", cut="none", drop=2),
+    Column("epochs", cut="none", justify="right", drop=3),
+    Column("best acc1", cut="none", justify="right"),
+    Column("time", cut="none", justify="right", drop=4),
+    Column("note", cut="end", min_width=12, drop=5),
+)
+
+
+def print_run_table(runs: list[Any]) -> None:
+    """``mdtui status``'s table: fitted to a terminal (run ids keep their distinguishing end), whole when piped."""
+    rows: list[list[Cell]] = []
     for r in runs:
-        colour = colours.get(r.status, "red" if r.status in ("failed", "lost") else "white")
         epochs = f"{r.epochs_done}/{r.total_epochs}" if r.total_epochs else str(r.epochs_done or "-")
-        note = (r.error or "") if r.status in ("failed", "lost") else r.note
-        table.add_row(
-            r.run_id,
-            r.experiment,
-            f"[{colour}]{r.status}[/]",
-            ",".join(r.devices),
-            epochs,
-            fmt_pct(r.best_acc1),
-            fmt_duration(_elapsed(r)),
-            (note or "")[:80],
+        note = (r.error or "") if r.status in (RunStatus.FAILED, RunStatus.LOST) else r.note
+        rows.append(
+            [
+                r.run_id,
+                r.experiment,
+                Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+                ",".join(r.devices),
+                epochs,
+                fmt_pct(r.best_acc1),
+                fmt_duration(_elapsed(r)),
+                " ".join((note or "").split()),  # one line per run
+            ]
         )
-    console.print(table)
+    layout = print_table(console, STATUS_COLUMNS, rows)
+    if layout is not None and layout.dropped:
+        console.print(
+            f"not shown at {console.width} columns: {', '.join(layout.dropped)} (`mdtui status --json` has all)",
+            style="dim",
+            soft_wrap=True,
+        )
 
 
 @app.command("stop")
@@ -226,19 +285,25 @@ def stop_cmd(
     grace: float | None = typer.Option(None, "--grace", help="Seconds before SIGKILL (default: settings)."),
 ) -> None:
     """Stop a run cleanly: SIGTERM (the engine saves last.pt), SIGKILL after the grace period."""
-    from mdtui.execution import supervise
-
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
     reconcile(store)
     rec = resolve_run_or_exit(store, run)
-    if not rec.live:
+    launcher = LocalLauncher.for_plan(store, plan)
+    orphan = not rec.live and engine_alive(rec)  # its supervisor died; the engine still trains
+    if not rec.live and not orphan:
         fail(f"run {rec.run_id} ({rec.experiment}) is not running (status: {rec.status})")
-    seconds = plan.settings.stop_grace_seconds if grace is None else grace
-    if not supervise.stop(store, rec.run_id, grace=seconds, wait=wait):
+    seconds = launcher.grace if grace is None else grace
+    if orphan:
+        console.print(
+            f"run {rec.run_id} is {rec.status} but its engine (pid {rec.pid}) still runs: "
+            f"stopping it (SIGKILL after {seconds:g}s)"
+        )
+    if not launcher.stop(rec.run_id, grace=seconds, wait=wait):
         reconcile(store)
         fail(f"run {rec.run_id} has no live process to signal; it is now {store.get(rec.run_id).status}")
-    if wait:
+    if wait or orphan:
+        reconcile(store)  # an orphan's engine has just ended: take its own ending if it wrote one
         final = store.get(rec.run_id) or rec
         console.print(f"run {rec.run_id} ({rec.experiment}): {final.status}")
     else:
@@ -306,28 +371,18 @@ def logs_cmd(
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
     rec = resolve_run_or_exit(store, run)
-    path = Path(rec.run_dir) / ("stderr.log" if stderr else "stdout.log")
-    offset = 0
-    partial = b""
+    output = RunOutput(rec.run_dir, "stderr" if stderr else "stdout")
     try:
         while True:
-            try:
-                with open(path, "rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-            except FileNotFoundError:
-                chunk = b""
-            offset += len(chunk)
-            lines = (partial + chunk).split(b"\n")
-            partial = lines.pop()
-            for raw_line in lines:
-                text = raw_line.decode("utf-8", errors="replace")
+            got_lines = False
+            for text in output.new_lines():
+                got_lines = True
                 shown = text if raw else format_log_line(text)
                 if shown is not None:
                     console.print(shown, markup=False, highlight=False, soft_wrap=True)
             if not follow:
                 break
-            if not chunk:
+            if not got_lines:
                 reconcile(store)
                 current = store.get(rec.run_id)
                 if current is None or not current.live:
@@ -335,8 +390,8 @@ def logs_cmd(
                 time.sleep(0.5)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
-    if partial and not follow:
-        text = partial.decode("utf-8", errors="replace")
+    text = output.rest()
+    if text and not follow:
         shown = text if raw else format_log_line(text)
         if shown is not None:
             console.print(shown, markup=False, highlight=False, soft_wrap=True)

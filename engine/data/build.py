@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -10,18 +9,18 @@ import torch
 from engine.data import DATASETS
 from engine.data.base import DataBundle, DataError, Split
 from engine.data.presets import Preset, class_counts, resolve_presentation
-from engine.schema.config import DataConfig, EngineConfig
-
-DATA_ROOT_ENV = "MDTUI_DATA_ROOT"
+from engine.schema.config import DataConfig, EngineConfig, require_block_in_range, resolve_data_root
 
 
 def data_root(cfg: DataConfig) -> Path | None:
-    """``data.root`` if set, else ``$MDTUI_DATA_ROOT``, else None (embedded datasets need none)."""
-    raw = cfg.root or os.environ.get(DATA_ROOT_ENV) or None
-    return Path(raw).expanduser().resolve() if raw else None
+    """Where the dataset lives (``engine.schema.config.resolve_data_root``: the manager has already
+    made ``data.root`` absolute; a config run by hand resolves against the working directory)."""
+    root = resolve_data_root(cfg.root, Path.cwd())
+    return root.resolve() if root is not None else None
 
 
 def build_data(cfg: EngineConfig) -> DataBundle:
+    require_block_in_range(cfg.data, "data", DataError)
     try:
         builder = DATASETS.get(cfg.data.name)
     except KeyError as exc:
@@ -35,7 +34,9 @@ def build_data(cfg: EngineConfig) -> DataBundle:
 def stratified_split(
     labels: torch.Tensor, fraction: float, seed: int, num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(kept, held-out) indices: ``round(n_c * fraction)`` per class, at least one kept per class.
+    """(kept, held-out) indices: ``round(n_c * fraction)`` per class, at least one kept per class and,
+    when ``fraction > 0``, at least one held out of every class that has two (so a validated fraction
+    never leaves an empty split).
 
     Seeded by the *data* seed, so runs that differ only in their training seed share one split.
     """
@@ -44,7 +45,8 @@ def stratified_split(
     for c in range(num_classes):
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
-        n_held = min(round(len(idx) * fraction), max(len(idx) - 1, 0))
+        wanted = max(round(len(idx) * fraction), 1 if fraction > 0 else 0)
+        n_held = min(wanted, max(len(idx) - 1, 0))
         held.append(idx[:n_held])
         kept.append(idx[n_held:])
     return torch.cat(kept).sort().values, torch.cat(held).sort().values

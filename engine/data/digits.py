@@ -46,8 +46,6 @@ def _upscale(images: torch.Tensor, size: int) -> torch.Tensor:
 
 @DATASETS.register("digits")
 def build_digits(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
-    if not 0.0 < cfg.test_fraction < 1.0:
-        raise DataError(f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
     size = cfg.image_size or DEFAULT_SIZE
     images, labels = _load_digits()
     train_idx, test_idx = stratified_split(labels, cfg.test_fraction, cfg.subset_seed, NUM_CLASSES)

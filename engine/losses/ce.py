@@ -6,15 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.losses.common import LOSSES, LossBuildError
+from engine.losses.common import LOSSES, require_in_range
 from engine.schema.config import LossConfig
 
 
 class CrossEntropy(nn.Module):
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise LossBuildError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
+        require_in_range("ce", label_smoothing=label_smoothing)
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.registry import Registry
+from engine.schema.catalog import bound_problem
 from engine.schema.config import LossConfig
 
 # A builder takes (cfg, train class counts as a float tensor [C], num_classes, epochs).
@@ -22,6 +23,18 @@ LOSSES: Registry[LossBuilder] = Registry("loss")
 
 class LossBuildError(ValueError):
     """A loss configuration that cannot be built (bad parameter value or class counts)."""
+
+
+def require_in_range(loss: str, **params: float) -> None:
+    """Raise LossBuildError for the first parameter outside its range in the schema's catalogue.
+
+    ``mdtui validate`` checks the same catalogue, so a validated config never fails here; the losses
+    keep no ranges of their own (a loss built directly, in tests or plugins, gets the same message).
+    """
+    for param, value in params.items():
+        problem = bound_problem(f"loss.{param}", value, loss)
+        if problem:
+            raise LossBuildError(f"loss.{param} {problem}")
 
 
 def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -42,8 +55,7 @@ def one_minus_target_probability(ce: torch.Tensor) -> torch.Tensor:
 
 def class_balanced_weights(counts: torch.Tensor, beta: float) -> torch.Tensor:
     """Cui et al. weights w_j = (1 - beta) / (1 - beta^n_j), normalised to sum to C."""
-    if not 0.0 <= beta < 1.0:
-        raise LossBuildError(f"loss.beta must be in [0, 1), got {beta}")
+    assert 0.0 <= beta < 1.0, beta  # checked by the callers against the catalogue
     effective_number = 1.0 - torch.pow(torch.as_tensor(beta, dtype=torch.float64), counts.double())
     weights = (1.0 - beta) / effective_number.clamp_min(1e-12)
     return (weights * len(counts) / weights.sum()).float()

@@ -26,9 +26,9 @@ from engine.losses.common import (
     LossBuildError,
     one_minus_target_probability,
     per_sample_ce,
+    require_in_range,
     target_probability,
 )
-from engine.losses.focal import check_gamma, check_weight
 from engine.schema.config import LossConfig
 
 
@@ -63,10 +63,7 @@ class GradientRatioTracker(nn.Module):
         self.pos_neg.copy_((self.pos_grad / (self.neg_grad + 1e-10)).clamp(0.0, 1.0))
 
 
-def check_efl(gamma: float, scale_factor: float, mode: str) -> None:
-    check_gamma(gamma, positive=True)  # the weighting factor divides by gamma
-    if scale_factor < 0:
-        raise LossBuildError(f"loss.scale_factor must be at least 0, got {scale_factor}")
+def check_mode(mode: str) -> None:
     if mode not in ("repo", "paper"):
         raise LossBuildError(f'loss.mode must be "repo" or "paper", got {mode!r}')
 
@@ -81,8 +78,8 @@ class EqualizedFocalLoss(nn.Module):
         weight: float = 1.0,
     ) -> None:
         super().__init__()
-        check_efl(gamma, scale_factor, mode)
-        check_weight(weight)
+        require_in_range("efl", gamma=gamma, scale_factor=scale_factor, weight=weight)
+        check_mode(mode)
         self.gamma, self.scale_factor, self.mode, self.weight = gamma, scale_factor, mode, weight
         self.tracker = GradientRatioTracker(num_classes) if mode == "paper" else None
 

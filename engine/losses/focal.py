@@ -7,24 +7,11 @@ from torch import nn
 
 from engine.losses.common import (
     LOSSES,
-    LossBuildError,
     one_minus_target_probability,
     per_sample_ce,
+    require_in_range,
 )
 from engine.schema.config import LossConfig
-
-
-def check_gamma(gamma: float, *, positive: bool = False) -> None:
-    if gamma < 0 or (positive and gamma == 0):
-        bound = "greater than 0" if positive else "at least 0"
-        raise LossBuildError(f"loss.gamma must be {bound}, got {gamma}")
-
-
-def check_weight(weight: float) -> None:
-    if weight <= 0:
-        raise LossBuildError(
-            f"loss.weight must be greater than 0 (0.25 is the 'balanced' variant), got {weight}"
-        )
 
 
 class FocalLoss(nn.Module):
@@ -32,8 +19,7 @@ class FocalLoss(nn.Module):
 
     def __init__(self, gamma: float = 2.0, weight: float = 1.0) -> None:
         super().__init__()
-        check_gamma(gamma)
-        check_weight(weight)
+        require_in_range("fl", gamma=gamma, weight=weight)
         self.gamma = gamma
         self.weight = weight
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.losses.common import LOSSES, LossBuildError, class_balanced_weights
+from engine.losses.common import LOSSES, class_balanced_weights, require_in_range
 from engine.schema.config import LossConfig
 
 
@@ -33,10 +33,7 @@ class LDAMLoss(nn.Module):
         drw_beta: float = 0.9999,
     ) -> None:
         super().__init__()
-        if max_m <= 0 or s <= 0:
-            raise LossBuildError(f"loss.max_m and loss.s must be greater than 0, got {max_m} and {s}")
-        if drw_epoch < 0:
-            raise LossBuildError(f"loss.drw_epoch must be at least 0, got {drw_epoch}")
+        require_in_range("ldam", max_m=max_m, s=s, drw_epoch=drw_epoch, drw_beta=drw_beta)
         self.s, self.drw_epoch = s, drw_epoch
         self.register_buffer("margins", ldam_margins(counts, max_m))
         self.register_buffer("drw_weights", class_balanced_weights(counts.clamp_min(1.0), drw_beta))

@@ -16,8 +16,8 @@ from engine.losses.common import (
     class_balanced_weights,
     one_minus_target_probability,
     per_sample_ce,
+    require_in_range,
 )
-from engine.losses.focal import check_gamma
 from engine.schema.config import LossConfig
 
 
@@ -32,7 +32,7 @@ class ClassBalancedLoss(nn.Module):
         super().__init__()
         if base not in ("softmax", "focal"):
             raise LossBuildError(f'loss.base must be "softmax" or "focal", got {base!r}')
-        check_gamma(gamma)
+        require_in_range("cb", beta=beta, gamma=gamma)
         self.base, self.gamma = base, gamma
         self.register_buffer("class_weights", class_balanced_weights(counts.clamp_min(1.0), beta))
 
@@ -49,6 +49,7 @@ class LogitAdjustedLoss(nn.Module):
 
     def __init__(self, counts: torch.Tensor, tau: float = 1.0, *, use_counts: bool = False) -> None:
         super().__init__()
+        require_in_range("logit_adjusted", tau=tau)
         counts = counts.clamp_min(1.0)
         prior = counts if use_counts else counts / counts.sum()
         self.register_buffer("adjustment", tau * prior.log())

@@ -22,10 +22,10 @@ from engine.losses.common import (
     LossBuildError,
     one_minus_target_probability,
     per_sample_ce,
+    require_in_range,
     target_probability,
 )
-from engine.losses.efl import GradientRatioTracker, check_efl, repo_batch_gamma
-from engine.losses.focal import check_gamma
+from engine.losses.efl import GradientRatioTracker, check_mode, repo_batch_gamma
 from engine.schema.config import LossConfig
 
 
@@ -37,16 +37,10 @@ def reduced_weight(pt: torch.Tensor, threshold: float, gamma: float, *, divide: 
     return torch.where(pt < threshold, torch.ones_like(pt), easy)
 
 
-def check_threshold(threshold: float) -> None:
-    if not 0.0 < threshold < 1.0:
-        raise LossBuildError(f"loss.threshold must be between 0 and 1 (exclusive), got {threshold}")
-
-
 class ReducedFocalLoss(nn.Module):
     def __init__(self, threshold: float = 0.5, gamma: float = 2.0) -> None:
         super().__init__()
-        check_threshold(threshold)
-        check_gamma(gamma)
+        require_in_range("rfl", threshold=threshold, gamma=gamma)
         self.threshold, self.gamma = threshold, gamma
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -65,8 +59,8 @@ class ReducedEqualizedFocalLoss(nn.Module):
         mode: str = "repo",
     ) -> None:
         super().__init__()
-        check_threshold(threshold)
-        check_efl(gamma, scale_factor, mode)
+        require_in_range("refl", threshold=threshold, gamma=gamma, scale_factor=scale_factor)
+        check_mode(mode)
         if version not in ("v1", "v2", "v3", "v4"):
             raise LossBuildError(f'loss.version must be one of "v1", "v2", "v3", "v4", got {version!r}')
         self.threshold, self.gamma, self.scale_factor = threshold, gamma, scale_factor

@@ -13,24 +13,59 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 # The names and their parameters are the catalogue (engine/schema/catalog.py); re-exported for callers.
 from engine.schema.catalog import (  # noqa: F401
+    BOUNDS,
     DATASET_NAMES,
     DATASET_PARAMS,
+    DATASET_SHAPES,
     DOCTOR_PRESETS,
+    LIST_LENGTHS,
     LOSS_NAMES,
     LOSS_PARAMS,
+    MODEL_MIN_INPUT,
     MODEL_NAMES,
     NAMED_BLOCKS,
+    NORMALIZE_CHANNELS,
     OPTIM_PARAMS,
     SAMPLER_PARAMS,
     SCHEDULE_PARAMS,
+    bound_problem,
+    expand_bare_names,
 )
+
+DATA_ROOT_ENV = "MDTUI_DATA_ROOT"
+
+
+def resolve_data_root(
+    root: str | None,
+    base: Path,
+    *,
+    setting: str | None = None,
+    env: typing.Mapping[str, str] | None = None,
+) -> Path | None:
+    """The one rule for where datasets live, used by the manager and the engine alike.
+
+    ``data.root`` when set (relative to ``base``, the experiments file's folder), else
+    ``$MDTUI_DATA_ROOT`` (relative to the working directory: one file, several machines), else
+    ``setting`` (``[settings] data_root``, relative to ``base``), else None (embedded datasets need
+    none). ``~`` and ``$VARS`` are expanded.
+    """
+    env = os.environ if env is None else env
+    for raw, relative_to in ((root, base), (env.get(DATA_ROOT_ENV), Path.cwd()), (setting, base)):
+        if raw:
+            path = Path(os.path.expandvars(raw)).expanduser()
+            return path if path.is_absolute() else relative_to / path
+    return None
+
 
 # --------------------------------------------------------------------------- blocks
 
@@ -311,10 +346,14 @@ def _coerce(value: Any, tp: Any, key: str, issues: list[Issue]) -> Any:
             issues.append(Issue(key, f"expected a number, got {_describe(value)}"))
             return 0.0
         try:
-            return float(value)
+            number = float(value)
         except OverflowError:  # TOML integers are unbounded; a float is not
             issues.append(Issue(key, f"{value} is too large for a number"))
             return 0.0
+        if not math.isfinite(number):  # TOML allows inf and nan; no parameter means them
+            issues.append(Issue(key, f"must be a finite number, got {value}"))
+            return 0.0
+        return number
     if tp is str:
         if isinstance(value, int) and not isinstance(value, bool) and "layer" in key.split(".")[-1]:
             return str(value)  # reference integer layer keys: layers = [-1] or [20, 21]
@@ -344,15 +383,6 @@ def _build(cls: type, data: dict[str, Any], prefix: str, issues: list[Issue]) ->
             )
         else:
             allowed_params = catalogue[name] | {"name"}
-    if cls is ModelConfig and "name" in data:
-        name = data["name"]
-        if not isinstance(name, str) or name not in MODEL_NAMES:
-            issues.append(
-                Issue(
-                    f"{prefix}.name",
-                    f'unknown model "{name}"{suggest(str(name), MODEL_NAMES)}; valid: {", ".join(MODEL_NAMES)}',
-                )
-            )
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else key
@@ -391,10 +421,7 @@ def from_dict(data: dict[str, Any]) -> EngineConfig:
     Blocks that pick an implementation may be given as a bare name: ``model = "resnet32"``.
     """
     issues: list[Issue] = []
-    data = dict(data)
-    for block in ("model", "data", "loss", "sampler", "optim", "schedule"):
-        if isinstance(data.get(block), str):
-            data[block] = {"name": data[block]}
+    data = expand_bare_names(data)
     if isinstance(data.get("doctor"), dict):
         data["doctor"] = _apply_doctor_preset(data["doctor"], issues)
     if isinstance(data.get("kernels"), dict) and isinstance(data["kernels"].get("sift"), dict):
@@ -410,19 +437,7 @@ def from_dict(data: dict[str, Any]) -> EngineConfig:
 
 
 def _semantic_issues(cfg: EngineConfig) -> list[Issue]:
-    out: list[Issue] = []
-    if cfg.epochs < 1:
-        out.append(Issue("epochs", "must be at least 1"))
-    if cfg.batch_size < 1:
-        out.append(Issue("batch_size", "must be at least 1"))
-    if not 0.0 <= cfg.data.val_fraction < 1.0:
-        out.append(Issue("data.val_fraction", "must be in [0, 1)"))
-    if cfg.data.imbalance_ratio < 1.0:
-        out.append(Issue("data.imbalance_ratio", "must be >= 1 (ρ = n_max / n_min; 1 means balanced)"))
-    if cfg.optim.lr < 0:
-        out.append(Issue("optim.lr", "must be >= 0"))
-    if not 0.0 < cfg.loss.threshold <= 1.0:
-        out.append(Issue("loss.threshold", "must be in (0, 1]"))
+    out = _range_issues(cfg) + _shape_issues(cfg)
     for block, cfg_block in (("doctor", cfg.doctor), ("kernels", cfg.kernels)):
         if cfg_block is not None and cfg_block.sift.split == "test" and not cfg_block.allow_test_split:
             out.append(
@@ -432,8 +447,86 @@ def _semantic_issues(cfg: EngineConfig) -> list[Issue]:
                     f"set {block}.allow_test_split = true to do it anyway (the run is then marked leaky)",
                 )
             )
-    if cfg.doctor is not None and cfg.doctor.mask.combine_with and cfg.doctor.mask.combine_path is None:
-        pass  # resolved by the manager before launch; the engine checks the path exists
+    return out
+
+
+# block ("" for the top level) -> [(dotted key, parameter)] of the numbers it bounds, in key order.
+_BOUNDED: dict[str, list[tuple[str, str]]] = {}
+for _key in sorted(BOUNDS.keys() | LIST_LENGTHS.keys()):
+    _block, _, _param = _key.rpartition(".")
+    _BOUNDED.setdefault(_block, []).append((_key, _param))
+
+
+def _range_issues(cfg: EngineConfig) -> list[Issue]:
+    """Every number against its catalogue range (the top-level keys and each block's)."""
+    return [
+        issue
+        for block in _BOUNDED
+        for issue in block_range_issues(getattr(cfg, block) if block else cfg, block)
+    ]
+
+
+def block_range_issues(owner: Any, block: str) -> list[Issue]:
+    """The range problems of one block (``""``: the top-level keys); a named block's parameters are
+    checked only when its name takes them (the others are defaults nobody reads)."""
+    out: list[Issue] = []
+    name = getattr(owner, "name", None) if block in NAMED_BLOCKS else None
+    taken = NAMED_BLOCKS[block].get(name or "", set()) if name is not None else None
+    for key, param in _BOUNDED.get(block, ()):
+        if taken is not None and param not in taken:
+            continue
+        value = getattr(owner, param)
+        if isinstance(value, tuple):
+            want = LIST_LENGTHS.get(key)
+            if want is not None and len(value) != want:
+                out.append(Issue(key, f"must be a list of exactly {want} numbers, got {len(value)}"))
+            out.extend(
+                Issue(f"{key}[{i}]", problem)
+                for i, item in enumerate(value)
+                if (problem := bound_problem(key, item, name))
+            )
+        elif value is not None and (problem := bound_problem(key, value, name)):
+            out.append(Issue(key, problem))
+    return out
+
+
+def require_block_in_range(owner: Any, block: str, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` for a block whose numbers lie outside the catalogue's ranges.
+
+    For the engine's builders: a validated config always passes, so they keep no ranges of their own
+    and a block built by hand (tests, plugins) fails with the message ``mdtui validate`` would give.
+    """
+    issues = block_range_issues(owner, block)
+    if issues:
+        raise error("; ".join(f"{i.key} {i.message}" for i in issues))
+
+
+def _shape_issues(cfg: EngineConfig) -> list[Issue]:
+    """Checks across blocks: the model's smallest input, the normalisation's channels."""
+    out: list[Issue] = []
+    native, channels = DATASET_SHAPES.get(cfg.data.name, (None, None))
+    if cfg.data.name == "synthetic":
+        channels = cfg.data.channels
+    side = cfg.data.image_size or native
+    smallest = MODEL_MIN_INPUT.get(cfg.model.name, 1)
+    if side is not None and side < smallest:
+        shown = "data.image_size" if cfg.data.image_size else f"{cfg.data.name}'s default size"
+        out.append(
+            Issue(
+                "data.image_size",
+                f"model {cfg.model.name} needs inputs of at least {smallest} px, got {side} px ({shown}); "
+                f"set data.image_size >= {smallest}",
+            )
+        )
+    wanted = NORMALIZE_CHANNELS.get(cfg.data.normalize, 1)
+    if channels is not None and wanted != 1 and wanted != channels:
+        out.append(
+            Issue(
+                "data.normalize",
+                f'"{cfg.data.normalize}" is for {wanted}-channel images but {cfg.data.name} has {channels}; '
+                'choose "auto", "mnist" or "none"',
+            )
+        )
     return out
 
 
@@ -445,14 +538,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     """
 
     def conv(v: Any, key: str = "") -> Any:
-        if dataclasses.is_dataclass(v):
+        names = getattr(type(v), "__dataclass_fields__", None)  # dataclasses.fields is slow in bulk
+        if names is not None:
             catalogue = NAMED_BLOCKS.get(key) if isinstance(cfg, EngineConfig) else None
             taken = catalogue.get(getattr(v, "name", ""), set()) | {"name"} if catalogue else None
-            return {
-                f.name: conv(getattr(v, f.name))
-                for f in dataclasses.fields(v)
-                if taken is None or f.name in taken
-            }
+            return {name: conv(getattr(v, name)) for name in names if taken is None or name in taken}
         if isinstance(v, tuple):
             return [conv(x) for x in v]
         return v

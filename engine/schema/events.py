@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -80,10 +81,10 @@ class UnknownEvent:
     raw: dict[str, Any]
 
 
-Parsed = "dict[str, Any] | TextLine | UnknownEvent"
+Parsed = dict[str, Any] | TextLine | UnknownEvent  # one line of an events file, as read
 
 
-def parse_line(line: str | bytes) -> dict[str, Any] | TextLine | UnknownEvent | None:
+def parse_line(line: str | bytes) -> Parsed | None:
     """Parse one line. Never raises. Returns None for a blank line."""
     if isinstance(line, bytes):
         line = line.decode("utf-8", errors="replace")
@@ -113,8 +114,17 @@ class EventTail:
         self.offset = offset
         self._partial = b""
 
-    def read_new(self, max_bytes: int | None = 8 << 20) -> list[dict[str, Any] | TextLine | UnknownEvent]:
+    def read_new(self, max_bytes: int | None = 8 << 20) -> list[Parsed]:
         """Return the complete lines appended since the last call (at most ``max_bytes``; None: all)."""
+        out: list[Parsed] = []
+        for raw in self.read_lines(max_bytes):
+            parsed = parse_line(raw)
+            if parsed is not None:
+                out.append(parsed)
+        return out
+
+    def read_lines(self, max_bytes: int | None = 8 << 20) -> list[bytes]:
+        """The complete lines appended since the last call, as written, without their newlines."""
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
@@ -126,18 +136,17 @@ class EventTail:
         if not chunk:
             return []
         self.offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
+        lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()  # b"" when the chunk ended on a newline
-        out: list[dict[str, Any] | TextLine | UnknownEvent] = []
-        for raw in lines:
-            parsed = parse_line(raw)
-            if parsed is not None:
-                out.append(parsed)
-        return out
+        return lines
+
+    @property
+    def pending(self) -> bytes:
+        """A last line read so far without its newline (torn, or still being written)."""
+        return self._partial
 
 
-def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any] | TextLine | UnknownEvent]:
+def read_events(path: str | os.PathLike[str]) -> list[Parsed]:
     """Every complete line of an events file (a torn last line is left out)."""
     return EventTail(path).read_new(max_bytes=None)
 
@@ -159,6 +168,7 @@ class EpochRecord:
     lr: float | None = None
     seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    t: float | None = None  # wall-clock time the epoch ended (its event's t)
 
 
 @dataclass(frozen=True)
@@ -208,7 +218,13 @@ class RunState:
         secs = [e.seconds for e in self.epochs if e.seconds]
         if not secs:
             return None
-        return (self.total_epochs - len(self.epochs)) * (sum(secs) / len(secs))
+        mean, left = sum(secs) / len(secs), self.total_epochs - len(self.epochs)
+        ended = self.epochs[-1].t
+        if now is None or ended is None or left <= 0:
+            return left * mean
+        # Tick down between epochs; an epoch slower than the mean stops at the epochs after it.
+        into_epoch = max(0.0, now - ended)
+        return max(0.0, mean - into_epoch) + (left - 1) * mean
 
 
 def _num(value: Any) -> float | None:
@@ -220,135 +236,171 @@ def _with_log(state: RunState, line: str) -> tuple[str, ...]:
     return logs[-MAX_LOG_LINES:]
 
 
-def apply_event(state: RunState, event: dict[str, Any] | TextLine | UnknownEvent | None) -> RunState:
+def apply_event(state: RunState, event: Parsed | None) -> RunState:
     """Return the state after ``event``. Pure: the input state is never modified."""
     if event is None or isinstance(event, UnknownEvent):
         return state
     if isinstance(event, TextLine):
         return replace(state, logs=_with_log(state, event.text))
-    kind = event.get("type")
+    handler = _HANDLERS.get(event.get("type"))  # type: ignore[arg-type]
+    if handler is None:
+        return state
     t = _num(event.get("t"))
-    base = {"events_seen": state.events_seen + 1, "last_t": t if t is not None else state.last_t}
+    # what every protocol event changes, whatever its type
+    base: dict[str, Any] = {
+        "events_seen": state.events_seen + 1,
+        "last_t": t if t is not None else state.last_t,
+    }
     if not state.run_id and isinstance(event.get("run_id"), str):
         base["run_id"] = event["run_id"]
+    return handler(state, event, base)
 
-    if kind == "run_started":
-        cfg = event.get("config") if isinstance(event.get("config"), dict) else {}
-        return replace(
-            state,
-            **base,
-            # a resumed session starts afresh: the previous session's ending no longer describes the run
-            status="running",
-            error=None,
-            summary={},
-            finished_t=None,
-            config=cfg,
-            total_epochs=event.get("total_epochs") if isinstance(event.get("total_epochs"), int) else None,
-            steps_per_epoch=event.get("steps_per_epoch")
-            if isinstance(event.get("steps_per_epoch"), int)
-            else None,
-            device=str(event.get("device")) if event.get("device") is not None else None,
-            started_t=t,
-        )
 
-    if kind == "step":
-        epoch = event.get("epoch") if isinstance(event.get("epoch"), int) else state.epoch
-        step = event.get("step") if isinstance(event.get("step"), int) else state.step
-        loss = _num(event.get("loss"))
-        extra = {k: _num(v) for k, v in event.items() if k.startswith("loss_")}
-        points = state.step_losses
-        stride = state.step_stride
-        seen = state.step_seen + 1
-        if (
-            loss is not None and (seen - 1) % stride == 0
-        ):  # keeps steps 1, 1+s, 1+2s: even spacing after halving
-            x = float(epoch or 0)
-            if state.steps_per_epoch and step is not None:
-                x += step / state.steps_per_epoch
-            points = (*points, (x, loss))
-            if len(points) > MAX_STEP_POINTS:
-                points = points[::2]
-                stride *= 2
-        return replace(
-            state,
-            **base,
-            status="running" if state.status == "starting" else state.status,
-            epoch=epoch,
-            step=step,
-            loss=loss,
-            lr=_num(event.get("lr")) if event.get("lr") is not None else state.lr,
-            step_losses=points,
-            step_stride=stride,
-            step_seen=seen,
-            extra_losses=extra or state.extra_losses,
-        )
+def _int_or(value: Any, default: int | None) -> int | None:
+    return value if isinstance(value, int) else default
 
-    if kind == "epoch":
-        train = event.get("train") if isinstance(event.get("train"), dict) else {}
-        ev = event.get("eval") if isinstance(event.get("eval"), dict) else {}
-        ep = event.get("epoch") if isinstance(event.get("epoch"), int) else len(state.epochs)
-        extra = {k: v for k, v in train.items() if k.startswith("loss_")}
-        record = EpochRecord(
-            epoch=ep,
-            train_loss=_num(train.get("loss")),
-            train_acc1=_num(train.get("acc1")),
-            eval_loss=_num(ev.get("loss")),
-            eval_acc1=_num(ev.get("acc1")),
-            eval_acc5=_num(ev.get("acc5")),
-            lr=_num(event.get("lr")),
-            seconds=_num(event.get("seconds")),
-            extra=extra,
-        )
-        epochs = tuple(e for e in state.epochs if e.epoch != ep) + (record,)
-        best = _num(event.get("best_acc1"))
-        best_epoch = event.get("best_epoch") if isinstance(event.get("best_epoch"), int) else None
-        if (
-            best is None
-            and record.eval_acc1 is not None
-            and (state.best_acc1 is None or record.eval_acc1 > state.best_acc1)
-        ):
-            best, best_epoch = record.eval_acc1, ep
-        return replace(
-            state,
-            **base,
-            status="running" if state.status == "starting" else state.status,
-            epoch=ep,
-            epochs=epochs,
-            best_acc1=best if best is not None else state.best_acc1,
-            best_epoch=best_epoch if best is not None else state.best_epoch,
-            last_eval=ev or state.last_eval,
-        )
 
-    if kind == "artifact":
-        item = {k: event.get(k) for k in ("kind", "path", "summary") if k in event}
-        return replace(state, **base, artifacts=(*state.artifacts, item))
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
-    if kind == "checkpoint":
-        item = {k: event.get(k) for k in ("epoch", "path", "is_best") if k in event}
-        return replace(state, **base, checkpoints=(*state.checkpoints, item))
 
-    if kind == "log":
-        level = str(event.get("level", "info"))
-        return replace(state, **base, logs=_with_log(state, f"[{level}] {event.get('msg', '')}"))
+def _running(state: RunState) -> str:
+    return "running" if state.status == "starting" else state.status
 
-    if kind == "run_finished":
-        status = event.get("status")
-        summary = event.get("summary") if isinstance(event.get("summary"), dict) else {}
-        best = _num(summary.get("best_acc1"))
-        return replace(
-            state,
-            **base,
-            status=status if status in FINAL_STATUSES else "failed",
-            finished_t=t,
-            summary=summary,
-            error=str(event["error"]) if event.get("error") else state.error,
-            best_acc1=best if best is not None else state.best_acc1,
-            best_epoch=summary.get("best_epoch")
-            if isinstance(summary.get("best_epoch"), int)
-            else state.best_epoch,
-        )
 
-    return state
+def _on_run_started(state: RunState, event: dict[str, Any], base: dict[str, Any]) -> RunState:
+    return replace(
+        state,
+        **base,
+        # a resumed session starts afresh: the previous session's ending no longer describes the run
+        status="running",
+        error=None,
+        summary={},
+        finished_t=None,
+        config=_dict(event.get("config")),
+        total_epochs=_int_or(event.get("total_epochs"), None),
+        steps_per_epoch=_int_or(event.get("steps_per_epoch"), None),
+        device=str(event.get("device")) if event.get("device") is not None else None,
+        started_t=_num(event.get("t")),
+    )
+
+
+def _on_step(state: RunState, event: dict[str, Any], base: dict[str, Any]) -> RunState:
+    epoch = _int_or(event.get("epoch"), state.epoch)
+    step = _int_or(event.get("step"), state.step)
+    loss = _num(event.get("loss"))
+    extra = {k: _num(v) for k, v in event.items() if k.startswith("loss_")}
+    points, stride = _step_points(state, epoch, step, loss)
+    return replace(
+        state,
+        **base,
+        status=_running(state),
+        epoch=epoch,
+        step=step,
+        loss=loss,
+        lr=_num(event.get("lr")) if event.get("lr") is not None else state.lr,
+        step_losses=points,
+        step_stride=stride,
+        step_seen=state.step_seen + 1,
+        extra_losses=extra or state.extra_losses,
+    )
+
+
+def _step_points(
+    state: RunState, epoch: int | None, step: int | None, loss: float | None
+) -> tuple[tuple[tuple[float, float], ...], int]:
+    """The step-loss history after one more step, and its stride.
+
+    Keeps steps 1, 1+s, 1+2s, ...: when the history fills, every other point goes and the stride
+    doubles, so the spacing stays even however long the run."""
+    points, stride = state.step_losses, state.step_stride
+    if loss is None or state.step_seen % stride != 0:
+        return points, stride
+    x = float(epoch or 0)
+    if state.steps_per_epoch and step is not None:
+        x += step / state.steps_per_epoch
+    points = (*points, (x, loss))
+    if len(points) > MAX_STEP_POINTS:
+        return points[::2], stride * 2
+    return points, stride
+
+
+def _on_epoch(state: RunState, event: dict[str, Any], base: dict[str, Any]) -> RunState:
+    train, ev = _dict(event.get("train")), _dict(event.get("eval"))
+    ep = _int_or(event.get("epoch"), len(state.epochs))
+    record = EpochRecord(
+        epoch=ep,
+        train_loss=_num(train.get("loss")),
+        train_acc1=_num(train.get("acc1")),
+        eval_loss=_num(ev.get("loss")),
+        eval_acc1=_num(ev.get("acc1")),
+        eval_acc5=_num(ev.get("acc5")),
+        lr=_num(event.get("lr")),
+        seconds=_num(event.get("seconds")),
+        extra={k: v for k, v in train.items() if k.startswith("loss_")},
+        t=_num(event.get("t")),
+    )
+    # the engine's own best wins; without it, the best eval accuracy seen so far
+    best = _num(event.get("best_acc1"))
+    best_epoch = _int_or(event.get("best_epoch"), None)
+    if (
+        best is None
+        and record.eval_acc1 is not None
+        and (state.best_acc1 is None or record.eval_acc1 > state.best_acc1)
+    ):
+        best, best_epoch = record.eval_acc1, ep
+    return replace(
+        state,
+        **base,
+        status=_running(state),
+        epoch=ep,
+        epochs=(*(e for e in state.epochs if e.epoch != ep), record),  # a re-run epoch replaces its record
+        best_acc1=best if best is not None else state.best_acc1,
+        best_epoch=best_epoch if best is not None else state.best_epoch,
+        last_eval=ev or state.last_eval,
+    )
+
+
+def _on_artifact(state: RunState, event: dict[str, Any], base: dict[str, Any]) -> RunState:
+    item = {k: event.get(k) for k in ("kind", "path", "summary") if k in event}
+    return replace(state, **base, artifacts=(*state.artifacts, item))
+
+
+def _on_checkpoint(state: RunState, event: dict[str, Any], base: dict[str, Any]) -> RunState:
+    item = {k: event.get(k) for k in ("epoch", "path", "is_best") if k in event}
+    return replace(state, **base, checkpoints=(*state.checkpoints, item))
+
+
+def _on_log(state: RunState, event: dict[str, Any], base: dict[str, Any]) -> RunState:
+    level = str(event.get("level", "info"))
+    return replace(state, **base, logs=_with_log(state, f"[{level}] {event.get('msg', '')}"))
+
+
+def _on_run_finished(state: RunState, event: dict[str, Any], base: dict[str, Any]) -> RunState:
+    status = event.get("status")
+    summary = _dict(event.get("summary"))
+    best = _num(summary.get("best_acc1"))
+    return replace(
+        state,
+        **base,
+        status=status if status in FINAL_STATUSES else "failed",
+        finished_t=_num(event.get("t")),
+        summary=summary,
+        error=str(event["error"]) if event.get("error") else state.error,
+        best_acc1=best if best is not None else state.best_acc1,
+        best_epoch=_int_or(summary.get("best_epoch"), state.best_epoch),
+    )
+
+
+_HANDLERS: dict[str, Callable[[RunState, dict[str, Any], dict[str, Any]], RunState]] = {
+    "run_started": _on_run_started,
+    "step": _on_step,
+    "epoch": _on_epoch,
+    "artifact": _on_artifact,
+    "checkpoint": _on_checkpoint,
+    "log": _on_log,
+    "run_finished": _on_run_finished,
+}
 
 
 def reduce_events(events: list[Any], state: RunState | None = None) -> RunState:

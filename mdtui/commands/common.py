@@ -9,18 +9,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
-if TYPE_CHECKING:
-    from mdtui.registry.plan import Experiment, Plan
-    from mdtui.runs.store import RunRecord, RunStore
+from mdtui.registry.plan import ExperimentsError, Plan, load_plan
+from mdtui.runs.store import RunRecord, RunStore
+from mdtui.system.terminal import SafeConsole
 
-# Consoles resolve sys.stdout / sys.stderr at write time, so CliRunner captures them.
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Consoles resolve sys.stdout / sys.stderr at write time, so CliRunner captures them. They read no
+# markup (user text such as ``x[optim.lr=1e-05]`` is printed as is) and escape control characters:
+# style with ``Text``/``style=``, or pass ``markup=True`` for a literal that holds no user text.
+console = SafeConsole()
+err_console = SafeConsole(stderr=True)
 
 EXIT_USAGE = 2  # bad input: unknown names, invalid experiments.toml
 EXIT_FAILED = 1  # an operation failed (a run failed, a process could not be signalled)
@@ -28,7 +30,7 @@ EXIT_FAILED = 1  # an operation failed (a run failed, a process could not be sig
 
 def fail(msg: str, code: int = EXIT_FAILED) -> NoReturn:
     """Print ``msg`` to stderr and leave with ``code`` (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", msg), soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -46,16 +48,16 @@ def plan_file(ctx: typer.Context | None) -> Path | None:
 
 
 def load_plan_or_exit(file: Path | str | None = None) -> Plan:
-    """Load and validate experiments.toml; on errors print each located issue and exit 2."""
-    from mdtui.registry.plan import ExperimentsError, load_plan
+    """Load and validate experiments.toml; on errors print each located issue and exit 2.
 
+    ``load_plan`` keeps the last plan it read, so the root callback (restarting a killed scheduler)
+    and the verb of one call share one parse of an unchanged file.
+    """
     path = Path(file).expanduser() if file is not None else None
     try:
         return load_plan(path)
     except ExperimentsError as exc:
-        formatter = getattr(exc, "format", None)
-        text = formatter() if callable(formatter) else str(exc)
-        err_console.print(text, soft_wrap=True, markup=False)
+        err_console.print(exc.format(), soft_wrap=True, markup=False)
         raise typer.Exit(EXIT_USAGE) from None
     except FileNotFoundError as exc:
         where = exc.filename or path or "experiments.toml"
@@ -67,8 +69,6 @@ def load_plan_or_exit(file: Path | str | None = None) -> Plan:
 
 def open_store(plan: Plan) -> RunStore:
     """The run store of ``plan`` (its ``settings.runs_dir``); git facts come from the toml's directory."""
-    from mdtui.runs.store import RunStore
-
     try:
         return RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
     except OSError as exc:
@@ -79,16 +79,6 @@ def resolve_run_or_exit(store: RunStore, ref: str) -> RunRecord:
     """A run by id, unique id prefix/suffix, or experiment name (its latest run); else exit 2."""
     try:
         return store.resolve(ref)
-    except LookupError as exc:
-        usage_error(_lookup_message(exc))
-
-
-def find_experiment_or_exit(plan: Plan, name: str) -> Experiment:
-    """``experiments.find_experiment`` with its LookupError (closest names) turned into exit 2."""
-    from mdtui.registry.plan import find_experiment
-
-    try:
-        return find_experiment(plan, name)
     except LookupError as exc:
         usage_error(_lookup_message(exc))
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from mdtui.commands.common import (
     console,
@@ -23,9 +24,27 @@ from mdtui.commands.common import (
     print_json,
     usage_error,
 )
+from mdtui.commands.run import parse_devices
+from mdtui.execution import ledger
+from mdtui.execution.launcher import LocalLauncher
+from mdtui.registry.plan import Plan, default_path
+from mdtui.scheduling.scheduler import (
+    QueueError,
+    cancel,
+    enqueue,
+    ensure_scheduler,
+    is_paused,
+    move,
+    pause,
+    queue_entries,
+    reservations,
+    resume,
+    scheduler_running,
+)
+from mdtui.system import gpus
+from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
 
 if TYPE_CHECKING:
-    from mdtui.registry.plan import Plan
     from mdtui.runs.store import RunStore
 
 queue_app = typer.Typer(
@@ -40,16 +59,12 @@ def _open(ctx: typer.Context) -> tuple[Plan, RunStore]:
 
 
 def _ensure(plan: Plan, store: RunStore) -> int | None:
-    from mdtui.scheduling.scheduler import ensure_scheduler
-
     return ensure_scheduler(store.runs_dir, plan.settings.path)
 
 
 def _parse_devices(spec: str | None) -> list[str] | None:
     if spec is None:
         return None
-    from mdtui.commands.run import parse_devices
-
     return parse_devices(spec)
 
 
@@ -61,8 +76,6 @@ def queue_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
     """List the queue: waiting runs in order, then runs it launched that are still alive."""
     if ctx.invoked_subcommand is not None:
         return
-    from mdtui.scheduling.scheduler import is_paused, queue_entries, scheduler_running
-
     plan, store = _open(ctx)
     _ensure(plan, store)
     entries = queue_entries(store)
@@ -71,8 +84,9 @@ def queue_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
     if as_json:
         print_json({"paused": paused, "scheduler": running, "entries": [e.to_json() for e in entries]})
         return
-    state = "[yellow]paused[/]" if paused else "active"
-    console.print(f"queue {state}; scheduler {'running' if running else 'idle'}; {len(entries)} entries")
+    state = ("paused", "yellow") if paused else "active"
+    scheduler = "running" if running else "idle"
+    console.print(Text.assemble("queue ", state, f"; scheduler {scheduler}; {len(entries)} entries"))
     if not entries:
         console.print("nothing queued (add runs with `mdtui queue add NAME...`)")
         return
@@ -100,8 +114,6 @@ def add_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the queued runs as JSON."),
 ) -> None:
     """Queue runs (one per seed); an upstream (`from`) with no completed run is queued first."""
-    from mdtui.scheduling.scheduler import QueueError, enqueue
-
     plan, store = _open(ctx)
     devices = _parse_devices(device)
     try:
@@ -118,8 +130,6 @@ def add_cmd(
         console.print(f"queued {rec.run_id}  {rec.experiment}  seed {rec.seed}")
     if pid:
         console.print(f"scheduler started (pid {pid}); log: {Path(store.runs_dir) / 'scheduler.log'}")
-    from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
-
     if logout_kills_processes():
         err_console.print(LOGOUT_WARNING, markup=False)
 
@@ -129,11 +139,10 @@ def cancel_cmd(
     ctx: typer.Context, run_id: str = typer.Argument(..., help="Run id (or a unique prefix/suffix).")
 ) -> None:
     """Take a run out of the queue (a run the queue already started is stopped)."""
-    from mdtui.scheduling.scheduler import QueueError, cancel
-
     plan, store = _open(ctx)
     try:
-        outcome = cancel(store, run_id)
+        # a run the queue already started stops with [settings] stop_grace_seconds, like `mdtui stop`
+        outcome = cancel(store, run_id, launcher=LocalLauncher.for_plan(store, plan))
     except QueueError as exc:
         usage_error(str(exc))
     _ensure(plan, store)
@@ -147,8 +156,6 @@ def move_cmd(
     to: int = typer.Option(..., "--to", min=1, help="New position, 1 = next to start."),
 ) -> None:
     """Reorder the queue."""
-    from mdtui.scheduling.scheduler import QueueError, move
-
     plan, store = _open(ctx)
     try:
         position = move(store, run_id, to)
@@ -161,8 +168,6 @@ def move_cmd(
 @queue_app.command("pause")
 def pause_cmd(ctx: typer.Context) -> None:
     """Launch nothing new until `mdtui queue resume` (running runs carry on)."""
-    from mdtui.scheduling.scheduler import pause
-
     plan, store = _open(ctx)
     pause(store)
     _ensure(plan, store)
@@ -172,8 +177,6 @@ def pause_cmd(ctx: typer.Context) -> None:
 @queue_app.command("resume")
 def resume_cmd(ctx: typer.Context) -> None:
     """Start launching queued runs again."""
-    from mdtui.scheduling.scheduler import resume
-
     plan, store = _open(ctx)
     resume(store)
     _ensure(plan, store)
@@ -185,10 +188,6 @@ def resume_cmd(ctx: typer.Context) -> None:
 
 def gpus_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Devices with memory, utilisation, processes and owners, mdtui reservations and whether a run fits."""
-    from mdtui.execution import ledger
-    from mdtui.scheduling.scheduler import reservations
-    from mdtui.system import gpus
-
     try:
         devices = gpus.list_devices()
     except gpus.GpuConfigError as exc:
@@ -214,7 +213,11 @@ def gpus_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     for row in rows:
         procs = ", ".join(f"{p['owner']}:{p['pid']} {p['memory_mb']}M" for p in row["processes"]) or "-"
         memory = f"{row['memory_used_mb']}/{row['memory_total_mb']} MiB"
-        fit = "[green]yes[/]" if row["blocked"] is None else f"[yellow]no[/]: {row['blocked']}"
+        fit = (
+            Text("yes", "green")
+            if row["blocked"] is None
+            else Text.assemble(("no", "yellow"), f": {row['blocked']}")
+        )
         table.add_row(
             row["id"],
             row["name"],
@@ -229,8 +232,6 @@ def gpus_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
 
 def _plan_if_any(ctx: typer.Context) -> Plan | None:
     """The plan when an experiments file is reachable (policies, reservations); `mdtui gpus` works without."""
-    from mdtui.registry.plan import default_path
-
     explicit = plan_file(ctx)
     if explicit is None and not default_path().is_file():
         return None

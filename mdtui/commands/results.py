@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -17,6 +18,12 @@ from mdtui.commands.common import (
     resolve_run_or_exit,
     usage_error,
 )
+from mdtui.system import terminal
+from mdtui.system.text import escape_control
+
+if TYPE_CHECKING:
+    from mdtui.registry.plan import Plan
+    from mdtui.runs.store import RunStore
 
 
 def register(app: typer.Typer) -> None:
@@ -31,7 +38,11 @@ def report_command(
     selectors: list[str] = typer.Argument(
         None, metavar="[GROUP|EXPERIMENT]...", help="Groups, tables or experiments (default: all)."
     ),
-    fmt: str = typer.Option("md", "--format", help="md | csv | json | latex"),
+    fmt: str | None = typer.Option(
+        None,
+        "--format",
+        help="table | md | csv | json | latex (default: table on a terminal, md when piped or with -o)",
+    ),
     metric: str = typer.Option(
         "acc1", "--metric", help="acc1 | err1 | acc5 | many | medium | few | last_acc1"
     ),
@@ -48,23 +59,60 @@ def report_command(
     """Result tables from the run index: one per group, seeds as mean ± std, best value in bold."""
     from mdtui.results.report import ReportError, render_report
 
+    if fmt is None:
+        fmt = "table" if output is None and terminal.stdout_is_terminal() else "md"
+    if fmt == "table" and output is not None:
+        usage_error("--format table is for the terminal; write md, csv, json or latex to a file")
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
+    options = {"fmt": fmt, "metric": metric, "agg": agg, "pivot": pivot, "baseline": baseline}
     try:
-        text = render_report(
-            store, plan, selectors or [], fmt=fmt, metric=metric, agg=agg, pivot=pivot, baseline=baseline
-        )
+        if fmt == "table":
+            _print_terminal_report(store, plan, selectors or [], **options)
+            return
+        text = render_report(store, plan, selectors or [], **options)
     except ReportError as exc:
         usage_error(str(exc))
     if output is not None:
         from mdtui.system.fs import atomic_write_text
 
         atomic_write_text(output, text)
-        console.print(f"wrote {output}", markup=False)
+        console.print(f"wrote {output}")
         return
-    # Plain write: Rich would read "[...]" in experiment names as markup and wrap long table lines.
+    # Plain write: Rich would wrap long table lines (and markdown stays byte-exact for pipes). Only a
+    # terminal gets control characters in names escaped: it would obey them.
+    if terminal.stdout_is_terminal():
+        text = escape_control(text, multiline=True)
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def _print_terminal_report(
+    store: RunStore,
+    plan: Plan,
+    selectors: list[str],
+    *,
+    pivot: tuple[str, str] | None,
+    metric: str,
+    agg: str,
+    baseline: bool,
+    **_: object,
+) -> None:
+    """The report as Rich tables fitted to the terminal's width (``--format table``)."""
+    from mdtui.results.render import terminal_pivots, terminal_tables
+    from mdtui.results.report import build_pivots, build_tables
+
+    width = console.width
+    if pivot is not None:
+        pivots = build_pivots(store, plan, selectors, pivot, metric=metric, agg=agg, baseline=baseline)
+        blocks = terminal_pivots(pivots, agg=agg, width=width)
+    else:
+        tables = build_tables(store, plan, selectors, metric=metric, agg=agg, baseline=baseline)
+        blocks = terminal_tables(tables, agg=agg, width=width)
+    for i, block in enumerate(blocks):
+        if i:
+            console.print()
+        console.print(block, crop=False)
 
 
 def note_command(
@@ -84,7 +132,7 @@ def note_command(
         "appended": "its RESULTS.md entry was edited by hand, so a note line was added below it",
         "stored": "it will appear in RESULTS.md when the run finishes",
     }[outcome]
-    console.print(f"note saved on {rec.run_id} ({rec.experiment}); {where}", markup=False)
+    console.print(f"note saved on {rec.run_id} ({rec.experiment}); {where}")
 
 
 def plot_command(
@@ -111,7 +159,7 @@ def plot_command(
         fail(f"none of the runs has recorded {metric} for an epoch yet")
     target = output or Path(f"plot-{metric.replace('.', '-')}.png")
     plot_overlay(series, target, metric)
-    console.print(f"wrote {target}", markup=False)
+    console.print(f"wrote {target}")
 
 
 def compare_command(
@@ -153,5 +201,5 @@ def compare_command(
     for i, row in enumerate(rows):
         table.add_row(*(Text(cell) for cell in row), end_section=i == split - 1)
     if not comparison.config_rows:
-        console.print("The configs are identical (apart from run ids).", markup=False)
+        console.print("The configs are identical (apart from run ids).")
     console.print(table)

@@ -1,8 +1,9 @@
 """``mdtui run`` and ``mdtui demo``: launch runs through the supervisor and watch them in the foreground.
 
 The foreground view only tails ``events.jsonl``; the run itself belongs to its detached supervisor, so
-closing the terminal never kills it. Ctrl-C asks for a clean stop (``supervise.stop``); a second
-Ctrl-C leaves the stop to the supervisor and returns at once.
+closing the terminal never kills it. Every start, stop and resume goes through the launcher
+(`mdtui.execution.launcher`), which places runs on devices in one atomic step with the ledger. Ctrl-C
+asks for a clean stop; a second Ctrl-C leaves the stop to the supervisor and returns at once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.text import Text
 
 from mdtui.commands.common import (
     EXIT_FAILED,
@@ -29,11 +31,20 @@ from mdtui.commands.common import (
     resolve_run_or_exit,
     usage_error,
 )
+from mdtui.execution.launcher import EXIT_FILE, LaunchRefused, LocalLauncher, NoDevice
 from mdtui.execution.reconcile import reconcile
+from mdtui.registry.plan import select_experiments
+from mdtui.results.report import render_report
+from mdtui.runs.prepare import RunSetupError, dependency_order, seeds_of, upstream_checkpoint
+from mdtui.runs.rundir import RunEvents
+from mdtui.runs.store import RunRecord
+from mdtui.system.gpus import list_devices
+from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
 
 if TYPE_CHECKING:
+    from engine.schema.events import RunState
     from mdtui.registry.plan import Experiment, Plan
-    from mdtui.runs.store import RunRecord, RunStore
+    from mdtui.runs.store import RunStore
 
 EXIT_STOPPED = 130  # like a shell job ended by Ctrl-C
 EXIT_CODES = {"completed": 0, "stopped": EXIT_STOPPED}
@@ -62,34 +73,9 @@ def parse_devices(spec: str) -> list[str]:
 
 def _gpu_ids() -> set[str] | None:
     try:
-        from mdtui.system.gpus import list_devices
-    except ModuleNotFoundError as exc:
-        if exc.name in ("mdtui.system.gpus",):
-            return None
-        raise
-    try:
         return {d.id for d in list_devices() if d.id != "cpu"}
     except Exception:  # a broken NVML must not block a run the user placed explicitly
         return None
-
-
-def default_devices(store: RunStore, plan: Plan, exp: Experiment) -> list[str]:
-    """CPU on a GPU-less machine; else free GPUs picked by the scheduler's ledger-aware policy."""
-    if not _gpu_ids():
-        return ["cpu"]
-    try:
-        from mdtui.scheduling.scheduler import pick_devices
-    except ModuleNotFoundError as exc:
-        if exc.name != "mdtui.scheduling.scheduler":
-            raise
-        return sorted(_gpu_ids() or {"cpu"})[: max(1, exp.gpus)]
-    picked = pick_devices(store, plan, max(1, exp.gpus))
-    if not picked:
-        fail(
-            f'no free GPU for "{exp.name}" right now; pick one with --device, or queue it '
-            f'(`mdtui queue add "{exp.name}"`) to start when one frees up'
-        )
-    return list(picked)
 
 
 # --------------------------------------------------------------------------- watching
@@ -99,11 +85,8 @@ class RunView:
     """Renders a run's events: a live progress bar on a terminal, one line per epoch otherwise."""
 
     def __init__(self, rec: RunRecord, *, quiet: bool = False) -> None:
-        from engine.schema.events import EventTail, RunState
-
         self.rec = rec
-        self.tail = EventTail(Path(rec.run_dir) / "events.jsonl")
-        self.state = RunState()
+        self.events = RunEvents(rec.run_dir)
         self.quiet = quiet
         self.progress: Any = None
         self.task: Any = None
@@ -114,7 +97,7 @@ class RunView:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
+                TextColumn("{task.description}", style="bold", markup=False),
                 BarColumn(),
                 TextColumn("{task.fields[info]}"),
                 TimeElapsedColumn(),
@@ -128,11 +111,12 @@ class RunView:
         if self.progress is not None:
             self.progress.stop()
 
-    def poll(self) -> None:
-        from engine.schema.events import apply_event
+    @property
+    def state(self) -> RunState:
+        return self.events.state
 
-        for event in self.tail.read_new():
-            self.state = apply_event(self.state, event)
+    def poll(self) -> None:
+        for event in self.events.stream():  # state after each event: one line per epoch
             if isinstance(event, dict) and event.get("type") == "epoch" and self.progress is None:
                 self._print_epoch()
         if self.progress is not None:
@@ -172,16 +156,15 @@ class RunView:
             console.print(f"{self.rec.experiment}: {self._info()}", soft_wrap=True)
 
 
-def watch(store: RunStore, rec: RunRecord, supervisor_pid: int, *, grace: float, quiet: bool) -> RunRecord:
+def watch(launcher: LocalLauncher, rec: RunRecord, supervisor_pid: int, *, quiet: bool) -> RunRecord:
     """Follow a launched run until its supervisor exits; Ctrl-C stops it cleanly."""
-    from mdtui.execution import supervise
-
+    store = launcher.store
     stopping = False
     with RunView(rec, quiet=quiet) as view:
         while True:
             try:
                 view.poll()
-                if supervise.supervisor_done(supervisor_pid) or _recorded(store, rec):
+                if launcher.supervisor_done(supervisor_pid) or _recorded(store, rec):
                     view.poll()
                     break
                 time.sleep(0.25)
@@ -191,7 +174,7 @@ def watch(store: RunStore, rec: RunRecord, supervisor_pid: int, *, grace: float,
                     raise typer.Exit(EXIT_STOPPED) from None
                 stopping = True
                 err_console.print(f"stopping run {rec.run_id} (saving last.pt; Ctrl-C again to stop waiting)")
-                supervise.stop(store, rec.run_id, grace=grace)
+                launcher.stop(rec.run_id)
     final = store.get(rec.run_id) or rec
     if final.live:  # the supervisor died without recording the end
         reconcile(store)
@@ -201,32 +184,30 @@ def watch(store: RunStore, rec: RunRecord, supervisor_pid: int, *, grace: float,
 
 def _recorded(store: RunStore, rec: RunRecord) -> bool:
     """The supervisor has written exit.json and the final index row (it may still be writing plots)."""
-    from mdtui.execution.supervise import EXIT_FILE
-
     if not (Path(rec.run_dir) / EXIT_FILE).exists():
         return False
     current = store.get(rec.run_id)
     return current is not None and current.finished
 
 
-def wait_for_supervisors(pids: list[int], timeout: float = 120.0) -> None:
+def wait_for_supervisors(launcher: LocalLauncher, pids: list[int], timeout: float = 120.0) -> None:
     """Let the supervisors finish their results log entries before the command returns."""
-    from mdtui.execution import supervise
-
     try:
         for pid in pids:
-            supervise.wait_supervisor(pid, timeout=timeout)
+            launcher.wait(pid, timeout=timeout)
     except KeyboardInterrupt:
         pass
 
 
-def report_line(rec: RunRecord) -> str:
+def report_line(rec: RunRecord) -> Text:
     colour = {"completed": "green", "stopped": "yellow"}.get(rec.status, "red")
-    text = f"[{colour}]{rec.status}[/] {rec.experiment} run {rec.run_id}: best acc1 {fmt_pct(rec.best_acc1)}"
+    text = Text.assemble(
+        (rec.status, colour), f" {rec.experiment} run {rec.run_id}: best acc1 {fmt_pct(rec.best_acc1)}"
+    )
     if rec.best_epoch is not None:
-        text += f" (epoch {rec.best_epoch + 1})"
+        text.append(f" (epoch {rec.best_epoch + 1})")
     if rec.error and rec.status != "completed":
-        text += f"\n  {rec.error}"
+        text.append(f"\n  {rec.error}")
     return text
 
 
@@ -244,20 +225,21 @@ def run_foreground(
     plan: Plan, store: RunStore, exps: list[Experiment], *, device: str | None, as_json: bool
 ) -> list[RunRecord]:
     """Run ``exps`` (each seed) one after another in dependency order; stop at a user stop."""
+    launcher = LocalLauncher.for_plan(store, plan)
     finished: list[RunRecord] = []
     supervisors: list[int] = []
     try:
         _run_in_order(
-            plan, store, exps, device=device, as_json=as_json, finished=finished, supervisors=supervisors
+            plan, launcher, exps, device=device, as_json=as_json, finished=finished, supervisors=supervisors
         )
     finally:
-        wait_for_supervisors(supervisors)
+        wait_for_supervisors(launcher, supervisors)
     return finished
 
 
 def _run_in_order(
     plan: Plan,
-    store: RunStore,
+    launcher: LocalLauncher,
     exps: list[Experiment],
     *,
     device: str | None,
@@ -265,27 +247,23 @@ def _run_in_order(
     finished: list[RunRecord],
     supervisors: list[int],
 ) -> None:
-    from mdtui.execution import supervise
-    from mdtui.runs.prepare import RunSetupError, create_run_for, dependency_order, seeds_of
-
+    devices = parse_devices(device) if device else None
     for exp in dependency_order(plan, exps):
         for seed in seeds_of(exp):
-            devices = parse_devices(device) if device else default_devices(store, plan, exp)
             try:
-                rec = create_run_for(plan, store, exp, seed=seed, devices=devices)
+                rec, pid = start_or_exit(launcher, plan, exp, seed=seed, devices=devices)
             except RunSetupError as exc:
-                err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+                err_console.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
                 finished.append(_setup_failure(exp, seed, str(exc)))
                 continue
+            supervisors.append(pid)
             if not as_json:
                 console.print(
-                    f"run {rec.run_id}: {exp.name} (seed {seed}) on {','.join(devices)} -> {rec.run_dir}",
+                    f"run {rec.run_id}: {exp.name} (seed {seed}) on {','.join(rec.devices)} -> {rec.run_dir}",
                     soft_wrap=True,
                     highlight=False,
                 )
-            pid = supervise.launch(store, rec.run_id, devices=devices)
-            supervisors.append(pid)
-            final = watch(store, rec, pid, grace=plan.settings.stop_grace_seconds, quiet=as_json)
+            final = watch(launcher, rec, pid, quiet=as_json)
             finished.append(final)
             if not as_json:
                 console.print(report_line(final), soft_wrap=True)
@@ -293,9 +271,18 @@ def _run_in_order(
                 return  # the user stopped: do not start the rest
 
 
-def _setup_failure(exp: Experiment, seed: int, error: str) -> RunRecord:
-    from mdtui.runs.store import RunRecord
+def start_or_exit(
+    launcher: LocalLauncher, plan: Plan, exp: Experiment, *, seed: int, devices: list[str] | None
+) -> tuple[RunRecord, int]:
+    """Place and start one run (devices reserved atomically); no free device exits 1 with the reason."""
+    try:
+        rec, pid = launcher.start_new(plan, exp, seed=seed, devices=devices)
+    except NoDevice as exc:
+        fail(str(exc))
+    return launcher.store.get(rec.run_id) or rec, pid
 
+
+def _setup_failure(exp: Experiment, seed: int, error: str) -> RunRecord:
     return RunRecord(
         run_id="-", experiment=exp.name, group=exp.group, status="failed", seed=seed, error=error
     )
@@ -304,58 +291,49 @@ def _setup_failure(exp: Experiment, seed: int, error: str) -> RunRecord:
 def run_detached(
     plan: Plan, store: RunStore, exps: list[Experiment], *, device: str | None
 ) -> list[tuple[RunRecord, int]]:
-    from mdtui.execution import supervise
-    from mdtui.runs.prepare import RunSetupError, create_run_for, dependency_order, seeds_of
-
     ordered = dependency_order(plan, exps)
     errors = []
     for exp in ordered:  # check every upstream before starting anything
         try:
-            from mdtui.runs.prepare import upstream_checkpoint
-
             upstream_checkpoint(store, exp)
         except RunSetupError as exc:
             errors.append(str(exc))
     if errors:
         fail("\n".join(errors) + "\n(--detach starts runs at once; `mdtui queue add` waits for upstreams)")
-    from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
-
     if logout_kills_processes():
         err_console.print(LOGOUT_WARNING, markup=False)
-    launched = []
-    for exp in ordered:
-        for seed in seeds_of(exp):
-            devices = parse_devices(device) if device else default_devices(store, plan, exp)
-            rec = create_run_for(plan, store, exp, seed=seed, devices=devices)
-            launched.append((rec, supervise.launch(store, rec.run_id, devices=devices)))
-    return launched
+    launcher = LocalLauncher.for_plan(store, plan)
+    devices = parse_devices(device) if device else None
+    return [
+        start_or_exit(launcher, plan, exp, seed=seed, devices=devices)
+        for exp in ordered
+        for seed in seeds_of(exp)
+    ]
 
 
-def resume_run(plan: Plan, store: RunStore, ref: str, *, device: str | None) -> tuple[RunRecord, int]:
-    """Relaunch a stopped / failed / lost run in its own directory with ``--resume``."""
-    from mdtui.execution import supervise
+def resume_run(
+    plan: Plan, store: RunStore, ref: str, *, device: str | None
+) -> tuple[LocalLauncher, RunRecord, int]:
+    """Relaunch a stopped / failed / lost run in its own directory with ``--resume``.
 
+    Refused with exit 2 while the run (or its old engine) is alive, when it completed, or without a
+    ``last.pt``; exit 1 when no device fits now.
+    """
     reconcile(store)
     rec = resolve_run_or_exit(store, ref)
-    if rec.live:
-        usage_error(f"run {rec.run_id} ({rec.experiment}) is still {rec.status}; stop it first")
-    if rec.status == "completed":
-        usage_error(f"run {rec.run_id} ({rec.experiment}) already completed; nothing to resume")
-    if not (Path(rec.run_dir) / "checkpoints" / "last.pt").is_file():
-        usage_error(f"run {rec.run_id} has no checkpoints/last.pt to resume from; start a new run instead")
-    run_dir = Path(rec.run_dir)
-    for name in (supervise.EXIT_FILE, supervise.STOP_REQUEST):
-        if (run_dir / name).exists():
-            (run_dir / name).replace(run_dir / f"{name}.prev")
-    store.update_run_json(run_dir, {"resume": True})
-    devices = parse_devices(device) if device else list(rec.devices or ["cpu"])
-    return rec, supervise.launch(store, rec.run_id, devices=devices)
+    launcher = LocalLauncher.for_plan(store, plan)
+    devices = parse_devices(device) if device else None
+    try:
+        pid = launcher.resume(rec, devices)
+    except NoDevice as exc:
+        fail(str(exc))
+    except LaunchRefused as exc:
+        usage_error(str(exc))
+    return launcher, store.get(rec.run_id) or rec, pid
 
 
 def select(plan: Plan, names: list[str]) -> list[Experiment]:
     """Experiments, swept tables or groups by name; unknown names exit 2 with the closest matches."""
-    from mdtui.registry.plan import select_experiments
-
     try:
         return select_experiments(plan, names)
     except LookupError as exc:
@@ -378,7 +356,7 @@ def register(app: typer.Typer) -> None:
         if resume:
             if names:
                 usage_error("give either experiment names or --resume RUN, not both")
-            rec, pid = resume_run(plan, store, resume, device=device)
+            launcher, rec, pid = resume_run(plan, store, resume, device=device)
             launched = [(rec, pid)]
         elif not names:
             usage_error("name at least one experiment (see `mdtui list`), or --resume RUN")
@@ -393,8 +371,8 @@ def register(app: typer.Typer) -> None:
             _print_launched(store, launched, as_json)
             return
         rec, pid = launched[0]
-        final = watch(store, rec, pid, grace=plan.settings.stop_grace_seconds, quiet=as_json)
-        wait_for_supervisors([pid])
+        final = watch(launcher, rec, pid, quiet=as_json)
+        wait_for_supervisors(launcher, [pid])
         if as_json:
             print_json([final.to_json()])
         else:
@@ -460,14 +438,12 @@ def _print_summary(records: list[RunRecord]) -> None:
 
 
 def _print_report(store: RunStore, plan: Plan) -> None:
-    from mdtui.results.report import render_report
-
     try:
         text = render_report(store, plan, ["demo"], fmt="md")
     except Exception as exc:  # the runs are done and recorded; a report problem must not hide that
         err_console.print(f"(report unavailable: {exc})")
         return
-    console.print("\n[b]mdtui report demo[/b]")
+    console.print("\nmdtui report demo", style="bold")
     # A plain write: Rich would wrap wide markdown tables and break them.
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()

@@ -1,32 +1,75 @@
-"""Where runs execute: one small interface, the local supervisor as its first backend (DESIGN.md section 7).
+"""The one way to start, stop, poll and resume a run (DESIGN.md section 7).
 
-The scheduler, the CLI and the TUI only talk to a `Launcher`; a cluster backend (Slurm: sbatch,
-squeue, scancel) fits behind the same four calls without touching them.
+`mdtui run` (foreground, ``--detach``, ``--resume``), `mdtui stop`, `mdtui queue cancel`, the
+scheduler, the TUI and `mdtui demo` all go through a ``Launcher``. The protocol is the part a cluster
+backend (Slurm: sbatch, squeue, scancel) would implement: ``submit``, ``poll``, ``stop``, ``kill``,
+``where``. ``LocalLauncher`` runs each run under its own detached supervisor
+(`mdtui.execution.supervise`) and adds what only a local machine can do: place a new run with the
+ledger in one atomic step, resume a run in its directory, reach the process group of a run whose
+supervisor died, and wait for a supervisor.
+
+The stop grace comes from ``[settings] stop_grace_seconds`` (``stop_grace``), whose default is the
+one in ``mdtui.registry.spec.Settings``; CPU-thread splitting comes from ``[settings]
+runs_per_device`` through ``submit``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
 import socket
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from mdtui.execution import ledger, supervise
 from mdtui.execution.reconcile import reconcile
+from mdtui.registry.spec import Settings
+from mdtui.runs.prepare import create_run_for
+from mdtui.runs.status import LIVE, RunStatus
+from mdtui.system.fs import atomic_write_json
+from mdtui.system.gpus import CPU_ID
 
 if TYPE_CHECKING:
-    from mdtui.runs.store import RunStore
+    from mdtui.registry.plan import Experiment, Plan
+    from mdtui.runs.store import RunRecord, RunStore
 
-LIVE_STATUSES = ("starting", "running")
-WAITING_STATUSES = ("queued", "blocked")
+DEFAULT_STOP_GRACE: float = next(
+    f.default for f in dataclasses.fields(Settings) if f.name == "stop_grace_seconds"
+)
+EXIT_FILE = supervise.EXIT_FILE
+STOP_REQUEST = supervise.STOP_REQUEST
+SUPERVISOR_MODULE = supervise.__name__  # `python -m mdtui.execution.supervise RUN_DIR`
+ORPHAN_POLL_SECONDS = 0.1
+
+
+def stop_grace(settings: object | None) -> float:
+    """Seconds between SIGTERM and SIGKILL: ``[settings] stop_grace_seconds``, else its default."""
+    value = getattr(settings, "stop_grace_seconds", None)
+    return float(value) if value is not None else DEFAULT_STOP_GRACE
+
+
+class LaunchRefused(Exception):
+    """A start or resume that must not happen now; the message says why and what to do."""
+
+
+class NoDevice(LaunchRefused):
+    """No device fits the run now (the ledger's reason is in the message)."""
 
 
 class Launcher(Protocol):
     def submit(self, run_id: str, devices: list[str]) -> None:
-        """Start the run on ``devices``; returns once it is handed over (not once it finishes)."""
+        """Start the run on ``devices`` (already reserved for it); returns once it is handed over."""
 
     def poll(self, run_id: str) -> str:
-        """The run's status (a store status value); a dead run without an exit record reads ``lost``."""
+        """The run's status (a ``RunStatus`` value); a dead run without an exit record reads ``lost``."""
 
-    def cancel(self, run_id: str) -> bool:
-        """Ask the run to stop; True if a signal was delivered."""
+    def stop(self, run_id: str, *, wait: bool = False) -> bool:
+        """Ask the run to stop (it saves last.pt); killed after the grace period. True if signalled."""
+
+    def kill(self, run_id: str) -> bool:
+        """Stop the run now, without a grace period. True if signalled."""
 
     def where(self, run_id: str) -> tuple[str, list[str]]:
         """(host, devices) the run executes on."""
@@ -35,32 +78,240 @@ class Launcher(Protocol):
 class LocalLauncher:
     """Runs on this machine under `mdtui.execution.supervise`, one detached supervisor per run."""
 
-    def __init__(self, store: RunStore, *, grace: float = 30.0, runs_per_device: int = 1) -> None:
+    def __init__(
+        self, store: RunStore, *, grace: float = DEFAULT_STOP_GRACE, policy: ledger.Policy | None = None
+    ) -> None:
         self.store = store
         self.grace = grace
-        self.runs_per_device = runs_per_device  # CPU runs sharing the machine split its cores
+        self.policy = policy or ledger.Policy()
 
-    def submit(self, run_id: str, devices: list[str]) -> None:
-        from mdtui.execution import supervise
+    @classmethod
+    def for_plan(cls, store: RunStore, plan: Plan | None) -> LocalLauncher:
+        """A launcher with the plan's policies and stop grace (defaults without a plan)."""
+        launcher = cls(store)
+        if plan is not None:
+            launcher.configure(plan.settings)
+        return launcher
 
-        env = supervise.cpu_threads_env(list(devices), self.runs_per_device)
-        supervise.launch(self.store, run_id, devices=list(devices), env=env)
+    def configure(self, settings: object) -> None:
+        """Take ``[settings]`` (policies, grace), e.g. after experiments.toml changed."""
+        self.policy = ledger.Policy.from_settings(settings)
+        self.grace = stop_grace(settings)
+
+    @property
+    def runs_per_device(self) -> int:
+        return self.policy.runs_per_device
+
+    # ------------------------------------------------------------ the protocol
+
+    def submit(self, run_id: str, devices: list[str]) -> int:
+        """Start the supervisor of a run whose devices are reserved; returns the supervisor's pid."""
+        env = supervise.cpu_threads_env(list(devices), self.policy.runs_per_device)
+        # a supervisor that itself receives SIGTERM gives the engine the same grace as `mdtui stop`
+        env["MDTUI_STOP_GRACE"] = f"{self.grace:g}"
+        try:
+            return supervise.launch(self.store, run_id, devices=list(devices), env=env)
+        except OSError as exc:  # the devices are reserved: never leave the run holding them
+            self.store.update(
+                run_id, status=RunStatus.FAILED.value, ended_t=time.time(), error=f"launch failed: {exc}"
+            )
+            raise
 
     def poll(self, run_id: str) -> str:
         record = self.store.get(run_id)
         if record is None:
-            return "lost"
-        if record.status in LIVE_STATUSES:
-            # refresh() checks pid + start-time identity and finalises dead runs
+            return RunStatus.LOST.value
+        if record.status in LIVE:
+            # reconcile checks pid + start-time identity and finalises dead runs
             reconcile(self.store)
             record = self.store.get(run_id) or record
         return record.status
 
-    def cancel(self, run_id: str) -> bool:
-        from mdtui.execution import supervise
+    def stop(self, run_id: str, *, wait: bool = False, grace: float | None = None) -> bool:
+        """SIGTERM to the engine's group, SIGKILL after the grace. A live run is stopped through its
+        supervisor; a ``lost`` run whose engine is still alive is stopped here (nobody else would)."""
+        grace = self.grace if grace is None else grace
+        rec = self.store.get(run_id)
+        if rec is None:
+            raise LookupError(f"no run {run_id}")
+        if rec.live:
+            return bool(supervise.stop(self.store, run_id, grace=grace, wait=wait))
+        if rec.status == RunStatus.LOST and ledger.engine_alive(rec):
+            return self._stop_orphan(rec, grace)
+        return False
 
-        return bool(supervise.stop(self.store, run_id, grace=self.grace))
+    def kill(self, run_id: str) -> bool:
+        return self.stop(run_id, grace=0.0)
 
     def where(self, run_id: str) -> tuple[str, list[str]]:
         record = self.store.get(run_id)
         return socket.gethostname(), list(record.devices) if record else []
+
+    # ------------------------------------------------------------ placing new runs
+
+    def start_new(
+        self,
+        plan: Plan,
+        exp: Experiment,
+        *,
+        seed: int,
+        devices: list[str] | None = None,
+        cpu_always: bool = True,
+    ) -> tuple[RunRecord, int]:
+        """Create a run of ``exp`` on free devices and start it; (record, supervisor pid).
+
+        Picking the devices, creating the run and marking it ``starting`` happen under the ledger
+        lock, so concurrent launches never share a device. ``devices`` (``--device``) are taken as
+        given unless mdtui runs already fill them. ``cpu_always``: the CLI runs on the CPU whatever
+        else runs there (the runs split its cores); the TUI queues instead. Raises ``NoDevice`` when
+        nothing fits and ``RunSetupError`` when the run cannot be prepared.
+        """
+        count = max(1, exp.gpus)
+        created: list[RunRecord] = []
+
+        def claim(chosen: list[str]) -> bool:
+            rec = create_run_for(plan, self.store, exp, seed=seed, devices=chosen)
+            self.store.update(rec.run_id, status=RunStatus.STARTING.value, started_t=time.time())
+            created.append(rec)
+            return True
+
+        explicit = devices
+        if explicit is None and cpu_always and not _has_gpus():
+            explicit = [CPU_ID]
+        if explicit == [CPU_ID] and cpu_always:
+            claim([CPU_ID])  # the CPU is shared by nature: no reservation to respect
+            chosen: list[str] | None = [CPU_ID]
+        else:
+            chosen = ledger.reserve(self.store, self.policy, count, claim, explicit=explicit)
+        if chosen is None:
+            raise NoDevice(self._no_device_message(exp, count, explicit))
+        rec = created[0]
+        return rec, self.submit(rec.run_id, chosen)
+
+    def _no_device_message(self, exp: Experiment, count: int, explicit: list[str] | None) -> str:
+        held = ledger.reservations(self.store)
+        if explicit is not None:
+            full = ledger.over_capacity(explicit, held, self.policy)
+            holders = sorted({r.run_id for r in held if set(r.devices) & set(full)})
+            return (
+                f"device {','.join(full)} is reserved by mdtui run {', '.join(holders)} "
+                f"(runs_per_device = {self.policy.runs_per_device}); "
+                f'queue it (`mdtui queue add "{exp.name}" --device {",".join(explicit)}`) to start when it frees up'
+            )
+        why = ledger.waiting_reason(ledger.gpus_snapshot(), held, self.policy, count)
+        return (
+            f'no free device for "{exp.name}" right now ({why}); pick one with --device, or queue it '
+            f'(`mdtui queue add "{exp.name}"`) to start when one frees up'
+        )
+
+    # ------------------------------------------------------------ resuming
+
+    def resume(self, rec: RunRecord, devices: list[str] | None = None) -> int:
+        """Relaunch a stopped / failed / lost run in its own directory with ``--resume``.
+
+        Refused (``LaunchRefused``) while the run is live, while its old engine is still alive (two
+        engines would write one directory), when it completed, or without ``checkpoints/last.pt``.
+        The devices (``devices``, else the run's own, else any that fit) are reserved atomically.
+        """
+        self._check_resumable(rec)
+        claimed: list[str] = []
+
+        def claim(chosen: list[str]) -> bool:
+            current = self.store.get(rec.run_id)
+            if current is None or current.live or ledger.engine_alive(current):
+                return False  # a concurrent resume got there first
+            self.store.update(
+                rec.run_id, status=RunStatus.STARTING.value, devices=chosen, started_t=time.time()
+            )
+            claimed.extend(chosen)
+            return True
+
+        own = devices or list(rec.devices or [CPU_ID])
+        if own == [CPU_ID]:
+            with ledger.locked(self.store):  # the CPU is shared: only a concurrent resume can stop this
+                claim(own)
+        else:
+            ledger.reserve(self.store, self.policy, len(own), claim, explicit=own)
+            if not claimed and devices is None and not (self.store.get(rec.run_id) or rec).live:
+                # its old devices are taken: any that fit will do (CUDA_VISIBLE_DEVICES renumbers them)
+                ledger.reserve(self.store, self.policy, len(own), claim)
+        if not claimed:
+            current = self.store.get(rec.run_id) or rec
+            if current.live:
+                raise LaunchRefused(
+                    f"run {rec.run_id} is already {current.status} (resumed by another command)"
+                )
+            raise NoDevice(
+                f"run {rec.run_id} cannot resume now: device {','.join(own)} is reserved by another "
+                "mdtui run and no other device fits; pick one with --device, or wait"
+            )
+        run_dir = Path(rec.run_dir)
+        for name in (EXIT_FILE, STOP_REQUEST):  # the old ending must not be read as the new one
+            if (run_dir / name).exists():
+                (run_dir / name).replace(run_dir / f"{name}.prev")
+        self.store.update_run_json(run_dir, {"resume": True})
+        return self.submit(rec.run_id, claimed)
+
+    def _check_resumable(self, rec: RunRecord) -> None:
+        if rec.live:
+            raise LaunchRefused(f"run {rec.run_id} ({rec.experiment}) is still {rec.status}; stop it first")
+        if ledger.engine_alive(rec):
+            raise LaunchRefused(
+                f"run {rec.run_id} ({rec.experiment}) is {rec.status} but its engine (pid {rec.pid}) is "
+                f"still running; stop it with `mdtui stop {rec.run_id}`, then resume"
+            )
+        if rec.status == RunStatus.COMPLETED:
+            raise LaunchRefused(f"run {rec.run_id} ({rec.experiment}) already completed; nothing to resume")
+        if not (Path(rec.run_dir) / "checkpoints" / "last.pt").is_file():
+            raise LaunchRefused(
+                f"run {rec.run_id} has no checkpoints/last.pt to resume from; start a new run instead"
+            )
+
+    # ------------------------------------------------------------ supervisors
+
+    @staticmethod
+    def supervisor_done(pid: int | None) -> bool:
+        """Non-blocking: has this supervisor exited?"""
+        return supervise.supervisor_done(pid)
+
+    @staticmethod
+    def wait(pid: int, timeout: float | None = None) -> bool:
+        """Wait for a supervisor to exit; True when it has."""
+        return supervise.wait_supervisor(pid, timeout=timeout)
+
+    # ------------------------------------------------------------ runs whose supervisor died
+
+    def _stop_orphan(self, rec: RunRecord, grace: float) -> bool:
+        """SIGTERM to a lost run's engine group, SIGKILL after ``grace``; waits here, since no
+        supervisor is left to escalate. Identity (pid + start time + boot id) is checked before
+        every signal."""
+        atomic_write_json(
+            Path(rec.run_dir) / STOP_REQUEST, {"t": time.time(), "grace": float(grace), "by_pid": os.getpid()}
+        )
+        pgid = rec.pgid or rec.pid
+        assert pgid is not None  # engine_alive() said so
+        if not supervise.signal_group(pgid, signal.SIGTERM):
+            return False
+        deadline = time.monotonic() + grace
+        while ledger.engine_alive(rec) and time.monotonic() < deadline:
+            time.sleep(ORPHAN_POLL_SECONDS)
+        if ledger.engine_alive(rec):
+            supervise.signal_group(pgid, signal.SIGKILL)
+        return True
+
+
+def find_supervisor(run_dir: Path) -> int | None:
+    """The pid of a live supervisor of ``run_dir`` found by its command line (for a claim whose
+    supervisor never recorded itself)."""
+    import psutil
+
+    target = str(run_dir)
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if SUPERVISOR_MODULE in cmd and target in cmd:
+            return proc.pid
+    return None
+
+
+def _has_gpus() -> bool:
+    return any(not d.is_cpu for d in ledger.gpus_snapshot())

@@ -1,26 +1,36 @@
 """The GPU ledger: which devices a new run may take, given reservations, foreign load and policies.
 
 Pure functions over a snapshot (DESIGN.md section 7, experiment-manager-anchors.md section 5 items 3
-and 5, section 6.4): a device handed to an mdtui run stays reserved until that run's supervisor
-exits, whatever its memory says, so two launches never land on one GPU by race; processes of other
-people count through the free-memory and utilisation thresholds; `[settings]` policies narrow the
-choice. The scheduler feeds it `gpus.list_devices()` and the live runs of the store; the helpers at
-the end of the file do that reading.
+and 5, section 6.4): a device handed to an mdtui run stays reserved until that run's engine process
+group is gone, whatever its memory says; processes of other people count through the free-memory and
+utilisation thresholds; `[settings]` policies narrow the choice.
+
+Picking is one atomic step with the store (``reserve``): every launcher (CLI, TUI, scheduler) holds
+``runs/ledger.lock`` from reading the reservations until the new run is marked ``starting`` on its
+devices in the index, so two launches never land on one device however fast they come.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mdtui.runs.status import LIVE, RunStatus
+from mdtui.system.fs import file_lock
 from mdtui.system.gpus import CPU_ID, Device, GpuConfigError, cpu_device, list_devices
+from mdtui.system.processes import boot_id, group_has_live_member, process_alive, process_start_time
 
 if TYPE_CHECKING:
     from mdtui.registry.plan import Plan
-    from mdtui.runs.store import RunStore
+    from mdtui.runs.store import RunRecord, RunStore
+
+LEDGER_LOCK = "ledger.lock"
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class Reservation:
-    """A live mdtui run holding devices until its supervisor exits."""
+    """An mdtui run holding devices until its engine's process group is gone."""
 
     run_id: str
     devices: tuple[str, ...]
@@ -181,17 +191,89 @@ def gpus_snapshot() -> list[Device]:
         return []
 
 
-def reservations(store: RunStore) -> list[Reservation]:
-    """Every live mdtui run holds its devices until its supervisor exits."""
-    from mdtui.runs.status import LIVE
+def engine_alive(rec: RunRecord) -> bool:
+    """Does the run's engine process group still exist? Identity: pid + start time + boot id.
 
-    return [Reservation(r.run_id, tuple(r.devices)) for r in store.list_runs(statuses=list(LIVE))]
+    The engine leads its own group (pgid == pid). While its leader is the recorded process the group
+    is alive; once the leader is gone, surviving members (data-loader workers) still hold the group,
+    and the kernel never hands a pid out while a group of that id exists, so a pid that now belongs
+    to some other process proves the old group is gone.
+    """
+    if not rec.pid or rec.proc_start is None:
+        return False
+    if rec.boot_id and boot_id() not in (None, rec.boot_id):
+        return False
+    if process_alive(rec.pid, rec.proc_start):
+        return True
+    pgid = rec.pgid or rec.pid
+    if process_start_time(pgid) is not None:
+        return False  # the id belongs to another process now: the old group is gone
+    try:
+        os.killpg(pgid, 0)  # signal 0: an existence check, nothing is delivered
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # the group exists; exited members waiting to be reaped (zombies) hold no device
+    return group_has_live_member(pgid)
+
+
+def reservations(store: RunStore) -> list[Reservation]:
+    """Live runs hold their devices, and so does a `lost` run whose engine is still alive (its
+    supervisor died, the engine has not stopped yet)."""
+    held = store.list_runs(statuses=list(LIVE))
+    held += [r for r in store.list_runs(statuses=[RunStatus.LOST.value]) if engine_alive(r)]
+    return [Reservation(r.run_id, tuple(r.devices)) for r in held]
+
+
+@contextlib.contextmanager
+def locked(store: RunStore) -> Iterator[None]:
+    """The ledger lock of a runs directory: pick-and-reserve happens under it, nowhere else."""
+    with file_lock(Path(store.runs_dir) / LEDGER_LOCK):
+        yield
+
+
+def over_capacity(devices: list[str], held: Iterable[Reservation], policy: Policy) -> list[str]:
+    """Devices of an explicit request (``--device``, a resume) already holding ``runs_per_device``
+    mdtui runs. Only reservations count: foreign load on a device the user named is the user's call."""
+    counts = reservation_counts(held)
+    return [d for d in devices if counts.get(d, 0) >= policy.runs_per_device]
+
+
+def reserve(
+    store: RunStore,
+    policy: Policy,
+    count: int,
+    claim: Callable[[list[str]], bool],
+    *,
+    candidates: list[str] | None = None,
+    explicit: list[str] | None = None,
+    snapshot: list[Device] | None = None,
+) -> list[str] | None:
+    """Pick devices and hand them to ``claim`` in one step under the ledger lock; the devices, or None.
+
+    ``claim(devices)`` must mark the run ``starting`` on ``devices`` in the index (that is what makes
+    them reserved for the next caller) and return True, or return False to decline. ``explicit``
+    devices are taken as given unless mdtui runs already fill them; otherwise the policy picks
+    ``count`` of ``candidates`` (or of all devices) from ``snapshot`` (default: a fresh look).
+    """
+    with locked(store):
+        held = reservations(store)
+        if explicit is not None:
+            chosen: list[str] | None = None if over_capacity(explicit, held, policy) else list(explicit)
+        else:
+            devices = snapshot if snapshot is not None else gpus_snapshot()
+            chosen = pick(devices, held, policy, count, candidates=candidates)
+        if chosen is None or not claim(chosen):
+            return None
+        return chosen
 
 
 def pick_devices(
     store: RunStore, plan: Plan, count: int, *, prefer: list[str] | None = None
 ) -> list[str] | None:
-    """Devices for one more run now (ledger-aware), or None when they do not fit."""
+    """Devices for one more run now (ledger-aware), or None when they do not fit. A look only:
+    nothing is reserved (``reserve`` does that)."""
     policy = Policy.from_settings(plan.settings)
     return pick(gpus_snapshot(), reservations(store), policy, count, candidates=prefer)
 

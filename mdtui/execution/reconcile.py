@@ -1,91 +1,117 @@
 """Reconciling the index with reality: what a run's files and processes say about how it ended.
 
-A run is "live" in the index until its supervisor records the end. When the supervisor is gone,
-its exit.json decides; without one, the engine's own ``run_finished`` event (durable in
-events.jsonl) decides when the engine is gone too; otherwise the run is ``lost``. Process identity
-is pid + start time + boot id, so a reused pid is never mistaken for a run's process.
+A run is "live" in the index until its supervisor records the end. When the supervisor is gone:
+
+* with an ``exit.json`` (the supervisor died after writing it), that record is the end: the index,
+  run.json and RESULTS.md are brought to agree with it;
+* without one, ``mdtui.execution.ending.decide`` decides from the engine's own events
+  (``run_finished`` is durable) and whether the engine still runs, and ``settle`` writes it down.
+
+A run is ``lost`` when its supervisor vanished and its engine did not end by itself. While the engine
+still runs that is provisional (no exit.json): reconcile looks at such a run again every time and
+takes the engine's own ending once it has one. A settled ``lost`` run is looked at again only if its
+events grow after it was decided (an engine nobody could see). Process identity is pid + start time
++ boot id, so a reused pid is never mistaken for a run's process.
 """
 
 from __future__ import annotations
 
-import sys
+import dataclasses
 import time
-from typing import Any
+from pathlib import Path
 
-from mdtui.results.log import record_finished
-from mdtui.runs.rundir import exit_fields, metrics_from_state, read_run_state
-from mdtui.runs.status import LIVE
+from mdtui.execution.ending import (
+    STOP_REQUEST,
+    EngineEnd,
+    decide,
+    engine_end_from_events,
+    events_size,
+    record_results,
+    settle,
+)
+from mdtui.runs.rundir import EXIT_FILE, exit_fields, read_run_state
+from mdtui.runs.status import LIVE, RunStatus
 from mdtui.runs.store import RunRecord, RunStore
-from mdtui.system.fs import atomic_write_json
+from mdtui.system.fs import read_json
 from mdtui.system.processes import process_alive
 
 LOST_GRACE_SECONDS = 60.0  # a run marked starting may not have recorded its supervisor yet
+ADOPTED_NOTE = "the supervisor vanished; status taken from the engine's run_finished event"
 
 
 def reconcile(store: RunStore) -> list[RunRecord]:
-    """Reconcile runs that claim to be live: a gone supervisor means exit.json's status, or ``lost``.
+    """Reconcile runs that claim to be live, and lost runs that may have ended since.
 
-    Returns the records whose status changed.
+    Returns the records whose status or reason changed.
     """
     changed: list[RunRecord] = []
     now = time.time()
-    for rec in store.list_runs(statuses=list(LIVE)):
-        if process_alive(rec.supervisor_pid, rec.supervisor_start, rec.boot_id):
+    for rec in store.list_runs(statuses=[*LIVE, RunStatus.LOST]):
+        if rec.status == RunStatus.LOST:
+            if not worth_a_second_look(rec):
+                continue
+        elif process_alive(rec.supervisor_pid, rec.supervisor_start, rec.boot_id):
             continue
-        if rec.supervisor_pid is None and rec.started_t and now - rec.started_t < LOST_GRACE_SECONDS:
+        elif rec.supervisor_pid is None and rec.started_t and now - rec.started_t < LOST_GRACE_SECONDS:
             continue  # launched a moment ago; the supervisor has not recorded itself yet
-        fields = exit_fields(rec.run_dir)
-        adopted = False
-        if fields is None:
-            fields, adopted = orphan_fields(rec, now)
-        store.update(rec.run_id, **fields)
-        changed.append(store.get(rec.run_id) or rec)
-        if adopted:
-            record_adopted(store, rec.run_id)
+        new = reconcile_run(store, rec, now)
+        if new is not None and (new.status, new.error) != (rec.status, rec.error):
+            changed.append(new)
     return changed
 
 
-def orphan_fields(rec: RunRecord, now: float) -> tuple[dict[str, Any], bool]:
-    """A run whose supervisor vanished: ``lost``, unless its engine had already said how it ended.
+def worth_a_second_look(rec: RunRecord) -> bool:
+    """A lost run may still change: its engine ran on (no exit.json yet), or its events grew since."""
+    run_dir = Path(rec.run_dir)
+    if not run_dir.is_dir():
+        return False
+    info = read_json(run_dir / EXIT_FILE)
+    if not isinstance(info, dict):
+        return True
+    recorded = info.get("events_size")
+    return isinstance(recorded, int) and recorded != events_size(run_dir)
 
-    The engine's ``run_finished`` event is durable, so a run that finished while (or after) its
-    supervisor died keeps its real status; exit.json is then written here with a note.
-    """
-    state = read_run_state(rec.run_dir)
-    engine_alive = process_alive(rec.pid, rec.proc_start, rec.boot_id)
-    if not engine_alive and state.status in ("completed", "stopped", "failed"):
-        note = "the supervisor vanished; status taken from the engine's run_finished event"
-        fields: dict[str, Any] = {
-            "status": state.status,
-            "ended_t": state.finished_t or now,
-            "error": state.error if state.status == "failed" else None,
-        }
-        fields.update(metrics_from_state(state))
-        atomic_write_json(
-            rec.run_dir / "exit.json",
-            {
-                "status": state.status,
-                "exit_code": None,
-                "signal": None,
-                "ended_t": fields["ended_t"],
-                "error": fields["error"],
-                "note": note,
-            },
+
+def reconcile_run(store: RunStore, rec: RunRecord, now: float) -> RunRecord | None:
+    """Decide (or confirm) how ``rec`` ended now that its supervisor is gone; None: nothing to do."""
+    run_dir = Path(rec.run_dir)
+    if not run_dir.is_dir():
+        store.update(
+            rec.run_id,
+            run_json=False,
+            status=RunStatus.LOST.value,
+            ended_t=now,
+            error="the run folder is gone",
         )
-        return fields, True
-    fields = {
-        "status": "lost",
-        "ended_t": now,
-        "error": "the supervisor vanished without writing exit.json"
-        + (f" (engine pid {rec.pid} is still running)" if engine_alive else ""),
-    }
-    fields.update(metrics_from_state(state))
-    return fields, False
+        return store.get(rec.run_id)
+    if rec.status in LIVE and exit_fields(run_dir) is not None:
+        return converge(store, rec)
+    state = read_run_state(run_dir)
+    engine_alive = process_alive(rec.pid, rec.proc_start, rec.boot_id)
+    end: EngineEnd = engine_end_from_events(
+        state,
+        stop_requested=(run_dir / STOP_REQUEST).exists(),
+        supervisor_vanished=True,
+        engine_alive=engine_alive,
+        engine_pid=rec.pid,
+    )
+    ending = decide(end)
+    if rec.status == RunStatus.LOST and not ending.final:
+        return None  # still lost, its engine still running: nothing new to write
+    note = ADOPTED_NOTE if ending.status != RunStatus.LOST else None
+    return settle(store, rec, ending, end, state, note=note, now=now)
 
 
-def record_adopted(store: RunStore, run_id: str) -> None:
-    """Write the results-log entry the vanished supervisor never wrote (best effort)."""
-    try:
-        record_finished(store, run_id)
-    except Exception as exc:  # the index is right; a missing log line must not break `status`
-        print(f"mdtui: could not record {run_id} in the results log: {exc}", file=sys.stderr)
+def converge(store: RunStore, rec: RunRecord) -> RunRecord:
+    """The supervisor died after writing exit.json: bring run.json, RESULTS.md and the index to it.
+
+    Nothing else is written into the run folder (exit.json was its last write); run.json only when
+    it disagrees, and the log only when the run's line is missing (plots were drawn before)."""
+    fields = exit_fields(Path(rec.run_dir)) or {}
+    info = read_json(Path(rec.run_dir) / "run.json")
+    if isinstance(info, dict) and any(info.get(k) != v for k, v in fields.items()):
+        store.update_run_json(Path(rec.run_dir), fields)
+    final = dataclasses.replace(rec, **fields)
+    record_results(store, final, plots=False)
+    store.update(rec.run_id, run_json=False, **fields)
+    return store.get(rec.run_id) or final

@@ -3,12 +3,16 @@
 ``launch`` starts ``python -m mdtui.execution.supervise RUN_DIR`` in its own session (stdin from /dev/null,
 output appended to the run's log files, never a pipe), so the run outlives the terminal, the SSH
 session and the UI that started it. The supervisor starts ``python -m engine RUN_DIR`` in a process
-group of its own, records pid / pgid / start time, waits, and writes ``exit.json`` atomically with
-the final status (DESIGN.md section 1):
+group of its own, records pid / pgid / start time, waits, and records the end through
+``mdtui.execution.ending`` (which decides the status and writes exit.json last, DESIGN.md section 1):
 
 * ``completed``: exit 0 after a ``run_finished{completed}`` event;
 * ``stopped``: mdtui asked for the stop (``stop()`` writes ``stop-request.json`` before signalling);
 * ``failed``: any other end (non-zero exit, a signal mdtui did not send, no ``run_finished``).
+
+The engine ends with its supervisor: on Linux it is started with the parent-death signal set to
+SIGTERM (``prctl(PR_SET_PDEATHSIG)``), so a supervisor killed by ``kill -9`` or the OOM killer makes
+its engine stop as if asked (finish the step, save ``last.pt``) instead of training unobserved.
 
 ``MDTUI_ENGINE_CMD`` (a shell-quoted command, e.g. ``python tests/fixtures/fake_engine.py``) replaces
 ``python -m engine``; the run directory (and ``--resume``) are appended. Tests use it.
@@ -17,6 +21,7 @@ the final status (DESIGN.md section 1):
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import signal
@@ -24,16 +29,19 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mdtui.runs.rundir import exit_fields, metrics_from_state
+from mdtui.execution.ending import STOP_REQUEST, decide, engine_end_from_events, settle
+from mdtui.runs.rundir import EXIT_FILE, RunEvents, metrics_from_state
+from mdtui.runs.status import RunStatus
 from mdtui.runs.store import RunStore
 from mdtui.system.fs import atomic_write_json, read_json
 from mdtui.system.processes import boot_id, process_alive, process_start_time
 
-STOP_REQUEST = "stop-request.json"
-EXIT_FILE = "exit.json"
+__all__ = ["EXIT_FILE", "STOP_REQUEST"]  # re-exported: where callers have always found them
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 POLL_SECONDS = 0.2
 PROGRESS_SECONDS = 2.0
 DEFAULT_GRACE = 30.0
@@ -78,7 +86,7 @@ def launch(store: RunStore, run_id: str, *, devices: list[str], env: dict[str, s
     run_dir = rec.run_dir
     store.update(
         run_id,
-        status="starting",
+        status=RunStatus.STARTING.value,
         devices=list(devices),
         started_t=time.time(),
         ended_t=None,
@@ -152,19 +160,20 @@ def stop(store: RunStore, run_id: str, *, grace: float = DEFAULT_GRACE, wait: bo
         raise LookupError(f"no run {run_id}")
     if not rec.live:
         return False
+    engine_alive = process_alive(rec.pid, rec.proc_start, rec.boot_id)
+    supervisor_alive = process_alive(rec.supervisor_pid, rec.supervisor_start, rec.boot_id)
+    if not engine_alive and not supervisor_alive and rec.supervisor_pid is not None:
+        # nothing to stop: no request either, or reconcile would call the vanished run "stopped"
+        return False
     atomic_write_json(
         rec.run_dir / STOP_REQUEST, {"t": time.time(), "grace": float(grace), "by_pid": os.getpid()}
     )
-    engine_alive = process_alive(rec.pid, rec.proc_start, rec.boot_id)
-    supervisor_alive = process_alive(rec.supervisor_pid, rec.supervisor_start, rec.boot_id)
     if engine_alive and rec.pgid:
-        _signal_group(rec.pgid, signal.SIGTERM)
+        signal_group(rec.pgid, signal.SIGTERM)
     elif supervisor_alive and rec.supervisor_pid:
         # the engine has not started yet: the supervisor sees the request and never starts it
         with contextlib.suppress(ProcessLookupError):
             os.kill(rec.supervisor_pid, signal.SIGTERM)
-    elif rec.supervisor_pid is not None:
-        return False  # nothing alive; `refresh` will record the outcome
     if (wait or not supervisor_alive) and engine_alive:
         # without a supervisor nobody else escalates: wait here
         _wait_then_kill(rec.pid, rec.proc_start, rec.pgid, grace)
@@ -178,15 +187,41 @@ def _wait_then_kill(pid: int | None, start: float | None, pgid: int | None, grac
     while process_alive(pid, start) and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
     if process_alive(pid, start) and pgid:
-        _signal_group(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
 
 
-def _signal_group(pgid: int, sig: int) -> bool:
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False when the group is gone or not ours."""
     try:
         os.killpg(pgid, sig)
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the engine receive SIGTERM when its supervisor dies (Linux).
+
+    The kernel delivers it however the supervisor ends (kill -9, the OOM killer), and for any
+    engine command, so the engine stops gracefully (finishes its step, saves last.pt) instead of
+    training unobserved; reconcile then records the run ``lost`` (resumable). Elsewhere: None.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        # Our SIGTERM handler is inherited until exec: a parent-death signal caught by it would be
+        # lost at exec. With the default action such a signal ends the not-yet-engine at once.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died before the signal was armed
+            os._exit(1)
+
+    return preexec
 
 
 # --------------------------------------------------------------------------- the supervisor process
@@ -209,10 +244,8 @@ class Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.term_received = False
         self.killed = False
-        from engine.schema.events import EventTail, RunState
-
-        self.tail = EventTail(run_dir / "events.jsonl")
-        self.state = RunState()
+        self.events = RunEvents(run_dir, self.run_id)
+        self.state = self.events.state
 
     # ------------------------------------------------------------ signals
 
@@ -232,7 +265,7 @@ class Supervisor:
             atomic_write_json(self.run_dir / STOP_REQUEST, {"t": time.time(), "grace": grace, "by": "signal"})
         if self.proc is not None and self.proc.poll() is None:
             log(f"stop requested: SIGTERM to engine group {self.proc.pid}")
-            _signal_group(self.proc.pid, signal.SIGTERM)
+            signal_group(self.proc.pid, signal.SIGTERM)
 
     def _escalate(self, request: dict[str, Any]) -> None:
         if self.killed or self.proc is None or self.proc.poll() is not None:
@@ -241,7 +274,7 @@ class Supervisor:
         grace = float(request.get("grace") if request.get("grace") is not None else DEFAULT_GRACE)
         if time.time() >= t + grace:
             log(f"the engine did not stop within {grace:g}s: SIGKILL to group {self.proc.pid}")
-            _signal_group(self.proc.pid, signal.SIGKILL)
+            signal_group(self.proc.pid, signal.SIGKILL)
             self.killed = True
 
     # ------------------------------------------------------------ run
@@ -276,6 +309,7 @@ class Supervisor:
                     start_new_session=True,  # its own process group: a stop signals the whole group
                     close_fds=True,
                     env=env,
+                    preexec_fn=die_with_parent(os.getpid()),
                 )
         except OSError as exc:
             log(f"cannot start the engine: {exc}")
@@ -283,7 +317,7 @@ class Supervisor:
         pid = self.proc.pid
         self.store.update(
             self.run_id,
-            status="running",
+            status=RunStatus.RUNNING.value,
             pid=pid,
             pgid=pid,
             proc_start=process_start_time(pid),
@@ -293,7 +327,7 @@ class Supervisor:
         self._wait()
         rc = self.proc.returncode
         # leftovers of the engine's group (data-loader workers) must not outlive the run
-        _signal_group(pid, signal.SIGKILL)
+        signal_group(pid, signal.SIGKILL)
         sig = -rc if rc is not None and rc < 0 else None
         return self._finish(exit_code=rc, sig=sig, stop_requested=self._stop_request() is not None)
 
@@ -317,10 +351,8 @@ class Supervisor:
             time.sleep(POLL_SECONDS)
 
     def _read_events(self) -> None:
-        from engine.schema.events import apply_event
-
-        for event in self.tail.read_new():
-            self.state = apply_event(self.state, event)
+        self.events.drain()
+        self.state = self.events.state
 
     def _update_metrics(self) -> None:
         try:
@@ -339,62 +371,23 @@ class Supervisor:
         error: str | None = None,
     ) -> int:
         self._read_events()
-        finished = self.state.summary if self.state.finished else None
-        event_status = self.state.status if self.state.finished else None
-        if exit_code == 0 and event_status == "completed":
-            status = "completed"
-        elif stop_requested:
-            status = "stopped"
-        else:
-            status = "failed"
-        if status == "failed" and error is None:
-            error = self._failure_reason(exit_code, sig, event_status)
-        elif status == "stopped" and self.killed:
-            error = "killed (SIGKILL) after the stop grace period"
-        exit_info = {
-            "run_id": self.run_id,
-            "status": status,
-            "exit_code": exit_code,
-            "signal": signal.Signals(sig).name if sig else None,
-            "ended_t": time.time(),
-            "stop_requested": stop_requested,
-            "event_status": event_status,
-            "error": error,
-            "summary": finished or {},
-        }
-        atomic_write_json(self.run_dir / EXIT_FILE, exit_info)
-        log(f"engine exited with {exit_code}; status {status}")
-        fields = exit_fields(self.run_dir) or {"status": status}
-        self.store.update(self.run_id, **fields)
-        self._record_results()
+        end = engine_end_from_events(
+            self.state,
+            exit_code=exit_code,
+            signal=sig,
+            stop_requested=stop_requested,
+            killed=self.killed,
+            error=error,
+            stderr_tail=stderr_tail(self.run_dir / "stderr.log"),
+        )
+        ending = decide(end)
+        # logged before the ending is written: exit.json is the last write into the run directory
+        log(f"engine exited with {exit_code}; status {ending.status}")
+        rec = self.store.get(self.run_id)
+        if rec is None:  # the index lost the run (a reindex without its folder): nothing to record
+            return 1
+        settle(self.store, rec, ending, end, self.state)
         return 0
-
-    def _failure_reason(self, exit_code: int | None, sig: int | None, event_status: str | None) -> str:
-        if self.state.error:
-            return self.state.error
-        if sig:
-            reason = f"the engine was killed by {signal.Signals(sig).name} (not sent by mdtui)"
-        elif exit_code == 0 and event_status is None:
-            reason = "the engine exited without a run_finished event"
-        elif exit_code == 0 and event_status == "stopped":
-            reason = "the engine stopped on a signal mdtui did not send"
-        else:
-            reason = f"the engine exited with code {exit_code}"
-        tail = stderr_tail(self.run_dir / "stderr.log")
-        return f"{reason}: {tail}" if tail else reason
-
-    def _record_results(self) -> None:
-        try:
-            from mdtui.results.log import record_finished
-        except ModuleNotFoundError as exc:
-            if exc.name == "mdtui.results.log":
-                return
-            log(f"results log not updated: {exc}")
-            return
-        try:
-            record_finished(self.store, self.run_id)
-        except Exception:
-            log("results log not updated:\n" + traceback.format_exc())
 
 
 def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:

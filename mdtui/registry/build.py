@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.schema import config as engine_cfg
+from engine.schema.catalog import expand_bare_names
 from mdtui.registry.rules import (
     DEFAULTS_MANAGER_KEYS,
     ENGINE_TOP_KEYS,
@@ -28,7 +29,6 @@ from mdtui.registry.rules import (
     format_value,
     get_dotted,
     merge,
-    normalize,
     set_dotted,
 )
 from mdtui.registry.spec import (
@@ -46,10 +46,16 @@ from mdtui.registry.toml_lines import locate_keys
 
 class PlanBuilder:
     def __init__(
-        self, path: Path, shown: str, text: str, doc: dict[str, Any], env: dict[str, str] | None
+        self,
+        path: Path,
+        shown: str,
+        text: str,
+        doc: dict[str, Any],
+        env: dict[str, str] | None,
+        lines: dict[tuple[str, ...], tuple[int, int]] | None = None,
     ) -> None:
         self.path, self.shown, self.doc, self.env = path, shown, doc, env
-        self.lines = locate_keys(text)
+        self.lines = locate_keys(text) if lines is None else lines  # key path -> (line, column)
         self.issues: list[LocatedIssue] = []
         self.tables: dict[str, dict[str, Any]] = {}  # raw [experiment.X] tables
         self.engine: dict[str, dict[str, Any]] = {}  # own engine keys per table (known keys only)
@@ -57,6 +63,10 @@ class PlanBuilder:
         self.broken: set[str] = set()  # tables that produced no experiments (suppress knock-on errors)
         self.names: set[str] = set()  # every expanded name, valid or not
         self.refs: list[tuple[str, str, str, str]] = []  # (table, expanded name, key, target)
+        # table -> (engine keys, inheritable manager keys) after [defaults] and its extends chain,
+        # memoised so that a chain of n tables costs n merges, not n² (see ``inherited``).
+        self.resolved: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self.on_cycle: dict[str, list[str]] = {}  # tables on an extends cycle (check_extends)
 
     # ------------------------------------------------------------------ locating and reporting
     def line_of(self, *paths: tuple[str, ...]) -> tuple[int, int | None]:
@@ -70,14 +80,17 @@ class PlanBuilder:
         line, col = self.line_of(where)
         self.issues.append(LocatedIssue(self.shown, line, col, experiment, key, message))
 
+    def parent(self, table: str) -> str | None:
+        parent = self.manager.get(table, {}).get("extends")
+        return parent if parent in self.tables else None
+
     def chain(self, table: str) -> list[str]:
         """``table`` and its ``extends`` ancestors, nearest first (stops at cycles and unknown names)."""
-        out = [table]
-        while True:
-            parent = self.manager.get(out[-1], {}).get("extends")
-            if parent not in self.tables or parent in out:
-                return out
+        out, seen = [table], {table}
+        while (parent := self.parent(out[-1])) is not None and parent not in seen:
             out.append(parent)
+            seen.add(parent)
+        return out
 
     def report_key(self, table: str, experiment: str, key: str, message: str) -> None:
         """Report an engine-key issue at the line where that key is written (sweep, table, parents, defaults)."""
@@ -180,7 +193,7 @@ class PlanBuilder:
             else:
                 hint = engine_cfg.suggest(key, (*ENGINE_TOP_KEYS, *allowed_manager))
                 self.report(where, experiment, prefix + key, f'unknown key "{key}"{hint}')
-        return normalize(engine), manager
+        return expand_bare_names(engine), manager
 
     def read_defaults(self) -> tuple[dict[str, Any], dict[str, Any]]:
         raw = self.doc.get("defaults", {})
@@ -229,8 +242,27 @@ class PlanBuilder:
             self.manager[table]["sweep"] = {k: v for k, v in self.manager[table]["sweep"].items() if k != key}
             self.broken.add(table)
 
+    def extends_cycles(self) -> dict[str, list[str]]:
+        """Every table on an ``extends`` cycle -> that cycle in extends order. Each table is walked
+        once (a chain of 1,000 tables is 1,000 steps, not a million)."""
+        state: dict[str, int] = {}  # 1: on the walk in progress, 2: done
+        out: dict[str, list[str]] = {}
+        for start in self.tables:
+            walk: list[str] = []
+            node: str | None = start
+            while node is not None and node not in state:
+                state[node] = 1
+                walk.append(node)
+                node = self.parent(node)
+            if node is not None and state[node] == 1:  # came back onto this walk: a cycle
+                cycle = walk[walk.index(node) :]
+                out.update(dict.fromkeys(cycle, cycle))
+            state.update(dict.fromkeys(walk, 2))
+        return out
+
     def check_extends(self) -> None:
         reported_cycles: set[frozenset[str]] = set()
+        on_cycle = self.on_cycle = self.extends_cycles()
         for table, manager in self.manager.items():
             parent = manager.get("extends")
             if parent is None:
@@ -246,22 +278,46 @@ class PlanBuilder:
                     f'extends "{parent}", which is not an [experiment.NAME] table{hint}',
                 )
                 continue
-            path = [table]
-            while (nxt := self.manager.get(path[-1], {}).get("extends")) in self.tables and nxt not in path:
-                path.append(nxt)
-            if nxt == table and frozenset(path) not in reported_cycles:
+            if table in on_cycle and frozenset(on_cycle[table]) not in reported_cycles:
+                path = on_cycle[table]
                 reported_cycles.add(frozenset(path))
-                cycle = " -> ".join([*path, table])
+                start = path.index(table)  # the cycle as seen from this table
+                cycle = " -> ".join([*path[start:], *path[:start], table])
                 self.report(where, table, "extends", f"extends cycle: {cycle}")
 
     def inherited(self, table: str, defaults_engine: dict[str, Any], defaults_manager: dict[str, Any]):
-        """(engine dict, manager dict) of ``table`` after [defaults] and its extends chain."""
+        """(engine dict, manager dict) of ``table`` after [defaults] and its extends chain.
+
+        Each ancestor is resolved once and kept, walking up only to the nearest one already resolved
+        (iteratively: a chain of 1,000 tables must not recurse 1,000 deep).
+        """
+        pending: list[str] = []
+        node: str | None = table
+        while node is not None and node not in self.resolved:
+            if node in self.on_cycle:  # reported by check_extends; resolved as far as the cycle allows
+                return self.merge_chain(self.chain(table), defaults_engine, defaults_manager)
+            pending.append(node)
+            node = self.parent(node)
+        for name in reversed(pending):
+            parent = self.parent(name)
+            engine, manager = self.resolved[parent] if parent else (defaults_engine, defaults_manager)
+            own = self.manager[name]
+            self.resolved[name] = (
+                merge(engine, self.engine[name]),
+                {**manager, **{k: v for k, v in own.items() if k not in NOT_INHERITED}},
+            )
+        engine, manager = self.resolved[table]
+        return engine, {**manager, **self.manager[table]}  # a table's own baseline/sweep/description
+
+    def merge_chain(
+        self, chain: list[str], defaults_engine: dict[str, Any], defaults_manager: dict[str, Any]
+    ):
         engine = copy.deepcopy(defaults_engine)
         manager = dict(defaults_manager)
-        for name in reversed(self.chain(table)):
+        for name in reversed(chain):
             engine = merge(engine, self.engine[name])
             for key, value in self.manager[name].items():
-                if name == table or key not in NOT_INHERITED:
+                if name == chain[0] or key not in NOT_INHERITED:
                     manager[key] = value
         return engine, manager
 
@@ -339,11 +395,11 @@ class PlanBuilder:
         ):
             if isinstance(target, str):
                 self.refs.append((table, name, key, target))
-        runnable = copy.deepcopy(engine)
-        root = get_dotted(runnable, "data.root")
-        if isinstance(root, str) and root:
-            path = Path(root).expanduser()
-            runnable["data"]["root"] = str(path if path.is_absolute() else settings.path.parent / path)
+        runnable = engine  # from_dict only reads it
+        root = get_dotted(engine, "data.root")
+        if isinstance(root, str) and root:  # relative to the experiments file, whoever runs it
+            root = str(engine_cfg.resolve_data_root(root, settings.path.parent))
+            runnable = {**engine, "data": {**engine["data"], "root": root}}
         try:
             cfg = engine_cfg.from_dict(runnable)
         except engine_cfg.ConfigError as exc:

@@ -40,6 +40,7 @@ from typing import Any
 from mdtui.registry.build import PlanBuilder
 from mdtui.registry.rules import closest, flatten_keys
 from mdtui.registry.spec import DATA_ROOT_ENV, Experiment, ExperimentsError, LocatedIssue, Plan, Settings
+from mdtui.registry.toml_lines import MAX_NESTING, scan
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,15 +69,44 @@ def default_path() -> Path:
     return Path(os.environ.get("MDTUI_EXPERIMENTS") or "experiments.toml")
 
 
+# The last plan read, by everything it depends on: one CLI call asks for it twice (the root callback
+# restarting a killed scheduler, then the verb) and the TUI re-reads it on every change check.
+_last: tuple[tuple[Any, ...], Plan | ExperimentsError] | None = None
+
+
 def load_plan(path: Path | str | None = None, *, env: dict[str, str] | None = None) -> Plan:
     """Read, validate and expand an experiments file; raise ``ExperimentsError`` with every issue.
 
-    ``env`` replaces ``os.environ`` for ``MDTUI_DATA_ROOT`` (tests).
+    ``env`` replaces ``os.environ`` for ``MDTUI_DATA_ROOT`` (tests). An unchanged file (same text,
+    working directory and environment) read again in the same process gives the same Plan without
+    parsing it again; a Plan is never modified by its readers.
     """
+    global _last
     path = Path(path) if path is not None else default_path()
     shown = _display_path(path)
+    text = _read(path, shown)
+    key = (
+        str(path.resolve()),
+        text,
+        shown,
+        os.getcwd(),
+        frozenset(os.environ.items()),  # $VARS in [settings] paths, MDTUI_DATA_ROOT
+        None if env is None else env.get(DATA_ROOT_ENV),
+    )
+    if _last is None or _last[0] != key:
+        try:
+            _last = (key, _parse(path, shown, text, env))
+        except ExperimentsError as exc:
+            _last = (key, exc)
+    outcome = _last[1]
+    if isinstance(outcome, ExperimentsError):
+        raise ExperimentsError(outcome.issues)
+    return outcome
+
+
+def _read(path: Path, shown: str) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ExperimentsError(
             [
@@ -89,11 +119,31 @@ def load_plan(path: Path | str | None = None, *, env: dict[str, str] | None = No
         raise ExperimentsError(
             [LocatedIssue(shown, 0, None, None, None, f"cannot read the file: {exc}")]
         ) from None
+
+
+def _parse(path: Path, shown: str, text: str, env: dict[str, str] | None) -> Plan:
+    lines, too_deep = scan(text)
+    if too_deep is not None:  # before tomllib, which would recurse itself into a RecursionError
+        raise ExperimentsError([_nesting_issue(shown, *too_deep)])
     try:
         doc = tomllib.loads(text)
+        return PlanBuilder(path.resolve(), shown, text, doc, env, lines).build()
     except tomllib.TOMLDecodeError as exc:
         raise ExperimentsError([_syntax_issue(shown, exc, text)]) from None
-    return PlanBuilder(path.resolve(), shown, text, doc, env).build()
+    except RecursionError:  # a nesting the scanner did not count: still a located error, not a crash
+        raise ExperimentsError([_nesting_issue(shown, 0, None)]) from None
+
+
+def _nesting_issue(shown: str, line: int, column: int | None) -> LocatedIssue:
+    return LocatedIssue(
+        shown,
+        line,
+        column,
+        None,
+        None,
+        f"values are nested more than {MAX_NESTING} levels deep (arrays, inline tables or dotted keys); "
+        "an experiments file needs only a few",
+    )
 
 
 def _display_path(path: Path) -> str:

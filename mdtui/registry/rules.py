@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from engine.schema import config as engine_cfg
+from engine.schema.catalog import NAMED_BLOCKS, expand_bare_names
 
 MANAGER_KEYS = (
     "extends",
@@ -28,7 +29,6 @@ MANAGER_KEYS = (
 )
 DEFAULTS_MANAGER_KEYS = ("tags", "seeds", "seed", "gpus")  # the others only make sense per experiment
 NOT_INHERITED = ("baseline", "sweep", "description")  # a child declares its own
-NAMED_BLOCKS = ("model", "data", "loss", "sampler", "optim", "schedule")
 # Engine keys that mdtui fills in for each run; the user never writes them.
 RESERVED_KEYS = {
     "run_id": "it is set by mdtui for each run",
@@ -79,15 +79,6 @@ def format_value(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 
-def normalize(engine: dict[str, Any]) -> dict[str, Any]:
-    """Bare-name blocks (``loss = "ce"``) become tables so that merging works key by key."""
-    out = dict(engine)
-    for block in NAMED_BLOCKS:
-        if isinstance(out.get(block), str):
-            out[block] = {"name": out[block]}
-    return out
-
-
 def merge(base: dict[str, Any], over: dict[str, Any], top: bool = True) -> dict[str, Any]:
     """Deep merge of tables; lists and scalars replace. A named block whose name changes restarts."""
     out = copy.deepcopy(base)
@@ -110,13 +101,13 @@ def merge(base: dict[str, Any], over: dict[str, Any], top: bool = True) -> dict[
 def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> bool:
     """Set ``a.b.c`` inside nested dicts, creating tables; False when a non-table is in the way."""
     parts = dotted.split(".")
+    if len(parts) > 1 and parts[0] in target:  # "loss.gamma" into `loss = "fl"`: the block as a table
+        target.update(expand_bare_names({parts[0]: target[parts[0]]}))
     cur = target
-    for depth, part in enumerate(parts[:-1]):
+    for part in parts[:-1]:
         nxt = cur.get(part)
         if nxt is None:
             nxt = {}
-        elif isinstance(nxt, str) and depth == 0 and part in NAMED_BLOCKS:
-            nxt = {"name": nxt}
         elif not isinstance(nxt, dict):
             return False
         cur[part] = nxt

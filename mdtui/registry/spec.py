@@ -11,9 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.schema.config import suggest
+from engine.schema.config import DATA_ROOT_ENV, resolve_data_root, suggest
 
-DATA_ROOT_ENV = "MDTUI_DATA_ROOT"
+__all__ = [
+    "DATA_ROOT_ENV",
+    "Experiment",
+    "ExperimentsError",
+    "LocatedIssue",
+    "Plan",
+    "Settings",
+    "parse_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -169,14 +177,8 @@ def parse_settings(
             continue
         values[key] = value
     base = path.parent
-    env_root = env.get(DATA_ROOT_ENV)
     # The environment wins over the file (DESIGN section 5): one file, several machines.
-    if env_root:
-        data_root: Path | None = _resolve_path(env_root, Path.cwd())
-    elif "data_root" in values:
-        data_root = _resolve_path(values["data_root"], base)
-    else:
-        data_root = None
+    data_root = resolve_data_root(None, base, setting=values.get("data_root"), env=env)
     settings = Settings(
         path=path,
         runs_dir=_resolve_path(values.pop("runs_dir", "runs"), base),

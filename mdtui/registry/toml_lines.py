@@ -4,6 +4,10 @@
 of the offending key, so this module re-reads the (already valid) text with a small scanner that
 skips values and records the position of every key: table headers, dotted keys and the keys of
 inline tables. Arrays of tables are recorded without an index. Standard library only.
+
+It also finds where a document nests deeper than ``MAX_NESTING`` (arrays, inline tables and dotted
+keys together) *before* ``tomllib`` reads it: ``tomllib`` recurses once per level and a few hundred
+levels end in a ``RecursionError``, and so would every recursive step after it (merging, copying).
 """
 
 from __future__ import annotations
@@ -13,7 +17,14 @@ import contextlib
 import json
 
 KeyPath = tuple[str, ...]
+# No experiments file needs more than a handful of levels (doctor.mask.combine_with is 3); a few
+# hundred crash the parser. 64 leaves room for anything real.
+MAX_NESTING = 64
 _BARE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+class _TooDeep(Exception):
+    pass
 
 
 class _Scanner:
@@ -21,6 +32,8 @@ class _Scanner:
         self.text = text
         self.i = 0
         self.found: dict[KeyPath, tuple[int, int]] = {}
+        self.depth = 0  # arrays and inline tables open around the current position
+        self.too_deep: tuple[int, int] | None = None  # (line, column) where MAX_NESTING is passed
         self._line_starts = [0] + [n + 1 for n, ch in enumerate(text) if ch == "\n"]
 
     # ------------------------------------------------------------------ helpers
@@ -67,10 +80,17 @@ class _Scanner:
             self.i += 1
         return self.text[start : self.i]
 
+    def nest(self, levels: int) -> None:
+        """Stop scanning where the document passes MAX_NESTING levels."""
+        if levels > MAX_NESTING:
+            self.too_deep = self.position(self.i)
+            raise _TooDeep
+
     def key_path(self) -> KeyPath:
         parts = [self.key_part()]
         while True:
             self.skip_blank(newlines=False)
+            self.nest(len(parts))
             if self.peek() != ".":
                 return tuple(parts)
             self.i += 1
@@ -108,9 +128,21 @@ class _Scanner:
 
     def value(self, path: KeyPath | None) -> None:
         ch = self.peek()
-        if ch in "\"'":
+        if ch in "[{":
+            self.depth += 1
+            self.nest(self.depth)
+            try:
+                self.container(ch, path)
+            finally:
+                self.depth -= 1
+        elif ch in "\"'":
             self.skip_string()
-        elif ch == "[":
+        else:
+            while self.i < len(self.text) and self.text[self.i] not in ",]}\n#":
+                self.i += 1
+
+    def container(self, ch: str, path: KeyPath | None) -> None:
+        if ch == "[":
             self.i += 1
             while self.i < len(self.text):
                 self.skip_blank(newlines=True)
@@ -132,15 +164,13 @@ class _Scanner:
                     self.i += 1
                     continue
                 self.key_value(path)
-        else:
-            while self.i < len(self.text) and self.text[self.i] not in ",]}\n#":
-                self.i += 1
 
     def key_value(self, table: KeyPath | None) -> None:
         start = self.i
         key = self.key_path()
         full = None if table is None else table + key
         if full is not None:
+            self.nest(len(full))  # dotted keys inside inline tables add up
             self.record(full, start)
         self.skip_blank(newlines=False)
         if self.peek() == "=":
@@ -180,7 +210,15 @@ def _escaped(text: str, index: int) -> bool:
 
 def locate_keys(text: str) -> dict[KeyPath, tuple[int, int]]:
     """Every key path written in ``text`` with its 1-based (line, column); first occurrence wins."""
+    return scan(text)[0]
+
+
+def scan(text: str) -> tuple[dict[KeyPath, tuple[int, int]], tuple[int, int] | None]:
+    """(``locate_keys``, the (line, column) where ``text`` nests deeper than MAX_NESTING or None).
+
+    Works on any text, valid TOML or not: what it cannot understand it skips.
+    """
     scanner = _Scanner(text)
-    with contextlib.suppress(IndexError, ValueError):  # the text was valid TOML; keep what was found
+    with contextlib.suppress(IndexError, ValueError, _TooDeep):
         scanner.document()
-    return scanner.found
+    return scanner.found, scanner.too_deep

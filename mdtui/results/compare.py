@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.schema.catalog import expand_bare_names
 from mdtui.system.fs import read_json
 
 if TYPE_CHECKING:
     from mdtui.runs.store import RunRecord
 
-# Blocks that may be written as a bare string meaning {name = ...} (engine/schema/config.py).
-NAMED_BLOCKS = ("model", "data", "loss", "sampler", "optim", "schedule")
 # Keys that differ between runs by construction (the experiment is in the header already).
 IGNORED_KEYS = ("run_id", "experiment")
 # (label, RunRecord field, higher is better); best_epoch is printed 1-based.
@@ -44,12 +43,10 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     A named block written as a bare string (``loss = "ce"``) becomes ``loss.name``.
     """
     out: dict[str, Any] = {}
-    for key, value in config.items():
+    for key, value in (config if prefix else expand_bare_names(config)).items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, dict):
             out.update(flatten_config(value, dotted))
-        elif not prefix and key in NAMED_BLOCKS and isinstance(value, str):
-            out[f"{dotted}.name"] = value
         else:
             out[dotted] = value
     return out

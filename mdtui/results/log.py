@@ -1,35 +1,45 @@
 """RESULTS.md: the research notebook, written by the machine (DESIGN.md section 8).
 
-When a run ends, its supervisor calls ``record_finished``: a completed run becomes one bullet under
-the ``## <group>`` heading of its experiment (the notebook's shape, model-doctor-spec.md section 7.5),
-a stopped/failed/lost run one short line under ``## Incomplete runs`` at the end of the file
-(``mdtui.results.markdown`` does the markdown: escaping, headings, locked inserts that never touch a person's
-lines). It also draws the run's plots (``mdtui.results.plots``) and attaches notes.
+When a run ends (``mdtui.execution.ending.settle``, before exit.json), ``record_finished`` draws the
+run's plots (``mdtui.results.plots``) and brings its lines in the log to what its status says: a
+completed run is one bullet under the ``## <group>`` heading of its experiment (the notebook's shape,
+model-doctor-spec.md section 7.5), a stopped/failed/lost run one short line under ``## Incomplete
+runs`` at the end of the file. It converges: recording a run again changes nothing, a run that
+completes after an incomplete session loses its incomplete line, a run that ends again replaces
+its unedited incomplete line. Lines a person wrote are never touched (``mdtui.results.markdown``
+does the markdown: escaping, headings, locked rewrites). It also attaches notes.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.schema.events import EventTail, reduce_events
+from mdtui.registry.plan import Plan, knobs, load_plan
 from mdtui.results.markdown import (
     INCOMPLETE_HEADING,
+    LOG_PREAMBLE,
     append_entry,
     format_knobs,
+    headings,
+    insert_in_section,
+    lock_path,
     md_code,
     md_escape,
     one_line,
     replace_line,
 )
+from mdtui.runs.rundir import RunEvents
 from mdtui.runs.status import INCOMPLETE, RunStatus
-from mdtui.system.fs import atomic_write_json, read_json
+from mdtui.system.fs import atomic_write_json, atomic_write_text, file_lock, read_json
 
 if TYPE_CHECKING:
     from engine.schema.events import RunState
-    from mdtui.registry.plan import Plan
     from mdtui.runs.store import RunRecord, RunStore
 
 ENTRY_FILE = "results_entry.json"  # in the run directory: the line mdtui last wrote for the run
@@ -48,7 +58,7 @@ class EntryFacts:
 
     experiment: str
     run_id: str
-    status: str = "completed"
+    status: str = RunStatus.COMPLETED.value
     knobs: dict[str, Any] = field(default_factory=dict)
     is_baseline: bool = False
     acc1: float | None = None
@@ -115,8 +125,6 @@ def run_marker(run_id: str) -> str:
 def find_plan(store: RunStore) -> Plan | None:
     """The plan that owns ``store``: the store's experiments file, $MDTUI_EXPERIMENTS, or the
     experiments.toml of its project; only one whose ``runs_dir`` is this store's counts."""
-    from mdtui.registry.plan import load_plan
-
     runs_dir = Path(store.runs_dir).resolve()
     project = getattr(store, "project_dir", None) or runs_dir.parent
     candidates = [
@@ -156,11 +164,9 @@ def is_long_tailed(config: dict[str, Any], many: Any = None, medium: Any = None,
 
 def load_state(run_dir: Path) -> tuple[RunState, list[dict[str, Any]]]:
     """The reduced run state and the raw protocol events of ``run_dir/events.jsonl``."""
-    path = Path(run_dir) / "events.jsonl"
-    # Sized read: engine.schema.events.read_events asks read() for 1 TiB, which CPython allocates up front.
-    raw = EventTail(path).read_new(max_bytes=path.stat().st_size + 1) if path.exists() else []
-    events = [e for e in raw if isinstance(e, dict)]
-    return reduce_events(raw), events
+    follower = RunEvents(run_dir)
+    events = [e for e in follower.drain() if isinstance(e, dict)]
+    return follower.state, events
 
 
 def _metric(rec: RunRecord, summary: dict[str, Any], key: str, index_key: str | None = None) -> Any:
@@ -181,8 +187,6 @@ def entry_facts(store: RunStore, plan: Plan | None, rec: RunRecord, state: RunSt
     is_baseline, delta = False, None
     exp = plan.experiments.get(rec.experiment) if plan is not None else None
     if exp is not None:
-        from mdtui.registry.plan import knobs
-
         knob_values = knobs(plan, exp)
         is_baseline = exp.baseline
         base_exp = plan.baseline_of(exp)
@@ -215,7 +219,7 @@ def entry_facts(store: RunStore, plan: Plan | None, rec: RunRecord, state: RunSt
 
 
 def _default_reason(rec: RunRecord) -> str:
-    if rec.status == "lost":
+    if rec.status == RunStatus.LOST:
         return "the supervisor vanished without an exit record"
     if rec.exit_code not in (None, 0):
         return f"exit code {rec.exit_code}"
@@ -223,17 +227,93 @@ def _default_reason(rec: RunRecord) -> str:
 
 
 def write_entry(log: Path, rec: RunRecord, facts: EntryFacts) -> bool:
-    """Append the run's line (group section or incomplete list) and remember it for ``attach_note``."""
-    completed = rec.status == "completed"
+    """Bring the run's lines in ``log`` to what its status says, in one locked rewrite:
+
+    * completed: its bullet under ``## <group>`` (once); its lines under ``## Incomplete runs``
+      (an earlier failed/stopped/lost session, notes on it) go;
+    * failed/stopped/lost: one line under ``## Incomplete runs``; an earlier one that mdtui wrote and
+      nobody edited is replaced by the new one (a resumed run that ended again), an edited one stays.
+
+    Returns True when the run's own line was written; it is remembered for ``attach_note``.
+    """
+    completed = rec.status == RunStatus.COMPLETED
     base = format_entry_base(facts) if completed else format_incomplete_base(facts)
     line = base + note_suffix(facts.note)
     heading = rec.group if completed else INCOMPLETE_HEADING
-    written = append_entry(log, heading, line, marker=run_marker(rec.run_id))
-    if written:
+    marker = run_marker(rec.run_id)
+    saved = read_json(Path(rec.run_dir) / ENTRY_FILE)
+    previous = saved.get("line") if isinstance(saved, dict) and saved.get("heading") == heading else None
+    written = False
+
+    def edit(text: str) -> str:
+        nonlocal written
+        if completed:
+            text = drop_run_lines(text, INCOMPLETE_HEADING, marker)
+        mine = run_lines(text, heading, marker)
+        if not mine:
+            written = True
+            return insert_in_section(text, heading, line)
+        if not completed and previous is not None and previous in mine and previous != line:
+            written = True
+            return replace_in_section(text, heading, previous, line)
+        return text
+
+    rewrite_log(log, edit)
+    if written and Path(rec.run_dir).is_dir():  # a deleted run folder is not re-created for this file
         atomic_write_json(
             Path(rec.run_dir) / ENTRY_FILE, {"log": str(log), "heading": heading, "base": base, "line": line}
         )
     return written
+
+
+def rewrite_log(log: Path, edit: Callable[[str], str]) -> bool:
+    """Apply ``edit`` to the log's text under its lock, writing only when it changed (atomically)."""
+    log = Path(log)
+    with file_lock(lock_path(log)):
+        text = log.read_text(encoding="utf-8") if log.exists() else LOG_PREAMBLE
+        new = edit(text)
+        if new == text:
+            return False
+        atomic_write_text(log, new)
+    return True
+
+
+def section_spans(text: str, heading: str) -> list[tuple[int, int]]:
+    """``[start, end)`` line ranges of the bodies of every ``## heading`` section of ``text``."""
+    lines = text.splitlines()
+    marks = headings(lines)
+    spans = []
+    for n, (i, level, title) in enumerate(marks):
+        if level == 2 and title == one_line(heading):
+            end = next((j for j, lv, _ in marks[n + 1 :] if lv <= 2), len(lines))
+            spans.append((i + 1, end))
+    return spans
+
+
+def run_lines(text: str, heading: str, marker: str) -> list[str]:
+    """The lines of the ``## heading`` sections of ``text`` that name ``marker``."""
+    lines = text.splitlines()
+    spans = section_spans(text, heading)
+    return [lines[k] for start, end in spans for k in range(start, end) if marker in lines[k]]
+
+
+def drop_run_lines(text: str, heading: str, marker: str) -> str:
+    """``text`` without the lines of the ``## heading`` sections that name ``marker``."""
+    lines = text.splitlines()
+    drop = {k for start, end in section_spans(text, heading) for k in range(start, end) if marker in lines[k]}
+    if not drop:
+        return text
+    return "\n".join(ln for k, ln in enumerate(lines) if k not in drop) + "\n"
+
+
+def replace_in_section(text: str, heading: str, old: str, new: str) -> str:
+    lines = text.splitlines()
+    for start, end in section_spans(text, heading):
+        for k in range(start, end):
+            if lines[k] == old:
+                lines[k] = new
+                return "\n".join(lines) + "\n"
+    return text
 
 
 # --------------------------------------------------------------------------- plots
@@ -286,12 +366,21 @@ def write_plots(
 # --------------------------------------------------------------------------- entry points
 
 
-def record_finished(store: RunStore, run_id: str, *, plan: Plan | None = None) -> None:
-    """Log a finished run in RESULTS.md and draw its plots (called by the supervisor).
+def record_finished(
+    store: RunStore,
+    run_id: str,
+    *,
+    plan: Plan | None = None,
+    record: RunRecord | None = None,
+    plots: bool = True,
+) -> None:
+    """Draw a finished run's plots, then bring its RESULTS.md lines up to date (``write_entry``).
 
-    Runs that are not final (or were cancelled before starting) are left out.
+    ``record`` is the run as it is about to be indexed (its ending writes the log before the index);
+    by default the indexed record. Runs that are not final (or were cancelled before starting) are
+    left out. Idempotent: recording a run twice writes nothing the second time but its plots.
     """
-    rec = store.get(run_id)
+    rec = record if record is not None else store.get(run_id)
     if rec is None:
         raise LookupError(f"no run {run_id!r} in {store.runs_dir}")
     if rec.status != RunStatus.COMPLETED and rec.status not in INCOMPLETE:
@@ -299,8 +388,12 @@ def record_finished(store: RunStore, run_id: str, *, plan: Plan | None = None) -
     plan = plan if plan is not None else find_plan(store)
     state, events = load_state(rec.run_dir)
     facts = entry_facts(store, plan, rec, state)
+    if plots and Path(rec.run_dir).is_dir():  # plots first: everything in the run folder, then the log
+        try:
+            write_plots(rec, state, events, facts.long_tailed)
+        except Exception:  # a plot is a nicety; the log entry must still be written
+            print(f"mdtui: plots of {rec.run_id} not drawn:\n{traceback.format_exc()}", file=sys.stderr)
     write_entry(results_log_path(store, plan), rec, facts)
-    write_plots(rec, state, events, facts.long_tailed)
 
 
 def attach_note(store: RunStore, run_id: str, text: str) -> str:

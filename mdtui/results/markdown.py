@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mdtui.system.fs import atomic_write_text, file_lock
+from mdtui.system.fs import atomic_write_text, file_lock, git_ignored_dir
 
 INCOMPLETE_HEADING = "Incomplete runs"
 LOG_PREAMBLE = (
@@ -142,8 +142,14 @@ def insert_in_section(text: str, heading: str, line: str) -> str:
 # --------------------------------------------------------------------------- the log file
 
 
+# Runtime files that belong beside the log (its lock) live in this directory, which ignores itself in
+# git, so a project's `git status` shows RESULTS.md and never a lock file.
+RUNTIME_DIR = ".mdtui"
+
+
 def lock_path(log: Path) -> Path:
-    return log.with_name(f".{log.name}.lock")
+    """The lock every writer of ``log`` takes: ``.mdtui/<log name>.lock`` beside it."""
+    return git_ignored_dir(Path(log).parent / RUNTIME_DIR) / f"{Path(log).name}.lock"
 
 
 def append_entry(log: Path, heading: str, line: str, *, marker: str | None = None) -> bool:

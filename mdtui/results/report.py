@@ -9,9 +9,7 @@ opened), so ten thousand runs render in well under a second. This module builds 
 
 from __future__ import annotations
 
-import json
 import math
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +17,7 @@ from mdtui.results import render as report_render
 from mdtui.results.compare import flatten_config
 from mdtui.results.log import is_long_tailed
 from mdtui.results.tables import GroupTable, IndexRow, PivotTable, Row, Stat
+from mdtui.runs.status import RunStatus
 
 if TYPE_CHECKING:
     from mdtui.registry.plan import Experiment, Plan
@@ -95,29 +94,12 @@ def _completed_by_experiment(store: RunStore) -> dict[str, list[IndexRow]]:
     """Completed runs per experiment, newest first, straight from the index table.
 
     Building 10,000 ``RunRecord`` objects (paths, JSON fields) costs more than the whole report, so
-    this reads the index columns (named after ``RunRecord`` fields) directly; on an index it does
-    not understand it falls back to ``store.list_runs``.
+    this asks the store for the raw index columns (named after ``RunRecord`` fields; ``sweep`` comes
+    as its JSON text, which ``IndexRow`` parses only when a table needs it).
     """
-    columns = ", ".join(f'"{c}"' for c in _INDEX_COLUMNS if c != "sweep_json") + ', "sweep"'
-    order = [c for c in _INDEX_COLUMNS if c != "sweep_json"] + ["sweep_json"]
-    try:
-        conn = store.connect()
-        try:
-            conn.row_factory = None
-            rows = conn.execute(
-                f"SELECT {columns} FROM runs WHERE status='completed' ORDER BY created_t DESC, run_id DESC"
-            ).fetchall()
-        finally:
-            conn.close()
-        records = [IndexRow(**dict(zip(order, row, strict=True))) for row in rows]
-    except sqlite3.OperationalError:
-        records = [
-            IndexRow(
-                **{c: getattr(r, c) for c in _INDEX_COLUMNS if c != "sweep_json"},
-                sweep_json=json.dumps(r.sweep),
-            )
-            for r in store.list_runs(statuses=["completed"])
-        ]
+    columns = [c for c in _INDEX_COLUMNS if c != "sweep_json"]
+    rows = store.index_rows([*columns, "sweep"], statuses=[RunStatus.COMPLETED])
+    records = [IndexRow(**dict(zip([*columns, "sweep_json"], row, strict=True))) for row in rows]
     out: dict[str, list[IndexRow]] = {}
     for rec in records:
         rec.leaky = bool(rec.leaky)
@@ -328,7 +310,7 @@ def render_report(
 ) -> str:
     """The report as text in ``fmt`` (md | csv | json | latex). Raises ReportError for bad requests."""
     if fmt not in FORMATS:
-        raise ReportError(f'unknown format "{fmt}"; choose one of: {", ".join(FORMATS)}')
+        raise ReportError(f'unknown format "{fmt}"; choose one of: table, {", ".join(FORMATS)}')
     if pivot is not None:
         pivots = build_pivots(store, plan, selectors, pivot, metric=metric, agg=agg, baseline=baseline)
         return report_render.render_pivots(pivots, fmt, agg=agg)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mdtui.runs.status import RunStatus
+
 if TYPE_CHECKING:
     from mdtui.registry.plan import Experiment, Plan
     from mdtui.runs.store import RunRecord, RunStore
@@ -66,7 +68,7 @@ def create_run_for(
     *,
     seed: int,
     devices: list[str],
-    status: str = "created",
+    status: str = RunStatus.CREATED.value,
     extra: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Resolve the engine config of ``exp`` for ``seed`` and create its run directory."""

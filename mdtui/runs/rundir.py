@@ -1,21 +1,93 @@
-"""The one reader of a run directory: its events, its exit record and the index fields they give.
+"""The one reader of a run directory: its events, its output logs, its exit record and the index
+fields they give.
 
-Everything that wants to know what a run's files say (the index, reconcile, the results log, the
-views) asks here, so ``events.jsonl`` is parsed one way only: incrementally, tolerant of a torn
-last line, through ``engine.schema.events``.
+Everything that wants to know what a run's files say (the index, reconcile, the supervisor, the
+results log, the views, ``mdtui run`` and ``mdtui logs``) asks here, so ``events.jsonl`` is parsed
+one way only: incrementally, tolerant of a torn last line, through ``engine.schema.events``.
+``tests/runs/test_rundir.py`` fails if another module of mdtui reads it by itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.schema.events import EventTail, RunState, apply_event
+from engine.schema.events import EventTail, Parsed, RunState, apply_event, encode
 from mdtui.runs.status import is_status
-from mdtui.system.fs import read_json
+from mdtui.system.fs import append_line, read_json
 
 EVENTS_FILE = "events.jsonl"
 EXIT_FILE = "exit.json"
+OUTPUT_FILES = {"stdout": "stdout.log", "stderr": "stderr.log"}
+
+
+class RunEvents:
+    """Follows one run's ``events.jsonl``: each ``poll`` reads only the bytes appended since the
+    last, and ``state`` is the reduction of everything read so far (a torn last line waits for its
+    newline). A missing file is an empty stream, so a run may be followed before its engine starts."""
+
+    def __init__(self, run_dir: Path | str, run_id: str = "") -> None:
+        self.path = Path(run_dir) / EVENTS_FILE
+        self._tail = EventTail(self.path)
+        self.state = RunState(run_id=run_id)
+
+    def poll(self) -> list[Parsed]:
+        """Apply and return the lines appended since the last call (one bounded read: a view that
+        polls on a timer stays responsive however big the file; ``drain`` reads to the end)."""
+        return list(self.stream())
+
+    def stream(self) -> Iterator[Parsed]:
+        """``poll`` one event at a time: when an event is yielded, ``state`` already includes it."""
+        for event in self._tail.read_new():
+            self.state = apply_event(self.state, event)
+            yield event
+
+    def drain(self) -> list[Parsed]:
+        """Apply and return everything appended up to the end of the file."""
+        events: list[Parsed] = []
+        while True:
+            before = self._tail.offset
+            events.extend(self.poll())
+            if self._tail.offset == before:  # not "no events": a chunk may hold only part of a line
+                return events
+
+
+class RunOutput:
+    """Follows a run's ``stdout.log`` or ``stderr.log`` line by line, as written (``mdtui logs``)."""
+
+    def __init__(self, run_dir: Path | str, stream: str = "stdout") -> None:
+        self.path = Path(run_dir) / OUTPUT_FILES[stream]
+        self._tail = EventTail(self.path)
+
+    def new_lines(self) -> Iterator[str]:
+        """Every complete line appended since the last call, as written, without its newline.
+
+        Read in bounded chunks up to the current end, so a huge log streams instead of loading."""
+        while True:
+            before = self._tail.offset
+            for line in self._tail.read_lines():
+                yield line.decode("utf-8", errors="replace")
+            if self._tail.offset == before:
+                return
+
+    def rest(self) -> str:
+        """A last line still waiting for its newline (shown once the run is over), else ``""``."""
+        return self._tail.pending.decode("utf-8", errors="replace")
+
+
+def read_run_state(run_dir: Path) -> RunState:
+    """Reduce ``run_dir/events.jsonl`` (missing file: an empty state)."""
+    events = RunEvents(run_dir)
+    events.drain()
+    return events.state
+
+
+def append_event(run_dir: Path, event: dict[str, Any]) -> None:
+    """Append one protocol event (from ``engine.schema.events.make_event``) to the run's stream.
+
+    One O_APPEND write of a whole line, so it never interleaves with the engine's own lines."""
+    append_line(Path(run_dir) / EVENTS_FILE, encode(event))
 
 
 def metrics_from_state(state: RunState) -> dict[str, Any]:
@@ -45,19 +117,6 @@ def metrics_from_state(state: RunState) -> dict[str, Any]:
         "few": pick("few", last_eval.get("few")),
     }
     return {k: v for k, v in out.items() if v is not None or k != "total_epochs"}
-
-
-def read_run_state(run_dir: Path) -> RunState:
-    """Reduce ``run_dir/events.jsonl`` (missing file: an empty state)."""
-    # chunked reads: one huge read() would allocate its whole size up front
-    tail = EventTail(run_dir / "events.jsonl")
-    state = RunState()
-    while True:
-        batch = tail.read_new()
-        if not batch:
-            return state
-        for event in batch:
-            state = apply_event(state, event)
 
 
 def exit_fields(run_dir: Path) -> dict[str, Any] | None:

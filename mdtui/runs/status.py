@@ -26,29 +26,17 @@ class RunStatus(str, Enum):
     def __str__(self) -> str:  # f"{status}" is the plain value, as in run.json and the index
         return self.value
 
-    @property
-    def live(self) -> bool:
-        """A supervisor is (or should be) alive and devices are reserved."""
-        return self in LIVE
 
-    @property
-    def waiting(self) -> bool:
-        """In the queue: it will start by itself when what it waits for is there."""
-        return self in WAITING
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
-
-LIVE = frozenset({RunStatus.STARTING, RunStatus.RUNNING})
-WAITING = frozenset({RunStatus.QUEUED, RunStatus.BLOCKED})
+# Every status is in exactly one of CREATED, WAITING, LIVE and FINISHED (tests/runs/test_status.py).
+LIVE = frozenset({RunStatus.STARTING, RunStatus.RUNNING})  # a supervisor is (or should be) alive
+WAITING = frozenset({RunStatus.QUEUED, RunStatus.BLOCKED})  # in the queue: starts by itself
 FINISHED = frozenset(
     {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED, RunStatus.LOST, RunStatus.CANCELLED}
 )
 # Finished but not completed, and resumable from last.pt: "Incomplete runs" in RESULTS.md.
+# With COMPLETED, these are the endings an engine reports (engine.schema.events.FINAL_STATUSES,
+# which stays stdlib-only and cannot import this module).
 INCOMPLETE = frozenset({RunStatus.FAILED, RunStatus.STOPPED, RunStatus.LOST})
-ALL = frozenset(RunStatus)
 
 
 def is_status(value: object) -> bool:

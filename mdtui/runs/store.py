@@ -17,13 +17,14 @@ import socket
 import sqlite3
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdtui.runs.rundir import exit_fields, metrics_from_state, read_run_state
 from mdtui.runs.status import FINISHED, LIVE, RunStatus, is_status
-from mdtui.system.fs import atomic_write_json, file_lock, read_json, sanitize_name
+from mdtui.system.fs import atomic_write_json, file_lock, git_ignored_dir, read_json, sanitize_name
 from mdtui.system.processes import (
     git_info,
     package_versions,
@@ -44,7 +45,7 @@ class RunRecord:
     experiment: str
     group: str = ""
     run_dir: Path = field(default_factory=Path)
-    status: str = "created"
+    status: str = RunStatus.CREATED.value
     created_t: float = 0.0
     started_t: float | None = None
     ended_t: float | None = None
@@ -88,6 +89,10 @@ class RunRecord:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
+_ALL_COLUMNS = ", ".join(f'"{name}"' for name in FIELDS)  # "group" is an SQL keyword: quoted
+_DEVICES, _SWEEP, _RUN_DIR, _LEAKY, _NOTE = (
+    FIELDS.index(n) for n in ("devices", "sweep", "run_dir", "leaky", "note")
+)
 _JSON_FIELDS = {"devices", "sweep"}
 _BOOL_FIELDS = {"leaky"}
 
@@ -144,7 +149,8 @@ class RunStore:
             self.project_dir = self.experiments_file.parent
         else:
             self.project_dir = self.runs_dir.parent
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        # A runs directory mdtui creates is ignored by git (checkpoints are large, the index rebuilds).
+        git_ignored_dir(self.runs_dir, only_if_new=True)
         self.db_path = self.runs_dir / DB_NAME
         self._init_schema()
 
@@ -182,20 +188,26 @@ class RunStore:
         if version is not None:
             self.reindex()
 
-    def _row_to_record(self, row: sqlite3.Row) -> RunRecord:
-        data: dict[str, Any] = {}
-        for name in FIELDS:
-            value = row[name]
-            if name in _JSON_FIELDS:
-                value = json.loads(value) if value else ([] if name == "devices" else {})
-            elif name in _BOOL_FIELDS:
-                value = bool(value)
-            elif name == "run_dir":
-                value = self.runs_dir / value if value else self.runs_dir
-            elif name == "note" and value is None:
-                value = ""
-            data[name] = value
-        return RunRecord(**data)
+    def _records(
+        self, conn: sqlite3.Connection, where: str = "", args: Sequence[Any] = ()
+    ) -> list[RunRecord]:
+        """``RunRecord``s of the rows ``where`` selects (plain tuples: listing 10,000 runs is fast)."""
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        rows = cursor.execute(f"SELECT {_ALL_COLUMNS} FROM runs {where}", tuple(args)).fetchall()
+        return [self._row_to_record(row) for row in rows]
+
+    def _row_to_record(self, row: tuple[Any, ...]) -> RunRecord:
+        # positional, in FIELDS order: the cheapest way to build 10,000 records
+        values = list(row)
+        devices, sweep, rel = values[_DEVICES], values[_SWEEP], values[_RUN_DIR]
+        values[_DEVICES] = json.loads(devices) if devices and devices != "[]" else []
+        values[_SWEEP] = json.loads(sweep) if sweep and sweep != "{}" else {}
+        values[_LEAKY] = bool(values[_LEAKY])
+        values[_RUN_DIR] = self.runs_dir / rel if rel else self.runs_dir
+        if values[_NOTE] is None:
+            values[_NOTE] = ""
+        return RunRecord(*values)
 
     @staticmethod
     def _to_sql(name: str, value: Any) -> Any:
@@ -234,7 +246,7 @@ class RunStore:
         *,
         seed: int,
         devices: list[str],
-        status: str = "created",
+        status: str = RunStatus.CREATED.value,
         run_id: str | None = None,
         command: list[str] | None = None,
         extra: dict[str, Any] | None = None,
@@ -245,27 +257,11 @@ class RunStore:
         so callers may build it before the id exists. ``run_id`` may be chosen beforehand with
         ``new_run_id()`` (for configs that embed it elsewhere).
         """
-        exp_dir = self.runs_dir / sanitize_name(exp.name)
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        while True:
-            rid = run_id or new_run_id()
-            run_dir = exp_dir / rid
-            try:
-                run_dir.mkdir()
-                break
-            except FileExistsError:
-                if run_id:
-                    raise ValueError(f"run directory {run_dir} already exists") from None
-        (run_dir / "checkpoints").mkdir()
-        (run_dir / "artifacts").mkdir()
-        config = dict(config)
-        config["run_id"] = rid
-        config["experiment"] = exp.name
-        config["seed"] = seed
+        run_dir = self._make_run_dir(exp.name, run_id)
+        config = {**config, "run_id": run_dir.name, "experiment": exp.name, "seed": seed}
         atomic_write_json(run_dir / "config.json", config)
-
         rec = RunRecord(
-            run_id=rid,
+            run_id=run_dir.name,
             experiment=exp.name,
             group=exp.group,
             run_dir=run_dir,
@@ -277,7 +273,34 @@ class RunStore:
             leaky=_config_is_leaky(config),
             total_epochs=config.get("epochs") if isinstance(config.get("epochs"), int) else None,
         )
-        meta = {
+        meta = {**self._provenance(exp, run_dir, command), **(extra or {})}
+        atomic_write_json(run_dir / "run.json", {**meta, **rec.to_json(), "run_dir": str(run_dir)})
+        conn = self.connect()
+        try:
+            self._upsert(conn, rec)
+        finally:
+            conn.close()
+        return rec
+
+    def _make_run_dir(self, experiment: str, run_id: str | None) -> Path:
+        """A new, empty ``runs/<experiment>/<run id>/`` (a fresh id on a clash, unless one was given)."""
+        exp_dir = self.runs_dir / sanitize_name(experiment)
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            run_dir = exp_dir / (run_id or new_run_id())
+            try:
+                run_dir.mkdir()  # atomic: of two creators of one id, one wins
+                break
+            except FileExistsError:
+                if run_id:
+                    raise ValueError(f"run directory {run_dir} already exists") from None
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "artifacts").mkdir()
+        return run_dir
+
+    def _provenance(self, exp: Experiment, run_dir: Path, command: list[str] | None) -> dict[str, Any]:
+        """What run.json records beyond the index fields: where, by whom and with what it ran."""
+        return {
             "table": exp.table,
             "upstream": exp.upstream,
             "tags": list(exp.tags),
@@ -291,56 +314,95 @@ class RunStore:
             "experiments_dir": str(self.project_dir),
             "experiments_file": str(self.experiments_file) if self.experiments_file else None,
         }
-        meta.update(extra or {})
-        atomic_write_json(run_dir / "run.json", {**meta, **rec.to_json(), "run_dir": str(run_dir)})
-        conn = self.connect()
-        try:
-            self._upsert(conn, rec)
-        finally:
-            conn.close()
-        return rec
 
     # ----------------------------------------------------------------- reading
 
     def get(self, run_id: str) -> RunRecord | None:
         conn = self.connect()
         try:
-            row = conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            found = self._records(conn, "WHERE run_id=?", (run_id,))
         finally:
             conn.close()
-        return self._row_to_record(row) if row else None
+        return found[0] if found else None
 
     def list_runs(
         self,
         *,
         experiment: str | None = None,
-        statuses: list[str] | tuple[str, ...] | None = None,
+        statuses: Iterable[str] | None = None,
         limit: int | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first."""
+        """Runs, newest first (``statuses``: only those; empty or None: every status)."""
         where, args = [], []
         if experiment is not None:
             where.append("experiment=?")
             args.append(experiment)
-        if statuses:
-            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
-            args.extend(statuses)
-        sql = "SELECT * FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_t DESC, run_id DESC"
+        wanted = [str(s) for s in statuses or ()]
+        if wanted:
+            where.append(f"status IN ({', '.join('?' for _ in wanted)})")
+            args.extend(wanted)
+        sql = ("WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_t DESC, run_id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         conn = self.connect()
         try:
-            rows = conn.execute(sql, args).fetchall()
+            return self._records(conn, sql, args)
         finally:
             conn.close()
-        return [self._row_to_record(r) for r in rows]
 
     def latest_completed(self, experiment: str) -> RunRecord | None:
-        runs = self.list_runs(experiment=experiment, statuses=["completed"], limit=1)
+        runs = self.list_runs(experiment=experiment, statuses=[RunStatus.COMPLETED], limit=1)
         return runs[0] if runs else None
+
+    def latest_runs(self) -> dict[str, RunRecord]:
+        """The newest run of every experiment in the index, by experiment name (one query: a lab's
+        10,000 runs are not loaded to keep 500)."""
+        where = (
+            "WHERE rowid IN (SELECT rowid FROM (SELECT rowid, ROW_NUMBER() OVER (PARTITION BY experiment"
+            " ORDER BY created_t DESC, run_id DESC) AS nth FROM runs) WHERE nth = 1)"
+        )
+        conn = self.connect()
+        try:
+            return {rec.experiment: rec for rec in self._records(conn, where)}
+        finally:
+            conn.close()
+
+    def index_rows(
+        self,
+        columns: Sequence[str],
+        *,
+        statuses: Iterable[str] | None = None,
+        run_ids: Sequence[str] | None = None,
+        conn: sqlite3.Connection | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """The raw index values of ``columns`` (``RunRecord`` field names) per run, newest first.
+
+        For readers of many runs (the report, the queue) that would spend more on building
+        ``RunRecord``s than on their work: values come as stored -- ``devices``/``sweep`` as JSON
+        text, ``leaky`` as 0/1, ``run_dir`` relative to the runs directory, ``note`` possibly None.
+        ``conn``: read inside the caller's transaction, in one snapshot with its own tables."""
+        unknown = [c for c in columns if c not in FIELDS]
+        if unknown or not columns:
+            raise ValueError(f"unknown run fields: {', '.join(unknown) or '(none asked)'}")
+        where, args = [], []
+        if statuses is not None:
+            wanted = [str(s) for s in statuses]
+            where.append(f"status IN ({', '.join('?' for _ in wanted)})")
+            args += wanted
+        if run_ids is not None:
+            where.append("run_id IN (SELECT value FROM json_each(?))")  # any number of ids, one parameter
+            args.append(json.dumps(list(run_ids)))
+        sql = f"SELECT {', '.join(_q(c) for c in columns)} FROM runs"
+        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_t DESC, run_id DESC"
+        own = conn is None
+        db = self.connect() if conn is None else conn
+        try:
+            cursor = db.cursor()
+            cursor.row_factory = None  # plain tuples: the fastest rows sqlite3 makes
+            return cursor.execute(sql, args).fetchall()
+        finally:
+            if own:
+                db.close()
 
     def resolve(self, ref: str) -> RunRecord:
         """A run by id, a unique id prefix or suffix, or an experiment name (its latest run)."""
@@ -370,32 +432,87 @@ class RunStore:
 
     # ----------------------------------------------------------------- writing
 
-    def update(self, run_id: str, **fields: Any) -> None:
-        """Set index fields and mirror them into run.json (under the run's lock)."""
-        unknown = set(fields) - set(FIELDS)
-        if unknown:
-            raise ValueError(f"unknown run fields: {', '.join(sorted(unknown))}")
-        if not fields:
+    def update(self, run_id: str, *, run_json: bool = True, **fields: Any) -> None:
+        """Set index fields and mirror them into run.json (under the run's lock).
+
+        ``run_json=False`` touches the index only: a run's ending writes run.json first and exit.json
+        last, and nothing may write into its folder after that (mdtui.execution.ending)."""
+        if not self._check_fields(fields):
             return
-        if "status" in fields and not is_status(fields["status"]):
-            raise ValueError(f"unknown run status {fields['status']!r}")
         rec = self.get(run_id)
         if rec is None:
             raise LookupError(f"no run {run_id}")
+        sets, values = self._assignments(fields)
         conn = self.connect()
         try:
-            sets = ", ".join(f"{_q(name)}=?" for name in fields)
-            values = [self._to_sql(name, value) for name, value in fields.items()]
-            if "run_dir" in fields:
-                values[list(fields).index("run_dir")] = self._relative(fields["run_dir"])
             conn.execute(f"UPDATE runs SET {sets} WHERE run_id=?", (*values, run_id))
         finally:
             conn.close()
-        self.update_run_json(rec.run_dir, {k: (str(v) if k == "run_dir" else v) for k, v in fields.items()})
+        if run_json:
+            self.update_run_json(rec.run_dir, _json_fields(fields))
+
+    def transition(self, run_id: str, from_statuses: Iterable[str], **fields: Any) -> bool:
+        """Set ``fields`` only while the run's status is one of ``from_statuses``; True when it was.
+
+        One conditional UPDATE: of two racing writers (a cancel and a launch, two schedulers) exactly
+        one wins. run.json follows the index when the row changed."""
+        conn = self.connect()
+        try:
+            changed = self.transition_in(conn, run_id, from_statuses, **fields)
+        finally:
+            conn.close()
+        if changed:
+            self.mirror_run_json(run_id, fields)
+        return changed
+
+    def transition_in(
+        self, conn: sqlite3.Connection, run_id: str, from_statuses: Iterable[str], **fields: Any
+    ) -> bool:
+        """``transition`` inside the caller's transaction on ``conn`` (from ``connect()``), so it
+        commits or rolls back with the caller's own tables; run.json is left to the caller, after the
+        commit (``mirror_run_json``)."""
+        if not self._check_fields(fields):
+            return False
+        sets, values = self._assignments(fields)
+        allowed = list(from_statuses)
+        marks = ", ".join("?" for _ in allowed)
+        cursor = conn.execute(
+            f"UPDATE runs SET {sets} WHERE run_id=? AND status IN ({marks})", (*values, run_id, *allowed)
+        )
+        return cursor.rowcount == 1
+
+    def mirror_run_json(self, run_id: str, fields: dict[str, Any]) -> None:
+        """Copy index ``fields`` of a run into its run.json (a run the index no longer has: nothing)."""
+        rec = self.get(run_id)
+        if rec is not None:
+            self.update_run_json(rec.run_dir, _json_fields(fields))
+
+    @staticmethod
+    def _check_fields(fields: dict[str, Any]) -> bool:
+        """Refuse unknown fields and statuses (a programming error); False when there is nothing to set."""
+        unknown = set(fields) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown run fields: {', '.join(sorted(unknown))}")
+        if "status" in fields and not is_status(fields["status"]):
+            raise ValueError(f"unknown run status {fields['status']!r}")
+        return bool(fields)
+
+    def _assignments(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
+        """``"a"=?, "b"=?`` and the values, converted as the index stores them."""
+        sets = ", ".join(f"{_q(name)}=?" for name in fields)
+        values = [
+            self._relative(value) if name == "run_dir" else self._to_sql(name, value)
+            for name, value in fields.items()
+        ]
+        return sets, values
 
     @staticmethod
     def update_run_json(run_dir: Path, fields: dict[str, Any]) -> None:
-        """Merge ``fields`` into ``run_dir/run.json`` atomically (read-modify-write under a lock)."""
+        """Merge ``fields`` into ``run_dir/run.json`` atomically (read-modify-write under a lock).
+
+        A run folder that is gone (deleted by hand) is left gone, not re-created around run.json."""
+        if not Path(run_dir).is_dir():
+            return
         with file_lock(run_dir / ".run.lock"):
             data = read_json(run_dir / "run.json") or {}
             data.update(fields)
@@ -408,10 +525,17 @@ class RunStore:
             rec = self._record_from_dir(run_json.parent)
             if rec is not None:
                 records.append(rec)
+        self.put_records(records, replace_all=True)
+        return len(records)
+
+    def put_records(self, records: Iterable[RunRecord], *, replace_all: bool = False) -> None:
+        """Index ``records`` (insert or replace) in one transaction; ``replace_all`` empties the index
+        first. The run directories are not touched: for a rebuild, or a benchmark's synthetic index."""
         conn = self.connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM runs")
+            if replace_all:
+                conn.execute("DELETE FROM runs")
             for rec in records:
                 self._upsert(conn, rec)
             conn.execute("COMMIT")
@@ -421,7 +545,6 @@ class RunStore:
             raise
         finally:
             conn.close()
-        return len(records)
 
     def _record_from_dir(self, run_dir: Path) -> RunRecord | None:
         data = read_json(run_dir / "run.json")
@@ -438,6 +561,11 @@ class RunStore:
         for name, value in fields.items():
             setattr(rec, name, value)
         return rec
+
+
+def _json_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Index fields as run.json holds them (paths as text)."""
+    return {k: (str(v) if k == "run_dir" else v) for k, v in fields.items()}
 
 
 def _config_is_leaky(config: dict[str, Any]) -> bool:

@@ -18,7 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mdtui.system.fs import append_line
+from engine.schema.events import make_event
+from mdtui.registry.plan import engine_config
+from mdtui.runs.prepare import cache_dir, dependency_order
+from mdtui.runs.rundir import append_event
+from mdtui.runs.status import WAITING, RunStatus
 
 if TYPE_CHECKING:
     from mdtui.registry.plan import Experiment, Plan
@@ -39,7 +43,8 @@ CREATE TABLE IF NOT EXISTS queue (
 CREATE TABLE IF NOT EXISTS queue_state (key TEXT PRIMARY KEY, value TEXT);
 """
 
-PENDING = ("queued", "starting", "running")  # an upstream in one of these will still produce a result
+# an upstream in one of these will still produce a result (blocked ones wait for a new upstream)
+PENDING = (RunStatus.QUEUED, RunStatus.STARTING, RunStatus.RUNNING)
 
 
 class QueueError(Exception):
@@ -120,35 +125,12 @@ def dependencies(exp: Experiment) -> list[str]:
 
 def transition(store: RunStore, run_id: str, from_statuses: tuple[str, ...], **fields: Any) -> bool:
     """Set ``fields`` on a run only if its status is one of ``from_statuses``; True when it was."""
-    from mdtui.runs.store import RunStore as _Store
-
-    sets = ", ".join(f'"{name}"=?' for name in fields)
-    values = [_Store._to_sql(name, value) for name, value in fields.items()]
-    marks = ", ".join("?" for _ in from_statuses)
-    conn = store.connect()
-    try:
-        cursor = conn.execute(
-            f"UPDATE runs SET {sets} WHERE run_id=? AND status IN ({marks})",
-            (*values, run_id, *from_statuses),
-        )
-        changed = cursor.rowcount == 1
-    finally:
-        conn.close()
-    if changed:
-        rec = store.get(run_id)
-        if rec is not None:
-            store.update_run_json(rec.run_dir, fields)
-    return changed
+    return store.transition(run_id, from_statuses, **fields)
 
 
 def log_event(rec: RunRecord, level: str, msg: str) -> None:
-    """Append a `log` event to the run's events.jsonl (one O_APPEND write: never interleaves)."""
-    from engine.schema.events import encode, make_event
-
-    append_line(
-        rec.run_dir / "events.jsonl",
-        encode(make_event("log", rec.run_id, level=level, msg=msg, source="scheduler")),
-    )
+    """Append a `log` event to the run's event stream (one O_APPEND write: never interleaves)."""
+    append_event(rec.run_dir, make_event("log", rec.run_id, level=level, msg=msg, source="scheduler"))
 
 
 # --------------------------------------------------------------------------------------- dependencies
@@ -192,8 +174,6 @@ def needs_state(store: RunStore, needs: tuple[str, ...] | list[str]) -> tuple[st
 
 def expand_with_upstreams(store: RunStore, plan: Plan, exps: list[Experiment]) -> list[Experiment]:
     """``exps`` plus every dependency that has no completed, pending or blocked run, upstreams first."""
-    from mdtui.runs.prepare import dependency_order
-
     chosen = {e.name: e for e in exps}
     todo = list(exps)
     while todo:
@@ -203,7 +183,7 @@ def expand_with_upstreams(store: RunStore, plan: Plan, exps: list[Experiment]) -
                 continue
             if store.latest_completed(name) is not None:
                 continue
-            if store.list_runs(experiment=name, statuses=[*PENDING, "blocked"], limit=1):
+            if store.list_runs(experiment=name, statuses=[*PENDING, RunStatus.BLOCKED], limit=1):
                 continue
             chosen[name] = plan.experiments[name]
             todo.append(chosen[name])
@@ -220,9 +200,6 @@ def add(
     devices: list[str] | None,
 ) -> RunRecord:
     """Create one queued run of ``exp`` and put it at the end of the queue."""
-    from mdtui.registry.plan import engine_config
-    from mdtui.runs.prepare import cache_dir
-
     run_id = store.new_run_id()
     # init_checkpoint / combine_path are resolved at launch, once the upstream has completed
     config = engine_config(plan, exp, run_id=run_id, seed=seed, cache_dir=cache_dir(store))
@@ -258,10 +235,18 @@ def add(
 def entries(store: RunStore, *, include_launched: bool = True) -> list[QueueEntry]:
     """Waiting entries in queue order (positions 1..n), then launched ones still in the table."""
     with connection(store) as conn:
-        rows = conn.execute(
-            "SELECT q.*, r.status AS status, r.devices AS assigned FROM queue q "
-            "LEFT JOIN runs r ON r.run_id = q.run_id ORDER BY q.launched_t IS NOT NULL, q.position, q.enqueued_t"
-        ).fetchall()
+        conn.execute("BEGIN")  # one read snapshot: the queue rows and their runs agree
+        try:
+            rows = conn.execute(
+                "SELECT * FROM queue ORDER BY launched_t IS NOT NULL, position, enqueued_t"
+            ).fetchall()
+            runs = store.index_rows(
+                ("run_id", "status", "devices"), run_ids=[r["run_id"] for r in rows], conn=conn
+            )
+        finally:
+            conn.execute("COMMIT")
+    status_of = {run_id: status for run_id, status, _ in runs}
+    assigned_of = {run_id: json.loads(devices or "[]") for run_id, _, devices in runs}
     out: list[QueueEntry] = []
     position = 0
     for row in rows:
@@ -274,14 +259,14 @@ def entries(store: RunStore, *, include_launched: bool = True) -> list[QueueEntr
                 run_id=row["run_id"],
                 position=position if waiting else 0,
                 experiment=row["experiment"],
-                status=row["status"] or "lost",
+                status=status_of.get(row["run_id"], RunStatus.LOST.value),  # a run gone from the index
                 needs=tuple(json.loads(row["needs"] or "[]")),
                 gpus=int(row["gpus"]),
                 devices=tuple(json.loads(row["devices"])) if row["devices"] else None,
                 enqueued_t=float(row["enqueued_t"]),
                 launched_t=row["launched_t"],
                 reason=row["reason"],
-                assigned=tuple(json.loads(row["assigned"] or "[]")),
+                assigned=tuple(assigned_of.get(row["run_id"], ())),
             )
         )
     return out
@@ -299,17 +284,12 @@ def claim(store: RunStore, run_id: str, devices: list[str]) -> bool:
     else sees zero rows changed, so a run is never launched twice.
     """
     now = time.time()
+    fields = {"status": RunStatus.STARTING.value, "devices": devices, "started_t": now}
     with connection(store) as conn, transaction(conn):
-        cursor = conn.execute(
-            "UPDATE runs SET status='starting', devices=?, started_t=? WHERE run_id=? AND status='queued'",
-            (json.dumps(devices), now, run_id),
-        )
-        if cursor.rowcount != 1:
+        if not store.transition_in(conn, run_id, (RunStatus.QUEUED,), **fields):
             return False
         conn.execute("UPDATE queue SET launched_t=?, reason=NULL WHERE run_id=?", (now, run_id))
-    rec = store.get(run_id)
-    if rec is not None:
-        store.update_run_json(rec.run_dir, {"status": "starting", "devices": devices, "started_t": now})
+    store.mirror_run_json(run_id, fields)
     return True
 
 
@@ -367,8 +347,8 @@ def cancel_waiting(store: RunStore, run_id: str) -> bool:
     if not transition(
         store,
         run_id,
-        ("queued", "blocked"),
-        status="cancelled",
+        tuple(WAITING),
+        status=RunStatus.CANCELLED.value,
         ended_t=time.time(),
         error="cancelled from the queue",
     ):

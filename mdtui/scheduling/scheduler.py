@@ -21,17 +21,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdtui.execution import ledger
+from mdtui.execution.launcher import Launcher, LocalLauncher, find_supervisor
 from mdtui.execution.ledger import gpus_snapshot, pick_devices, reservations, waiting_reason
 from mdtui.execution.reconcile import reconcile
+from mdtui.registry.plan import ExperimentsError, load_plan, select_experiments
+from mdtui.runs.prepare import combine_path, seeds_of, upstream_checkpoint
+from mdtui.runs.status import FINISHED, LIVE, WAITING
+from mdtui.runs.store import DB_NAME, RunStore
 from mdtui.scheduling import queue as runqueue
 from mdtui.scheduling.queue import QueueEntry, QueueError, entries, transition
 from mdtui.system import gpus
-from mdtui.system.fs import file_lock, read_json, try_lock
+from mdtui.system.fs import atomic_write_json, file_lock, read_json, try_lock
 
 if TYPE_CHECKING:
-    from mdtui.execution.launcher import Launcher
     from mdtui.registry.plan import Plan
-    from mdtui.runs.store import RunRecord, RunStore
+    from mdtui.runs.store import RunRecord
 
 __all__ = [
     "QueueEntry",
@@ -71,9 +75,6 @@ def enqueue(
     An upstream (``from``) with no completed, queued or running run is queued too. Raises LookupError
     for unknown names and QueueError for device requests this machine can never meet.
     """
-    from mdtui.registry.plan import select_experiments
-    from mdtui.runs.prepare import seeds_of
-
     exps = select_experiments(plan, names)
     policy = ledger.Policy.from_settings(plan.settings)
     snapshot = gpus_snapshot()
@@ -97,16 +98,14 @@ def queue_entries(store: RunStore, *, include_launched: bool = True) -> list[Que
 
 
 def cancel(store: RunStore, run_id: str, *, launcher: Launcher | None = None) -> str:
-    """Cancel a queued run, or stop it if the scheduler already launched it; returns what happened."""
+    """Cancel a queued run, or stop it (through ``launcher``, whose grace is the plan's) if the
+    scheduler already launched it; returns what happened."""
     entry = runqueue.find(store, run_id)
     if runqueue.cancel_waiting(store, entry.run_id):
         return "cancelled"
-    if launcher is None:
-        from mdtui.execution.launcher import LocalLauncher
-
-        launcher = LocalLauncher(store)
+    launcher = launcher or LocalLauncher(store)
     runqueue.remove(store, entry.run_id)
-    return "stopping" if launcher.cancel(entry.run_id) else "already finished"
+    return "stopping" if launcher.stop(entry.run_id) else "already finished"
 
 
 def move(store: RunStore, run_id: str, position: int) -> int:
@@ -142,10 +141,14 @@ def scheduler_running(runs_dir: Path | str) -> bool:
 
 def has_work(store: RunStore) -> bool:
     """Something the scheduler must act on: a queued run (unless paused), an unblockable run, or a run
-    it launched that is still alive (or an unfinished claim of a killed scheduler)."""
+    it launched that is still alive (or an unfinished claim of a killed scheduler). Entries of runs
+    that finished while no scheduler watched (it was killed as they ended) are dropped here."""
     paused = is_paused(store)
     for entry in entries(store):
-        if not entry.waiting and entry.status in ("starting", "running"):
+        if not entry.waiting and entry.status in FINISHED:
+            runqueue.remove(store, entry.run_id)
+            continue
+        if not entry.waiting and entry.status in LIVE:
             return True
         if paused or not entry.waiting:
             continue
@@ -158,8 +161,6 @@ def has_work(store: RunStore) -> bool:
 
 def ensure_scheduler(runs_dir: Path | str, experiments: Path | str | None = None) -> int | None:
     """Start the detached scheduler if the queue has work and none holds the lock; its pid, else None."""
-    from mdtui.runs.store import DB_NAME, RunStore
-
     runs_dir = Path(runs_dir).expanduser().resolve()
     if not (runs_dir / DB_NAME).exists():
         return None
@@ -187,8 +188,6 @@ def ensure_scheduler_for(file: Path | str | None = None) -> int | None:
     """``ensure_scheduler`` for the experiments file a CLI verb uses; never raises (for cli.py's root
     callback, so that any mdtui command restarts a killed scheduler)."""
     try:
-        from mdtui.registry.plan import load_plan
-
         plan = load_plan(Path(file) if file is not None else None)
         return ensure_scheduler(plan.settings.runs_dir, plan.settings.path)
     except Exception:  # no or broken experiments.toml: the verb itself will say so
@@ -205,8 +204,6 @@ def log(msg: str) -> None:
 
 class Scheduler:
     def __init__(self, store: RunStore, experiments: Path | None, launcher: Launcher | None = None) -> None:
-        from mdtui.execution.launcher import LocalLauncher
-
         self.store = store
         self.experiments = experiments
         self.launcher = launcher or LocalLauncher(store)
@@ -228,12 +225,11 @@ class Scheduler:
         if mtime == self._plan_mtime:
             return
         self._plan_mtime = mtime
-        from mdtui.registry.plan import ExperimentsError, load_plan
-
         try:
-            self.policy = ledger.Policy.from_settings(load_plan(self.experiments).settings)
-            if hasattr(self.launcher, "runs_per_device"):
-                self.launcher.runs_per_device = self.policy.runs_per_device
+            settings = load_plan(self.experiments).settings
+            self.policy = ledger.Policy.from_settings(settings)
+            if isinstance(self.launcher, LocalLauncher):  # CPU-thread splitting and grace follow [settings]
+                self.launcher.configure(settings)
             log(f"policy: {self.policy}")
         except ExperimentsError as exc:
             log(f"{self.experiments} has errors; keeping the previous policy:\n{exc}")
@@ -254,7 +250,7 @@ class Scheduler:
                 or now - (entry.launched_t or now) < ORPHAN_GRACE
             ):
                 continue
-            if supervisor_process(rec.run_dir) is not None:
+            if find_supervisor(rec.run_dir) is not None:
                 continue
             if transition(self.store, rec.run_id, ("starting",), status="queued", devices=[], started_t=None):
                 runqueue.unmark_launched(self.store, rec.run_id)
@@ -269,14 +265,14 @@ class Scheduler:
             log(f"{rec.run_id} ({rec.experiment}) reconciled: {rec.status}")
         for entry in entries(self.store):
             if not entry.waiting:
-                if entry.status not in ("starting", "running"):
+                if entry.status not in LIVE:
                     runqueue.remove(self.store, entry.run_id)
                     self.launched.pop(entry.run_id, None)
                 continue
-            if entry.status in ("starting", "running"):  # launched, but the entry was not marked
+            if entry.status in LIVE:  # launched, but the entry was not marked
                 runqueue.mark_launched(self.store, entry.run_id)
                 continue
-            if entry.status not in ("queued", "blocked"):  # cancelled or finished behind our back
+            if entry.status not in WAITING:  # cancelled or finished behind our back
                 runqueue.remove(self.store, entry.run_id)
                 continue
             if entry.needs not in memo:  # many seeds of one experiment share their upstream
@@ -306,25 +302,35 @@ class Scheduler:
                     runqueue.set_reason(self.store, entry.run_id, PAUSED_REASON)
             return
         devices = gpus_snapshot()
-        held = reservations(self.store)
+        held: list[ledger.Reservation] | None = None  # read for the reasons only, once per launch
         for entry in entries(self.store, include_launched=False):
             if entry.status != "queued" or entry.run_id not in self.ready:
                 continue
-            chosen = ledger.pick(
-                devices, held, self.policy, entry.gpus, candidates=list(entry.devices or ()) or None
-            )
-            if chosen is None:
-                reason = waiting_reason(devices, held, self.policy, entry.gpus, entry.devices)
-                if reason != entry.reason:
-                    runqueue.set_reason(self.store, entry.run_id, reason)
+            chosen = self.reserve(entry, devices)
+            if chosen is not None:
+                self.launch(entry, chosen)
+                held = None
                 continue
-            self.launch(entry, chosen)
-            held = reservations(self.store)
+            held = held if held is not None else reservations(self.store)
+            reason = waiting_reason(devices, held, self.policy, entry.gpus, entry.devices or ())
+            if reason != entry.reason:
+                runqueue.set_reason(self.store, entry.run_id, reason)
+
+    def reserve(self, entry: QueueEntry, devices: list[gpus.Device]) -> list[str] | None:
+        """Pick devices and claim the run in one step under the ledger lock (the CLI and the TUI take
+        the same lock), so a launch racing this one never gets the same device. The claim is the
+        conditional queued -> starting update: only one process ever moves a run out of the queue."""
+        return ledger.reserve(
+            self.store,
+            self.policy,
+            entry.gpus,
+            lambda chosen: runqueue.claim(self.store, entry.run_id, chosen),
+            candidates=list(entry.devices or ()) or None,
+            snapshot=devices,
+        )
 
     def launch(self, entry: QueueEntry, devices: list[str]) -> None:
-        # the conditional claim: only one process ever moves a run from queued to starting
-        if not runqueue.claim(self.store, entry.run_id, devices):
-            return
+        """Hand a claimed run to the launcher (its devices are already reserved)."""
         self.launched[entry.run_id] = time.monotonic()
         rec = self.store.get(entry.run_id)
         assert rec is not None
@@ -349,11 +355,7 @@ class Scheduler:
         now = time.monotonic()
         for run_id, launched_at in list(self.launched.items()):
             rec = self.store.get(run_id)
-            if (
-                rec is None
-                or rec.status not in ("starting", "running")
-                or now - launched_at > PLACEMENT_WINDOW
-            ):
+            if rec is None or rec.status not in LIVE or now - launched_at > PLACEMENT_WINDOW:
                 self.launched.pop(run_id, None)
                 continue
             pids = process_tree(rec.supervisor_pid) | ({rec.pid} if rec.pid else set())
@@ -376,7 +378,7 @@ class Scheduler:
         """Queued work remains (a paused queue has none), or a run this queue launched is still alive."""
         queued = "" if is_paused(self.store) else "queued"
         return any(
-            (e.waiting and e.status == queued) or (not e.waiting and e.status in ("starting", "running"))
+            (e.waiting and e.status == queued) or (not e.waiting and e.status in LIVE)
             for e in entries(self.store)
         )
 
@@ -390,9 +392,6 @@ class Scheduler:
 def resolve_dependencies(store: RunStore, rec: RunRecord, needs: tuple[str, ...]) -> None:
     """Fill the upstream's checkpoint (and combined masks) into config.json, as `mdtui run` would."""
     from types import SimpleNamespace
-
-    from mdtui.runs.prepare import combine_path, upstream_checkpoint
-    from mdtui.system.fs import atomic_write_json
 
     config_path = rec.run_dir / "config.json"
     config = read_json(config_path)
@@ -419,22 +418,8 @@ def process_tree(pid: int | None) -> set[int]:
         return set()
 
 
-def supervisor_process(run_dir: Path) -> int | None:
-    """The pid of a live `python -m mdtui.execution.supervise RUN_DIR`, found by its command line."""
-    import psutil
-
-    target = str(run_dir)
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info.get("cmdline") or []
-        if "mdtui.execution.supervise" in cmd and target in cmd:
-            return proc.pid
-    return None
-
-
 def run_scheduler(runs_dir: Path, experiments: Path | None) -> int:
     """The scheduler's main loop; returns when another holds the lock or the queue has drained."""
-    from mdtui.runs.store import RunStore
-
     fd: int | None = try_lock(lock_path(runs_dir))
     if fd is None:
         return 0  # another scheduler owns this runs directory

@@ -121,3 +121,28 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+GITIGNORE_EVERYTHING = (
+    "# Written by mdtui: this directory holds runtime state (locks, the run index, logs, checkpoints).\n"
+    "# The line below hides all of it from git; edit or delete this file to track some of it.\n"
+    "*\n"
+)
+
+
+def git_ignored_dir(path: str | os.PathLike[str], *, only_if_new: bool = False) -> Path:
+    """Create directory ``path`` (if needed) with a ``.gitignore`` that hides it from git.
+
+    An existing ``.gitignore`` there is the user's and is kept. With ``only_if_new`` the file is
+    written only when this call creates the directory, so a directory the user already has (and
+    may track) is left as it is.
+    """
+    target = Path(path)
+    if only_if_new and target.is_dir():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    ignore = target / ".gitignore"
+    if not ignore.exists():
+        with contextlib.suppress(OSError):  # a read-only share still works, git just sees the files
+            atomic_write_text(ignore, GITIGNORE_EVERYTHING)
+    return target

@@ -45,6 +45,23 @@ def process_start_time(pid: int) -> float | None:
         return None
 
 
+def group_has_live_member(pgid: int) -> bool:
+    """Does a process other than a zombie still belong to process group ``pgid``?
+
+    A group whose members have all exited but are not yet reaped still answers ``killpg(pgid, 0)``;
+    nothing in it can use a device any more, so it does not count.
+    """
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (psutil.Error, OSError):
+            continue
+    return False
+
+
 def process_alive(pid: int | None, start: float | None, boot: str | None = None) -> bool:
     """True when ``pid`` runs and is the very process recorded (same start time and boot)."""
     if not pid or start is None:

@@ -4,6 +4,9 @@ Nothing here owns a run. Runs belong to their detached supervisors and the queue
 so quitting, losing SSH or a crash of this app never touches them; on start the app simply reads
 the index and the runs' event files again (re-attaching is just reading).
 
+Screens never call the app: they post the messages of ``mdtui.tui.messages`` and the handlers here
+decide what to confirm, run it in a worker and say what happened.
+
 Refreshes are paced: one worker thread gathers a snapshot (index, queue, appended event bytes) a few
 times per second and the UI applies it in one batch; device queries run at a slower pace.
 """
@@ -13,27 +16,36 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import App, SuspendNotSupported, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
+from mdtui.runs.status import LIVE, WAITING
+from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
+from mdtui.tui import messages as msg
+from mdtui.tui.palette import ExperimentCommands
 from mdtui.tui.screens.compare import CompareScreen
 from mdtui.tui.screens.confirm import ConfirmDialog
 from mdtui.tui.screens.device_picker import DevicePickerDialog
 from mdtui.tui.screens.help import HelpScreen
 from mdtui.tui.screens.main import MainScreen
 from mdtui.tui.screens.run_detail import RunDetailScreen
+from mdtui.tui.text import one_line, visible
 from mdtui.views.dashboard import Dashboard, Snapshot
 
 REFRESH_SECONDS = 0.4
 DEVICE_REFRESH_SECONDS = 2.0
+SHORT = 4.0  # seconds a routine notification stays (it covers the GPU panel meanwhile)
+LONG = 10.0  # errors and failures: long enough to read a sentence
 
 
 class MdtuiApp(App[str]):
@@ -41,9 +53,11 @@ class MdtuiApp(App[str]):
 
     CSS_PATH = "app.tcss"
     TITLE = "mdtui"
+    COMMANDS = App.COMMANDS | {ExperimentCommands}
     BINDINGS = [
         Binding("q", "quit_app", "Quit", id="app.quit", tooltip="Quit; runs and the queue keep going"),
         Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("R", "results", "Results", id="app.results", tooltip="RESULTS.md and the report"),
         Binding("ctrl+q", "quit_app", "Quit", show=False, id="app.ctrlq"),
     ]
 
@@ -54,17 +68,25 @@ class MdtuiApp(App[str]):
         self._devices: tuple[Any, ...] = ()
         self._devices_t = 0.0
         self._refreshing = False
+        self._applied = False  # a first snapshot is on screen: later changes are news
+        self._last_worker_error = ""
 
     def on_mount(self) -> None:
-        path = getattr(self.dashboard.plan, "settings", None)
-        self.sub_title = str(path.path) if path is not None else str(self.dashboard.plan_path or "")
+        settings = getattr(self.dashboard.plan, "settings", None)
+        self.sub_title = visible(settings.path if settings is not None else self.dashboard.plan_path or "")
         self.push_screen(MainScreen())
         self.refresh_now()
         self.set_interval(REFRESH_SECONDS, self.refresh_now)
-        from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
-
         if logout_kills_processes():
-            self.notify(LOGOUT_WARNING, severity="warning", timeout=15)
+            self.say(LOGOUT_WARNING, severity="warning", timeout=15)
+
+    def say(self, text: str, *, severity: str = "information", timeout: float = SHORT) -> None:
+        """A notification of plain text: names such as ``a[lr=1e-05]`` are shown, never read as markup."""
+        self.notify(visible(text), severity=severity, timeout=timeout, markup=False)  # type: ignore[arg-type]
+
+    def _say_later(self, text: str, **kwargs: Any) -> None:
+        """``say`` from a worker thread."""
+        self.call_from_thread(partial(self.say, text, **kwargs))
 
     # ------------------------------------------------------------------ refresh loop
 
@@ -91,98 +113,230 @@ class MdtuiApp(App[str]):
             self._refreshing = False
 
     def _apply(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
+        previous, self.snapshot = self.snapshot, snapshot
+        if self._applied:
+            self._announce_failures(previous, snapshot)
+        self._applied = True
         with self.batch_update():
             for screen in self.screen_stack:
                 if isinstance(screen, MainScreen):
                     screen.show(snapshot)
             if isinstance(self.screen, (RunDetailScreen, CompareScreen)):
-                self.screen.refresh_view()
+                self.screen.refresh_view(snapshot)
+
+    def _announce_failures(self, previous: Snapshot, snapshot: Snapshot) -> None:
+        """A run that failed since the last look is news: say so with its one-line reason."""
+        before = {r.run_id: r.status for r in previous.runs}
+        for row in snapshot.runs:
+            if row.status == "failed" and before.get(row.run_id, "new") != "failed":
+                reason = one_line(row.error) or "see its log (l)"
+                self.say(f"{row.experiment} failed ({row.run_id}): {reason}", severity="error", timeout=LONG)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that raised (a locked database, a bug) is said, not swallowed; refresh errors once each."""
+        if event.state != WorkerState.ERROR or event.worker.group not in ("control", "refresh"):
+            return
+        text = f"{event.worker.name.strip('_')} failed: {event.worker.error}"
+        if text != self._last_worker_error:
+            self._last_worker_error = text
+            self.say(text, severity="error", timeout=LONG)
 
     # ------------------------------------------------------------------ navigation
 
-    def open_run(self, run_id: str, tab: str = "charts") -> None:
-        self.push_screen(RunDetailScreen(run_id, tab=tab))
+    @on(msg.OpenRunRequested)
+    def _open_run(self, message: msg.OpenRunRequested) -> None:
+        self.open_run(message.run_id, message.tab)
 
-    def open_compare(self, run_ids: list[str]) -> None:
-        self.push_screen(CompareScreen(run_ids))
+    def open_run(self, run_id: str, tab: str | None = None) -> None:
+        self.push_screen(RunDetailScreen(run_id, self.dashboard, tab=tab))
+
+    @on(msg.CompareRequested)
+    def _open_compare(self, message: msg.CompareRequested) -> None:
+        self.push_screen(CompareScreen(message.run_ids, self.dashboard))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
-    # ------------------------------------------------------------------ run control
+    def action_results(self) -> None:
+        # imported here, not at the top: the report renderer and Textual's Markdown cost ~40 % of the
+        # app's import time, and the first screen must show in under a second (benchmarks/README.md)
+        from mdtui.tui.screens.results import ResultsScreen
 
-    def start(self, names: list[str], devices: list[str] | None = None) -> None:
-        self._start(names, devices)
+        if not isinstance(self.screen, ResultsScreen):
+            self.push_screen(ResultsScreen(self.dashboard))
+
+    # ------------------------------------------------------------------ run and queue
+
+    @on(msg.RunRequested)
+    def _run_requested(self, message: msg.RunRequested) -> None:
+        if self._refuse_with_plan_error("run", message.names):
+            return
+        self._confirm_duplicates(message.names, "Run", partial(self._start, message.names, message.devices))
+
+    @on(msg.QueueRequested)
+    def _queue_requested(self, message: msg.QueueRequested) -> None:
+        if self._refuse_with_plan_error("queue", message.names):
+            return
+        self._confirm_duplicates(message.names, "Queue", partial(self._enqueue, message.names, None))
+
+    @on(msg.DevicePickRequested)
+    def _pick_requested(self, message: msg.DevicePickRequested) -> None:
+        if self._refuse_with_plan_error("run", message.names):
+            return
+        names = message.names
+
+        def chosen(devices: list[str] | None) -> None:
+            if devices:
+                self._confirm_duplicates(names, "Run", partial(self._start, names, devices))
+
+        self.push_screen(DevicePickerDialog(self._devices, self.snapshot.holders, names), chosen)
+
+    def _refuse_with_plan_error(self, verb: str, names: list[str]) -> bool:
+        """Nothing can start while experiments.toml cannot be read: say why instead of doing nothing."""
+        if self.dashboard.plan is not None and names:
+            return False
+        if self.dashboard.plan is not None:
+            self.say(f"cannot {verb}: every experiment in experiments.toml has errors (shown at the top)")
+            return True
+        self.say(
+            f"cannot {verb}: experiments.toml has errors (shown at the top); press e to edit it",
+            severity="error",
+            timeout=LONG,
+        )
+        return True
+
+    def _confirm_duplicates(self, names: list[str], verb: str, go: Callable[[], object]) -> None:
+        """Queueing an experiment that already runs or waits is usually a slip: ask first."""
+        busy = {
+            r.experiment: r
+            for r in self.snapshot.runs
+            if r.status in LIVE | WAITING and r.experiment in names
+        }
+        if not busy:
+            go()
+            return
+        lines = [f"{name}: {row.status} as {row.run_id}" for name, row in busy.items()]
+        many = len(busy) > 1
+        question = (
+            f"{len(busy)} of these experiments already have a run running or queued. {verb} another run anyway?"
+            if many
+            else f"{next(iter(busy))} already has a run {next(iter(busy.values())).status}. {verb} another run anyway?"
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                go()
+
+        self.push_screen(ConfirmDialog(question, lines, yes=f"{verb} again", danger=False), answered)
 
     @work(thread=True, group="control", exit_on_error=False)
     def _start(self, names: list[str], devices: list[str] | None) -> None:
         started, queued, errors = self.dashboard.start_now(names, devices)
-        message = []
         if started:
-            message.append(f"started {len(started)}: {', '.join(started)}")
+            self._say_later(f"started {len(started)}: {', '.join(started)}")
         if queued:
-            message.append(f"queued (devices busy or upstream pending): {', '.join(queued)}")
-        if message:
-            self.call_from_thread(self.notify, "; ".join(message))
+            self._say_later(
+                f"queued {', '.join(queued)}: no free device (runs_per_device) or its upstream has not"
+                " finished; it starts by itself when it can",
+                timeout=LONG,
+            )
         for error in errors:
-            self.call_from_thread(self.notify, error, severity="error", timeout=8)
+            self._say_later(error, severity="error", timeout=LONG)
         self.call_from_thread(partial(self.refresh_now, changed=True))
-
-    def enqueue(self, names: list[str], devices: list[str] | None = None) -> None:
-        self._enqueue(names, devices)
 
     @work(thread=True, group="control", exit_on_error=False)
     def _enqueue(self, names: list[str], devices: list[str] | None) -> None:
         errors = self.dashboard.enqueue(names, devices)
         for error in errors:
-            self.call_from_thread(self.notify, error, severity="error", timeout=8)
+            self._say_later(error, severity="error", timeout=LONG)
         if not errors:
-            self.call_from_thread(self.notify, f"queued: {', '.join(names)}")
+            self._say_later(f"queued: {', '.join(names)}")
         self.call_from_thread(partial(self.refresh_now, changed=True))
 
-    def pick_devices_and_start(self, names: list[str]) -> None:
-        def chosen(devices: list[str] | None) -> None:
-            if devices:
-                self.start(names, devices)
+    # ------------------------------------------------------------------ stop, kill, cancel
 
-        self.push_screen(DevicePickerDialog(self._devices, self.snapshot.holders, names), chosen)
+    @on(msg.StopRequested)
+    def _stop_requested(self, message: msg.StopRequested) -> None:
+        self.confirm_stop(message.run_ids)
 
-    def confirm_stop(self, rows: Iterable[Any]) -> None:
-        """Ask before stopping: list each run with its pid and devices, say how the stop escalates."""
+    def confirm_stop(self, runs: Iterable[Any]) -> None:
+        """Ask before stopping: list each run, say how the stop escalates; K on a stopping run offers a kill."""
+        ids = [r if isinstance(r, str) else r.run_id for r in runs]
+        rows = {r.run_id: r for r in self.snapshot.runs}
+        chosen = [rows[i] for i in ids if i in rows and rows[i].status in LIVE | WAITING]
+        if not chosen:
+            self.say("Nothing running or queued is selected", severity="warning")
+            return
         store = self.dashboard.store
-        records = [store.get(r.run_id) or r for r in rows]
-        details = [stop_line(r) for r in records]
-        plan = self.dashboard.plan
-        grace = plan.settings.stop_grace_seconds if plan is not None else 30.0
-        count = f"{len(records)} run{'s' if len(records) != 1 else ''}"
-        question = f"Stop {count}? SIGTERM now, SIGKILL after {grace:g} s; queued runs are cancelled."
+        details = [stop_line(store.get(r.run_id) or r) for r in chosen]
+        stopping = [r for r in chosen if r.stop_deadline is not None]
+        if stopping and len(stopping) == len(chosen):
+            left = max(0, round(min(r.stop_deadline or 0 for r in stopping) - time.time()))
+            question = (
+                f"Kill {plural(len(chosen), 'run')} now? Already stopping; SIGKILL would follow in {left} s."
+                " Killing sends SIGKILL to the whole process group at once: no last.pt is saved."
+            )
+            self.push_screen(
+                ConfirmDialog(question, details, yes="Kill now"),
+                partial(self._answered, self._kill, [r.run_id for r in chosen]),
+            )
+            return
+        grace = self.dashboard.stop_grace()
+        question = (
+            f"Stop {plural(len(chosen), 'run')}? SIGTERM now, SIGKILL after {grace:g} s if still alive;"
+            " queued runs are cancelled."
+        )
+        self.push_screen(
+            ConfirmDialog(question, details, yes="Stop"),
+            partial(self._answered, self._stop, [r.run_id for r in chosen]),
+        )
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.stop_runs([r.run_id for r in records])
+    @staticmethod
+    def _answered(action: Callable[[list[str]], object], run_ids: list[str], yes: bool | None) -> None:
+        if yes:
+            action(run_ids)
 
-        self.push_screen(ConfirmDialog(question, details, yes="Stop"), answered)
-
-    def stop_runs(self, run_ids: list[str]) -> None:
-        self._stop(run_ids)
+    @on(msg.CancelRequested)
+    def _cancel_requested(self, message: msg.CancelRequested) -> None:
+        self._stop(message.run_ids)
 
     @work(thread=True, group="control", exit_on_error=False)
     def _stop(self, run_ids: list[str]) -> None:
+        rows = {r.run_id: r for r in self.snapshot.runs}
+        waiting = [i for i in run_ids if i in rows and rows[i].status in WAITING]
+        live = [i for i in run_ids if i not in waiting]
         errors = self.dashboard.stop(run_ids)
+        failed = {e.split(":", 1)[0] for e in errors}
         for error in errors:
-            self.call_from_thread(self.notify, error, severity="error")
-        if not errors:
-            self.call_from_thread(self.notify, f"stopping {', '.join(run_ids)}")
+            self._say_later(error, severity="error", timeout=LONG)
+        if cancelled := [i for i in waiting if i not in failed]:
+            self._say_later(f"cancelled {', '.join(cancelled)}")
+        if stopping := [i for i in live if i not in failed]:
+            self._say_later(
+                f"stopping {', '.join(stopping)}: SIGKILL after {self.dashboard.stop_grace():g} s"
+            )
         self.call_from_thread(partial(self.refresh_now, changed=True))
 
-    def move_queued(self, run_id: str, delta: int) -> None:
+    @work(thread=True, group="control", exit_on_error=False)
+    def _kill(self, run_ids: list[str]) -> None:
+        errors = self.dashboard.stop(run_ids, kill=True)
+        for error in errors:
+            self._say_later(error, severity="error", timeout=LONG)
+        if not errors:
+            self._say_later(f"killing {', '.join(run_ids)}")
+        self.call_from_thread(partial(self.refresh_now, changed=True))
+
+    @on(msg.MoveRequested)
+    def _move_requested(self, message: msg.MoveRequested) -> None:
         try:
-            self.dashboard.move(run_id, delta)
-        except Exception as exc:
-            self.notify(str(exc), severity="error")
+            self.dashboard.move(message.run_id, message.delta)
+        except Exception as exc:  # the queue changed under us: say so, the next refresh shows it
+            self.say(str(exc), severity="error")
         self.refresh_now(changed=True)
 
+    # ------------------------------------------------------------------ experiments.toml
+
+    @on(msg.EditRequested)
     def edit_experiments(self) -> None:
         """Open experiments.toml in $VISUAL / $EDITOR (the app steps aside), then reload it."""
         path = self.dashboard.plan_path or getattr(
@@ -197,47 +351,25 @@ class MdtuiApp(App[str]):
         except SuspendNotSupported:  # no terminal to hand over (tests, web): run it as it is
             code = subprocess.call(command, stdin=subprocess.DEVNULL)
         except OSError as exc:
-            self.notify(
-                f"cannot start the editor {editor!r}: {exc}; set $EDITOR", severity="error", timeout=8
+            self.say(
+                f"cannot start the editor {editor!r}: {exc}; set $EDITOR", severity="error", timeout=LONG
             )
             return
         self.refresh(layout=True)
         self.dashboard.reload_plan()
         if code:
-            self.notify(f"{editor} exited with status {code}", severity="warning")
+            self.say(f"{editor} exited with status {code}", severity="warning")
         if self.dashboard.plan_error:
-            self.notify("experiments.toml has errors: see the top of the screen", severity="error")
+            self.say("experiments.toml has errors: see the top of the screen", severity="error")
         else:
-            self.notify("experiments.toml reloaded")
+            self.say("experiments.toml reloaded")
         self.refresh_now(changed=True)
-
-    # ------------------------------------------------------------------ palette and quit
-
-    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        yield SystemCommand("Reload experiments.toml", "Read the registry again", self._reload)
-        yield SystemCommand(
-            "Pause the queue", "Nothing new starts until resumed", partial(self._queue, "pause")
-        )
-        yield SystemCommand(
-            "Resume the queue", "Start queued runs when devices fit", partial(self._queue, "resume")
-        )
-        plan = self.dashboard.plan
-        if plan is not None:
-            for exp in list(plan.experiments.values())[:200]:
-                yield SystemCommand(
-                    f"Run {exp.name}", f"{exp.group}: run now", partial(self.start, [exp.name])
-                )
-        for row in self.snapshot.runs[:50]:
-            yield SystemCommand(
-                f"Open run {row.run_id}",
-                f"{row.experiment} ({row.status})",
-                partial(self.open_run, row.run_id),
-            )
 
     def _reload(self) -> None:
         self.dashboard.reload_plan()
         self.refresh_now(changed=True)
+
+    # ------------------------------------------------------------------ the queue
 
     def _queue(self, verb: str) -> None:
         try:
@@ -249,22 +381,44 @@ class MdtuiApp(App[str]):
                 scheduler.ensure_scheduler(
                     self.dashboard.store.runs_dir, plan.settings.path if plan else None
                 )
-            self.notify(f"queue {verb}d")
-        except Exception as exc:
-            self.notify(str(exc), severity="error")
+            self.say(f"queue {verb}d")
+        except Exception as exc:  # no store yet, a locked database: a message, not a crash
+            self.say(str(exc), severity="error")
         self.refresh_now(changed=True)
 
+    @on(msg.QueuePauseToggled)
     def toggle_queue_pause(self) -> None:
         self._queue("resume" if self.snapshot.queue_paused else "pause")
+
+    # ------------------------------------------------------------------ palette and quit
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        # experiments and runs come from ExperimentCommands (their names are not markup)
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Reload experiments.toml", "Read the registry again", self._reload)
+        yield SystemCommand(
+            "Pause the queue", "Nothing new starts until resumed", partial(self._queue, "pause")
+        )
+        yield SystemCommand(
+            "Resume the queue", "Start queued runs when devices fit", partial(self._queue, "resume")
+        )
+
+    def action_help_quit(self) -> None:
+        """Ctrl+C is copy in Textual; a user pressing it wants out: say how."""
+        self.say("Press q to quit (runs and the queue keep going)", timeout=SHORT)
 
     def action_quit_app(self) -> None:
         self.exit(farewell(self.snapshot))
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
 def stop_line(rec: Any) -> str:
     """One run in the stop confirmation: id, experiment, status, devices, pid."""
     devices = getattr(rec, "devices", None) or "-"
-    devices = devices if isinstance(devices, str) else ",".join(devices)
+    devices = devices if isinstance(devices, str) else ",".join(str(d) for d in devices)
     pid = getattr(rec, "pid", None) or "-"
     return f"{rec.run_id}  {rec.experiment}  {rec.status}  dev {devices}  pid {pid}"
 
@@ -272,7 +426,7 @@ def stop_line(rec: Any) -> str:
 def farewell(snapshot: Snapshot) -> str:
     """What the user is told on quitting: nothing stops with the app."""
     live = snapshot.live_count
-    queued = sum(1 for r in snapshot.runs if r.status in ("queued", "blocked"))
+    queued = sum(1 for r in snapshot.runs if r.status in WAITING)
     parts = [f"{live} run{'s' if live != 1 else ''} keep{'s' if live == 1 else ''} running in the background"]
     if queued:
         parts.append(
@@ -281,9 +435,26 @@ def farewell(snapshot: Snapshot) -> str:
     return "mdtui: " + " and ".join(parts) + ("; run `mdtui` to look again." if live or queued else ".")
 
 
-def run_app(plan_path: Path | None = None) -> int:
-    """Run the TUI; afterwards say what keeps running (it always does)."""
-    message = MdtuiApp(plan_path).run()
-    if message:
-        print(message)
+def exit_status(app: MdtuiApp) -> int:
+    """After the app ends: the farewell, or (after a crash, whose traceback Textual printed) a plain word."""
+    code = app.return_code or 0
+    if code:
+        print(
+            "mdtui: the TUI stopped on an internal error (details above). Runs and the queue are not"
+            " affected; `mdtui status` shows them. Please report the error.",
+            file=sys.stderr,
+        )
+        return code
+    if app.return_value:
+        print(app.return_value)
     return 0
+
+
+def run_app(plan_path: Path | None = None) -> int:
+    """Run the TUI; afterwards say what keeps running (it always does). Returns the exit code."""
+    app = MdtuiApp(plan_path)
+    app.run()
+    return exit_status(app)
+
+
+__all__ = ["MdtuiApp", "exit_status", "farewell", "run_app", "stop_line"]

@@ -12,14 +12,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from engine.schema.events import RunState
+from mdtui.execution.launcher import STOP_REQUEST, LocalLauncher, NoDevice, stop_grace
 from mdtui.execution.reconcile import reconcile
+from mdtui.registry.build import PlanBuilder
+from mdtui.registry.plan import ExperimentsError, default_path, find_experiment, knobs, load_plan
+from mdtui.runs.prepare import RunSetupError, dependency_order, seeds_of
+from mdtui.runs.status import FINISHED, LIVE, WAITING
+from mdtui.runs.store import DB_NAME, RunStore
+from mdtui.scheduling import scheduler
+from mdtui.system.fs import read_json
+from mdtui.system.gpus import list_devices
 from mdtui.views.monitor import RunMonitor
 
-LIVE_STATUSES = ("starting", "running")
+# the groups of mdtui.runs.status (a `created` run is not waiting: nothing will start it by itself)
+LIVE_STATUSES = LIVE
+WAITING_STATUSES = WAITING
+DONE_STATUSES = FINISHED
 LIVENESS_SECONDS = 2.0  # how often supervisors are checked for having vanished
-WAITING_STATUSES = ("queued", "blocked", "created")
-DONE_STATUSES = ("completed", "failed", "stopped", "lost", "cancelled")
+PARTIAL_PASSES = 8  # experiments.toml with errors: how many rounds of leaving out broken experiments
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ class RunRow:
     queue_pos: int | None
     error: str | None
     reason: str | None = None  # why a queued run waits (from the scheduler)
+    stop_deadline: float | None = None  # a stop was asked: when SIGKILL follows (epoch seconds)
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,75 @@ def format_knobs(knobs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in knobs.items())
 
 
+def partial_plan(path: Path | None, error: ExperimentsError) -> tuple[Any, tuple[str, ...]]:
+    """The plan without the experiment tables that have problems: (plan, left-out table names).
+
+    Only when every problem names an experiment (a broken ``[settings]`` or ``[defaults]`` affects
+    them all, a syntax error the whole file); what depends on a left-out table fails to build in the
+    next round and is left out too. (None, ()) when that does not converge to a usable plan.
+    """
+    file = Path(path) if path is not None else default_path()
+    issues = list(error.issues)
+    try:
+        text = file.read_text(encoding="utf-8")
+        doc = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return None, ()
+    tables = doc.get("experiment")
+    if not isinstance(tables, dict):
+        return None, ()
+    left_out: list[str] = []
+    for _ in range(PARTIAL_PASSES):
+        names = {_table_of(issue.experiment, tables) for issue in issues}
+        if not issues or None in names:
+            return None, ()
+        for name in sorted(names):  # type: ignore[type-var]
+            tables.pop(name, None)
+            left_out.append(str(name))
+        if not tables:
+            return None, ()
+        try:
+            return PlanBuilder(file.resolve(), issues[0].file, text, doc, None).build(), tuple(left_out)
+        except ExperimentsError as exc:
+            issues = list(exc.issues)
+    return None, ()
+
+
+def _table_of(experiment: str | None, tables: dict[str, Any]) -> str | None:
+    """The ``[experiment.X]`` table an issue's experiment comes from (a sweep point names its table)."""
+    if experiment is None:
+        return None
+    if experiment in tables:
+        return experiment
+    table = experiment.split("[", 1)[0]
+    return table if table in tables else None
+
+
+def latest_per_experiment(records: list[Any]) -> dict[str, Any]:
+    """The run each experiment row shows: its newest live run, else its newest run (``records`` newest first).
+
+    A run queued (or failed at once) after a run that is still training must not hide the live one.
+    """
+    latest: dict[str, Any] = {}
+    for rec in records:
+        latest.setdefault(rec.experiment, rec)
+    for rec in records:
+        if rec.status in LIVE and latest[rec.experiment].status not in LIVE:
+            latest[rec.experiment] = rec
+    return latest
+
+
+def stop_deadline(run_dir: Path) -> float | None:
+    """When SIGKILL follows the stop asked of a live run (its stop request), or None if none was asked."""
+    request = read_json(run_dir / STOP_REQUEST)
+    if not isinstance(request, dict):
+        return None
+    try:
+        return float(request.get("t") or 0.0) + float(request.get("grace") or 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
 class Dashboard:
     """Headless model behind the TUI: plan + store + queue + devices + live event streams."""
 
@@ -100,6 +183,7 @@ class Dashboard:
         self.runs_limit = runs_limit
         self.plan: Any = None
         self.plan_error: str | None = None
+        self.left_out: tuple[str, ...] = ()  # experiment tables left out of a plan with errors
         self.store: Any = None
         self.monitor = RunMonitor()
         self.started = time.time()
@@ -112,32 +196,42 @@ class Dashboard:
     # ------------------------------------------------------------------ plan
 
     def reload_plan(self) -> None:
-        """(Re)read experiments.toml; a broken file is shown, never raised."""
-        from mdtui.registry.plan import ExperimentsError, load_plan
-        from mdtui.runs.store import RunStore
+        """(Re)read experiments.toml; a broken file is shown, never raised.
 
+        When every problem lies inside some ``[experiment.X]`` tables, the others stay usable: the plan
+        is built without those tables (and without what extends or comes ``from`` them).
+        """
+        self.left_out = ()
         try:
             plan = load_plan(self.plan_path)
         except ExperimentsError as exc:
-            self.plan_error = exc.format() if hasattr(exc, "format") else str(exc)
-            self._fallback_store()
-            return
+            self.plan_error = exc.format()
+            self.plan, self.left_out = partial_plan(self.plan_path, exc)
+            if self.plan is None:
+                self._fallback_store()
+                return
+            self.plan_error += (
+                f"\nLeft out until fixed: {', '.join(self.left_out)}. The other experiments can run."
+            )
+            plan = self.plan
         except (OSError, ValueError) as exc:
-            self.plan_error = str(exc)
+            self.plan, self.plan_error = None, str(exc)
             self._fallback_store()
             return
+        else:
+            self.plan_error = None
         self.plan = plan
-        self.plan_error = None
         self._knobs = {}
         self._index_cache = None
         if self.store is None or Path(self.store.runs_dir) != Path(plan.settings.runs_dir).resolve():
             self.store = RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
 
+    def stop_grace(self) -> float:
+        """Seconds from SIGTERM to SIGKILL, as the launcher will apply them."""
+        return stop_grace(self.plan.settings if self.plan is not None else None)
+
     def _fallback_store(self) -> None:
         """With a broken experiments.toml at start-up, still show the runs of the default runs dir."""
-        from mdtui.registry.plan import default_path
-        from mdtui.runs.store import DB_NAME, RunStore
-
         if self.store is not None:
             return
         runs_dir = Path(self.plan_path or default_path()).expanduser().resolve().parent / "runs"
@@ -155,9 +249,7 @@ class Dashboard:
             reconcile(self.store)
             self._liveness_t = now
         records, positions, paused = self._index()
-        latest: dict[str, Any] = {}
-        for rec in records:  # newest first
-            latest.setdefault(rec.experiment, rec)
+        latest = latest_per_experiment(records)
         follow = {r.run_id: r for r in records if r.status in LIVE_STATUSES}
         follow.update({r.run_id: r for r in latest.values()})
         for rec in follow.values():
@@ -181,8 +273,6 @@ class Dashboard:
                     holders.setdefault(str(dev), []).append(rec.run_id)
         if with_devices:
             try:
-                from mdtui.system.gpus import list_devices
-
                 devices = tuple(list_devices())
             except Exception as exc:  # a broken driver must not take the dashboard down
                 self.plan_error = self.plan_error or f"GPU query failed: {exc}"
@@ -230,28 +320,23 @@ class Dashboard:
     def _queue_positions(self) -> dict[str, tuple[int, str | None]]:
         """Waiting runs: (1-based position, why it waits)."""
         try:
-            from mdtui.scheduling.scheduler import queue_entries
-
-            entries = queue_entries(self.store, include_launched=False)
+            entries = scheduler.queue_entries(self.store, include_launched=False)
         except Exception:  # no queue table yet, or the scheduler module is mid-upgrade
             return {}
         return {e.run_id: (e.position, e.reason) for e in entries}
 
     def _queue_paused(self) -> bool:
         try:
-            from mdtui.scheduling.scheduler import is_paused
-
-            return bool(is_paused(self.store))
+            return bool(scheduler.is_paused(self.store))
         except Exception:
             return False
 
     @staticmethod
     def _ordered(records: list[Any], positions: dict[str, tuple[int, str | None]]) -> list[Any]:
         """Live runs first, then the queue in its order, then the rest newest first."""
-        rank = {"starting": 0, "running": 0, "queued": 1, "blocked": 1, "created": 1}
 
         def key(rec: Any) -> tuple[int, int, float]:
-            group = rank.get(rec.status, 2)
+            group = 0 if rec.status in LIVE else 1 if rec.status in WAITING else 2
             return (group, positions.get(rec.run_id, (0, None))[0], -(rec.created_t or 0.0))
 
         return sorted(records, key=key)
@@ -281,6 +366,7 @@ class Dashboard:
             queue_pos=queued[0] if queued else None,
             error=rec.error,
             reason=queued[1] if queued else None,
+            stop_deadline=stop_deadline(Path(rec.run_dir)) if rec.status in LIVE else None,
         )
 
     def _experiment_rows(
@@ -289,8 +375,6 @@ class Dashboard:
         """One row per experiment: its latest run's status and curve, the best acc1 of all its runs."""
         if self.plan is None:
             return ()
-        from mdtui.registry.plan import knobs
-
         rows = []
         for exp in self.plan.experiments.values():
             rec = latest.get(exp.name)
@@ -324,89 +408,73 @@ class Dashboard:
     # ------------------------------------------------------------------ actions (shared with the CLI's verbs)
 
     def experiments_named(self, names: list[str]) -> list[Any]:
-        from mdtui.registry.plan import find_experiment
-
         return [find_experiment(self.plan, n) for n in names]
 
     def start_now(
         self, names: list[str], devices: list[str] | None = None
     ) -> tuple[list[str], list[str], list[str]]:
-        """Run experiments now; those whose devices (or upstream) are not free are queued instead.
+        """Run experiments now through the launcher; those whose devices (or upstream) are not free are
+        queued instead. Devices are picked and reserved in one atomic step (the ledger lock), so a
+        start racing the scheduler or the CLI never shares a device; the CPU obeys runs_per_device too.
 
         Returns (started run ids, queued experiment names, error messages).
         """
-        from mdtui.execution.supervise import launch
-        from mdtui.runs.prepare import RunSetupError, create_run_for, dependency_order, seeds_of
-
         started: list[str] = []
         queued: list[str] = []
         errors: list[str] = []
         if self.plan is None or self.store is None:
             return started, queued, [self.plan_error or "experiments.toml is not loaded"]
+        launcher = LocalLauncher.for_plan(self.store, self.plan)
         for exp in dependency_order(self.plan, self.experiments_named(names)):
             if exp.upstream and self.store.latest_completed(exp.upstream) is None:
                 queued.append(exp.name)  # the queue waits for (and runs) its upstream first
                 continue
             for seed in seeds_of(exp):
-                chosen = devices or self._pick(exp)
-                if chosen is None:
+                try:
+                    rec, _pid = launcher.start_new(
+                        self.plan, exp, seed=seed, devices=devices, cpu_always=False
+                    )
+                except NoDevice:
                     queued.append(exp.name)
                     break
-                try:
-                    rec = create_run_for(self.plan, self.store, exp, seed=seed, devices=chosen)
-                    launch(self.store, rec.run_id, devices=chosen)
-                    started.append(rec.run_id)
                 except RunSetupError as exc:
                     errors.append(str(exc))
                     break
+                started.append(rec.run_id)
         if queued:
-            errors += self.enqueue(sorted(set(queued), key=queued.index))
+            errors += self.enqueue(sorted(set(queued), key=queued.index), devices)
         return started, queued, errors
-
-    def _pick(self, exp: Any) -> list[str] | None:
-        from mdtui.system.gpus import list_devices
-
-        if all(d.id == "cpu" for d in list_devices()):
-            return ["cpu"]
-        from mdtui.scheduling.scheduler import pick_devices
-
-        return pick_devices(self.store, self.plan, getattr(exp, "gpus", 1) or 1)
 
     def enqueue(self, names: list[str], devices: list[str] | None = None) -> list[str]:
         """Add experiments to the queue (the scheduler starts on demand); returns error messages."""
-        from mdtui.scheduling.scheduler import enqueue, ensure_scheduler
-
         try:
-            enqueue(self.store, self.plan, names, devices=devices)
-            ensure_scheduler(self.store.runs_dir, self.plan.settings.path)
+            scheduler.enqueue(self.store, self.plan, names, devices=devices)
+            scheduler.ensure_scheduler(self.store.runs_dir, self.plan.settings.path)
         except Exception as exc:  # the message is for the user; the queue itself stays consistent
             return [str(exc)]
         return []
 
-    def stop(self, run_ids: list[str]) -> list[str]:
-        """SIGTERM the runs (SIGKILL after the grace period); queued runs are cancelled instead."""
-        from mdtui.execution.supervise import stop
-
+    def stop(self, run_ids: list[str], *, kill: bool = False) -> list[str]:
+        """Stop runs through the launcher: SIGTERM, SIGKILL after `stop_grace_seconds` (at once with
+        ``kill``); a lost run whose engine still runs is reached too; queued runs are cancelled."""
         errors = []
-        grace = self.plan.settings.stop_grace_seconds if self.plan else 30.0
+        launcher = LocalLauncher.for_plan(self.store, self.plan)
         for run_id in run_ids:
             rec = self.store.get(run_id)
             if rec is None:
                 continue
             try:
-                if rec.status in WAITING_STATUSES:
-                    from mdtui.scheduling.scheduler import cancel
-
-                    cancel(self.store, run_id)
-                elif rec.status in LIVE_STATUSES:
-                    stop(self.store, run_id, grace=grace)
+                if rec.status in WAITING:
+                    scheduler.cancel(self.store, run_id, launcher=launcher)
+                elif kill:
+                    launcher.kill(run_id)
+                else:
+                    launcher.stop(run_id)
             except Exception as exc:
                 errors.append(f"{run_id}: {exc}")
         return errors
 
     def move(self, run_id: str, delta: int) -> None:
-        from mdtui.scheduling.scheduler import move, queue_entries
-
-        ids = [e.run_id for e in queue_entries(self.store)]
+        ids = [e.run_id for e in scheduler.queue_entries(self.store)]
         if run_id in ids:
-            move(self.store, run_id, max(1, ids.index(run_id) + 1 + delta))
+            scheduler.move(self.store, run_id, max(1, ids.index(run_id) + 1 + delta))

@@ -1,8 +1,8 @@
 """Follow the event streams of many runs cheaply (headless; the TUI and `mdtui run` use it).
 
-Each run's ``events.jsonl`` is read incrementally by an ``EventTail`` that remembers its byte offset,
-so no file is ever parsed twice; a finished run is drained once and then never read again. The
-state of every run is the pure reduction ``apply_event`` of its events (engine/schema/events.py).
+Each run's events are read incrementally by a ``RunEvents`` follower (mdtui/runs/rundir.py) that
+remembers its byte offset, so no file is ever parsed twice; a finished run is drained once and then
+never read again. The state of every run is the pure reduction of its events.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.schema.events import FINAL_STATUSES, EventTail, RunState, apply_event
+from engine.schema.events import FINAL_STATUSES, RunState
+from mdtui.runs.rundir import RunEvents
 
 
 @dataclass
 class _Followed:
-    tail: EventTail
-    state: RunState
+    events: RunEvents
     drained: bool = False  # finished and read to the end: no more reads
 
 
@@ -29,7 +29,7 @@ class RunMonitor:
 
     def follow(self, run_id: str, run_dir: Path) -> None:
         if run_id not in self._runs:
-            self._runs[run_id] = _Followed(EventTail(Path(run_dir) / "events.jsonl"), RunState(run_id=run_id))
+            self._runs[run_id] = _Followed(RunEvents(run_dir, run_id))
 
     def forget(self, keep: Iterable[str]) -> None:
         """Stop following runs not in ``keep`` (they left the view)."""
@@ -49,20 +49,15 @@ class RunMonitor:
         for run_id, followed in self._runs.items():
             if followed.drained:
                 continue
-            events = followed.tail.read_new()
-            if events:
-                state = followed.state
-                for event in events:
-                    state = apply_event(state, event)
-                followed.state = state
+            if followed.events.poll():
                 changed.add(run_id)
-            if run_id in done or followed.state.status in FINAL_STATUSES:
+            if run_id in done or followed.events.state.status in FINAL_STATUSES:
                 followed.drained = run_id in done
         return changed
 
     def state(self, run_id: str) -> RunState | None:
         followed = self._runs.get(run_id)
-        return followed.state if followed else None
+        return followed.events.state if followed else None
 
     def states(self) -> dict[str, RunState]:
-        return {run_id: f.state for run_id, f in self._runs.items()}
+        return {run_id: f.events.state for run_id, f in self._runs.items()}

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,41 @@ def test_completed_run_writes_exit_json_and_indexes_metrics(store, tiny_plan, fa
     assert info["status"] == "completed" and info["command"][-1] == str(run_dir)
 
 
+def test_a_run_is_never_completed_before_its_results_entry(store, tiny_plan, fake_engine) -> None:
+    """exit.json is a promise: run.json, the plots and the RESULTS.md entry exist before it, and the
+    index says completed only after it. Watched from outside while the supervisor records the end."""
+    rec, pid = _start(store, tiny_plan)
+    run_dir = Path(rec.run_dir)
+    looks = 0
+    while True:
+        done = supervise.supervisor_done(pid)
+        # observe the later step first, then require the earlier ones (each stays once written)
+        indexed = store.get(rec.run_id).status == "completed"
+        exit_written = (run_dir / "exit.json").exists()
+        if indexed:
+            assert exit_written, "the index said completed before exit.json was written"
+        if exit_written:
+            looks += 1
+            assert _results_lines(tiny_plan, rec.run_id), "exit.json before the RESULTS.md entry"
+            assert (run_dir / "artifacts" / "curves.png").is_file(), "exit.json before the plots"
+            assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+        if done:
+            break
+        time.sleep(0.002)
+    assert looks and store.get(rec.run_id).status == "completed"
+
+
+def test_a_run_folder_deleted_once_exit_json_appears_stays_deleted(store, tiny_plan, fake_engine) -> None:
+    rec, pid = _start(store, tiny_plan)
+    run_dir = Path(rec.run_dir)
+    wait_for(lambda: (run_dir / "exit.json").exists(), timeout=30, interval=0.001)
+    shutil.rmtree(run_dir)  # nothing may be writing into it any more
+    assert supervise.wait_supervisor(pid, timeout=30)
+    assert not run_dir.exists()
+    assert store.get(rec.run_id).status == "completed"
+    assert reconcile(store) == [] and not run_dir.exists()
+
+
 def test_the_engine_sees_exactly_its_devices(store, tiny_plan, fake_engine) -> None:
     assert supervise.cuda_env(["cpu"]) == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ""}
     rec = create_run_for(tiny_plan, store, tiny_plan.experiments["tiny"], seed=0, devices=["2", "0"])
@@ -101,20 +138,89 @@ def test_foreign_sigterm_is_failed_not_stopped(store, tiny_plan, fake_engine, re
     assert final.status == "failed" and "did not send" in final.error
 
 
-def test_supervisor_kill_9_is_lost_at_next_refresh(store, tiny_plan, fake_engine, reap) -> None:
-    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "20"})
+def _results_lines(plan, run_id: str) -> list[str]:
+    log = Path(plan.settings.results_log)
+    text = log.read_text(encoding="utf-8") if log.exists() else ""
+    return [ln for ln in text.splitlines() if f"run `{run_id}`" in ln]
+
+
+def test_engine_stops_when_its_supervisor_dies_and_the_run_is_lost(
+    store, tiny_plan, fake_engine, reap
+) -> None:
+    """kill -9 of the supervisor: the parent-death signal stops the engine gracefully (last.pt)."""
+    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "4"})
     running = wait_for(lambda: _engine_running(store, rec.run_id))
     reap.append(running.pgid)
+    wait_for(lambda: _first_step(running))  # its SIGTERM handler is installed
     os.kill(pid, signal.SIGKILL)
     assert supervise.wait_supervisor(pid, timeout=10)
+    wait_for(lambda: not process_alive(running.pid, running.proc_start), timeout=5)  # ~1 step, not the run
+    run_dir = Path(rec.run_dir)
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert '"status":"stopped"' in (run_dir / "events.jsonl").read_text().splitlines()[-1]
     assert store.get(rec.run_id).status == "running"  # nobody has looked yet
     changed = reconcile(store)
     assert [(r.run_id, r.status) for r in changed] == [(rec.run_id, "lost")]
-    assert f"engine pid {running.pid} is still running" in store.get(rec.run_id).error
-    # stop() still reaches an orphaned engine (and escalates itself, there is no supervisor)
-    store.update(rec.run_id, status="running")
-    assert supervise.stop(store, rec.run_id, grace=1)
+    assert "saved last.pt and stopped" in changed[0].error
+    assert json.loads((run_dir / "exit.json").read_text())["status"] == "lost"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "lost"
+    assert (
+        len(_results_lines(tiny_plan, rec.run_id)) == 1
+        and " lost " in _results_lines(tiny_plan, rec.run_id)[0]
+    )
+    assert reconcile(store) == []
+
+
+def test_an_engine_that_outlives_its_supervisor_is_looked_at_again(
+    store, tiny_plan, fake_engine, reap
+) -> None:
+    """Lost while its engine runs on; the engine then completes: the next reconcile takes its ending."""
+    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "0.4", "FAKE_IGNORE_TERM": "1"})
+    running = wait_for(lambda: _engine_running(store, rec.run_id))
+    reap.append(running.pgid)
+    wait_for(lambda: _first_step(running))
+    os.kill(running.pid, signal.SIGSTOP)  # hold the engine: alive, whatever the machine's load
+    os.kill(pid, signal.SIGKILL)
+    assert supervise.wait_supervisor(pid, timeout=10)
+    changed = reconcile(store)
+    assert [(r.run_id, r.status) for r in changed] == [(rec.run_id, "lost")]
+    assert f"engine pid {running.pid} is still running" in changed[0].error
+    run_dir = Path(rec.run_dir)
+    assert not (run_dir / "exit.json").exists()  # not settled: the engine may still end by itself
+    assert " lost " in _results_lines(tiny_plan, rec.run_id)[0]
+    assert reconcile(store) == []  # nothing new while it runs
+    os.kill(running.pid, signal.SIGCONT)
+    wait_for(lambda: not process_alive(running.pid, running.proc_start), timeout=20)
+    changed = reconcile(store)
+    assert [(r.run_id, r.status) for r in changed] == [(rec.run_id, "completed")]
+    final = store.get(rec.run_id)
+    assert final.epochs_done == 3 and final.best_acc1 == 70.0 and final.error is None
+    assert json.loads((run_dir / "exit.json").read_text())["status"] == "completed"
+    lines = _results_lines(tiny_plan, rec.run_id)
+    assert len(lines) == 1 and "acc1 is 70.00%" in lines[0]  # the lost line is gone
+    assert reconcile(store) == []
+
+
+def test_an_ignored_parent_death_signal_leaves_the_run_lost_until_the_engine_is_gone(
+    store, tiny_plan, fake_engine, reap
+) -> None:
+    rec, pid = _start(store, tiny_plan, env={"FAKE_EPOCH_SECONDS": "2", "FAKE_IGNORE_TERM": "1"})
+    running = wait_for(lambda: _engine_running(store, rec.run_id))
+    reap.append(running.pgid)
+    wait_for(lambda: _first_step(running))  # SIGTERM ignored from here on
+    os.kill(running.pid, signal.SIGSTOP)  # and held: alive when reconcile looks, whatever the load
+    os.kill(pid, signal.SIGKILL)
+    assert supervise.wait_supervisor(pid, timeout=10)
+    assert [r.status for r in reconcile(store)] == ["lost"]
+    assert process_alive(running.pid, running.proc_start)
+    os.killpg(running.pgid, signal.SIGKILL)  # e.g. `mdtui stop` reaching the orphan
     wait_for(lambda: not process_alive(running.pid, running.proc_start), timeout=10)
+    changed = reconcile(store)
+    assert [(r.status, r.error) for r in changed] == [
+        ("lost", "the supervisor vanished without writing exit.json")
+    ]
+    assert json.loads((Path(rec.run_dir) / "exit.json").read_text())["status"] == "lost"
+    assert len(_results_lines(tiny_plan, rec.run_id)) == 1  # its line was brought up to date, not doubled
 
 
 def test_stop_gives_stopped_with_last_checkpoint(store, tiny_plan, fake_engine, reap) -> None:

@@ -540,3 +540,48 @@ def test_shipped_experiments_validate_with_demo_chain():
 def test_experiments_module_does_not_import_torch():
     code = "import sys, mdtui.registry.plan; sys.exit(1 if 'torch' in sys.modules or 'textual' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+# --------------------------------------------------------------------------- ranges the engine would enforce
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "says"),
+    [
+        ('loss = { name = "refl", threshold = 1.0 }', "loss.threshold", "must be in (0, 1)"),
+        ('loss = { name = "efl", gamma = 0.0 }', "loss.gamma", "greater than 0"),
+        ('loss = { name = "ce", label_smoothing = 1.0 }', "loss.label_smoothing", "in [0, 1)"),
+        ('loss = { name = "cb", beta = 1.0 }', "loss.beta", "in [0, 1)"),
+        ('sampler = { name = "class_aware", num_samples_cls = 0 }', "sampler.num_samples_cls", "at least 1"),
+        ('schedule = { name = "step", step_size = 0 }', "schedule.step_size", "at least 1"),
+        ('optim = { name = "adam", betas = [0.9] }', "optim.betas", "exactly 2"),
+        ('model = "vgg16"', "data.image_size", "at least 32 px"),
+    ],
+)
+def test_engine_ranges_fail_validate_located(tmp_path, line, key, says):
+    """What the engine would refuse at run time is refused by validate, at the line that wrote it."""
+    path = write(
+        tmp_path, f"\n[experiment.x]\n{line}\n", head=HEAD.replace('"digits"', '"digits", image_size = 16')
+    )
+    with pytest.raises(ExperimentsError) as info:
+        load_plan(path, env={})
+    issues = info.value.issues
+    (issue,) = [i for i in issues if i.key == key]
+    assert says in issue.message and issue.experiment == "x"
+    written = "image_size" if key == "data.image_size" else line
+    assert issue.line == line_of(path, written)
+
+
+def test_one_parse_per_process_for_an_unchanged_file(tmp_path, monkeypatch):
+    """The root callback and the verb both ask for the plan: the file is parsed and validated once."""
+    import mdtui.registry.plan as plan_module
+
+    path = write(tmp_path, '\n[experiment.x]\nloss = "ce"\n')
+    calls = []
+    real = plan_module.PlanBuilder.build
+    monkeypatch.setattr(plan_module.PlanBuilder, "build", lambda self: calls.append(1) or real(self))
+    first = load_plan(path, env={})
+    assert load_plan(path, env={}) is first and len(calls) == 1
+    path.write_text(path.read_text() + "\n[experiment.y]\n", encoding="utf-8")
+    assert set(load_plan(path, env={}).experiments) == {"x", "y"} and len(calls) == 2
+    assert load_plan(path, env={"MDTUI_DATA_ROOT": str(tmp_path)}) is not first  # another environment

@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -288,3 +289,73 @@ def test_cli_note_plot_and_compare(cli, fresh_project, tmp_path):
     result = cli("compare", rid(1), rid(4))
     assert result.exit_code == 0 and "loss.threshold" in result.output and "+3.00" in result.output
     assert cli("compare", rid(1)).exit_code == 2
+
+
+# --------------------------------------------------------------------------- the report on a terminal
+
+
+@pytest.fixture
+def on_a_terminal(monkeypatch):
+    import mdtui.system.terminal as terminal
+
+    def set_width(width: int) -> None:
+        monkeypatch.setattr(terminal, "stdout_is_terminal", lambda: True)
+        monkeypatch.setenv("COLUMNS", str(width))
+
+    return set_width
+
+
+def test_cli_report_piped_is_the_golden_markdown(cli):
+    result = cli("report")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (GOLDEN / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("width", [200, 100, 80, 60])
+def test_cli_report_on_a_terminal_is_a_table_that_fits(cli, on_a_terminal, width):
+    on_a_terminal(width)
+    result = cli("report")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert not any(line.startswith("|") for line in out.splitlines()) and "**" not in out  # not markdown
+    assert all(len(line.rstrip()) <= width for line in out.splitlines()), out
+    # numbers are whole: the headline mean of every experiment shows exactly as in the markdown
+    for value in ("70.00", "68.69", "73.00", "70.50", "90.00", "91.00"):
+        assert re.search(rf"(?<![\d.]){value}(?![\d])", out), value
+    assert "…" not in "".join(re.findall(r"[\d.±+-]+…", out))  # no number ends in a cut
+    assert LT in out and "balanced_synth" in out
+    lt_block = out.split("balanced_synth")[0]
+    flat = " ".join(lt_block.split())  # the footer wraps at the width
+    if width >= 200:  # everything in one line per experiment, full knob keys, no legend needed
+        assert "loss.threshold" in lt_block.splitlines()[1] and "70.00 ± 1.00" in lt_block
+        assert "not shown" not in out
+    else:  # shortened or numbered knob headers are explained, left-out columns are named
+        assert "= loss.threshold" in flat or "not shown" in flat
+    if width <= 80:
+        assert "not shown at" in flat and "--format md" in flat
+
+
+def test_cli_report_format_md_on_a_terminal_and_table_when_piped(cli, on_a_terminal, monkeypatch):
+    forced = cli("report", "--format", "table")  # piped, but asked for: a table at $COLUMNS or 80
+    assert forced.exit_code == 0 and "| ---" not in forced.stdout and "balanced_synth" in forced.stdout
+    on_a_terminal(100)
+    md = cli("report", "--format", "md")
+    assert md.stdout == (GOLDEN / "report.md").read_text(encoding="utf-8")
+    bad = cli("report", "--format", "table", "-o", "x.txt")
+    assert bad.exit_code == 2 and "--format table" in bad.output
+
+
+def test_terminal_pivot_folds_stats_before_cutting(project):
+    from rich.console import Console
+
+    from mdtui.results.render import terminal_pivots
+    from mdtui.results.report import build_pivots
+
+    plan, store = project
+    pivots = build_pivots(store, plan, [LT], ("loss.name", "loss.threshold"))
+    for width in (120, 40):
+        out = io.StringIO()
+        Console(file=out, width=width).print(*terminal_pivots(pivots, agg="mean", width=width))
+        text = out.getvalue()
+        assert "73.00" in text and all(len(line.rstrip()) <= width for line in text.splitlines())
+    assert "±1.41" in text and "loss.name \\ loss.threshold" not in text  # folded, then the corner cut

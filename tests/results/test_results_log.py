@@ -180,6 +180,55 @@ def test_recording_twice_writes_one_entry(project):
     assert plan.settings.results_log.read_text(encoding="utf-8").count(rid(1)) == 1
 
 
+def _lines_of(log: Path, run_id: str) -> list[str]:
+    return [ln for ln in log.read_text(encoding="utf-8").splitlines() if f"run `{run_id}`" in ln]
+
+
+def test_a_failed_run_resumed_to_completed_loses_its_incomplete_line(project):
+    plan, store = project
+    log = plan.settings.results_log
+    make_run(
+        store, plan, "ce", run_id=rid(1), status="failed", acc1=None, epochs=2, error="CUDA out of memory"
+    )
+    record_finished(store, rid(1))
+    assert [ln.startswith("- `ce` failed") for ln in _lines_of(log, rid(1))] == [True]
+    attach_note(store, rid(1), "OOM at bs 512")  # a note on the failed session, under the same heading
+    store.update(rid(1), status="completed", best_acc1=71.0, error=None)
+    record_finished(store, rid(1))
+    lines = _lines_of(log, rid(1))
+    assert len(lines) == 1 and "acc1 is 71.00%" in lines[0], lines
+    text = log.read_text(encoding="utf-8")
+    record_finished(store, rid(1))  # converged: recording again changes nothing
+    assert log.read_text(encoding="utf-8") == text
+
+
+def test_an_incomplete_line_follows_the_latest_ending_unless_edited(project):
+    plan, store = project
+    log = plan.settings.results_log
+    make_run(store, plan, "fl", run_id=rid(1), status="lost", acc1=None, epochs=1)
+    record_finished(store, rid(1))
+    assert " lost after 1/" in _lines_of(log, rid(1))[0]
+    store.update(rid(1), status="failed", error="boom", epochs_done=3)  # resumed, failed again
+    record_finished(store, rid(1))
+    assert [("failed after 3/" in ln and "boom" in ln) for ln in _lines_of(log, rid(1))] == [True]
+    edited = log.read_text(encoding="utf-8").replace(": boom", ": boom (bad data, see issue 4)")
+    log.write_text(edited, encoding="utf-8")
+    store.update(rid(1), status="stopped", error=None)
+    record_finished(store, rid(1))
+    assert log.read_text(encoding="utf-8") == edited  # a person's words are kept
+
+
+def test_recording_with_the_record_about_to_be_indexed(project):
+    """The ending writes the log before the index: the status given wins over the indexed one."""
+    import dataclasses
+
+    plan, store = project
+    rec = make_run(store, plan, "ce", run_id=rid(1), status="running")
+    record_finished(store, rid(1), record=dataclasses.replace(rec, status="completed"))
+    assert "acc1 is 70.00%" in _lines_of(plan.settings.results_log, rid(1))[0]
+    assert store.get(rid(1)).status == "running"
+
+
 def test_live_and_cancelled_runs_are_not_logged(project):
     plan, store = project
     make_run(store, plan, "ce", run_id=rid(1), status="running")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +16,8 @@ import pytest
 
 from engine.schema.events import encode, make_event
 from mdtui.execution.reconcile import reconcile
-from mdtui.runs.store import RunStore
+from mdtui.runs.status import RunStatus
+from mdtui.runs.store import RunRecord, RunStore
 from mdtui.system import fs as fsutil
 from mdtui.system.processes import process_alive, process_start_time
 
@@ -318,3 +321,141 @@ def test_logout_kill_setting_is_detected_unless_the_user_lingers(tmp_path: Path)
     (drop_in / "50-keep.conf").unlink()
     (linger / "ann").touch()
     assert not logout_kills_processes(confs, linger, user="ann")  # lingering users keep their processes
+
+
+# --------------------------------------------------------------------------- the store owns the runs table
+
+_RUNS_SQL = re.compile(r"\b(FROM|JOIN|UPDATE|INTO|TABLE)\s+\"?runs\b", re.IGNORECASE)
+_PRIVATE = {"_to_sql", "_upsert", "_row_to_record", "_record_row"}
+
+
+def _runs_sql_uses(path: Path, root: Path) -> list[str]:
+    """SQL text naming the ``runs`` table, or the store's private row helpers, in one module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if _RUNS_SQL.search(node.value):
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value.strip()[:60]!r}")
+        elif isinstance(node, ast.Attribute) and node.attr in _PRIVATE:
+            found.append(f"{path.relative_to(root)}:{node.lineno}: .{node.attr}")
+    return found
+
+
+def test_only_the_store_runs_sql_on_the_runs_table() -> None:
+    root = Path(__file__).resolve().parents[2]
+    store_py = root / "mdtui" / "runs" / "store.py"
+    offenders = [
+        u for p in sorted((root / "mdtui").rglob("*.py")) if p != store_py for u in _runs_sql_uses(p, root)
+    ]
+    assert not offenders, "ask mdtui.runs.store (transition, index_rows, ...):\n" + "\n".join(offenders)
+
+
+def test_the_sql_scan_sees_runs_sql(tmp_path: Path) -> None:
+    (tmp_path / "x.py").write_text(
+        '"""Docstrings may say UPDATE runs."""\n'
+        'conn.execute(f"UPDATE runs SET {sets}")\n'
+        'conn.execute("SELECT q.* FROM queue q LEFT JOIN runs r ON r.run_id = q.run_id")\n'
+        "store._to_sql('devices', [])\n"
+        'conn.execute("UPDATE queue SET reason=?")\n',
+        encoding="utf-8",
+    )
+    assert sorted(int(u.split(":")[1]) for u in _runs_sql_uses(tmp_path / "x.py", tmp_path)) == [2, 3, 4]
+
+
+def test_transition_changes_only_a_run_in_an_allowed_status(store: RunStore, tiny_plan) -> None:
+    rec = _new_run(store, tiny_plan, status="queued")
+    assert not store.transition(rec.run_id, ("created",), status="cancelled")
+    assert store.get(rec.run_id).status == "queued"
+    assert store.transition(
+        rec.run_id, ("queued", "blocked"), status="starting", devices=["0", "1"], started_t=7.0
+    )
+    again = store.get(rec.run_id)
+    assert again.status == "starting" and again.devices == ["0", "1"] and again.started_t == 7.0
+    mirrored = json.loads((Path(rec.run_dir) / "run.json").read_text())
+    assert mirrored["status"] == "starting" and mirrored["devices"] == ["0", "1"]
+    assert not store.transition(rec.run_id, ("queued",), status="starting")  # the loser of a race
+    with pytest.raises(ValueError):
+        store.transition(rec.run_id, ("starting",), status="finished")
+
+
+def test_transition_in_commits_or_rolls_back_with_the_callers_transaction(store: RunStore, tiny_plan) -> None:
+    rec = _new_run(store, tiny_plan, status="queued")
+    conn = store.connect()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        assert store.transition_in(conn, rec.run_id, ("queued",), status="starting", devices=["0"])
+        conn.execute("ROLLBACK")
+        assert store.get(rec.run_id).status == "queued"
+        conn.execute("BEGIN IMMEDIATE")
+        assert store.transition_in(conn, rec.run_id, ("queued",), status="starting", devices=["0"])
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    assert store.get(rec.run_id).devices == ["0"]
+    # run.json is the caller's to mirror after its commit
+    assert json.loads((Path(rec.run_dir) / "run.json").read_text())["status"] == "queued"
+    store.mirror_run_json(rec.run_id, {"status": "starting"})
+    assert json.loads((Path(rec.run_dir) / "run.json").read_text())["status"] == "starting"
+
+
+def test_index_rows_gives_raw_columns_newest_first_and_filters(store: RunStore, tiny_plan) -> None:
+    old = _new_run(store, tiny_plan)
+    new = _new_run(store, tiny_plan)
+    store.update(old.run_id, status="completed", sweep={"optim.lr": 0.1}, leaky=True)
+    rows = store.index_rows(["run_id", "status", "sweep", "leaky", "devices"])
+    assert [r[0] for r in rows] == [new.run_id, old.run_id]
+    assert rows[1][1:] == ("completed", '{"optim.lr": 0.1}', 1, '["cpu"]')  # as stored: JSON text, 0/1
+    assert store.index_rows(["run_id"], statuses=[RunStatus.COMPLETED]) == [(old.run_id,)]
+    assert store.index_rows(["run_id"], run_ids=[old.run_id, "nope"]) == [(old.run_id,)]
+    assert store.index_rows(["run_id"], run_ids=[]) == []
+    many = [f"id-{i}" for i in range(40_000)] + [new.run_id]  # more than SQLite's parameter limit
+    assert store.index_rows(["run_id"], run_ids=many) == [(new.run_id,)]
+    with pytest.raises(ValueError, match="unknown run fields: bogus"):
+        store.index_rows(["run_id", "bogus"])
+
+
+def test_put_records_indexes_in_one_transaction_without_touching_directories(
+    store: RunStore, tiny_plan
+) -> None:
+    kept = _new_run(store, tiny_plan)
+    records = [
+        RunRecord(
+            run_id=f"r{i}", experiment="tiny", run_dir=store.runs_dir / "tiny" / f"r{i}", created_t=float(i)
+        )
+        for i in range(3)
+    ]
+    store.put_records(records)
+    assert {r.run_id for r in store.list_runs()} == {kept.run_id, "r0", "r1", "r2"}
+    assert not (store.runs_dir / "tiny" / "r0").exists()
+    store.put_records(records[:1], replace_all=True)
+    assert [r.run_id for r in store.list_runs()] == ["r0"]
+
+
+def test_latest_runs_is_the_newest_run_of_each_experiment(store: RunStore) -> None:
+    records = [
+        RunRecord(run_id=rid, experiment=exp, run_dir=store.runs_dir / exp / rid, created_t=t, status=status)
+        for rid, exp, t, status in (
+            ("a1", "a", 1.0, "completed"),
+            ("a2", "a", 3.0, "failed"),
+            ("b1", "b", 2.0, "completed"),
+            ("b3", "b", 5.0, "queued"),
+            ("b2", "b", 5.0, "running"),  # same second: the larger id is the newer, as in list_runs
+            ("c1", "c[x=1]", 4.0, "lost"),
+        )
+    ]
+    store.put_records(records)
+    latest = store.latest_runs()
+    assert {exp: rec.run_id for exp, rec in latest.items()} == {"a": "a2", "b": "b3", "c[x=1]": "c1"}
+    newest_first = {}
+    for rec in store.list_runs():
+        newest_first.setdefault(rec.experiment, rec)
+    assert latest == newest_first

@@ -19,6 +19,7 @@ import pytest
 from conftest import TINY_TOML, wait_for
 
 from mdtui.execution import ledger
+from mdtui.execution.launcher import LocalLauncher
 from mdtui.runs.store import RunStore
 from mdtui.scheduling import queue as runqueue
 from mdtui.scheduling import scheduler
@@ -66,9 +67,12 @@ class RecordingLauncher:
         rec = self.store.get(run_id)
         return rec.status if rec else "lost"
 
-    def cancel(self, run_id: str) -> bool:
+    def stop(self, run_id: str, *, wait: bool = False) -> bool:
         self.finish(run_id, "stopped")
         return True
+
+    def kill(self, run_id: str) -> bool:
+        return self.stop(run_id)
 
     def where(self, run_id: str) -> tuple[str, list[str]]:
         rec = self.store.get(run_id)
@@ -286,6 +290,23 @@ def test_orphan_claim_of_a_killed_scheduler_goes_back_to_the_queue(tmp_path: Pat
     assert len(launcher.submitted) == 1
 
 
+def test_a_run_that_ended_while_no_scheduler_watched_leaves_the_queue(tmp_path: Path, fake_gpus) -> None:
+    """A scheduler killed right as its run finished left the completed run in `mdtui queue` forever."""
+    from typer.testing import CliRunner
+
+    from mdtui.cli import app
+
+    plan, store, launcher, sched = in_process(tmp_path)
+    rec = scheduler.enqueue(store, plan, ["tiny"])[0]
+    sched.step()
+    assert [e.status for e in scheduler.queue_entries(store)] == ["running"]
+    launcher.finish(rec.run_id)  # ... after the scheduler was killed: nobody removes its entry
+    result = CliRunner().invoke(app, ["-f", str(plan.settings.path), "queue", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["entries"] == []
+    assert not scheduler.has_work(store) and not scheduler.scheduler_running(store.runs_dir)
+
+
 def test_placement_check_warns_when_a_run_sits_on_another_gpu(tmp_path: Path, fake_gpus) -> None:
     plan, store, launcher, sched = in_process(tmp_path)
     rec = scheduler.enqueue(store, plan, ["tiny"])[0]
@@ -481,8 +502,6 @@ def test_two_concurrent_queue_add_commands_both_land(tmp_path: Path, fake_gpus, 
 def test_local_launcher_submits_polls_and_says_where(tmp_path: Path, fake_gpus, live) -> None:
     import socket
 
-    from mdtui.execution.launcher import LocalLauncher
-
     plan, store = make_project(tmp_path)
     live.append(store)
     rec = store.create_run(plan.experiments["tiny"], {"epochs": 2}, seed=0, devices=[], status="queued")
@@ -491,4 +510,4 @@ def test_local_launcher_submits_polls_and_says_where(tmp_path: Path, fake_gpus, 
     assert launcher.where(rec.run_id) == (socket.gethostname(), ["1"])
     wait_for(lambda: launcher.poll(rec.run_id) == "completed")
     assert launcher.poll("no-such-run") == "lost"
-    assert launcher.cancel(rec.run_id) is False  # nothing left to stop
+    assert launcher.stop(rec.run_id) is False  # nothing left to stop

@@ -373,3 +373,78 @@ def test_a_corrupt_run_json_or_exit_json_does_not_stop_reindex(tiny_toml: Path) 
     (Path(torn_exit.run_dir) / "exit.json").write_text('{"status": "compl')
     assert store.reindex() == 2
     assert store.get(fine.run_id) is not None and store.get(torn_exit.run_id) is not None
+
+
+# --------------------------------------------------------------------------- experiments.toml that crashed validate
+
+
+def _validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "experiments.toml"
+    path.write_text(text, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDTUI_")}
+    return subprocess.run(
+        [sys.executable, "-m", "mdtui", "validate", str(path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        ("tags = " + "[" * 500 + "]" * 500, 3),  # arrays
+        ("loss = " + "{ a = " * 500 + "1" + " }" * 500, 3),  # inline tables
+        ("doctor = " + "{ a = [" * 250 + "] }" * 250, 3),  # both
+        ("loss." + "a." * 500 + "b = 1", 3),  # dotted keys
+    ],
+    ids=["arrays", "inline-tables", "mixed", "dotted-keys"],
+)
+def test_deep_nesting_is_a_located_error_not_a_recursion_error(tmp_path: Path, value: str, line: int) -> None:
+    result = _validate(tmp_path, f"[experiment.deep]\nepochs = 1\n{value}\n")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
+    assert f"experiments.toml:{line}:" in result.stderr and "nested more than 64 levels" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("optim = { lr = inf }", "optim.lr"),
+        ("optim = { weight_decay = nan }", "optim.weight_decay"),
+        ('loss = { name = "fl", gamma = -inf }', "loss.gamma"),
+        ("data = { val_fraction = nan }", "data.val_fraction"),
+    ],
+)
+def test_non_finite_numbers_fail_validate(tmp_path: Path, line: str, key: str) -> None:
+    """TOML allows inf and nan; they used to pass validate and crash `mdtui run` with a ValueError."""
+    result = _validate(tmp_path, f'[experiment.x]\nmodel = "resnet32"\n{line}\n')
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f'experiments.toml:3: experiment "x", key {key}: must be a finite number' in result.stderr
+
+
+def test_a_long_extends_chain_resolves_each_table_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 tables, each extending the previous one: 1,000 merges (was one per ancestor: ~500,000,
+    4-16 s). Counted rather than timed, so the test is exact on any machine."""
+    import mdtui.registry.build as build_module
+    from mdtui.registry.plan import load_plan
+
+    tables = ['[defaults]\ndata = { name = "synthetic", num_classes = 10 }\n\n[experiment.t0]\nepochs = 2\n']
+    for i in range(1, 1000):
+        tables.append(
+            f'[experiment.t{i}]\nextends = "t{i - 1}"\nloss = {{ name = "refl", threshold = 0.{i % 9 + 1} }}\n'
+        )
+    path = tmp_path / "experiments.toml"
+    path.write_text("\n".join(tables), encoding="utf-8")
+    merges = []
+    real_merge = build_module.merge
+    monkeypatch.setattr(build_module, "merge", lambda *a, **k: merges.append(1) or real_merge(*a, **k))
+    plan = load_plan(path, env={})
+    assert len(plan.experiments) == 1000 and len(merges) == 1000
+    last = plan.experiments["t999"].config
+    assert last["epochs"] == 2 and last["loss"]["threshold"] == 0.1  # from t0 and t999 itself

@@ -27,7 +27,7 @@ import pytest
 from conftest import REPO, TINY_TOML, wait_for
 
 from engine.schema.events import encode, make_event, read_events
-from mdtui.execution import supervise
+from mdtui.execution import ledger, supervise
 from mdtui.execution.reconcile import reconcile
 from mdtui.registry.plan import load_plan
 from mdtui.runs.prepare import create_run_for
@@ -170,7 +170,7 @@ def test_kill_9_real_engine_mid_checkpoint_then_resume(tmp_path: Path, monkeypat
     _integrity(store)
     assert rec.run_id in _results_intact(plan.settings.results_log)
 
-    rec2, pid2 = resume_run(plan, store, rec.run_id, device=None)
+    _launcher, rec2, pid2 = resume_run(plan, store, rec.run_id, device=None)
     assert supervise.wait_supervisor(pid2, timeout=120)
     done = store.get(rec.run_id)
     assert done.status == "completed", done.error
@@ -182,6 +182,116 @@ def test_kill_9_real_engine_mid_checkpoint_then_resume(tmp_path: Path, monkeypat
     assert done.epochs_done == 60
     assert not [p.name for p in ckpt_dir.iterdir() if p.name.endswith(".tmp")]  # the torn temp file is gone
     _integrity(store)
+
+
+@pytest.mark.slow
+def test_kill_9_supervisor_stops_the_real_engine_then_resume_completes(
+    tmp_path: Path, monkeypatch, cleanup
+) -> None:
+    """The engine ends with its supervisor: within seconds, with a loadable last.pt; the run is lost
+    (one "Incomplete runs" line) and `mdtui run --resume` completes it (its entry replaces the line)."""
+    import torch
+
+    EPOCHS = 6  # noqa: N806 (a constant of this test)
+    monkeypatch.delenv("MDTUI_ENGINE_CMD", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    plan, store = _project(tmp_path, LONG.replace("epochs = 60", f"epochs = {EPOCHS}"))
+    cleanup.append(store)
+    rec = create_run_for(plan, store, plan.experiments["long"], seed=0, devices=["cpu"])
+    run_dir = Path(rec.run_dir)
+    events = run_dir / "events.jsonl"
+    sup = supervise.launch(store, rec.run_id, devices=["cpu"])
+    running = wait_for(lambda: _engine_running(store, rec.run_id), timeout=60)
+    wait_for(lambda: events.exists() and '"type":"epoch"' in events.read_text(), timeout=120)
+    os.kill(sup, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: not process_alive(running.pid, running.proc_start), timeout=10, interval=0.02)
+    stopped_after = time.monotonic() - killed_at
+    assert supervise.wait_supervisor(sup, timeout=10)
+    ending = [e for e in read_events(events) if isinstance(e, dict)][-1]
+    assert ending["type"] == "run_finished" and ending["status"] == "stopped", ending
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert last["format"] == "mdtui-engine-1" and 1 <= last["epoch"] < EPOCHS
+    assert "its parent" in (run_dir / "stderr.log").read_text()  # the engine says why it stopped
+
+    assert [(r.run_id, r.status) for r in reconcile(store)] == [(rec.run_id, "lost")]
+    lines = [ln for ln in _results_lines(plan) if rec.run_id in ln]
+    assert len(lines) == 1 and " lost after " in lines[0], lines
+    # resume is refused until the engine's process group is gone: an orphan's zombie is reaped by
+    # init, which some containers do only every few seconds
+    wait_for(lambda: not ledger.engine_alive(store.get(rec.run_id)), timeout=30, interval=0.1)
+
+    cli = [
+        sys.executable,
+        "-m",
+        "mdtui",
+        "-f",
+        str(plan.settings.path),
+        "run",
+        "--resume",
+        rec.run_id,
+        "--json",
+    ]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    final = store.get(rec.run_id)
+    assert final.status == "completed" and final.epochs_done == EPOCHS, final.error
+    epochs = sorted({e["epoch"] for e in read_events(events) if isinstance(e, dict) and e["type"] == "epoch"})
+    assert epochs == list(range(EPOCHS))
+    lines = [ln for ln in _results_lines(plan) if rec.run_id in ln]
+    assert len(lines) == 1 and "acc1 is" in lines[0], lines  # the lost line gave way to the entry
+    assert stopped_after < 10
+
+
+def _results_lines(plan) -> list[str]:
+    log = Path(plan.settings.results_log)
+    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+
+
+# A supervisor killed (SIGKILL, by itself) right after one of its writes, named by FAULT_KILL_AFTER.
+KILL_AFTER_WRITE = textwrap.dedent(
+    """
+    import os
+    if os.environ.get("FAULT_KILL_AFTER"):
+        import signal
+        import mdtui.system.fs as _fs
+        _write = _fs.atomic_write_text
+        def atomic_write_text(path, text, **kwargs):
+            _write(path, text, **kwargs)
+            if os.path.basename(os.fspath(path)) == os.environ["FAULT_KILL_AFTER"]:
+                os.kill(os.getpid(), signal.SIGKILL)
+        _fs.atomic_write_text = atomic_write_text
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed_after", ["RESULTS.md", "exit.json"])
+def test_supervisor_killed_while_recording_the_end_converges_at_reconcile(
+    tmp_path: Path, fake_engine, killed_after: str, cleanup
+) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_AFTER_WRITE)
+    plan, store = _project(tmp_path)
+    cleanup.append(store)
+    rec = create_run_for(plan, store, plan.experiments["tiny"], seed=0, devices=["cpu"])
+    env = {"PYTHONPATH": f"{hook}{os.pathsep}{REPO}", "FAULT_KILL_AFTER": killed_after}
+    sup = supervise.launch(store, rec.run_id, devices=["cpu"], env=env)
+    assert supervise.wait_supervisor(sup, timeout=30)
+    run_dir = Path(rec.run_dir)
+    assert store.get(rec.run_id).status == "running"  # killed before the index row
+    assert (run_dir / "exit.json").exists() == (killed_after == "exit.json")
+    assert [(r.run_id, r.status) for r in reconcile(store)] == [(rec.run_id, "completed")]
+    final = store.get(rec.run_id)
+    assert final.epochs_done == 3 and final.best_acc1 == 70.0
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+    assert json.loads((run_dir / "exit.json").read_text())["status"] == "completed"
+    assert (run_dir / "artifacts" / "curves.png").is_file()
+    log_text = Path(plan.settings.results_log).read_text(encoding="utf-8")
+    assert _results_intact(plan.settings.results_log) == [rec.run_id]
+    assert reconcile(store) == []
+    assert Path(plan.settings.results_log).read_text(encoding="utf-8") == log_text  # never twice
 
 
 # --------------------------------------------------------------------------- kill -9: engine or supervisor
@@ -211,7 +321,7 @@ def test_kill_9_engine_or_supervisor_at_random_moments(
     for run_id, (_target, sup) in victims.items():
         assert supervise.wait_supervisor(sup, timeout=30)
         rec = store.get(run_id)
-        if rec.pid:  # an orphaned engine (its supervisor died) finishes or is killed: either way it ends
+        if rec.pid:  # an orphaned engine (its supervisor died) stops with it, finishes or is killed
             wait_for(lambda r=rec: not process_alive(r.pid, r.proc_start), timeout=30)
     reconcile(store)
     for run_id, (target, _sup) in victims.items():
@@ -220,8 +330,8 @@ def test_kill_9_engine_or_supervisor_at_random_moments(
         assert rec.status in ("completed", "failed", "lost"), (target, rec.status)
         if rec.status == "failed":
             assert "SIGKILL" in rec.error and target == "engine"
-        if rec.status == "lost":
-            assert target == "supervisor" and not exit_json.exists()
+        if rec.status == "lost":  # the engine stopped with its supervisor (or died with it)
+            assert target == "supervisor" and json.loads(exit_json.read_text())["status"] == "lost"
         if rec.status == "completed":  # the kill came after the end
             assert json.loads(exit_json.read_text())["status"] == "completed"
         read_events(Path(rec.run_dir) / "events.jsonl")
@@ -514,7 +624,7 @@ def test_a_resumed_run_killed_again_reports_the_new_reason(
     assert store.get(rec.run_id).error == "fake failure at epoch 1"
     monkeypatch.setenv("FAKE_FAIL_AT", "-1")
     monkeypatch.setenv("FAKE_EPOCH_SECONDS", "20")
-    _, pid = resume_run(plan, store, rec.run_id, device=None)
+    _launcher, _, pid = resume_run(plan, store, rec.run_id, device=None)
     running = wait_for(lambda: _engine_running(store, rec.run_id), timeout=20)
     events_path = Path(rec.run_dir) / "events.jsonl"
     wait_for(lambda: events_path.read_text().count('"run_started"') == 2)

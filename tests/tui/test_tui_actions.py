@@ -16,9 +16,10 @@ from mdtui.tui.screens.device_picker import DevicePickerDialog
 from mdtui.tui.screens.help import KEYS_HELP, HelpScreen
 from mdtui.tui.screens.main import MainScreen
 from mdtui.tui.screens.run_detail import RunDetailScreen
+from mdtui.tui.widgets.experiment_table import ExperimentTable
 from mdtui.tui.widgets.gpu_panel import GpuPanel
 from mdtui.tui.widgets.run_log import RunLog
-from mdtui.tui.widgets.tables import ExperimentTable, RunTable
+from mdtui.tui.widgets.run_table import RunTable
 
 FULL_GPU = json.dumps(
     [
@@ -56,7 +57,7 @@ async def test_g_runs_on_the_device_chosen_in_the_picker(project: Path) -> None:
     app = MdtuiApp(project)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.snapshot.devices)
-        await pilot.press("g")
+        await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, DevicePickerDialog))
         await pilot.press("down", "space", "enter")  # device 1 only
         runs = await until(pilot, lambda: list(app.snapshot.runs), 30)
@@ -73,8 +74,11 @@ async def test_runs_queue_when_every_gpu_is_busy_and_x_cancels(project: Path, mo
         await until(pilot, lambda: panel.rows)
         assert "alice" in " ".join(str(c) for c in panel.rows[0])  # the foreign owner is shown
         await pilot.press("r")
-        await pilot.press("r")
-        queued = await until(pilot, lambda: [r for r in app.snapshot.runs if r.queue_pos], 20)
+        await until(pilot, lambda: [r for r in app.snapshot.runs if r.queue_pos], 20)
+        await pilot.press("r")  # tiny is queued already: the app asks before queueing it twice
+        dialog = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog) and app.screen)
+        assert "already has a run queued" in dialog.question
+        await pilot.press("y")
         await until(pilot, lambda: len([r for r in app.snapshot.runs if r.queue_pos]) == 2)
         queued = sorted((r for r in app.snapshot.runs if r.queue_pos), key=lambda r: r.queue_pos)
         assert [r.status for r in queued] == ["queued", "queued"]
@@ -223,13 +227,15 @@ async def test_run_detail_log_jumps_to_the_first_traceback(project: Path, monkey
 
 
 async def test_help_lists_every_bound_key_and_palette_opens(project: Path) -> None:
+    import re
+
+    names = {"slash": "/", "left_square_bracket": "[", "right_square_bracket": "]", "question_mark": "?"}
+    for binding in MainScreen.BINDINGS + RunDetailScreen.BINDINGS:
+        for key in binding.key.split(","):
+            key = names.get(key, key)
+            assert re.search(rf"(^|\s){re.escape(key)}(\s|$)", KEYS_HELP, re.M), key
     app = MdtuiApp(project)
     async with app.run_test(size=SIZE) as pilot:
-        for binding in MainScreen.BINDINGS + RunDetailScreen.BINDINGS:
-            key = {"slash": "/", "left_square_bracket": "[", "right_square_bracket": "]"}.get(
-                binding.key, binding.key
-            )
-            assert f" {key} " in KEYS_HELP or f" {key}\n" in KEYS_HELP or f"{key} " in KEYS_HELP, key
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))
         await pilot.press("escape")
@@ -253,16 +259,36 @@ def test_quit_message_counts_running_and_queued() -> None:
     assert farewell(Snapshot()) == "mdtui: 0 runs keep running in the background."
 
 
-def test_columns_fit_80_and_100_without_cutting_the_important_ones() -> None:
-    from mdtui.tui.widgets.tables import fit_columns
+def test_runs_columns_at_80_and_100_keep_eta_and_device_before_widening_the_name() -> None:
+    """80 columns: ETA and device come in while the name keeps a readable width; 100: loss too."""
+    from mdtui.tui.widgets.cells import fit_columns
 
-    for width in (78, 98):
-        shown = dict((c.key, w) for c, w in fit_columns(RunTable.COLUMNS, width))
+    content = {
+        "status": len("running"),
+        "experiment": 38,
+        "epoch": len("12/200"),
+        "acc1": 5,
+        "best": 5,
+        "device": 2,
+    }
+    for width, optional in ((79, {"eta", "device"}), (99, {"eta", "device", "loss"})):
+        shown = {c.key: w for c, w in fit_columns(RunTable.COLUMNS, width, content)}
         assert sum(shown.values()) <= width
-        assert {"id", "status", "experiment", "epoch", "acc1", "best"} <= set(shown)
-        assert shown["experiment"] >= 24
-    wide = [c.key for c, _ in fit_columns(RunTable.COLUMNS, 98)]
-    assert {"loss", "device", "eta"} <= set(wide)
+        assert {"id", "status", "experiment", "epoch", "acc1", "best"} | optional <= set(shown), width
+        assert shown["experiment"] >= 16
+    # a stopping run widens the status column to fit "stopping (30s)" instead of cutting it
+    stopping = {c.key: w for c, w in fit_columns(RunTable.COLUMNS, 79, {**content, "status": 14})}
+    assert stopping["status"] >= 15
+
+
+def test_knobs_use_the_width_there_is_at_200_columns() -> None:
+    from mdtui.tui.widgets.cells import fit_columns
+
+    content = {"name": 40, "knobs": 120, "status": 9, "loss": 4, "model": 8, "data": 12, "group": 10}
+    shown = {c.key: w for c, w in fit_columns(ExperimentTable.COLUMNS, 199, content)}
+    assert shown["name"] == 41  # the whole name
+    assert shown["knobs"] > 60  # not capped at ~30: what the other columns leave
+    assert sum(shown.values()) <= 199
 
 
 async def test_P_pauses_and_resumes_the_queue(project: Path) -> None:

@@ -1,4 +1,5 @@
-"""Snapshots of the main screens over a hand-written store: fixed run ids and times, fake GPUs.
+"""Snapshots of the main screen and the stop dialog at 80x24 and 120x40, over a hand-written store:
+fixed run ids and times, fake GPUs. (Run detail, compare and help: test_tui_detail_snapshots.py.)
 
 Review the SVG diff (``pytest --snapshot-report``) before running ``--snapshot-update``.
 """
@@ -17,8 +18,8 @@ from engine.schema.events import encode, make_event
 from mdtui.registry.plan import engine_config, load_plan
 from mdtui.runs.store import RunStore
 from mdtui.tui.app import MdtuiApp
-from mdtui.tui.screens.compare import CompareScreen
-from mdtui.tui.screens.run_detail import RunDetailScreen
+from mdtui.tui.screens.confirm import ConfirmDialog
+from mdtui.tui.widgets.run_table import RunTable
 
 GPUS = json.dumps(
     [
@@ -149,37 +150,41 @@ async def settled(pilot: Any) -> None:
     await pilot.pause(0.3)
 
 
-def test_snapshot_experiments(snap_compare, snapshot_project: Path) -> None:
-    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=(100, 30), run_before=settled)
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_snapshot_experiments(snap_compare, snapshot_project: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=size, run_before=settled)
 
 
-def test_snapshot_runs_80x24(snap_compare, snapshot_project: Path) -> None:
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_snapshot_runs(snap_compare, snapshot_project: Path, size: tuple[int, int]) -> None:
     async def runs_tab(pilot: Any) -> None:
         await settled(pilot)
         await pilot.press("2")
         await pilot.pause(0.2)
 
-    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=(80, 24), run_before=runs_tab)
+    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=size, run_before=runs_tab)
 
 
-def test_snapshot_run_detail_charts(snap_compare, snapshot_project: Path) -> None:
-    async def detail(pilot: Any) -> None:
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_snapshot_stop_dialog(snap_compare, snapshot_project: Path, size: tuple[int, int]) -> None:
+    """A queued run under the cursor, K: the dialog lists it, wraps its question, focuses Cancel."""
+    plan = load_plan(snapshot_project)
+    store = RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
+    exp = plan.experiments["tiny-focal"]
+    config = engine_config(plan, exp, run_id="20250101-150000-dddd", seed=0)
+    store.create_run(exp, config, seed=0, devices=[], status="queued", run_id="20250101-150000-dddd")
+    store.update("20250101-150000-dddd", created_t=T0 + 10_800)
+
+    async def stop_dialog(pilot: Any) -> None:
         await settled(pilot)
-        await pilot.press("2", "j", "enter")
-        await until(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen))
-        await pilot.pause(0.5)
+        await pilot.press("2")
+        table = pilot.app.screen.query_one(RunTable)
+        await until(pilot, lambda: table.current_key() == "20250101-150000-dddd")
+        await pilot.press("K")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmDialog))
+        await pilot.pause(0.3)
 
-    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=(100, 30), run_before=detail)
-
-
-def test_snapshot_compare(snap_compare, snapshot_project: Path) -> None:
-    async def compare(pilot: Any) -> None:
-        await settled(pilot)
-        await pilot.press("2", "j", "space", "space", "c")
-        await until(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
-        await pilot.pause(0.5)
-
-    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=(100, 30), run_before=compare)
+    assert snap_compare(MdtuiApp(snapshot_project), terminal_size=size, run_before=stop_dialog)
 
 
 def test_snapshot_broken_toml(snap_compare, snapshot_project: Path) -> None:

@@ -1,4 +1,4 @@
-"""Choose devices for a run: free memory, utilisation and who is already on each."""
+"""Choose devices for a run: free memory, utilisation and who is already on each. The CPU is always offered."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Label, SelectionList
-from textual.widgets.selection_list import Selection
+from textual.widgets import Static
+
+from mdtui.tui.text import plain, visible
+from mdtui.tui.widgets.device_list import DeviceList
 
 
 def device_label(device: Any, holders: Sequence[str]) -> str:
     if device.id == "cpu":
-        return "cpu   host processor"
+        label = "cpu  host processor (CPU runs share its cores)"
+        return label + (f"  mdtui: {', '.join(holders)}" if holders else "")
     free = device.memory_free_mb / 1024
     owners = sorted({p.owner for p in device.processes})
     parts = [f"{device.id:>3}  {device.name[:18]:<18} free {free:5.1f} GiB  util {device.utilization:3d}%"]
@@ -23,16 +26,26 @@ def device_label(device: Any, holders: Sequence[str]) -> str:
         parts.append(f"mdtui: {', '.join(holders)}")
     if owners:
         parts.append(f"users: {', '.join(owners)}")
-    return "  ".join(parts)
+    return visible("  ".join(parts))
+
+
+def picker_entries(devices: Sequence[Any], holders: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:
+    """(device id, label) for every device, the CPU last (also beside fake or real GPUs)."""
+    entries = [(d.id, device_label(d, holders.get(d.id, ()))) for d in devices if d.id != "cpu"]
+    return [*entries, ("cpu", device_label(_Cpu(), holders.get("cpu", ())))]
+
+
+class _Cpu:
+    id = "cpu"
 
 
 class DevicePickerDialog(ModalScreen[list[str] | None]):
     """Returns the chosen device ids, or None when cancelled."""
 
     BINDINGS = [
-        # priority: the SelectionList binds enter to "toggle" itself; space toggles here
-        Binding("enter", "confirm", "Run on selected", priority=True, id="picker.confirm"),
-        Binding("escape", "cancel", "Cancel", id="picker.cancel"),
+        # priority: the list binds enter to "select" itself; space picks there
+        Binding("enter", "confirm", "Run on picked", priority=True, id="picker.confirm"),
+        Binding("escape,q", "cancel", "Cancel", id="picker.cancel"),
     ]
 
     def __init__(self, devices: Sequence[Any], holders: dict[str, tuple[str, ...]], names: list[str]) -> None:
@@ -46,23 +59,25 @@ class DevicePickerDialog(ModalScreen[list[str] | None]):
             shown = ", ".join(self.names[:3]) + (
                 f" and {len(self.names) - 3} more" if len(self.names) > 3 else ""
             )
-            yield Label(f"Devices for {shown}  (space toggles, enter runs, escape cancels)")
-            yield SelectionList[str](
-                *(Selection(device_label(d, self.holders.get(d.id, ())), d.id) for d in self.devices),
-                id="device-list",
+            yield Static(plain(f"Devices for {shown}"), id="question")
+            yield Static(
+                "space picks [x] / unpicks [ ], enter runs on the picked (or the highlighted) device,"
+                " escape cancels",
+                id="details",
+                markup=False,
             )
+            yield DeviceList(picker_entries(self.devices, self.holders), id="device-list")
 
     def on_mount(self) -> None:
-        self.query_one(SelectionList).focus()
+        self.query_one(DeviceList).focus()
 
     def action_confirm(self) -> None:
-        chosen = list(self.query_one(SelectionList).selected)
-        if not chosen:
-            current = self.query_one(SelectionList).highlighted
-            if current is not None:
-                chosen = [self.devices[current].id]
+        devices = self.query_one(DeviceList)
+        chosen = list(devices.picked)
+        if not chosen and devices.current is not None:
+            chosen = [devices.current]
         if "cpu" in chosen and len(chosen) > 1:
-            self.notify("cpu cannot be combined with GPUs", severity="error")
+            self.app.notify("cpu cannot be combined with GPUs: unpick one", severity="error")
             return
         self.dismiss(chosen or None)
 

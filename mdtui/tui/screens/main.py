@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,12 +9,14 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
 
+from mdtui.runs.status import LIVE, WAITING
+from mdtui.tui import messages as msg
+from mdtui.tui.text import markup_escape, plain
+from mdtui.tui.widgets.experiment_table import ExperimentTable
 from mdtui.tui.widgets.gpu_panel import GpuPanel
-from mdtui.tui.widgets.tables import ExperimentTable, RunTable, SyncTable
-from mdtui.views.dashboard import LIVE_STATUSES, WAITING_STATUSES, Snapshot
-
-if TYPE_CHECKING:
-    from mdtui.tui.app import MdtuiApp
+from mdtui.tui.widgets.run_table import RunTable
+from mdtui.tui.widgets.sync_table import SyncTable
+from mdtui.views.dashboard import Snapshot
 
 SORT_KEYS = ("file order", "name", "group", "status", "best acc1")
 
@@ -26,18 +25,18 @@ class MainScreen(Screen[None]):
     BINDINGS = [
         Binding("1", "tab('experiments')", "Experiments", show=False, id="main.tab1"),
         Binding("2", "tab('runs')", "Runs", show=False, id="main.tab2"),
-        Binding("j", "cursor(1)", "Down", show=False, id="main.down"),
-        Binding("k", "cursor(-1)", "Up", show=False, id="main.up"),
         Binding(
             "space", "toggle", "Select", show=False, id="main.select", tooltip="Select or unselect the row"
         ),
         Binding("enter", "open", "Open", show=False, id="main.open", tooltip="Run details"),
         Binding("r", "run_now", "Run", id="main.run", tooltip="Run the selection now on free devices"),
-        Binding("g", "pick_devices", "GPUs", id="main.devices", tooltip="Choose devices, then run"),
+        Binding("d", "pick_devices", "Devices", id="main.devices", tooltip="Choose devices, then run"),
         Binding("a", "enqueue", "Queue", id="main.queue", tooltip="Add the selection to the queue"),
         Binding("K", "stop", "Stop", id="main.stop", tooltip="Stop the selected runs"),
-        Binding("l", "logs", "Logs", id="main.logs", tooltip="Log of the run"),
-        Binding("c", "compare", "Compare", id="main.compare", tooltip="Compare the selected runs"),
+        Binding("l", "logs", "Logs", show=False, id="main.logs", tooltip="Log of the run"),
+        Binding(
+            "c", "compare", "Compare", show=False, id="main.compare", tooltip="Compare the selected runs"
+        ),
         Binding("slash", "filter", "Filter", id="main.filter"),
         Binding("s", "sort", "Sort", show=False, id="main.sort"),
         Binding("S", "sort(True)", "Reverse sort", show=False, id="main.rsort"),
@@ -62,10 +61,7 @@ class MainScreen(Screen[None]):
         self.filter_text = ""
         self.sort_index = 0
         self.sort_reverse = False
-
-    @property
-    def mdtui(self) -> MdtuiApp:
-        return self.app  # type: ignore[return-value]
+        self._empty: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,8 +70,10 @@ class MainScreen(Screen[None]):
             yield Static("", id="plan-error")
             with TabbedContent(initial="experiments", id="tabs"):
                 with TabPane("Experiments [1]", id="experiments"):
+                    yield Static("", id="experiments-empty", classes="empty", markup=False)
                     yield ExperimentTable(id="experiment-table")
                 with TabPane("Runs [2]", id="runs"):
+                    yield Static("", id="runs-empty", classes="empty", markup=False)
                     yield RunTable(id="run-table")
             yield GpuPanel(id="gpus")
         # ctrl+p and space are listed by `?`: the footer keeps room for q and ? at 80 columns
@@ -94,8 +92,8 @@ class MainScreen(Screen[None]):
         error.display = bool(snapshot.plan_error)
         if snapshot.plan_error:
             error.update(
-                f"[b]experiments.toml has errors[/b] (press e to edit, the rest keeps working):\n"
-                f"{escape(snapshot.plan_error)}"
+                "[b]experiments.toml has errors[/b] (press e to edit; runs and the queue keep working):\n"
+                + markup_escape(snapshot.plan_error)
             )
         self._show_experiments()
         self._show_runs()
@@ -125,10 +123,33 @@ class MainScreen(Screen[None]):
         elif self.sort_reverse:
             rows.reverse()
         self.query_one(ExperimentTable).sync([(r.name, ExperimentTable.cells(r)) for r in rows])
+        if rows or not self.snapshot.experiments and not self.snapshot.plan_error:
+            self._say_empty("experiments", "" if rows else "No experiments in experiments.toml yet.")
+        elif not self.snapshot.experiments:
+            self._say_empty("experiments", "No experiments to show: experiments.toml has errors (above).")
+        else:
+            self._say_empty(
+                "experiments", f"No experiment matches “{self.filter_text}” (escape clears the filter)."
+            )
 
     def _show_runs(self) -> None:
         rows = [r for r in self.snapshot.runs if self._matches(r.run_id, r.experiment, r.status, r.devices)]
         self.query_one(RunTable).sync([(r.run_id, RunTable.cells(r)) for r in rows])
+        if rows:
+            self._say_empty("runs", "")
+        elif self.snapshot.runs:
+            self._say_empty("runs", f"No run matches “{self.filter_text}” (escape clears the filter).")
+        else:
+            self._say_empty("runs", "No runs yet: press r on an experiment to run it.")
+
+    def _say_empty(self, tab: str, text: str) -> None:
+        """A line in place of an empty table, saying why it is empty (nothing yet, or the filter)."""
+        if self._empty.get(tab) == text:
+            return
+        self._empty[tab] = text
+        label = self.query_one(f"#{tab}-empty", Static)
+        label.update(plain(text))
+        label.display = bool(text)
 
     # ------------------------------------------------------------------ helpers
 
@@ -160,11 +181,6 @@ class MainScreen(Screen[None]):
         self.query_one(TabbedContent).active = tab
         self._active_table().focus()
 
-    def action_cursor(self, delta: int) -> None:
-        table = self._active_table()
-        if table.row_count:
-            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + delta)))
-
     def action_toggle(self) -> None:
         self._active_table().toggle_selected()
 
@@ -178,50 +194,51 @@ class MainScreen(Screen[None]):
             self._chosen_runs()[:1] if not self._on_runs_tab() else [self.query_one(RunTable).current_key()]
         )
         if runs and runs[0]:
-            self.mdtui.open_run(runs[0])
+            self.post_message(msg.OpenRunRequested(runs[0]))
         else:
             self.notify("No run yet: press r to run it", severity="warning")
 
     def action_logs(self) -> None:
         runs = self._chosen_runs()
         if runs:
-            self.mdtui.open_run(runs[0], tab="log")
+            self.post_message(msg.OpenRunRequested(runs[0], tab="log"))
         else:
             self.notify("No run to show logs for", severity="warning")
 
-    def action_run_now(self) -> None:
+    def _experiments_or_say(self, verb: str) -> list[str] | None:
+        """The chosen experiments; with none, None after saying why (a broken file: the app says it)."""
         names = self._chosen_experiments()
-        if names:
-            self.mdtui.start(names)
+        if names or self.snapshot.plan_error:
+            return names
+        self.notify(f"No experiment under the cursor to {verb}", severity="warning")
+        return None
+
+    def action_run_now(self) -> None:
+        if (names := self._experiments_or_say("run")) is not None:
+            self.post_message(msg.RunRequested(names))
 
     def action_pick_devices(self) -> None:
-        names = self._chosen_experiments()
-        if names:
-            self.mdtui.pick_devices_and_start(names)
+        if (names := self._experiments_or_say("run")) is not None:
+            self.post_message(msg.DevicePickRequested(names))
 
     def action_enqueue(self) -> None:
-        names = self._chosen_experiments()
-        if names:
-            self.mdtui.enqueue(names)
+        if (names := self._experiments_or_say("queue")) is not None:
+            self.post_message(msg.QueueRequested(names))
 
     def action_stop(self) -> None:
         runs = {r.run_id: r for r in self.snapshot.runs}
-        chosen = [
-            k
-            for k in self._chosen_runs()
-            if k in runs and runs[k].status in (*LIVE_STATUSES, *WAITING_STATUSES)
-        ]
+        chosen = [k for k in self._chosen_runs() if k in runs and runs[k].status in LIVE | WAITING]
         if not chosen:
             self.notify("Nothing running or queued is selected", severity="warning")
             return
-        self.mdtui.confirm_stop([runs[k] for k in chosen])
+        self.post_message(msg.StopRequested(chosen))
 
     def action_compare(self) -> None:
         runs = self._chosen_runs()
         if len(runs) < 2:
             self.notify("Select two or more runs (space) to compare", severity="warning")
             return
-        self.mdtui.open_compare(runs)
+        self.post_message(msg.CompareRequested(runs))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -262,24 +279,29 @@ class MainScreen(Screen[None]):
     def action_move(self, delta: int) -> None:
         key = self.query_one(RunTable).current_key() if self._on_runs_tab() else None
         if key:
-            self.mdtui.move_queued(key, delta)
+            self.post_message(msg.MoveRequested(key, delta))
 
     def action_cancel(self) -> None:
         runs = {r.run_id: r for r in self.snapshot.runs}
-        chosen = [k for k in self._chosen_runs() if k in runs and runs[k].status in WAITING_STATUSES]
+        chosen = [k for k in self._chosen_runs() if k in runs and runs[k].status in WAITING]
         if chosen:
-            self.mdtui.stop_runs(chosen)
+            self.post_message(msg.CancelRequested(chosen))
+        else:
+            self.notify(
+                "No queued run is selected (x cancels queued runs; K stops running ones)", severity="warning"
+            )
 
     def action_toggle_pause(self) -> None:
-        self.mdtui.toggle_queue_pause()
+        self.post_message(msg.QueuePauseToggled())
 
     def action_edit(self) -> None:
-        self.mdtui.edit_experiments()
+        self.post_message(msg.EditRequested())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Grey out what makes no sense here (Textual shows None as disabled)."""
+        """Grey out what makes no sense here (Textual shows None as disabled).
+
+        r, d and a stay active with a broken experiments.toml: the app then says why nothing starts.
+        """
         if action in ("move", "cancel") and not self._on_runs_tab():
-            return None
-        if action in ("run_now", "pick_devices", "enqueue") and self.snapshot.plan_error:
             return None
         return True

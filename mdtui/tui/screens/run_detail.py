@@ -1,25 +1,45 @@
-"""One run up close: live charts, progress, summary, config, artifacts and its logs."""
+"""One run up close: live charts, progress, summary, config, artifacts and its logs.
+
+The screen takes the dashboard it reads from and posts ``StopRequested`` for the app to confirm; it
+never imports the app. The app calls ``refresh_view`` with each new snapshot.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, VerticalScroll
+from textual.containers import Grid
+from textual.events import Resize
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    ProgressBar,
+    Static,
+    TabbedContent,
+    TabPane,
+)
 
 from engine.schema.events import RunState
+from mdtui.runs.status import FINISHED, LIVE
+from mdtui.tui.messages import StopRequested
+from mdtui.tui.text import markup_escape, plain, visible
+from mdtui.tui.widgets.cells import fmt_pct, fmt_secs
 from mdtui.tui.widgets.metric_chart import MetricChart
 from mdtui.tui.widgets.run_log import RunLog, file_has_problem
-from mdtui.tui.widgets.tables import fmt_pct, fmt_secs
+from mdtui.tui.widgets.vi_scroll import ViScroll
 
-if TYPE_CHECKING:
-    from mdtui.tui.app import MdtuiApp
+# Below this many rows the four charts would be a few rows each: show loss and acc1 only, taller.
+COMPACT_ROWS = 28
+# Runs that ended with an error open on Summary, where the error is (their charts are mostly empty).
+OPEN_ON_SUMMARY = frozenset({"failed", "lost"})
+STREAMS = ("stdout", "stderr")
 
 
 def epoch_series(state: RunState) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
@@ -57,18 +77,21 @@ def summary_fields(summary: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def summary_text(state: RunState, record: Any, reason: str | None = None) -> str:
-    """The Summary tab (Rich markup: every value from a file or the user is escaped)."""
+def summary_text(state: RunState, record: Any, reason: str | None = None, now: float | None = None) -> str:
+    """The Summary tab (markup: every value from a file or the user is escaped); the error comes first."""
+    esc = markup_escape
     lines = [
-        f"[b]{state.run_id or record.run_id}[/b]  experiment [b]{escape(record.experiment)}[/b]",
-        f"status {record.status}   device {','.join(record.devices) or '-'}   seed {record.seed}",
+        f"[b]{esc(state.run_id or record.run_id)}[/b]  experiment [b]{esc(record.experiment)}[/b]",
+        f"status {record.status}   device {esc(','.join(map(str, record.devices)) or '-')}   seed {record.seed}",
     ]
+    if state.error or record.error:
+        lines.append(f"[b red]error:[/] {esc(state.error or record.error)}")
     if reason:
-        lines.append(f"waiting: {escape(reason)}")
+        lines.append(f"waiting: {esc(reason)}")
     if state.total_epochs:
-        lines.append(
-            f"epoch {state.epochs_done}/{state.total_epochs}   ETA {fmt_secs(state.eta_seconds()) or '-'}"
-        )
+        live = record.status in LIVE
+        eta = f"   ETA {fmt_secs(state.eta_seconds(now or time.time())) or '-'}" if live else ""
+        lines.append(f"epoch {state.epochs_done}/{state.total_epochs}{eta}")
     best_epoch = f" (epoch {state.best_epoch + 1})" if state.best_epoch is not None else ""
     lines.append(f"best acc1 {fmt_pct(state.best_acc1) or '-'}{best_epoch}")
     last = state.last_eval or {}
@@ -81,26 +104,66 @@ def summary_text(state: RunState, record: Any, reason: str | None = None) -> str
         lines.append("last eval: " + "  ".join(parts))
     if state.extra_losses:
         lines.append(
-            "losses: " + "  ".join(f"{k} {v:.4f}" for k, v in state.extra_losses.items() if v is not None)
+            "losses: "
+            + "  ".join(f"{esc(k)} {v:.4f}" for k, v in state.extra_losses.items() if v is not None)
         )
     summary = state.summary or {}
     if summary:
-        lines.append("summary: " + escape(summary_fields(summary)))
+        lines.append("summary: " + esc(summary_fields(summary)))
     if record.leaky or summary.get("leaky"):
         lines.append("[b yellow]leaky:[/] masks were sifted from the test split")
-    if state.error or record.error:
-        lines.append(f"[b red]error:[/] {escape(str(state.error or record.error))}")
     if getattr(record, "note", ""):
-        lines.append(f"note: {escape(record.note)}")
+        lines.append(f"note: {esc(record.note)}")
     if state.logs:
         lines.append("")
-        lines.extend(escape(line) for line in state.logs[-8:])
+        lines.extend(esc(line) for line in state.logs[-8:])
     return "\n".join(lines)
+
+
+def relative_path(path: str, run_dir: Path) -> str:
+    """An artifact's path as seen from its run directory (absolute only when it lies elsewhere)."""
+    try:
+        return str(Path(path).relative_to(run_dir))
+    except ValueError:
+        try:
+            return str(Path(path).resolve().relative_to(run_dir.resolve()))
+        except (ValueError, OSError):
+            return path
+
+
+def cut_path(path: str, width: int) -> str:
+    """``path`` in ``width`` characters, cut in the middle so that the file name stays whole."""
+    if len(path) <= width:
+        return path
+    head, _, name = path.rpartition("/")
+    if not head or len(name) + 2 > width:  # the name alone does not fit: keep its end (the extension)
+        return "…" + path[len(path) - width + 1 :]
+    room = width - len(name) - 2  # "…/" before the name
+    return (head[:room] + "…/" + name) if room > 0 else "…/" + name
+
+
+def one_line_json(value: Any, width: int) -> str:
+    """``value`` as JSON on one line; when too long, cut after the last whole item that fits."""
+    text = json.dumps(value, ensure_ascii=False)
+    if len(text) <= width:
+        return text
+    head = text[: max(width - 1, 0)]
+    cut = max(head.rfind(", "), head.rfind(" "))
+    return (head[:cut].rstrip(",") if cut > 0 else head) + "…"
+
+
+class ArtifactTable(DataTable[str]):
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g,home", "scroll_top", "First", show=False),
+        Binding("G,end", "scroll_bottom", "Last", show=False),
+    ]
 
 
 class RunDetailScreen(Screen[None]):
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="run.back"),
+        Binding("escape,q", "app.pop_screen", "Back", id="run.back"),
         Binding("l", "tab('log')", "Log", id="run.log"),
         Binding("t", "toggle_stream", "stdout/stderr", id="run.stream"),
         Binding(
@@ -110,19 +173,42 @@ class RunDetailScreen(Screen[None]):
         Binding("left_square_bracket", "cycle_tab(-1)", "Previous tab", show=False, id="run.prev"),
         Binding("right_square_bracket", "cycle_tab(1)", "Next tab", show=False, id="run.next"),
     ]
+    CSS = """
+    RunDetailScreen #chart-grid { grid-size: 2 2; grid-gutter: 0 1; height: 1fr; }
+    RunDetailScreen #chart-grid.compact { grid-size: 2 1; }
+    RunDetailScreen #chart-grid.compact .secondary { display: none; }
+    RunDetailScreen #progress.hidden { display: none; }
+    RunDetailScreen #log-source { height: 1; padding: 0 1; background: $boost; }
+    RunDetailScreen ViScroll, RunDetailScreen RunLog, RunDetailScreen ArtifactTable {
+        border-left: outer $panel;
+    }
+    RunDetailScreen ViScroll:focus, RunDetailScreen RunLog:focus, RunDetailScreen ArtifactTable:focus {
+        border-left: outer $accent;
+    }
+    """
 
     TABS = ("charts", "summary", "config", "artifacts", "log")
+    FOCUS = {
+        "summary": "#summary-scroll",
+        "config": "#config-scroll",
+        "artifacts": "#artifact-table",
+        "log": RunLog,
+    }
 
-    def __init__(self, run_id: str, tab: str = "charts") -> None:
+    def __init__(self, run_id: str, dashboard: Any, *, tab: str | None = None) -> None:
         super().__init__()
         self.run_id = run_id
-        self.initial_tab = tab
+        self.dashboard = dashboard
+        self.initial_tab = tab or self._tab_for(run_id)
         self.stream = "stdout"
-        self._artifacts_seen = 0
+        self._artifacts: list[tuple[str, str, Any]] = []
+        self._run_dir: Path | None = None
+        self._ready = False  # composed and mounted: the app's timer may call refresh_view before that
 
-    @property
-    def mdtui(self) -> MdtuiApp:
-        return self.app  # type: ignore[return-value]
+    def _tab_for(self, run_id: str) -> str:
+        """Where a run opens: a run that ended in an error on Summary (the error), any other on Charts."""
+        rec = self.dashboard.store.get(run_id) if self.dashboard.store is not None else None
+        return "summary" if rec is not None and rec.status in OPEN_ON_SUMMARY else "charts"
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -131,97 +217,166 @@ class RunDetailScreen(Screen[None]):
             with TabPane("Charts", id="charts"), Grid(id="chart-grid"):
                 yield MetricChart("loss per epoch", id="chart-loss")
                 yield MetricChart("acc1 per epoch", id="chart-acc1")
-                yield MetricChart("step loss", id="chart-step")
-                yield MetricChart("learning rate", id="chart-lr")
-            with TabPane("Summary", id="summary"), VerticalScroll():
+                yield MetricChart("step loss (x: epoch)", id="chart-step", classes="secondary")
+                yield MetricChart("learning rate per epoch", id="chart-lr", classes="secondary")
+            with TabPane("Summary", id="summary"), ViScroll(id="summary-scroll"):
                 yield Static("", id="summary-text")
-            with TabPane("Config", id="config"), VerticalScroll():
-                yield Static("", id="config-text")
+            with TabPane("Config", id="config"), ViScroll(id="config-scroll"):
+                yield Static("", id="config-text", markup=False)
             with TabPane("Artifacts", id="artifacts"):
-                yield DataTable(id="artifact-table", cursor_type="row")
-            with TabPane("Log", id="log"):
+                yield ArtifactTable(id="artifact-table", cursor_type="row")
+            with TabPane("Log · stdout", id="log"):
+                yield Static("", id="log-source")
                 yield RunLog(id="run-log")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        rec = self.mdtui.dashboard.store.get(self.run_id)
         self.title = f"run {self.run_id}"
+        table = self.query_one(ArtifactTable)
+        table.add_column("kind", key="kind")
+        table.add_column("path", key="path")
+        table.add_column("summary", key="summary")
+        rec = self.dashboard.store.get(self.run_id) if self.dashboard.store is not None else None
         if rec is None:
+            self.query_one("#summary-text", Static).update(
+                f"run {markup_escape(self.run_id)} is not in the index"
+            )
             return
-        self.sub_title = rec.experiment
-        table = self.query_one("#artifact-table", DataTable)
-        table.add_columns("kind", "path", "summary")
-        config = Path(rec.run_dir) / "config.json"
+        self._run_dir = Path(rec.run_dir)
+        config = self._run_dir / "config.json"
         try:
-            text = json.dumps(json.loads(config.read_text()), indent=2)
+            text = json.dumps(json.loads(config.read_text()), indent=2, ensure_ascii=False)
         except (OSError, ValueError):
             text = "(config.json not readable)"
-        self.query_one("#config-text", Static).update(text)
-        self.query_one(RunLog).follow(Path(rec.run_dir) / f"{self.stream}.log")
+        self.query_one("#config-text", Static).update(visible(text))
+        self.query_one(RunLog).follow(self._run_dir / f"{self.stream}.log")
+        self._ready = True
+        self._layout_charts()
         self.refresh_view()
+        self._focus_tab(self.initial_tab)
 
-    def refresh_view(self) -> None:
-        """Called by the app's timer: redraw from the run's current state."""
-        dashboard = self.mdtui.dashboard
-        rec = dashboard.store.get(self.run_id)
+    # ------------------------------------------------------------------ refresh
+
+    def refresh_view(self, snapshot: Any = None) -> None:
+        """Called with each snapshot the app gathers (a few times a second): redraw from the run's state."""
+        store = self.dashboard.store
+        rec = store.get(self.run_id) if store is not None and self._ready else None
         if rec is None:
             return
-        state = dashboard.run_state(self.run_id) or RunState(run_id=self.run_id)
-        self.sub_title = f"{rec.experiment} · {rec.status}"
-        bar = self.query_one(ProgressBar)
-        if state.total_epochs:
-            bar.update(total=state.total_epochs, progress=state.epochs_done)
+        state = self.dashboard.run_state(self.run_id) or RunState(run_id=self.run_id)
+        self.sub_title = f"{visible(rec.experiment)} · {rec.status}"
+        self._show_progress(state, rec)
         series = epoch_series(state)
         for name in ("loss", "acc1", "step", "lr"):
             self.query_one(f"#chart-{name}", MetricChart).show(series[name])
-        reason = next((r.reason for r in self.mdtui.snapshot.runs if r.run_id == self.run_id), None)
+        rows = getattr(snapshot, "runs", ()) if snapshot is not None else ()
+        reason = next((r.reason for r in rows if r.run_id == self.run_id), None)
         self.query_one("#summary-text", Static).update(summary_text(state, rec, reason))
-        if len(state.artifacts) > self._artifacts_seen:
-            table = self.query_one("#artifact-table", DataTable)
-            for item in state.artifacts[self._artifacts_seen :]:
-                summary = item.get("summary")
-                table.add_row(
-                    str(item.get("kind", "")),
-                    str(item.get("path", "")),
-                    json.dumps(summary)[:80] if summary else "",
-                )
-            self._artifacts_seen = len(state.artifacts)
-        self.query_one(RunLog).poll()
+        if len(state.artifacts) > len(self._artifacts):
+            for item in state.artifacts[len(self._artifacts) :]:
+                path = relative_path(str(item.get("path", "")), Path(rec.run_dir))
+                self._artifacts.append((str(item.get("kind", "")), path, item.get("summary")))
+            self._fill_artifacts()
+        log = self.query_one(RunLog)
+        log.poll()
+        self._show_log_source(log)
+
+    def _show_progress(self, state: RunState, rec: Any) -> None:
+        """A bar for a run that is going or went somewhere; never an animated 'busy' bar for one that ended."""
+        bar = self.query_one(ProgressBar)
+        total = state.total_epochs or rec.total_epochs
+        done = state.epochs_done or rec.epochs_done or 0
+        ended = rec.status in FINISHED or state.finished
+        if total:
+            bar.update(total=total, progress=done)
+        bar.set_class(not total and (ended or rec.status not in LIVE), "hidden")
+
+    def _show_log_source(self, log: RunLog) -> None:
+        other = STREAMS[1 - STREAMS.index(self.stream)]
+        where = "following" if log.following else "scrolled up (End or G follows)"
+        lines = log.file_lines
+        self.query_one("#log-source", Static).update(
+            f"[b]{self.stream}.log[/b] · {lines} line{'s' if lines != 1 else ''} · {where} · t: {other}.log"
+        )
+
+    # ------------------------------------------------------------------ layout
+
+    def on_resize(self, event: Resize) -> None:
+        if self._ready:
+            self._layout_charts()
+            self._fill_artifacts()
+
+    def _layout_charts(self) -> None:
+        self.query_one("#chart-grid").set_class(self.size.height < COMPACT_ROWS, "compact")
+
+    def _fill_artifacts(self) -> None:
+        """Artifacts with paths relative to the run dir, cut in the middle to the width there is."""
+        table = self.query_one(ArtifactTable)
+        kind_w = max((len(k) for k, _, _ in self._artifacts), default=4)
+        room = max(self.size.width - kind_w - 10, 20)  # borders, cell padding, scrollbar
+        path_w = min(max((len(p) for _, p, _ in self._artifacts), default=4), max(room * 2 // 3, 16))
+        summary_w = max(room - path_w, 8)
+        cursor = table.cursor_row
+        table.clear()
+        for kind, path, summary in self._artifacts:
+            table.add_row(
+                plain(kind),
+                plain(cut_path(path, path_w)),
+                plain(one_line_json(summary, summary_w) if summary else ""),
+            )
+        if self._artifacts:
+            table.move_cursor(row=min(cursor, len(self._artifacts) - 1))
+
+    # ------------------------------------------------------------------ tabs and focus
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id:
+            self._focus_tab(event.pane.id)
+
+    def _focus_tab(self, tab: str) -> None:
+        """Put the keys (j k g G Home End) where the reader is: the active tab's scrollable content."""
+        target = self.FOCUS.get(tab)
+        if target is not None:
+            self.query_one(target).focus()  # type: ignore[call-overload]
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#run-tabs", TabbedContent).active = tab
+        self._focus_tab(tab)
 
     def action_cycle_tab(self, delta: int) -> None:
         tabs = self.query_one("#run-tabs", TabbedContent)
         index = self.TABS.index(tabs.active) if tabs.active in self.TABS else 0
-        tabs.active = self.TABS[(index + delta) % len(self.TABS)]
+        self.action_tab(self.TABS[(index + delta) % len(self.TABS)])
+
+    # ------------------------------------------------------------------ log
+
+    def _show_stream(self, stream: str) -> None:
+        self.stream = stream
+        log = self.query_one(RunLog)
+        if self._run_dir is not None:
+            log.follow(self._run_dir / f"{stream}.log")
+        self.query_one("#run-tabs", TabbedContent).get_tab("log").label = f"Log · {stream}"  # type: ignore[assignment]
+        self._show_log_source(log)
 
     def action_toggle_stream(self) -> None:
-        rec = self.mdtui.dashboard.store.get(self.run_id)
-        if rec is None:
-            return
-        self.stream = "stderr" if self.stream == "stdout" else "stdout"
-        self.query_one(RunLog).follow(Path(rec.run_dir) / f"{self.stream}.log")
+        self._show_stream(STREAMS[1 - STREAMS.index(self.stream)])
         self.action_tab("log")
-        self.notify(f"showing {self.stream}.log", timeout=2)
 
     def action_problem(self) -> None:
         """Jump to the first Traceback / NaN / OOM line, looking in the other stream when this one has none."""
         self.action_tab("log")
         log = self.query_one(RunLog)
         if log.jump_to_problem():
+            self._show_log_source(log)
             return
-        rec = self.mdtui.dashboard.store.get(self.run_id)
-        other = "stderr" if self.stream == "stdout" else "stdout"
-        if rec is not None and file_has_problem(Path(rec.run_dir) / f"{other}.log"):
-            self.stream = other
-            log.follow(Path(rec.run_dir) / f"{other}.log")
+        other = STREAMS[1 - STREAMS.index(self.stream)]
+        if self._run_dir is not None and file_has_problem(self._run_dir / f"{other}.log"):
+            self._show_stream(other)
             log.jump_to_problem()
+            self._show_log_source(log)
             self.notify(f"first problem is in {other}.log", timeout=3)
             return
         self.notify("No Traceback, NaN or out-of-memory line in stdout.log or stderr.log", timeout=3)
 
     def action_stop(self) -> None:
-        rec = self.mdtui.dashboard.store.get(self.run_id)
-        if rec is not None:
-            self.mdtui.confirm_stop([rec])
+        self.post_message(StopRequested([self.run_id]))

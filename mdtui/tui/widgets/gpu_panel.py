@@ -9,6 +9,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from mdtui.system.gpus import cpu_device
+from mdtui.tui.text import plain
+
+WIDE = 110  # from this width the panel names runs by time and suffix, below by suffix only
+
 
 def memory_bar(used: int, total: int, width: int = 10) -> Text:
     if total <= 0:
@@ -19,7 +24,20 @@ def memory_bar(used: int, total: int, width: int = 10) -> Text:
     return Text("█" * filled, style=style) + Text("░" * (width - filled), style="dim")
 
 
-def describe_device(device: Any, holders: Sequence[str]) -> list[Any]:
+def run_suffixes(run_ids: Sequence[str], minimum: int) -> list[str]:
+    """The shortest ends (at least ``minimum`` long) that tell ``run_ids`` apart.
+
+    Run ids share their date and often their minute (``20261201-160714-…``); the end is what differs,
+    and every verb accepts a unique suffix of a run id.
+    """
+    length = minimum
+    longest = max((len(r) for r in run_ids), default=0)
+    while length < longest and len({r[-length:] for r in run_ids}) < len(set(run_ids)):
+        length += 1
+    return [r[-length:] if len(r) > length else r for r in run_ids]
+
+
+def describe_device(device: Any, holders: Sequence[str], suffix: int = 11) -> list[Any]:
     if device.id == "cpu":
         mem = Text("host memory", style="dim")
         util = ""
@@ -29,12 +47,20 @@ def describe_device(device: Any, holders: Sequence[str]) -> list[Any]:
         util = f"{device.utilization}%"
     foreign = [p for p in getattr(device, "processes", ()) if not getattr(p, "mdtui", False)]
     others = ", ".join(sorted({f"{p.owner}" for p in foreign})) if foreign else ""
-    runs = ", ".join(holders) if holders else ""
-    return [Text(device.id, style="bold"), device.name, mem, util, runs, others]
+    runs = ", ".join(run_suffixes(list(holders), suffix)) if holders else ""
+    return [Text(device.id, style="bold"), plain(device.name), mem, util, plain(runs), plain(others)]
+
+
+def shown_devices(devices: Sequence[Any], holders: dict[str, tuple[str, ...]]) -> list[Any]:
+    """The devices, plus the CPU whenever mdtui runs are on it (fake or real GPUs present)."""
+    out = list(devices)
+    if holders.get("cpu") and devices and not any(d.id == "cpu" for d in devices):
+        out.append(cpu_device())
+    return out
 
 
 class GpuPanel(Static):
-    """A compact table, one line per device; CPU appears as a device when there is no GPU."""
+    """A compact table, one line per device; CPU appears as a device when there is no GPU or a run uses it."""
 
     DEFAULT_CSS = """
     GpuPanel { height: auto; max-height: 10; border-top: solid $primary-darken-2; }
@@ -43,24 +69,24 @@ class GpuPanel(Static):
     rows: list[list[Any]] = []  # what is shown, for tests and the palette
 
     def show(self, devices: Sequence[Any], holders: dict[str, tuple[str, ...]]) -> None:
-        table = Table(box=None, expand=True, pad_edge=False, show_edge=False, header_style="bold dim")
-        fixed = {"dev": 4, "memory": 19, "util": 5}
-        for name, ratio in (
-            ("dev", 0),
-            ("name", 3),
-            ("memory", 0),
-            ("util", 0),
-            ("mdtui runs", 4),
-            ("others", 3),
-        ):
-            if name in fixed:
-                table.add_column(name, width=fixed[name], no_wrap=True)
-            else:
-                table.add_column(name, ratio=ratio, no_wrap=True, overflow="ellipsis")
-        rows = [describe_device(device, holders.get(device.id, ())) for device in devices]
+        suffix = 11 if (self.size.width or self.app.size.width) >= WIDE else 4
+        devices = shown_devices(devices, holders)
+        rows = [describe_device(device, holders.get(device.id, ()), suffix) for device in devices]
         if rows == self.rows and rows:
             return  # an update re-lays out the screen: only when something changed
         self.rows = rows
+        table = Table(box=None, expand=True, pad_edge=False, show_edge=False, header_style="bold dim")
+        fixed = {"dev": 4, "memory": 19, "util": 5}
+        # the flexible columns share the rest in proportion to what they hold: an empty "mdtui runs"
+        # column must not squeeze the device names to "NVIDIA …"
+        flexible = {"name": (1, 4), "mdtui runs": (4, 10), "others": (5, 6)}  # cell index, least ratio
+        for name in ("dev", "name", "memory", "util", "mdtui runs", "others"):
+            if name in fixed:
+                table.add_column(name, width=fixed[name], no_wrap=True)
+            else:
+                index, least = flexible[name]
+                ratio = max([least, *(len(str(cells[index])) for cells in rows)])
+                table.add_column(name, ratio=ratio, no_wrap=True, overflow="ellipsis")
         for cells in self.rows:
             table.add_row(*cells)
         if not devices:

@@ -1,17 +1,52 @@
-"""A line chart of one or more series, redrawn only when its data changed."""
+"""A line chart of one or more series, redrawn only when its data changed.
+
+The title and legend sit on a line of their own above the plot (plotext draws its legend inside
+the plot area, over the lines). With no data there are no axes to invent: the chart says so.
+"""
 
 from __future__ import annotations
 
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
 from textual_plotext import PlotextPlot
+
+from mdtui.tui.text import markup_escape as escape
 
 Series = dict[str, tuple[list[float], list[float]]]
 
+# One colour per series, in order; the legend uses the same ones.
+COLORS: tuple[tuple[int, int, int], ...] = (
+    (80, 160, 255),
+    (255, 160, 40),
+    (90, 200, 110),
+    (230, 90, 200),
+    (240, 220, 80),
+    (100, 220, 220),
+)
+NO_DATA = "no data yet"
+NBSP = "\u00a0"
 
-class MetricChart(PlotextPlot):
-    """Wraps ``PlotextPlot`` so callers hand over data, never plotext calls."""
+
+def legend_markup(title: str, labels: list[str]) -> str:
+    """``title  ━ a  ━ b`` with each mark in its series' colour (labels escaped: they are user text)."""
+    colors = COLORS * (len(labels) // len(COLORS) + 1)
+    # no-break spaces: a wrapped legend keeps each mark together with its whole label
+    marks = [
+        f"[rgb({r},{g},{b})]━━[/]{NBSP}{escape(label).replace(' ', NBSP)}"
+        for label, (r, g, b) in zip(labels, colors, strict=False)
+    ]
+    return "  ".join([f"[b]{escape(title)}[/b]", *marks])
+
+
+class MetricChart(Vertical):
+    """Callers hand over data, never plotext calls."""
 
     DEFAULT_CSS = """
-    MetricChart { height: 1fr; min-height: 8; }
+    MetricChart { height: 1fr; min-height: 6; }
+    MetricChart > .legend { height: auto; max-height: 2; padding: 0 1; }
+    MetricChart > PlotextPlot { height: 1fr; }
+    MetricChart > .empty { height: 1fr; content-align: center middle; color: $text-muted; }
     """
 
     def __init__(self, title: str, xlabel: str = "epoch", **kwargs: object) -> None:
@@ -20,28 +55,39 @@ class MetricChart(PlotextPlot):
         self._xlabel = xlabel
         self._series: Series = {}
 
+    def compose(self) -> ComposeResult:
+        yield Static(legend_markup(self._title, []), classes="legend")
+        yield PlotextPlot()
+        yield Static(NO_DATA, classes="empty")
+
     def on_mount(self) -> None:
         self._draw()
+
+    @property
+    def has_data(self) -> bool:
+        return any(y is not None for _, ys in self._series.values() for y in ys)
 
     def show(self, series: Series) -> None:
         """Replace the plotted series; a no-op when nothing changed (no wasted redraws)."""
         if series == self._series:
             return
         self._series = {k: (list(x), list(y)) for k, (x, y) in series.items()}
-        self._draw()
+        if self.is_mounted:
+            self._draw()
 
     def _draw(self) -> None:
-        plt = self.plt
+        plot = self.query_one(PlotextPlot)
+        drawn = [
+            (label, [(x, y) for x, y in zip(xs, ys, strict=False) if y is not None])
+            for label, (xs, ys) in self._series.items()
+        ]
+        drawn = [(label, points) for label, points in drawn if points]
+        self.query_one(".legend", Static).update(legend_markup(self._title, [label for label, _ in drawn]))
+        plot.display = bool(drawn)
+        self.query_one(".empty", Static).display = not drawn
+        plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title(self._title)
-        plt.xlabel(self._xlabel)
-        drawn = False
-        for label, (xs, ys) in self._series.items():
-            points = [(x, y) for x, y in zip(xs, ys, strict=False) if y is not None]
-            if points:
-                plt.plot([p[0] for p in points], [p[1] for p in points], label=label, marker="braille")
-                drawn = True
-        if not drawn:
-            plt.text("no data yet", 0.5, 0.5)
-        self.refresh()
+        for (_, points), color in zip(drawn, COLORS * (len(drawn) // len(COLORS) + 1), strict=False):
+            plt.plot([p[0] for p in points], [p[1] for p in points], color=color, marker="braille")
+        plot.refresh()

@@ -1,0 +1,185 @@
+"""How a run ends: its final status decided in one function and written down in one order.
+
+The supervisor (which watched its engine exit) and reconcile (which finds a supervisor gone) both
+come here, so the two can never disagree about a run.
+
+``decide`` turns what is known about the engine's end (an ``EngineEnd``) into a status and a reason.
+``settle`` writes that down in the order that makes ``exit.json`` a promise:
+
+1. ``run.json`` gets the final fields and the plots are drawn: everything inside the run directory;
+2. the RESULTS.md entry (``mdtui.results.log.record_finished``: idempotent, converging);
+3. ``exit.json``, the last write into the run directory: whoever sees it sees a finished folder, and
+   a folder deleted once it appears is never re-created;
+4. the index row, without touching the run directory: a run is never ``completed`` in the index
+   before its RESULTS.md entry exists.
+
+A supervisor killed anywhere in between leaves a run that is still live in the index with a dead
+supervisor; the next ``reconcile`` decides again from the same facts and repeats the steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.schema.events import RunState
+from mdtui.results.log import record_finished
+from mdtui.runs.rundir import EVENTS_FILE, EXIT_FILE, metrics_from_state
+from mdtui.runs.status import RunStatus
+from mdtui.runs.store import RunRecord, RunStore
+from mdtui.system.fs import atomic_write_json
+
+STOP_REQUEST = "stop-request.json"  # written by whoever asks a run to stop, before any signal
+
+
+@dataclass(frozen=True)
+class EngineEnd:
+    """What is known about how a run's engine ended (or that it has not)."""
+
+    event_status: str | None = None  # the status of the engine's own run_finished event, if any
+    event_error: str | None = None
+    exit_code: int | None = None  # None: never started, or unknown because the supervisor is gone
+    signal: int | None = None  # the signal that killed the engine, when the supervisor saw it
+    stop_requested: bool = False  # stop-request.json exists: mdtui asked for this end
+    killed: bool = False  # the supervisor SIGKILLed the engine after the stop grace period
+    supervisor_vanished: bool = False  # decided by reconcile, not by the engine's supervisor
+    engine_alive: bool = False  # (reconcile only) the recorded engine process still runs
+    engine_pid: int | None = None
+    error: str | None = None  # the supervisor's own failure (the engine could not start, ...)
+    stderr_tail: str = ""  # the engine's last stderr lines, for a failure without a reason
+
+
+@dataclass(frozen=True)
+class Ending:
+    status: RunStatus
+    error: str | None = None
+    final: bool = True  # False: lost while the engine still runs; reconcile looks again later
+
+
+def decide(end: EngineEnd) -> Ending:
+    """The one place a run's final status is decided.
+
+    * ``completed``: the engine said so (run_finished{completed}) and exited 0 -- or its exit code is
+      unknown because the supervisor is gone and the engine has exited;
+    * ``stopped``: mdtui asked for the stop (stop-request.json);
+    * ``lost``: the supervisor vanished and the engine did not end by itself (it was stopped by its
+      parent's death, killed with it, or still runs: then the decision is not final);
+    * ``failed``: any other end.
+    """
+    if end.engine_alive:
+        pid = f"engine pid {end.engine_pid} " if end.engine_pid else "its engine "
+        return Ending(RunStatus.LOST, f"the supervisor vanished ({pid}is still running)", final=False)
+    if end.error:
+        return Ending(RunStatus.FAILED, end.error)
+    exit_ok = end.exit_code == 0 or (end.exit_code is None and end.supervisor_vanished)
+    if end.event_status == RunStatus.COMPLETED and exit_ok:
+        return Ending(RunStatus.COMPLETED)
+    if end.stop_requested:
+        return Ending(
+            RunStatus.STOPPED, "killed (SIGKILL) after the stop grace period" if end.killed else None
+        )
+    if end.supervisor_vanished:
+        if end.event_status == RunStatus.FAILED:
+            return Ending(RunStatus.FAILED, end.event_error or "the engine failed")
+        if end.event_status == RunStatus.STOPPED:  # the parent-death signal: a graceful stop
+            return Ending(RunStatus.LOST, "the supervisor vanished; the engine saved last.pt and stopped")
+        return Ending(RunStatus.LOST, "the supervisor vanished without writing exit.json")
+    return Ending(RunStatus.FAILED, failure_reason(end))
+
+
+def failure_reason(end: EngineEnd) -> str:
+    if end.event_error:
+        return end.event_error
+    if end.signal:
+        reason = f"the engine was killed by {signal.Signals(end.signal).name} (not sent by mdtui)"
+    elif end.exit_code == 0 and end.event_status is None:
+        reason = "the engine exited without a run_finished event"
+    elif end.exit_code == 0 and end.event_status == RunStatus.STOPPED:
+        reason = "the engine stopped on a signal mdtui did not send"
+    else:
+        reason = f"the engine exited with code {end.exit_code}"
+    return f"{reason}: {end.stderr_tail}" if end.stderr_tail else reason
+
+
+def engine_end_from_events(state: RunState, **facts: Any) -> EngineEnd:
+    """An ``EngineEnd`` whose event facts come from the reduced ``events.jsonl``."""
+    return EngineEnd(event_status=state.status if state.finished else None, event_error=state.error, **facts)
+
+
+def final_fields(ending: Ending, end: EngineEnd, state: RunState, now: float) -> dict[str, Any]:
+    """The index / run.json fields of an ending (metrics from the engine's events)."""
+    ended_t = state.finished_t if end.supervisor_vanished and state.finished_t else now
+    return {
+        "status": ending.status.value,
+        "ended_t": ended_t,
+        "exit_code": end.exit_code,
+        "error": ending.error,
+        **metrics_from_state(state),
+    }
+
+
+def settle(
+    store: RunStore,
+    rec: RunRecord,
+    ending: Ending,
+    end: EngineEnd,
+    state: RunState,
+    *,
+    note: str | None = None,
+    now: float | None = None,
+) -> RunRecord:
+    """Write ``ending`` down in the order above; return the run's record as now indexed."""
+    fields = final_fields(ending, end, state, time.time() if now is None else now)
+    final = dataclasses.replace(rec, **fields)
+    run_dir = Path(rec.run_dir)
+    if run_dir.is_dir():  # a folder deleted by hand stays deleted: only the index learns the end
+        store.update_run_json(run_dir, fields)
+        record_results(store, final)
+        if ending.final:
+            atomic_write_json(run_dir / EXIT_FILE, exit_record(final, ending, end, state, note))
+    store.update(rec.run_id, run_json=False, **fields)
+    return store.get(rec.run_id) or final
+
+
+def exit_record(
+    rec: RunRecord, ending: Ending, end: EngineEnd, state: RunState, note: str | None
+) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "run_id": rec.run_id,
+        "status": ending.status.value,
+        "exit_code": end.exit_code,
+        "signal": signal.Signals(end.signal).name if end.signal else None,
+        "ended_t": rec.ended_t,
+        "stop_requested": end.stop_requested,
+        "event_status": end.event_status,
+        "error": ending.error,
+        "summary": state.summary or {},
+        # what the engine had written when this was decided: reconcile looks again at a lost run
+        # whose events grow after it (an engine nobody could see)
+        "events_size": events_size(Path(rec.run_dir)),
+    }
+    if note:
+        info["note"] = note
+    return info
+
+
+def events_size(run_dir: Path) -> int:
+    try:
+        return (run_dir / EVENTS_FILE).stat().st_size
+    except OSError:
+        return 0
+
+
+def record_results(store: RunStore, rec: RunRecord, *, plots: bool = True) -> None:
+    """The run's plots and RESULTS.md lines; a failure here is reported, never fatal to the ending
+    (a run whose results log cannot be written must still end, or it would stay live forever)."""
+    try:
+        record_finished(store, rec.run_id, record=rec, plots=plots)
+    except Exception:
+        print(f"mdtui: results log not updated for {rec.run_id}:\n{traceback.format_exc()}", file=sys.stderr)

@@ -1,0 +1,114 @@
+"""Snapshots of run detail, compare, help and results at 80×24 and 120×40 over a hand-written store.
+
+Review the SVG diff (``pytest --snapshot-report``) before running ``--snapshot-update``; each was read
+for text cut mid-word and for cuts that make two different things look the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tui_helpers
+from detail_helpers import DONE, FAILED, FOCAL, GPUS, make_project, settled
+from tui_helpers import until
+
+from mdtui.tui.app import MdtuiApp
+from mdtui.tui.messages import CompareRequested
+from mdtui.tui.screens.compare import CompareScreen
+from mdtui.tui.screens.help import HelpScreen
+from mdtui.tui.screens.results import ResultsScreen
+from mdtui.tui.screens.run_detail import RunDetailScreen
+
+fake_world = tui_helpers.fake_world  # a fixture, used by name
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MDTUI_FAKE_GPUS", GPUS)
+    make_project(tmp_path)
+    (tmp_path / "RESULTS.md").write_text(
+        "# Results\n\n## demo\n\n- `tiny` (resnet32, synthetic) acc1 **70.00** best epoch 3, seed 0\n"
+    )
+    monkeypatch.chdir(tmp_path)  # titles name "experiments.toml", not a temporary path
+    return Path("experiments.toml")
+
+
+def detail(run_id: str, *keys: str) -> Any:
+    async def run_before(pilot: Any) -> None:
+        await settled(pilot)
+        pilot.app.open_run(run_id)
+        await until(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen))
+        await pilot.pause(0.2)  # mounted: its tabs take the keys
+        if keys:
+            await pilot.press(*keys)
+        await pilot.pause(0.4)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_detail_charts(snap_compare, project: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=detail(DONE))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_detail_failed_summary(snap_compare, project: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=detail(FAILED))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_detail_artifacts(snap_compare, project: Path, size: tuple[int, int]) -> None:
+    keys = ("right_square_bracket",) * 3
+    assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=detail(DONE, *keys))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_detail_log(snap_compare, project: Path, size: tuple[int, int]) -> None:
+    async def run_before(pilot: Any) -> None:
+        run_dir = Path(pilot.app.dashboard.store.get(FAILED).run_dir)
+        (run_dir / "stderr.log").write_text(
+            "Traceback (most recent call last):\n"
+            '  File "/home/user/project/engine/train.py", line 212, in train_one_epoch\n'
+            "    raise FloatingPointError(f'non-finite loss at epoch {epoch + 1}: {loss.item()!r}')\n"
+            "FloatingPointError: non-finite loss at epoch 2: nan\n"
+        )
+        await detail(FAILED, "t")(pilot)
+
+    assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_compare(snap_compare, project: Path, size: tuple[int, int]) -> None:
+    async def run_before(pilot: Any) -> None:
+        await settled(pilot)
+        pilot.app.post_message(CompareRequested([DONE, FOCAL, FAILED]))
+        await until(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
+        await pilot.pause(0.4)
+
+    assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_help(snap_compare, project: Path, size: tuple[int, int]) -> None:
+    async def run_before(pilot: Any) -> None:
+        await settled(pilot)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
+        await pilot.pause(0.3)
+
+    assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_results(snap_compare, project: Path, size: tuple[int, int]) -> None:
+    async def run_before(pilot: Any) -> None:
+        await settled(pilot)
+        await pilot.press("R")
+        screen = await until(pilot, lambda: isinstance(pilot.app.screen, ResultsScreen) and pilot.app.screen)
+        await until(pilot, lambda: screen.loaded)  # type: ignore[union-attr]
+        await pilot.pause(0.4)
+
+    assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=run_before)
