@@ -140,6 +140,10 @@ def _orphan(tiny_toml: Path, monkeypatch: pytest.MonkeyPatch, reap: list[int]):
     rec, supervisor = launcher.start_new(plan, plan.experiments["tiny"], seed=0)
     running = wait_for(lambda: (r := store.get(rec.run_id)).status == "running" and r.pid and r)
     reap.append(running.pgid)
+    # the engine is deaf to SIGTERM only once it has set that up (before its first event); killing the
+    # supervisor earlier lets the parent-death SIGTERM end it, as it should
+    events = rec.run_dir / "events.jsonl"
+    wait_for(lambda: events.exists() and events.stat().st_size > 0)
     os.kill(supervisor, signal.SIGKILL)
     assert launcher.wait(supervisor, timeout=10)
     reconcile(store)

@@ -362,3 +362,17 @@ async def test_an_action_that_raises_is_said_not_swallowed(
         await pilot.press("r")
         note = await until(pilot, lambda: said(app, "failed", "database is locked"))
         assert note.severity == "error"
+
+
+def test_device_picker_names_holding_runs_by_their_distinct_ends_on_one_line() -> None:
+    """Whole run ids wrapped the device line at 80 columns; the ends that tell runs apart suffice."""
+    from types import SimpleNamespace
+
+    from mdtui.tui.screens.device_picker import picker_entries
+
+    gpu = SimpleNamespace(id="0", name="Fake GPU", memory_free_mb=24 * 1024, utilization=0, processes=())
+    holders = {"0": ("20261201-160714-3f36",), "cpu": ("20261201-160714-9f36",)}
+    labels = dict(picker_entries([gpu], holders))
+    assert labels["0"].endswith("mdtui: 3f36") and "20261201" not in labels["0"]
+    assert labels["cpu"].endswith("mdtui: 9f36")
+    assert all(len(label) <= 66 for label in labels.values())  # the picker's list is 66 columns at 80x24

@@ -13,6 +13,7 @@ from textual.widgets import Static
 
 from mdtui.tui.text import plain, visible
 from mdtui.tui.widgets.device_list import DeviceList
+from mdtui.tui.widgets.gpu_panel import run_suffixes
 
 
 def device_label(device: Any, holders: Sequence[str]) -> str:
@@ -30,9 +31,18 @@ def device_label(device: Any, holders: Sequence[str]) -> str:
 
 
 def picker_entries(devices: Sequence[Any], holders: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:
-    """(device id, label) for every device, the CPU last (also beside fake or real GPUs)."""
-    entries = [(d.id, device_label(d, holders.get(d.id, ()))) for d in devices if d.id != "cpu"]
-    return [*entries, ("cpu", device_label(_Cpu(), holders.get("cpu", ())))]
+    """(device id, label) for every device, the CPU last (also beside fake or real GPUs).
+
+    Runs are named by the shortest ends that tell them apart, as in the GPU panel, so a label fits one
+    line at 80 columns."""
+    every = sorted({run for runs in holders.values() for run in runs})
+    short = dict(zip(every, run_suffixes(every, 4), strict=True))
+
+    def held(device_id: str) -> list[str]:
+        return [short[run] for run in holders.get(device_id, ())]
+
+    entries = [(d.id, device_label(d, held(d.id))) for d in devices if d.id != "cpu"]
+    return [*entries, ("cpu", device_label(_Cpu(), held("cpu")))]
 
 
 class _Cpu:
