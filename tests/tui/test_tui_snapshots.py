@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import tui_helpers
+from detail_helpers import epoch_events
 from tui_helpers import until, write_toml
 
 from engine.schema.events import encode, make_event
@@ -55,33 +56,7 @@ def write_run(
     rec = store.create_run(exp, config, seed=0, devices=["0"], status=status, run_id=run_id)
     t = T0 + offset
     lines = [make_event("run_started", run_id, t=t, total_epochs=total, steps_per_epoch=4, device="cuda:0")]
-    for ep, acc in enumerate(accs):
-        for step in range(4):
-            lines.append(
-                make_event(
-                    "step",
-                    run_id,
-                    t=t + ep * 60 + step,
-                    epoch=ep,
-                    step=step,
-                    loss=2.0 / (ep + 1 + step / 4),
-                    lr=0.1,
-                )
-            )
-        lines.append(
-            make_event(
-                "epoch",
-                run_id,
-                t=t + ep * 60 + 50,
-                epoch=ep,
-                lr=0.1 * 0.9**ep,
-                seconds=60.0,
-                train={"loss": 2.0 / (ep + 1), "acc1": acc + 4},
-                eval={"loss": 2.2 / (ep + 1), "acc1": acc, "acc5": 99.0},
-                best_acc1=max(accs[: ep + 1]),
-                best_epoch=accs.index(max(accs[: ep + 1])),
-            )
-        )
+    lines += epoch_events(run_id, accs, t)
     if status in ("completed", "failed", "stopped"):
         summary = {
             "best_acc1": max(accs),
