@@ -506,34 +506,12 @@ def test_kill_9_while_writing_the_index(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- a full disk
 
 
-def _tiny_engine_config(**over):
-    from engine.schema.config import from_dict
-
-    raw = {
-        "run_id": "disk",
-        "epochs": 4,
-        "batch_size": 16,
-        "eval_batch_size": 64,
-        "model": "resnet32",
-        "data": {
-            "name": "synthetic",
-            "num_classes": 3,
-            "samples_per_class": 8,
-            "test_per_class": 4,
-            "image_size": 8,
-            "num_workers": 0,
-        },
-        "optim": {"name": "sgd", "lr": 0.05},
-        **over,
-    }
-    return from_dict(raw)
-
-
 def test_full_disk_during_checkpoint_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")
     import engine.checkpoint as ckpt
     from engine.sinks import ListSink
     from engine.train import run
+    from tests.engine.engine_helpers import tiny_config
 
     torch.set_num_threads(1)
     import engine.train
@@ -554,7 +532,7 @@ def test_full_disk_during_checkpoint_save(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(engine.train, "save_checkpoint", save_checkpoint)
     monkeypatch.setattr(ckpt.torch, "save", filling_save)
     sink = ListSink()
-    status = run(_tiny_engine_config(), tmp_path, sink)
+    status = run(tiny_config(run_id="disk", epochs=4), tmp_path, sink)
     monkeypatch.undo()
     assert status == "failed"
     error = sink.events[-1]["error"]
