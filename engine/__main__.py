@@ -33,6 +33,38 @@ def _events_only_stdout() -> TextIO:
     return real
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 when it was not started by torchrun)."""
+    try:
+        return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    except ValueError:
+        return 0
+
+
+def _arm_parent_death_signal() -> None:
+    """SIGTERM this process when its parent dies (Linux). torchrun starts every rank in a session of
+    its own, so a stop sent to the supervisor's process group never reaches the ranks: if torchrun is
+    killed, the ranks still stop gracefully."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _rank_output_to_file(run_dir: Path, rank: int) -> None:
+    """Rank k > 0 writes no events: its fds 1 and 2 go to RUN_DIR/stderr.rank{k}.log (a traceback
+    of a failing rank lands there; rank 0's stderr is the supervisor's stderr.log)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(run_dir / f"stderr.rank{rank}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def _install_stop_handlers(stop: threading.Event) -> None:
     """SIGTERM/SIGINT: finish the current step, save last.pt, emit run_finished{stopped}, exit 0.
     A second SIGINT interrupts at once (a user pressing Ctrl-C twice).
@@ -59,8 +91,13 @@ def run_main(argv: list[str]) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
     args = parser.parse_args(argv)
     run_dir: Path = args.run_dir.resolve()
+    rank = _rank()
+    if "WORLD_SIZE" in os.environ:
+        _arm_parent_death_signal()
     stop = threading.Event()
     _install_stop_handlers(stop)
+    if rank > 0 and run_dir.is_dir():
+        _rank_output_to_file(run_dir, rank)
     stdout = _events_only_stdout()
 
     from engine.schema.config import ConfigError, from_dict
@@ -82,7 +119,7 @@ def run_main(argv: list[str]) -> int:
         )
         error = f"invalid config {config_path}:\n{message}"
         print(error, file=sys.stderr)
-        if run_dir.is_dir():
+        if run_dir.is_dir() and rank == 0:
             sink = EventSink(run_id, run_dir / "events.jsonl", stream=stdout)
             sink.emit("run_finished", status="failed", summary={"epochs_done": 0}, error=error)
             sink.close()
@@ -90,16 +127,22 @@ def run_main(argv: list[str]) -> int:
     if args.resume and not (run_dir / "checkpoints" / "last.pt").is_file():
         error = f"cannot resume: {run_dir / 'checkpoints' / 'last.pt'} does not exist"
         print(error, file=sys.stderr)
+        if rank > 0:
+            return EXIT_FAILED
         sink = EventSink(run_id, run_dir / "events.jsonl", stream=stdout)  # every ending is an event
         sink.emit("run_finished", status="failed", summary={"epochs_done": 0}, error=error)
         sink.close()
         return EXIT_FAILED
 
+    from engine.sinks import NullSink
     from engine.train import run
 
-    sink = EventSink(
-        run_id, run_dir / "events.jsonl", stream=stdout, step_events_per_second=cfg.step_events_per_second
-    )
+    if rank > 0:  # rank 0 writes the run's events for every rank
+        sink: EventSink = NullSink()
+    else:
+        sink = EventSink(
+            run_id, run_dir / "events.jsonl", stream=stdout, step_events_per_second=cfg.step_events_per_second
+        )
     try:
         status = run(cfg, run_dir, sink, resume=args.resume, stop=stop)
     except OSError as exc:  # the event log itself cannot be written (a full disk): say so on stderr

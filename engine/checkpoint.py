@@ -102,13 +102,16 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore ``rng_state()``'s values; tensors loaded onto a GPU are brought back to the CPU, and a
+    checkpoint from a machine with another number of visible GPUs restores the devices both have."""
     if "torch" in state:
-        torch.set_rng_state(state["torch"])
+        torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)
     if "numpy" in state:
         ns = state["numpy"]
-        keys = ns["keys"].numpy().astype(np.uint32)
+        keys = ns["keys"].cpu().numpy().astype(np.uint32)
         np.random.set_state(("MT19937", keys, ns["pos"], ns["has_gauss"], ns["cached_gaussian"]))
     if "python" in state:
         ps = state["python"]

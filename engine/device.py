@@ -3,21 +3,49 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+# cuBLAS picks reduction splits per call unless its workspace is pinned to a fixed configuration;
+# with CUDA >= 10.2 deterministic matmuls need ":4096:8" or ":16:8" (NVIDIA's cuBLAS docs, "Results
+# reproducibility"). It is read when cuBLAS creates its handle, i.e. at the first CUDA matmul.
+CUBLAS_DETERMINISTIC = ":4096:8"
+FAKE_GPUS_ENV = "MDTUI_FAKE_GPUS"  # mdtui's pretend GPUs: a run "given" one trains on the CPU
+
 
 class DeviceError(Exception):
     """The requested device or precision cannot be used here (a user-facing message)."""
 
 
+def assigned_gpus() -> str:
+    """The GPUs a manager handed this process (``CUDA_VISIBLE_DEVICES``), or "" when none were.
+
+    mdtui's fake GPUs (``MDTUI_FAKE_GPUS``, demos and tests) are assignments on paper only.
+    """
+    if os.environ.get(FAKE_GPUS_ENV, "").strip():
+        return ""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks the first visible CUDA device, else the CPU."""
+    """``auto`` picks the first visible CUDA device, else the CPU, unless GPUs were assigned."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        gpus = assigned_gpus()
+        if gpus:
+            # Training on the CPU here would book a GPU for hours and use none (a driver/toolkit
+            # mismatch, a CPU-only torch, a UUID this node does not have): say so instead.
+            raise DeviceError(
+                f"GPUs were assigned to this run (CUDA_VISIBLE_DEVICES={gpus}) but CUDA sees none "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); check the "
+                'driver with nvidia-smi and that torch is a CUDA build, or set device = "cpu"'
+            )
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -38,7 +66,8 @@ def resolve_device(name: str) -> torch.device:
 
 def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        # Without native bf16 (before Ampere) CUDA emulates it through fp32: slower than fp32 itself.
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     try:
         # oneDNN's bf16 kernels need AVX-512 BF16 / AMX (or equivalent): without them bf16 is emulated and slow.
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -62,6 +91,7 @@ class Runtime:
     device: torch.device
     precision: str  # bf16 | fp16 | fp32
     channels_last: bool
+    deterministic: bool = False
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -83,6 +113,7 @@ class Runtime:
             "device": str(self.device),
             "precision": self.precision,
             "channels_last": self.channels_last,
+            "deterministic": self.deterministic,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
         }
@@ -92,11 +123,43 @@ class Runtime:
         return info
 
 
-def make_runtime(device: str, precision: str, channels_last: bool) -> Runtime:
+def allow_tf32() -> None:
+    """fp32 matmuls and convolutions on TF32 tensor cores (Ampere+; a no-op elsewhere).
+
+    torch >= 2.9 has per-backend ``fp32_precision`` and deprecates the ``allow_tf32`` flags; older
+    torch has only the global matmul precision (which leaves cuDNN's default, TF32 on, alone).
+    """
+    matmul = torch.backends.cuda.matmul
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        matmul.fp32_precision = "tf32"
+        conv.fp32_precision = "tf32"
+    else:  # pragma: no cover - torch < 2.9
+        torch.set_float32_matmul_precision("high")
+
+
+def set_deterministic(on: bool) -> None:
+    """Reproducible kernels (``deterministic = true``) or the fastest ones (cuDNN autotuning).
+
+    Autotuning picks among convolution algorithms by timing them, and the winner (with its
+    summation order) can differ between processes: a resumed run would not continue bit for bit.
+    Ops without a deterministic kernel warn (once, naming the op) instead of failing (``warn_only``):
+    the main one is adaptive average pooling's backward, which for the global pooling of the ResNets
+    (one output per channel) adds a single term to each input and so is reproducible after all.
+    """
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+    torch.backends.cudnn.benchmark = not on
+    torch.backends.cudnn.deterministic = on
+    torch.use_deterministic_algorithms(on, warn_only=True)
+
+
+def make_runtime(device: str, precision: str, channels_last: bool, *, deterministic: bool = False) -> Runtime:
+    if deterministic:
+        set_deterministic(True)  # before any CUDA call: cuBLAS reads its workspace setting once
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return Runtime(dev, prec, channels_last)
+        set_deterministic(deterministic)
+        allow_tf32()
+    return Runtime(dev, prec, channels_last, deterministic)

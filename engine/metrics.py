@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine import distributed
+
 MANY_MIN = 101  # > 100 training images
 FEW_MAX = 19  # < 20 training images
 
@@ -36,11 +38,32 @@ class EvalAccumulator:
         top = logits.topk(k, dim=1).indices
         self.correct5 += (top == labels[:, None]).any(dim=1).sum()
         pred = top[:, 0]
-        self.confusion += torch.bincount(labels * self.num_classes + pred, minlength=self.num_classes**2)
+        # index_add_, not bincount: CUDA's bincount reads the largest value back to the host (a sync
+        # per batch); integer adds are exact in any order
+        self.confusion.index_add_(0, labels * self.num_classes + pred, torch.ones_like(labels))
         self.loss_sum += loss_sum.double()
         self.count += int(labels.shape[0])
 
+    def reduce(self) -> None:
+        """Sum the ranks' partial passes (each rank evaluated its shard of every batch): float64
+        carries every count below 2^53 exactly, so one all-reduce covers the counts and the loss."""
+        if not distributed.world().enabled:
+            return
+        packed = torch.cat(
+            [
+                torch.stack([self.loss_sum, self.correct5.double()]),
+                torch.tensor([float(self.count)], dtype=torch.float64, device=self.device),
+                self.confusion.double(),
+            ]
+        )
+        distributed.all_reduce_sum(packed)
+        self.loss_sum = packed[0]
+        self.correct5 = packed[1].round().long()
+        self.count = int(packed[2].item())
+        self.confusion = packed[3:].round().long()
+
     def result(self, train_counts: list[int] | None) -> dict:
+        self.reduce()
         confusion = self.confusion.view(self.num_classes, self.num_classes).cpu()
         out = summarize(confusion, self.correct5.item(), self.loss_sum.item(), self.count, train_counts)
         out["confusion"] = confusion  # an artifact, not an event field: the caller pops it

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine import distributed
 from engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -38,6 +39,7 @@ from engine.data.build import build_data
 from engine.data.loader import make_loader
 from engine.device import DeviceError, Runtime, make_runtime
 from engine.loop import EpochOutcome, NonFiniteLoss, TrainMeters, evaluate, train_one_epoch
+from engine.mixing import mix_batches
 from engine.optim import build_optimizer, set_lr
 from engine.plugins import RunContext, TrainPlugin
 from engine.samplers import build_sampler
@@ -72,6 +74,8 @@ def build_plugins(cfg: EngineConfig) -> list[TrainPlugin]:
     for block, module, factory in (
         ("doctor", "engine.doctor", "build_doctor"),
         ("kernels", "engine.kernels", "build_kernels"),
+        ("decouple", "engine.decoupled", "build_decoupled"),
+        ("tau_norm", "engine.decoupled", "build_tau_norm"),
     ):
         if getattr(cfg, block) is None:
             continue
@@ -121,19 +125,43 @@ class Trainer:
         self.last_test: dict[str, Any] = {}
         self.resumed_meters: dict[str, Any] | None = None
         self.selection = Selection("val" if cfg.data.val_fraction > 0 else "test", cfg.best_compare)
+        self.world = distributed.world()  # joined in setup, once the device is known
+        self.grad_sync = None
 
     # ----------------------------------------------------------------- set-up
     def setup(self, resume: bool) -> None:
         cfg = self.cfg
         seed_everything(cfg.seed)
-        self.runtime: Runtime = make_runtime(cfg.device, cfg.precision, cfg.channels_last)
+        if distributed.detect().enabled and cfg.device != "cpu" and torch.cuda.is_available():
+            # before anything touches CUDA: each rank's context on its own GPU, none on GPU 0
+            distributed.use_own_gpu(distributed.detect())
+        self.runtime: Runtime = make_runtime(
+            cfg.device, cfg.precision, cfg.channels_last, deterministic=cfg.deterministic
+        )
+        self.world = distributed.init(self.runtime.device.type)
+        if self.world.enabled and self.runtime.device.type == "cuda":
+            self.runtime.device = torch.device("cuda", self.world.local_rank)
+        wanted = cfg.distributed.processes
+        if wanted > 0 and wanted != self.world.size:  # `python -m engine RUN_DIR` by hand, say
+            self.sink.log(
+                f"distributed.processes = {wanted} but {self.world.size} process(es) run this "
+                "(start it with python -m torch.distributed.run --nproc-per-node N -m engine RUN_DIR)",
+                "warning",
+            )
+        if self.world.enabled and cfg.kernels is not None:
+            raise RunError(
+                "kernels: per-class fine-tuning splits batches by class, which differs between ranks; "
+                "run it in one process (distributed.processes = 1, or one GPU)"
+            )
         self.data = build_data(cfg)
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        if self.data.label_map:
+        if self.data.label_map and self.world.is_main:
             (self.artifacts_dir / "label_map.json").write_text(json.dumps(self.data.label_map, indent=1))
         model = build_network(cfg, self.data)
         if cfg.init_checkpoint:
             load_model_weights(model, cfg.init_checkpoint)
+        if self.world.enabled and cfg.distributed.sync_bn:
+            model = distributed.convert_sync_batchnorm(model, self.runtime.device.type)
         memory_format = torch.channels_last if self.runtime.channels_last else torch.preserve_format
         self.model = model.to(self.runtime.device, memory_format=memory_format)
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -168,11 +196,31 @@ class Trainer:
             plugin.setup(ctx)
         if resume:
             self.load_last()
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.grad_sync = None
+        self.forward = self.wrap_parallel(self.model)
+        if cfg.compile:
+            self.forward = torch.compile(self.forward)
+
+    def wrap_parallel(self, model: nn.Module) -> nn.Module:
+        """DDP over the ranks; with plugins (Model Doctor's channel loss is a double backward, which DDP
+        does not support) the model stays unwrapped and gradients are averaged after backward."""
+        if not self.world.enabled:
+            return model
+        if self.plugins:
+            distributed.broadcast_module(model)  # rank 0's weights everywhere (DDP does this itself)
+            params = [p for p in model.parameters() if p.requires_grad]
+            self.grad_sync = partial(distributed.average_gradients, params)
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        cuda = self.runtime.device.type == "cuda"
+        return DistributedDataParallel(model, device_ids=[self.runtime.device.index] if cuda else None)
 
     def load_last(self) -> None:
         path = self.ckpt_dir / "last.pt"
-        state = load_checkpoint(path, map_location=self.runtime.device)
+        # To the CPU: load_state_dict places each tensor, and the RNG states must stay CPU tensors
+        # (torch.cuda.set_rng_state_all refuses CUDA ones)
+        state = load_checkpoint(path, map_location="cpu")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
@@ -187,7 +235,7 @@ class Trainer:
         self.elapsed_before = float(state.get("elapsed", 0.0))
         self.last_test = dict(state.get("last_test", {}))
         self.resumed_meters = state.get("meters")
-        set_rng_state({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state["rng"].items()})
+        set_rng_state(state["rng"])
         self.sink.log(f"resumed from {path} at epoch {self.start_epoch}, step {self.start_step}")
 
     # ----------------------------------------------------------------- checkpoints
@@ -215,6 +263,8 @@ class Trainer:
         }
 
     def save(self, name: str, payload: dict[str, Any], epoch: int, is_best: bool) -> None:
+        if not self.world.is_main:  # the ranks hold the same weights: rank 0 writes for all
+            return
         path = self.ckpt_dir / name
         save_checkpoint(path, payload)
         self.sink.emit("checkpoint", epoch=epoch, path=str(path), is_best=is_best)
@@ -230,6 +280,7 @@ class Trainer:
             world={
                 **self.runtime.describe(),
                 "compile": self.cfg.compile,
+                "processes": self.world.size,  # data-parallel ranks (torchrun); 1 without
                 "train_size": len(self.data.train),
                 "test_size": len(self.data.test),
                 "val_size": len(self.data.val) if self.data.val is not None else 0,
@@ -288,13 +339,15 @@ class Trainer:
                 self.write_confusion(confusion, epoch)
                 self.save("best.pt", self.checkpoint_payload(epoch + 1, 0, None), epoch, True)
             self.save("last.pt", self.checkpoint_payload(epoch + 1, 0, None), epoch, False)
-            if self.stop.is_set() and epoch + 1 < cfg.epochs:
+            if distributed.any_rank(self.stop.is_set()) and epoch + 1 < cfg.epochs:
                 return "stopped"
         return "completed"
 
     def train_phase(self, epoch: int, lr: float, start: int, meters: TrainMeters) -> EpochOutcome:
         for plugin in self.plugins:
             plugin.set_training(True)
+        if any(getattr(plugin, "skips_training", False) for plugin in self.plugins):
+            return EpochOutcome(meters, stopped=False, next_step=0)  # tau_norm: no pass over the data
         loader = make_loader(
             self.data,
             self.data.train,
@@ -306,10 +359,21 @@ class Trainer:
             channels_last=self.runtime.channels_last,
             generator=epoch_generator(self.cfg.seed, epoch),
             num_workers=self.cfg.data.num_workers,
+            shard=(self.world.rank, self.world.size),
+        )
+        batches = mix_batches(
+            self.cfg.mix,
+            loader.batches(start),
+            seed=self.cfg.seed,
+            epoch=epoch,
+            num_batches=len(loader),
+            batch_size=self.cfg.batch_size,
+            device=self.runtime.device,
+            start=start,
         )
         return train_one_epoch(
             self.forward,
-            loader.batches(start),
+            batches,
             self.criterion,
             self.optimizer,
             self.runtime,
@@ -322,9 +386,12 @@ class Trainer:
             sink=self.sink,
             nonfinite=self.cfg.nonfinite,
             should_stop=self.stop.is_set,
+            grad_sync=self.grad_sync,
         )
 
     def evaluate_split(self, name: str) -> dict[str, Any]:
+        # Without sync_bn each rank's BatchNorm statistics are its own: evaluate rank 0's everywhere
+        distributed.broadcast_module(self.model, buffers_only=True)
         loader = make_loader(
             self.data,
             name,
@@ -334,12 +401,15 @@ class Trainer:
             device=self.runtime.device,
             channels_last=self.runtime.channels_last,
             num_workers=self.cfg.data.num_workers,
+            shard=(self.world.rank, self.world.size),
         )
         return evaluate(
             self.forward, loader, self.criterion, self.runtime, self.data.num_classes, self.data.train_counts
         )
 
     def write_confusion(self, confusion: torch.Tensor, epoch: int) -> None:
+        if not self.world.is_main:
+            return
         path = self.artifacts_dir / "confusion_matrix.json"
         doc = {
             "split": "test",
@@ -413,7 +483,8 @@ def run(
     try:
         trainer.setup(resume)
         trainer.run_started()
-        if stop.is_set():  # stopped during set-up (a long diagnosis): keep what exists so far
+        # stopped during set-up (a long diagnosis): keep what exists so far; every rank agrees
+        if distributed.any_rank(stop.is_set()):
             meters = None
             if trainer.start_step and trainer.resumed_meters:  # keep a resumed epoch's running sums
                 meters = TrainMeters(trainer.runtime.device)
@@ -430,6 +501,10 @@ def run(
     except Exception as exc:  # a bug, not a user mistake: keep the traceback for stderr.log
         traceback.print_exc(file=sys.stderr)
         error = f"{type(exc).__name__}: {exc}"
+    rank = distributed.world().rank
+    if rank > 0 and error is not None:  # rank k's events go nowhere: its reason goes to stderr.rank{k}.log
+        print(f"rank {rank}: {error}", file=sys.stderr, flush=True)
     summary = trainer.summary()
     sink.emit("run_finished", status=status, summary=summary, error=error)
+    distributed.destroy()
     return status

@@ -27,6 +27,7 @@ from mdtui.commands.common import (
     print_json,
     resolve_run_or_exit,
 )
+from mdtui.execution import ranks
 from mdtui.execution.launcher import LocalLauncher
 from mdtui.execution.ledger import engine_alive
 from mdtui.execution.reconcile import reconcile
@@ -256,12 +257,14 @@ def print_run_table(runs: list[Any]) -> None:
     for r in runs:
         epochs = f"{r.epochs_done}/{r.total_epochs}" if r.total_epochs else str(r.epochs_done or "-")
         note = (r.error or "") if r.status in (RunStatus.FAILED, RunStatus.LOST) else r.note
+        if r.job_id:  # a Slurm run: its job and what Slurm last said of it
+            note = f"Slurm job {r.job_id}: {r.job_state or '-'}" + (f"; {note}" if note else "")
         rows.append(
             [
                 r.run_id,
                 r.experiment,
                 Text(r.status, style=STATUS_STYLE.get(r.status, "")),
-                ",".join(r.devices),
+                ranks.devices_label(r.devices, ranks.run_process_count(r.run_dir, r.devices)),
                 epochs,
                 fmt_pct(r.best_acc1),
                 fmt_duration(_elapsed(r)),
@@ -290,8 +293,9 @@ def stop_cmd(
     reconcile(store)
     rec = resolve_run_or_exit(store, run)
     launcher = LocalLauncher.for_plan(store, plan)
-    orphan = not rec.live and engine_alive(rec)  # its supervisor died; the engine still trains
-    if not rec.live and not orphan:
+    orphan = not rec.live and not rec.job_id and engine_alive(rec)  # its supervisor died; the engine trains
+    pending_job = bool(rec.job_id) and rec.status in ("queued", "blocked")  # Slurm holds it: scancel
+    if not rec.live and not orphan and not pending_job:
         fail(f"run {rec.run_id} ({rec.experiment}) is not running (status: {rec.status})")
     seconds = launcher.grace if grace is None else grace
     if orphan:

@@ -30,6 +30,7 @@ group = "ResNet32 + synth-LT (ρ=10)"
 loss = { name = "refl", threshold = 0.5 }
 optim = { name = "sgd", lr = 1e-5 }
 sweep = { "loss.threshold" = [0.5, 0.4] }
+paper = { acc1 = 71.8, source = "REFL, synth-LT" }
 
 [experiment.fl]
 group = "ResNet32 + synth-LT (ρ=10)"

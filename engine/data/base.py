@@ -58,3 +58,4 @@ class DataBundle:
     augment: str  # resolved train augmentation: crop_flip | crop | flip | flip_vflip | none
     pad: int  # crop padding in pixels
     train_counts: list[int]  # per-class training counts (after the LT subset and the val split)
+    rotation: float = 0.0  # train RandomRotation degrees (engine/data/augment.py), set by build_data

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from engine.data import DATASETS
+from engine.data.augment import resolve_rotation
 from engine.data.base import DataBundle, DataError, Split
 from engine.data.presets import Preset, class_counts, resolve_presentation
 from engine.schema.config import DataConfig, EngineConfig, require_block_in_range, resolve_data_root
@@ -26,6 +27,9 @@ def build_data(cfg: EngineConfig) -> DataBundle:
     except KeyError as exc:
         raise DataError(f"data.name: {exc.args[0]}") from None
     bundle = builder(cfg.data, data_root(cfg.data), cfg.seed)
+    bundle.rotation = resolve_rotation(
+        cfg.data.name, cfg.data.rotation_degrees, cfg.data.imbalance_ratio, bundle.augment
+    )
     if cfg.data.val_fraction > 0:
         bundle = hold_out_val(bundle, cfg.data.val_fraction, cfg.data.subset_seed)
     return bundle

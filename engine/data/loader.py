@@ -19,6 +19,7 @@ import torch
 
 from engine.data.augment import AugmentParams, Normalizer, crop_flip, draw_params
 from engine.data.base import DataBundle, Split
+from engine.distributed import shard_bounds
 
 
 @dataclass
@@ -27,9 +28,15 @@ class Batch:
     labels: torch.Tensor  # int64, on device
     index: torch.Tensor  # int64 sample indices into the split
     masks: torch.Tensor | None = None  # float [B,1,H,W] in [0,1], geometrically aligned with images
+    global_size: int = -1  # samples in the global batch this rank's shard belongs to (-1: this batch)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def total(self) -> int:
+        """Size of the global batch (all ranks' shards together)."""
+        return len(self) if self.global_size < 0 else self.global_size
 
 
 def _on_device(split: Split, device: torch.device) -> dict[str, torch.Tensor | None]:
@@ -76,8 +83,12 @@ class Loader:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
         num_workers: int = 2,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.bundle, self.split = bundle, split
+        # (rank, world size): this rank takes its slice of every global batch (engine/distributed.py);
+        # order and augmentation are drawn for the whole epoch, so slices of one draw match one process
+        self.rank, self.world_size = shard
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.channels_last = channels_last
@@ -96,8 +107,9 @@ class Loader:
         self.train_transform = train_transform
         self.augment = bundle.augment if train_transform else "none"
         self.params: AugmentParams | None = None
-        if self.augment != "none":
-            self.params = draw_params(n, self.augment, bundle.pad, generator)
+        rotation = bundle.rotation if train_transform else 0.0
+        if self.augment != "none" or rotation > 0:
+            self.params = draw_params(n, self.augment, bundle.pad, generator, rotation=rotation)
         self.normalize = Normalizer(bundle.mean, bundle.std, self.device)
 
     def __len__(self) -> int:
@@ -112,9 +124,20 @@ class Loader:
         else:
             yield from self._streamed_batches(start)
 
-    def _bounds(self, position: int) -> tuple[int, int]:
+    def _global_bounds(self, position: int) -> tuple[int, int]:
         lo = position * self.batch_size
         return lo, min(lo + self.batch_size, int(self.order.shape[0]))
+
+    def _bounds(self, position: int) -> tuple[int, int]:
+        """This rank's slice of the global batch at ``position``."""
+        lo, hi = self._global_bounds(position)
+        if self.world_size == 1:
+            return lo, hi
+        return shard_bounds(lo, hi, self.rank, self.world_size)
+
+    def _global_size(self, position: int) -> int:
+        lo, hi = self._global_bounds(position)
+        return hi - lo
 
     def _finish(self, position: int, images, labels, masks, index) -> Batch:
         lo, hi = self._bounds(position)
@@ -124,7 +147,8 @@ class Loader:
             if masks is not None:
                 masks = crop_flip(masks, params, self.bundle.pad, self.augment)
         out_masks = masks.float().div_(255.0) if masks is not None else None
-        return Batch(self.normalize(images, self.channels_last), labels, index, out_masks)
+        images = self.normalize(images, self.channels_last)
+        return Batch(images, labels, index, out_masks, global_size=self._global_size(position))
 
     def _memory_batches(self, start: int) -> Iterator[Batch]:
         tensors = _on_device(self.split, self.device)
@@ -137,15 +161,8 @@ class Loader:
 
     def _streamed_batches(self, start: int) -> Iterator[Batch]:
         batches = [self.order[slice(*self._bounds(p))].tolist() for p in range(start, self.num_batches)]
-        loader = torch.utils.data.DataLoader(
-            geometry_for(self.split.dataset, self.train_transform),
-            batch_sampler=batches,
-            num_workers=self.num_workers,
-            collate_fn=_collate,
-            worker_init_fn=_ignore_stop_signals if self.num_workers > 0 else None,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if self.num_workers > 0 else None,
-        )
+        loader, plan = _stream_loader(self.split, self.train_transform, self.num_workers, self.device)
+        plan.batches = batches
         for position, (images, labels, masks) in enumerate(loader, start=start):
             lo, hi = self._bounds(position)
             nb = self.device.type == "cuda"
@@ -153,6 +170,44 @@ class Loader:
             labels = labels.to(self.device, non_blocking=nb)
             masks = masks.to(self.device, non_blocking=nb) if masks is not None else None
             yield self._finish(position, images, labels, masks, self.order[lo:hi].to(self.device))
+
+
+class _BatchPlan:
+    """A batch sampler whose batches are replaced before each pass: a DataLoader with persistent
+    workers keeps its sampler, and the main process reads the plan anew at every iteration."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _stream_loader(
+    split: Split, train: bool, num_workers: int, device: torch.device
+) -> tuple[torch.utils.data.DataLoader, _BatchPlan]:
+    """One DataLoader per split, geometry and device for the whole run: its workers persist across
+    epochs and evaluation passes instead of being started (and their dataset state rebuilt) each time."""
+    cache = split.__dict__.setdefault("_stream_loaders", {})
+    key = (train, num_workers, str(device))
+    if key not in cache:
+        plan = _BatchPlan()
+        workers = num_workers > 0
+        loader = torch.utils.data.DataLoader(
+            geometry_for(split.dataset, train),
+            batch_sampler=plan,
+            num_workers=num_workers,
+            collate_fn=_collate,
+            worker_init_fn=_ignore_stop_signals if workers else None,
+            pin_memory=device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+            persistent_workers=workers,
+        )
+        cache[key] = (loader, plan)
+    return cache[key]
 
 
 def geometry_for(dataset: Any, train: bool) -> Any:
@@ -177,6 +232,7 @@ def make_loader(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
     num_workers: int = 2,
+    shard: tuple[int, int] = (0, 1),
 ) -> Loader:
     """``split`` is a Split or the name of one ("train", "test", "val")."""
     if isinstance(split, str):
@@ -196,4 +252,5 @@ def make_loader(
         generator=generator,
         drop_last=drop_last,
         num_workers=num_workers,
+        shard=shard,
     )

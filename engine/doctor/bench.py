@@ -70,12 +70,22 @@ def bench_doctor(
     constraint.set_training(False)
     net.train()
 
+    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None  # fp16 trains scaled
+
+    def update(loss: torch.Tensor) -> None:
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
     def plain_step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             loss = F.cross_entropy(net(images), labels)
-        loss.backward()
-        optimizer.step()
+        update(loss)
 
     def treatment_step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -84,8 +94,7 @@ def bench_doctor(
             loss = F.cross_entropy(logits, labels)
             terms = constraint.loss_terms(logits, labels)
             loss = loss + sum(terms.values())
-        loss.backward()
-        optimizer.step()
+        update(loss)
 
     plain = _time_per_call(plain_step, dev, steps, warmup)
     constraint.set_training(True)

@@ -17,6 +17,11 @@ from engine.doctor.masks import Scaling, spatial_sum, target_score
 
 Psi = Literal["abs", "relu", "relu_plus_negall"]
 Gating = Literal["none", "pos_act"]
+# Which activation pos_act gating reads when feature noise is on: the layer's own output ("clean",
+# the default: the gate then means "channels this model activates", and the noise stays a
+# regulariser of everything downstream), or the output with the noise added ("noisy": the FORK's
+# order, whose hook adds the noise in place before its gradient is taken).
+GateOn = Literal["clean", "noisy"]
 
 
 def pseudo_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -52,7 +57,7 @@ def channel_loss_terms(
     gating: Gating = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_high, L_low) of spec section 5.4 for one layer; ``mask`` is float [C, K]."""
-    batch = labels.shape[0]
+    batch = max(labels.shape[0], 1)  # an empty batch (a rank's empty shard): zero, not 0/0
     e_rival, neg_rival = _energy_terms(grad_rival, act, psi, gating)
     e_true, neg_true = _energy_terms(grad_true, act, psi, gating)
     high = ((e_rival * mask[rivals]).sum() + neg_rival) / batch
@@ -86,8 +91,11 @@ class ChannelConstraint:
         scaling: Scaling = "per_sample",
         noise_std: float = 0.0,
         spatial_beta: float = 0.0,
+        gate_on: GateOn = "clean",
     ) -> None:
         self.layers = layers
+        self.gate_on: GateOn = gate_on
+        self.noisy: dict[nn.Module, torch.Tensor] = {}  # each layer's last noisy output ("noisy" gating)
         self.weight = weight
         self.psi: Psi = psi
         self.gating: Gating = gating
@@ -110,8 +118,11 @@ class ChannelConstraint:
 
         return hook
 
-    def _noise_hook(self, _m: nn.Module, _inp: tuple, out: torch.Tensor) -> torch.Tensor:
-        return out + self.noise_std * torch.randn_like(out)
+    def _noise_hook(self, module: nn.Module, _inp: tuple, out: torch.Tensor) -> torch.Tensor:
+        noisy = out + self.noise_std * torch.randn_like(out)
+        if self.gate_on == "noisy" and self.gating == "pos_act":
+            self.noisy[module] = noisy.detach()
+        return noisy
 
     def set_training(self, training: bool) -> None:
         """Noise only while training (spec section 5.6); every noise hook is removed for evaluation.
@@ -137,20 +148,29 @@ class ChannelConstraint:
         self._capture_handles = []
 
     def loss_terms(
-        self, logits: torch.Tensor, labels: torch.Tensor, fg_masks: torch.Tensor | None = None
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        fg_masks: torch.Tensor | None = None,
+        batch_total: int | None = None,  # the global batch under data parallelism (repo scaling)
     ) -> dict[str, torch.Tensor]:
         """{"channel": weight * sum_l (L_high + L_low)[, "spatial": ...]} from the last forward pass."""
         if not (self.training and torch.is_grad_enabled()) or not self.features:
             return {}
         acts = [self.features[layer.name] for layer in self.layers]
         self.features = {}
+        # the activation the gate reads: the recorded (clean) A, or the noisy one when asked and present
+        gates = [self.noisy.get(layer.module, act) for layer, act in zip(self.layers, acts, strict=True)]
+        self.noisy = {}
         rivals = pseudo_labels(logits, labels)
-        grads_true = torch.autograd.grad(target_score(logits, labels, self.scaling), acts, create_graph=True)
-        grads_rival = torch.autograd.grad(target_score(logits, rivals, self.scaling), acts, create_graph=True)
+        score_true = target_score(logits, labels, self.scaling, batch_total)
+        score_rival = target_score(logits, rivals, self.scaling, batch_total)
+        grads_true = torch.autograd.grad(score_true, acts, create_graph=True)
+        grads_rival = torch.autograd.grad(score_rival, acts, create_graph=True)
         total = logits.new_zeros((), dtype=torch.float32)
-        for layer, act, g_true, g_rival in zip(self.layers, acts, grads_true, grads_rival, strict=True):
+        for layer, gate, g_true, g_rival in zip(self.layers, gates, grads_true, grads_rival, strict=True):
             high, low = channel_loss_terms(
-                g_true, g_rival, act, layer.mask, labels, rivals, psi=self.psi, gating=self.gating
+                g_true, g_rival, gate, layer.mask, labels, rivals, psi=self.psi, gating=self.gating
             )
             total = total + high + low
         terms = {"channel": self.weight * total}

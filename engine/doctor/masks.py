@@ -19,14 +19,17 @@ Scaling = Literal["per_sample", "repo"]
 Wrt = Literal["output", "input"]
 
 
-def target_score(logits: torch.Tensor, targets: torch.Tensor, scaling: Scaling) -> torch.Tensor:
+def target_score(
+    logits: torch.Tensor, targets: torch.Tensor, scaling: Scaling, batch_total: int | None = None
+) -> torch.Tensor:
     """S(t) = sum_b z_{b,t_b} (per_sample) or its batch mean (repo: the reference's raw-logit NLL).
 
-    The batch mean puts a 1/B factor on every per-sample gradient (spec section 5.8).
+    The batch mean puts a 1/B factor on every per-sample gradient (spec section 5.8); B is the global
+    batch (``batch_total``) when a rank holds a shard of it, so every rank's factor is one process's.
     """
     picked = logits.gather(1, targets.view(-1, 1)).sum()
     if scaling == "repo":
-        return picked / logits.shape[0]
+        return picked / (batch_total or logits.shape[0])
     return picked
 
 

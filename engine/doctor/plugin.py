@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine import distributed
 from engine.doctor.artifacts import slug, write_array, write_heatmap, write_sift_list
 from engine.doctor.constraint import ChannelConstraint, ConstrainedLayer
 from engine.doctor.diagnose import DiagnosisError, diagnose, resolve_layers, split_ids
@@ -50,8 +51,33 @@ class DoctorPlugin(TrainPlugin):
 
     def setup(self, ctx: RunContext) -> None:
         doctor = self.doctor
-        leaky = is_leaky(ctx.cfg)
         layers = resolve_layers(ctx.model, doctor.layers, "doctor.layers")
+        # Under data parallelism rank 0 diagnoses (the single-process pass: same sift, energies and
+        # masks; it alone writes artifacts and the cache) and every rank receives its masks.
+        masks = self.diagnose_and_write(ctx, layers) if distributed.world().is_main else None
+        self.masks = distributed.broadcast_object(masks, ctx.device)  # type: ignore[assignment]
+        if doctor.init == "scratch":
+            reinitialise(ctx.model)
+            ctx.log("doctor: model re-initialised after diagnosis (init = scratch)")
+        self.constraint = ChannelConstraint(
+            [
+                ConstrainedLayer(name, module, self.masks[name].float().to(ctx.device))
+                for name, module in layers.items()
+            ],
+            weight=doctor.weight,
+            psi=doctor.psi,
+            gating=doctor.gating,
+            scaling=doctor.mask.grad_scaling,
+            noise_std=doctor.noise_std,
+            gate_on=doctor.gate_on,
+            spatial_beta=doctor.spatial_beta,
+        )
+
+    def diagnose_and_write(self, ctx: RunContext, layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+        """Sift, energies and masks of ``layers`` (cached), with their artifacts; {layer: mask [C, K]}."""
+        doctor = self.doctor
+        leaky = is_leaky(ctx.cfg)
+        masks: dict[str, torch.Tensor] = {}
         sifted, energies, hit = diagnose(
             ctx,
             layers,
@@ -85,7 +111,7 @@ class DoctorPlugin(TrainPlugin):
                 mask = combine_masks(
                     mask, load_combine_mask(mask_cfg.combine_path, name), mask_cfg.combine_op
                 )
-            self.masks[name] = mask
+            masks[name] = mask
             info = {**base, "layer": name, "selected_fraction": round(float(mask.float().mean()), 4)}
             write_array(out / f"energy_{slug(name)}.npy", energy.numpy(), ctx.emit, "channel_energy", info)
             write_array(out / f"mask_{slug(name)}.npy", mask.numpy(), ctx.emit, "channel_mask", info)
@@ -99,21 +125,7 @@ class DoctorPlugin(TrainPlugin):
                     emit=ctx.emit,
                     summary={**info, "of": f"channel_{what}"},
                 )
-        if doctor.init == "scratch":
-            reinitialise(ctx.model)
-            ctx.log("doctor: model re-initialised after diagnosis (init = scratch)")
-        self.constraint = ChannelConstraint(
-            [
-                ConstrainedLayer(name, module, self.masks[name].float().to(ctx.device))
-                for name, module in layers.items()
-            ],
-            weight=doctor.weight,
-            psi=doctor.psi,
-            gating=doctor.gating,
-            scaling=mask_cfg.grad_scaling,
-            noise_std=doctor.noise_std,
-            spatial_beta=doctor.spatial_beta,
-        )
+        return masks
 
     def set_training(self, training: bool) -> None:
         if self.constraint is not None:
@@ -122,4 +134,5 @@ class DoctorPlugin(TrainPlugin):
     def loss_terms(self, logits: torch.Tensor, batch: Any) -> dict[str, torch.Tensor]:
         if self.constraint is None:
             return {}
-        return self.constraint.loss_terms(logits, batch.labels, getattr(batch, "masks", None))
+        total = getattr(batch, "total", None)
+        return self.constraint.loss_terms(logits, batch.labels, getattr(batch, "masks", None), total)

@@ -50,27 +50,51 @@ def frozen_rows(keep: torch.Tensor, out_channels: int) -> torch.Tensor:
     return frozen.nonzero().flatten()
 
 
-def split_by_class(batch: Any) -> list[Any]:
-    """One sub-batch per class present, in ascending class order."""
-    labels = batch.labels
-    order = torch.argsort(labels, stable=True)
-    classes, counts = torch.unique_consecutive(labels[order], return_counts=True)
+def host_labels(batch: Any) -> torch.Tensor:
+    """The batch's labels on the host: the loader's own copy when the batch carries one, else one
+    device-to-host copy. Per-class mode needs them there, since how many optimiser steps a batch takes
+    depends on the classes it holds; that one copy is the mode's only wait for the device per batch.
+    """
+    labels = getattr(batch, "host_labels", None)
+    return labels if labels is not None else batch.labels.cpu()
+
+
+def class_runs(labels: torch.Tensor) -> tuple[list[int], list[int]]:
+    """(classes present in ascending order, how many samples each) from host labels."""
+    counts = torch.bincount(labels)
+    present = counts.nonzero().flatten()
+    return present.tolist(), counts[present].tolist()
+
+
+def split_with_classes(batch: Any) -> tuple[list[Any], list[int]]:
+    """One sub-batch per class present, in ascending class order, and the class of each.
+
+    The sizes come from the host labels; the gathering stays on the device: a stable sort of the
+    device labels orders samples exactly as the host's would (equal keys keep batch order).
+    """
+    classes, sizes = class_runs(host_labels(batch))
+    order = torch.argsort(batch.labels, stable=True)
+    masks = getattr(batch, "masks", None)
     pieces = []
     start = 0
-    for count in counts.tolist():
-        idx = order[start : start + count]
-        start += count
-        masks = getattr(batch, "masks", None)
+    for size in sizes:
+        idx = order[start : start + size]
+        start += size
         pieces.append(
             dataclasses.replace(
                 batch,
                 images=batch.images[idx],
-                labels=labels[idx],
+                labels=batch.labels[idx],
                 index=batch.index[idx],
                 masks=None if masks is None else masks[idx],
             )
         )
-    return pieces
+    return pieces, classes
+
+
+def split_by_class(batch: Any) -> list[Any]:
+    """One sub-batch per class present, in ascending class order."""
+    return split_with_classes(batch)[0]
 
 
 class KernelFinetunePlugin(TrainPlugin):
@@ -84,6 +108,9 @@ class KernelFinetunePlugin(TrainPlugin):
         self.frozen_plan: Plan = []
         self.classes: list[int] = []
         self._saved: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]] = []
+        # id of each sub-batch of the current batch -> its class, known on the host from the split
+        # (reading it back from the device labels would wait for the device once per sub-step)
+        self._class_of: dict[int, int] = {}
 
     # ------------------------------------------------------------------ setup
 
@@ -181,13 +208,20 @@ class KernelFinetunePlugin(TrainPlugin):
     # ------------------------------------------------------------------ training hooks
 
     def sub_batches(self, batch: Any) -> list[Any] | None:
-        return split_by_class(batch) if self.kernels.mode == "per_class" else None
+        if self.kernels.mode != "per_class":
+            return None
+        pieces, classes = split_with_classes(batch)
+        self._class_of = {id(piece): c for piece, c in zip(pieces, classes, strict=True)}
+        return pieces
 
     def _plan_for(self, batch: Any) -> Plan:
         if self.kernels.mode == "union":
             return self.plans[UNION] + self.frozen_plan
+        klass = self._class_of.get(id(batch))
+        if klass is None:  # a one-class batch that did not come from sub_batches
+            klass = int(host_labels(batch)[0])
         # Classes outside the selection step without kernel masks (only frozen layers stay put).
-        return self.plans.get(int(batch.labels[0]), []) + self.frozen_plan
+        return self.plans.get(klass, []) + self.frozen_plan
 
     def before_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any) -> None:
         plan = self._plan_for(batch)

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from engine.losses import ce, efl, focal, ldam, rebalanced, rfl  # noqa: F401  (registers the builders)
+from engine.losses import (  # noqa: F401  (registers the builders)
+    ce,
+    efl,
+    focal,
+    label_smoothing,
+    ldam,
+    rebalanced,
+    rfl,
+)
 from engine.losses.common import LOSSES, LossBuildError
 from engine.schema.config import LossConfig
 

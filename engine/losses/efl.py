@@ -6,6 +6,11 @@ gradient of -mean CE. It is computed analytically and treated as a constant (spe
 of by a second autograd pass, so evaluation runs under no-grad. Since G_b >= 0, g = 1 and the loss
 equals FL(gamma) exactly (the reference's FL vs EFL numbers differ by run-to-run noise only).
 
+mode "v1" is the fork's form from 2022-01-26 to 02-07 (spec section 3.3, "EFL v1"): the same target
+column gradient G_b = (1 - p_t,b)/B, but per sample and clipped, g_b = clip(G_b, 0, 1), so
+gamma_b = gamma + s (1 - g_b) (about gamma + s, ~10 with the defaults) and the weight gamma_b / gamma
+(about 5): a far stronger focusing than FL. Treated as constants like "repo".
+
 mode "paper" is Li et al.'s class-wise form under a *softmax* formulation (the paper's is sigmoid):
 per class j, g_j = clip(pos_j / (neg_j + 1e-10)) from running sums, since the start of training, of the
 CE gradient magnitudes |p_j - t_j| on the logits: pos_j over samples labelled j, neg_j over the others.
@@ -21,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import distributed
 from engine.losses.common import (
     LOSSES,
     LossBuildError,
@@ -33,11 +39,35 @@ from engine.schema.config import LossConfig
 
 
 def repo_batch_gamma(pt: torch.Tensor, gamma: float, scale_factor: float) -> torch.Tensor:
-    """The reference's batch scalar gamma_v = gamma + s (1 - g) (spec section 3.3), detached."""
+    """The reference's batch scalar gamma_v = gamma + s (1 - g) (spec section 3.3), detached.
+
+    Under data parallelism a training step's statistic is over the global batch (the ranks all-reduce
+    their sums); evaluation, which runs without grad, keeps each rank's own batch."""
+    shared = torch.is_grad_enabled() and distributed.world().enabled
     with torch.no_grad():
+        if shared:
+            sums = torch.stack(
+                [F.relu(1.0 - pt).sum(), F.relu(pt - 1.0).sum(), pt.new_tensor(float(pt.numel()))]
+            )
+            pos, neg, count = distributed.all_reduce_sum(sums.double()).float()
+            ratio = (pos / count) / (neg / count + 1e-9)
+            return gamma + scale_factor * (1.0 - ratio.clamp(0.0, 1.0))
         grad = (1.0 - pt) / pt.numel()  # target column of d(-mean CE)/dz
         ratio = F.relu(grad).sum() / (F.relu(-grad).sum() + 1e-9)
         return gamma + scale_factor * (1.0 - ratio.clamp(0.0, 1.0))
+
+
+def v1_sample_gamma(pt: torch.Tensor, gamma: float, scale_factor: float) -> torch.Tensor:
+    """EFL v1's per-sample gamma_b = gamma + s (1 - clip((1 - p_t,b)/B, 0, 1)), detached.
+
+    B is the global batch under data parallelism in training (the reference's single-GPU batch)."""
+    shared = torch.is_grad_enabled() and distributed.world().enabled  # read outside no_grad: training
+    with torch.no_grad():
+        count = pt.new_tensor([float(pt.numel())], dtype=torch.float64)
+        if shared:
+            count = distributed.all_reduce_sum(count)
+        grad = (1.0 - pt) / count.float()
+        return gamma + scale_factor * (1.0 - grad.clamp(0.0, 1.0))
 
 
 class GradientRatioTracker(nn.Module):
@@ -58,14 +88,19 @@ class GradientRatioTracker(nn.Module):
         probs = torch.softmax(logits.detach().float(), dim=1)
         onehot = F.one_hot(labels, probs.shape[1]).to(probs.dtype)
         magnitude = (probs - onehot).abs()
-        self.pos_grad += (magnitude * onehot).sum(0)
-        self.neg_grad += (magnitude * (1.0 - onehot)).sum(0)
+        # all ranks add the global batch's sums (data parallelism), so the buffers stay identical
+        step = distributed.all_reduce_sum(
+            torch.stack([(magnitude * onehot).sum(0), (magnitude * (1.0 - onehot)).sum(0)])
+        )
+        self.pos_grad += step[0]
+        self.neg_grad += step[1]
         self.pos_neg.copy_((self.pos_grad / (self.neg_grad + 1e-10)).clamp(0.0, 1.0))
 
 
-def check_mode(mode: str) -> None:
-    if mode not in ("repo", "paper"):
-        raise LossBuildError(f'loss.mode must be "repo" or "paper", got {mode!r}')
+def check_mode(mode: str, allowed: tuple[str, ...] = ("repo", "paper")) -> None:
+    if mode not in allowed:
+        shown = " or ".join(f'"{m}"' for m in allowed)
+        raise LossBuildError(f"loss.mode must be {shown}, got {mode!r}")
 
 
 class EqualizedFocalLoss(nn.Module):
@@ -79,14 +114,16 @@ class EqualizedFocalLoss(nn.Module):
     ) -> None:
         super().__init__()
         require_in_range("efl", gamma=gamma, scale_factor=scale_factor, weight=weight)
-        check_mode(mode)
+        check_mode(mode, ("repo", "paper", "v1"))
         self.gamma, self.scale_factor, self.mode, self.weight = gamma, scale_factor, mode, weight
         self.tracker = GradientRatioTracker(num_classes) if mode == "paper" else None
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         ce = per_sample_ce(logits, labels)
         pt = target_probability(ce)
-        if self.tracker is None:
+        if self.mode == "v1":
+            focus = v1_sample_gamma(pt, self.gamma, self.scale_factor)
+        elif self.tracker is None:
             focus = repo_batch_gamma(pt, self.gamma, self.scale_factor)
         else:
             focus = self.tracker.class_gamma(labels, self.gamma, self.scale_factor)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import distributed
 from engine.losses.common import LOSSES, class_balanced_weights, require_in_range
 from engine.schema.config import LossConfig
 
@@ -49,7 +50,18 @@ class LDAMLoss(nn.Module):
         logits = logits.float()
         onehot = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
         adjusted = logits - onehot * self.margins[labels].unsqueeze(1)
+        if self.training and distributed.world().enabled:
+            return self._shared_weighted_mean(self.s * adjusted, labels)
         return F.cross_entropy(self.s * adjusted, labels, weight=self.class_weights)
+
+    def _shared_weighted_mean(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """A rank's value under data parallelism: sum_shard(w l) / W_global * N / n_shard, so that the
+        loop's ``n_shard / N`` shard weighting gives sum_global(w l) / W_global, the weighted mean of
+        the global batch (the ranks all-reduce the batch's summed weights and size)."""
+        weighted = F.cross_entropy(logits, labels, weight=self.class_weights, reduction="none")
+        local = torch.stack([self.class_weights[labels].sum(), logits.new_tensor(float(labels.numel()))])
+        total_weight, total = distributed.all_reduce_sum(local.detach().double()).float()
+        return weighted.sum() / total_weight * (total / max(labels.numel(), 1))
 
 
 @LOSSES.register("ldam")

@@ -42,7 +42,16 @@ MODEL_MIN_INPUT: dict[str, int] = {
     "alexnetv3": 9,
 }
 
-_COMMON_DATA = {"root", "image_size", "val_fraction", "augment", "normalize", "num_workers", "in_memory"}
+_COMMON_DATA = {
+    "root",
+    "image_size",
+    "val_fraction",
+    "augment",
+    "normalize",
+    "num_workers",
+    "in_memory",
+    "rotation_degrees",
+}
 _LT = {"imbalance_ratio", "imbalance_profile", "imbalance_reverse", "subset_seed"}
 DATASET_PARAMS: dict[str, set[str]] = {
     "synthetic": _COMMON_DATA
@@ -69,6 +78,7 @@ LOSS_PARAMS: dict[str, set[str]] = {
     "balanced_softmax": set(),
     "logit_adjusted": {"tau"},
     "ldam": {"max_m", "s", "drw_epoch", "drw_beta"},
+    "label_aware_smoothing": {"smooth_head", "smooth_tail", "shape", "power"},
 }
 LOSS_NAMES = tuple(LOSS_PARAMS)
 
@@ -152,6 +162,7 @@ BOUNDS: dict[str, Bound] = {
     "batch_size": _AT_LEAST_1,
     "eval_batch_size": _AT_LEAST_1,
     "step_events_per_second": Bound(0, note="0 turns step events off"),
+    "distributed.processes": Bound(0, 64, note="0: one process per GPU given to the run (1 on the CPU)"),
     "model.in_channels": _AT_LEAST_1,
     "model.num_classes": _AT_LEAST_1,
     "data.image_size": _AT_LEAST_1,
@@ -174,6 +185,14 @@ BOUNDS: dict[str, Bound] = {
     "loss.s": _POSITIVE,
     "loss.drw_epoch": _AT_LEAST_0,
     "loss.drw_beta": _PROBABILITY_BELOW_1,
+    "loss.smooth_head": _PROBABILITY_BELOW_1,
+    "loss.smooth_tail": _PROBABILITY_BELOW_1,
+    "loss.power": _POSITIVE,
+    "data.rotation_degrees": Bound(0, 180, note="angle ~ U(-d, d) degrees"),
+    "mix.alpha": Bound(0, low_open=True, note="lambda ~ Beta(alpha, alpha)"),
+    "mix.prob": Bound(0, 1),
+    "decouple.classifier_lr_factor": _AT_LEAST_0,
+    "tau_norm.taus": Bound(0, 5, note="w_i / ||w_i||^tau; the reference sweeps [0, 2]"),
     "sampler.num_samples_cls": _AT_LEAST_1,
     "optim.lr": _AT_LEAST_0,
     "optim.momentum": _AT_LEAST_0,
@@ -261,5 +280,7 @@ DOCTOR_PRESETS: dict[str, dict[str, Any]] = {
         "init": "from",
         "sift": {"split": "train", "transform": "train", "per_class": 100, "mode": "high"},
         "mask": {"source": "grad", "phi": "abs", "threshold": "mean", "grad_scaling": "repo"},
+        # its noise hook adds noise in place before the gradient, so pos_act gates on the noisy output
+        "gate_on": "noisy",
     },
 }

@@ -108,6 +108,9 @@ class DataConfig:
     eval_list: str | None = None
     mask_dir: str | None = None
     default_mask: str | None = None
+    # RandomRotation(d) on the device, after crop/flip; None: auto (15 for balanced cifar100, as the
+    # reference's cifar-100 loaders; 0 otherwise: its CIFAR-LT loaders do not rotate)
+    rotation_degrees: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class LossConfig:
     weight: float = 1.0  # constant scale; 0.25 is the reference's "balanced" FL/EFL
     threshold: float = 0.5
     scale_factor: float = 8.0
-    mode: Literal["repo", "paper"] = "repo"  # efl/refl: spec section 3.3
+    mode: Literal["repo", "paper", "v1"] = "repo"  # efl/refl: spec section 3.3 ("v1": efl only)
     version: Literal["v1", "v2", "v3", "v4"] = "v1"  # refl: spec section 3.5
     beta: float = 0.9999
     base: Literal["softmax", "focal"] = "softmax"
@@ -127,6 +130,11 @@ class LossConfig:
     s: float = 30.0
     drw_epoch: int = 160
     drw_beta: float = 0.9999
+    # label_aware_smoothing (MiSLAS): epsilon from smooth_head (most frequent class) to smooth_tail
+    smooth_head: float = 0.3
+    smooth_tail: float = 0.0
+    shape: Literal["concave", "linear", "convex", "exp"] = "concave"
+    power: float = 1.0  # shape "exp" only
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,9 @@ class DoctorConfig:
     weight: float = 10.0
     psi: Literal["abs", "relu", "relu_plus_negall"] = "abs"
     gating: Literal["none", "pos_act"] = "none"
+    # pos_act gating with noise: gate on the clean activation (default) or, as the fork's hook order
+    # does, on the noisy one
+    gate_on: Literal["clean", "noisy"] = "clean"
     noise_std: float = 0.0
     spatial_beta: float = 0.0
     init: Literal["from", "scratch"] = "from"
@@ -215,6 +226,43 @@ class KernelsConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Data-parallel training over several processes (torchrun; one process per GPU, or N CPU ranks)."""
+
+    processes: int = 0  # 0: one process per GPU the run was given (1 on the CPU)
+    sync_bn: bool = False  # BatchNorm statistics over the global batch (SyncBatchNorm)
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """Batch mixing for any run (issue #15): mixup (Zhang et al.) or CutMix (Yun et al.)."""
+
+    method: Literal["none", "mixup", "cutmix"] = "none"
+    alpha: float = 1.0  # lambda ~ Beta(alpha, alpha), one per batch
+    prob: float = 1.0  # fraction of batches mixed
+
+
+@dataclass(frozen=True)
+class DecoupleConfig:
+    """Second stage of decoupled training from a ``from`` checkpoint (Kang et al. 2020; MiSLAS)."""
+
+    train: Literal["classifier", "lws", "classifier+lws"] = "classifier"
+    reset_classifier: bool = False  # cRT: a freshly initialised classifier
+    bn: Literal["frozen", "shift"] = "frozen"  # shift: BN running statistics re-estimated (MiSLAS)
+    classifier_lr_factor: float = 1.0  # the classifier's lr = lr * factor (MiSLAS lr_factor)
+
+
+TAU_SWEEP = tuple(round(0.1 * i, 1) for i in range(21))  # np.linspace(0, 2, 21) of tau_norm.py
+
+
+@dataclass(frozen=True)
+class TauNormConfig:
+    """Post-hoc tau-normalisation of a ``from`` checkpoint's classifier: epoch e evaluates taus[e]."""
+
+    taus: tuple[float, ...] = TAU_SWEEP
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     run_id: str = ""
     experiment: str = ""
@@ -226,6 +274,7 @@ class EngineConfig:
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: bool = True
     compile: bool = False
+    deterministic: bool = False  # reproducible CUDA kernels (no cuDNN autotuning): bit-identical resume
     nonfinite: Literal["fail", "skip"] = "fail"
     best_compare: Literal["gt", "ge"] = "gt"
     step_events_per_second: float = 10.0
@@ -239,6 +288,10 @@ class EngineConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     doctor: DoctorConfig | None = None
     kernels: KernelsConfig | None = None
+    mix: MixConfig = field(default_factory=MixConfig)
+    decouple: DecoupleConfig | None = None
+    tau_norm: TauNormConfig | None = None
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 # --------------------------------------------------------------------------- validation
@@ -437,7 +490,7 @@ def from_dict(data: dict[str, Any]) -> EngineConfig:
 
 
 def _semantic_issues(cfg: EngineConfig) -> list[Issue]:
-    out = _range_issues(cfg) + _shape_issues(cfg)
+    out = _range_issues(cfg) + _shape_issues(cfg) + _method_issues(cfg) + _compile_issues(cfg)
     for block, cfg_block in (("doctor", cfg.doctor), ("kernels", cfg.kernels)):
         if cfg_block is not None and cfg_block.sift.split == "test" and not cfg_block.allow_test_split:
             out.append(
@@ -447,6 +500,42 @@ def _semantic_issues(cfg: EngineConfig) -> list[Issue]:
                     f"set {block}.allow_test_split = true to do it anyway (the run is then marked leaky)",
                 )
             )
+    return out
+
+
+def _compile_issues(cfg: EngineConfig) -> list[Issue]:
+    """torch.compile's graphs have no double backward, which Model Doctor's channel loss needs."""
+    if cfg.compile and cfg.doctor is not None:
+        return [
+            Issue(
+                "compile",
+                "compile = true cannot train with doctor: the channel loss differentiates gradients "
+                "(double backward), which compiled graphs do not support; set compile = false for this "
+                "experiment",
+            )
+        ]
+    return []
+
+
+def _method_issues(cfg: EngineConfig) -> list[Issue]:
+    """The long-tail methods' cross-key rules (issue #15)."""
+    out: list[Issue] = []
+    if cfg.tau_norm is not None:
+        taus = cfg.tau_norm.taus
+        if not taus:
+            out.append(Issue("tau_norm.taus", "needs at least one tau"))
+        elif cfg.epochs != len(taus):
+            out.append(
+                Issue(
+                    "epochs",
+                    f"tau_norm evaluates one tau per epoch and trains nothing: set epochs = {len(taus)} "
+                    f"(the number of tau_norm.taus), got {cfg.epochs}",
+                )
+            )
+        if cfg.decouple is not None:
+            out.append(Issue("tau_norm", "tau_norm trains nothing; it cannot be combined with decouple"))
+    if cfg.loss.name == "refl" and cfg.loss.mode == "v1":
+        out.append(Issue("loss.mode", '"v1" is an EFL form (spec section 3.3); refl takes "repo" or "paper"'))
     return out
 
 
@@ -462,7 +551,8 @@ def _range_issues(cfg: EngineConfig) -> list[Issue]:
     return [
         issue
         for block in _BOUNDED
-        for issue in block_range_issues(getattr(cfg, block) if block else cfg, block)
+        if (owner := getattr(cfg, block) if block else cfg) is not None  # an optional block left out
+        for issue in block_range_issues(owner, block)
     ]
 
 

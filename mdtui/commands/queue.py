@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from mdtui.commands import slurm_submit
 from mdtui.commands.common import (
     console,
     err_console,
@@ -24,7 +25,7 @@ from mdtui.commands.common import (
     print_json,
     usage_error,
 )
-from mdtui.commands.run import parse_devices
+from mdtui.commands.run import parse_devices, select
 from mdtui.execution import ledger
 from mdtui.execution.launcher import LocalLauncher
 from mdtui.registry.plan import Plan, default_path
@@ -41,7 +42,7 @@ from mdtui.scheduling.scheduler import (
     resume,
     scheduler_running,
 )
-from mdtui.system import gpus
+from mdtui.system import gpus, slurm
 from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
 
 if TYPE_CHECKING:
@@ -112,9 +113,15 @@ def add_cmd(
     ),
     device: str | None = typer.Option(None, "--device", help='Only these devices, e.g. "0,1" or "cpu".'),
     as_json: bool = typer.Option(False, "--json", help="Print the queued runs as JSON."),
+    launcher_name: str | None = typer.Option(None, "--launcher", help=slurm_submit.LAUNCHER_HELP),
 ) -> None:
     """Queue runs (one per seed); an upstream (`from`) with no completed run is queued first."""
     plan, store = _open(ctx)
+    if slurm_submit.chosen_launcher(plan, launcher_name) == "slurm":  # Slurm is the queue: submit now
+        if gpus is not None:
+            usage_error("--gpus: with --launcher slurm set gpus = N on the experiment (it asks --gres=gpu:N)")
+        exps = select(plan, names)
+        slurm_submit.print_submitted(slurm_submit.submit(plan, store, exps, device=device), as_json)
     devices = _parse_devices(device)
     try:
         records = enqueue(store, plan, names, gpus=gpus, devices=devices)
@@ -186,13 +193,26 @@ def resume_cmd(ctx: typer.Context) -> None:
 # --------------------------------------------------------------------------------------- gpus
 
 
-def gpus_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Devices with memory, utilisation, processes and owners, mdtui reservations and whether a run fits."""
+def gpus_cmd(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    launcher_name: str | None = typer.Option(None, "--launcher", help=slurm_submit.LAUNCHER_HELP),
+) -> None:
+    """Devices with memory, utilisation, processes and owners, mdtui reservations and whether a run fits.
+
+    With the Slurm launcher: the cluster's partitions and their free GPUs (one `sinfo` call)."""
+    plan = _plan_if_any(ctx)
+    if launcher_name is None and plan is not None:
+        launcher_name = plan.settings.launcher
+    if launcher_name not in (None, "local", "slurm"):
+        usage_error(f'--launcher must be "local" or "slurm", not {launcher_name!r}')
+    if launcher_name == "slurm":
+        _slurm_partitions(as_json)
+        return
     try:
         devices = gpus.list_devices()
     except gpus.GpuConfigError as exc:
         fail(str(exc), 2)
-    plan = _plan_if_any(ctx)
     policy = ledger.Policy.from_settings(plan.settings) if plan else ledger.Policy()
     held: list[ledger.Reservation] = []
     if plan is not None:
@@ -226,6 +246,34 @@ def gpus_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
             procs,
             ", ".join(row["mdtui_runs"]) or "-",
             fit,
+        )
+    console.print(table)
+
+
+def _slurm_partitions(as_json: bool) -> None:
+    """`mdtui gpus` on a Slurm cluster: per partition, its nodes and GPUs (free = on nodes taking jobs)."""
+    try:
+        parts = slurm.partitions()
+    except slurm.SlurmError as exc:
+        usage_error(
+            f"launcher slurm: cannot ask Slurm for its partitions: {exc}; run mdtui on a machine of the "
+            "cluster, or use --launcher local"
+        )
+    if as_json:
+        print_json({"launcher": "slurm", "t": time.time(), "partitions": [p.to_dict() for p in parts]})
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("partition", "state", "nodes", "GPUs", "in use", "free for a run"):
+        table.add_column(column)
+    for p in parts:
+        nodes = ", ".join(f"{n} {state}" for state, n in sorted(p.states.items()))
+        table.add_row(
+            p.name + (" (default)" if p.default else ""),
+            Text("up", "green") if p.available else Text("down", "yellow"),
+            nodes,
+            str(p.gpus_total),
+            str(p.gpus_used),
+            Text(str(p.gpus_free), "green" if p.gpus_free else "yellow"),
         )
     console.print(table)
 

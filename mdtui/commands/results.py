@@ -55,22 +55,40 @@ def report_command(
     ),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Show the Δ-to-baseline column."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to FILE instead of stdout."),
+    seeds_needed: bool = typer.Option(
+        False,
+        "--seeds-needed",
+        help="Per experiment: seeds that would separate it from the baseline at the observed spread.",
+    ),
 ) -> None:
-    """Result tables from the run index: one per group, seeds as mean ± std, best value in bold."""
-    from mdtui.results.report import ReportError, render_report
+    """Result tables from the run index: one per group, seeds as mean ± std, best value in bold.
+
+    Δ to the baseline comes with its 95% Welch interval over seeds; "within noise" when the interval
+    spans 0, "1 seed" when either side has a single run."""
+    from mdtui.results.report import ReportError, render_report, render_seeds_needed
 
     if fmt is None:
         fmt = "table" if output is None and terminal.stdout_is_terminal() else "md"
     if fmt == "table" and output is not None:
         usage_error("--format table is for the terminal; write md, csv, json or latex to a file")
+    if seeds_needed and (pivot is not None or agg != "mean" or not baseline):
+        usage_error(
+            "--seeds-needed compares seed means to the baseline: drop --pivot, --agg and --no-baseline"
+        )
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
     options = {"fmt": fmt, "metric": metric, "agg": agg, "pivot": pivot, "baseline": baseline}
     try:
-        if fmt == "table":
+        if seeds_needed:
+            # the terminal gets the markdown as it is: five narrow columns fit any width
+            text = render_seeds_needed(
+                store, plan, selectors or [], fmt="md" if fmt == "table" else fmt, metric=metric
+            )
+        elif fmt == "table":
             _print_terminal_report(store, plan, selectors or [], **options)
             return
-        text = render_report(store, plan, selectors or [], **options)
+        else:
+            text = render_report(store, plan, selectors or [], **options)
     except ReportError as exc:
         usage_error(str(exc))
     if output is not None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.text import Text
 
+from mdtui.commands import slurm_submit
 from mdtui.commands.common import (
     EXIT_FAILED,
     console,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 EXIT_STOPPED = 130  # like a shell job ended by Ctrl-C
 EXIT_CODES = {"completed": 0, "stopped": EXIT_STOPPED}
-_DEVICE_RE = re.compile(r"^(cpu|\d+|(GPU|MIG)-[0-9A-Za-z/-]+)$")
+_DEVICE_RE = re.compile(r"^(cpu|\d+(:\d+)?|(GPU|MIG)-[0-9A-Za-z/-]+)$")  # "1:0": MIG instance 0 of GPU 1
 
 
 # --------------------------------------------------------------------------- devices
@@ -64,7 +65,7 @@ def parse_devices(spec: str) -> list[str]:
         return items
     known = _gpu_ids()
     if known is not None:
-        missing = [s for s in items if s.isdigit() and s not in known]
+        missing = [s for s in items if s[:1].isdigit() and s not in known]
         if missing:
             shown = ", ".join(sorted(known)) or "none (use --device cpu)"
             usage_error(f"no GPU {', '.join(missing)} on this machine; GPUs: {shown}")
@@ -349,10 +350,22 @@ def register(app: typer.Typer) -> None:
         detach: bool = typer.Option(False, "--detach", help="Start and return; the runs keep going."),
         as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
         resume: str | None = typer.Option(None, "--resume", help="Resume a stopped/failed run (id or name)."),
+        launcher_name: str | None = typer.Option(None, "--launcher", help=slurm_submit.LAUNCHER_HELP),
     ) -> None:
         """Run experiments now (each seed once), showing progress; Ctrl-C stops cleanly."""
         plan = load_plan_or_exit(plan_file(ctx))
         store = open_store(plan)
+        if slurm_submit.chosen_launcher(plan, launcher_name) == "slurm":  # sbatch jobs; Slurm queues them
+            if resume and names:
+                usage_error("give either experiment names or --resume RUN, not both")
+            if resume:
+                reconcile(store)
+                resumed = slurm_submit.resume(plan, store, resolve_run_or_exit(store, resume))
+                slurm_submit.print_submitted([resumed], as_json)
+            if not names:
+                usage_error("name at least one experiment (see `mdtui list`), or --resume RUN")
+            submitted = slurm_submit.submit(plan, store, select(plan, names), device=device)
+            slurm_submit.print_submitted(submitted, as_json)
         if resume:
             if names:
                 usage_error("give either experiment names or --resume RUN, not both")

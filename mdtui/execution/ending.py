@@ -53,6 +53,8 @@ class EngineEnd:
     engine_pid: int | None = None
     error: str | None = None  # the supervisor's own failure (the engine could not start, ...)
     stderr_tail: str = ""  # the engine's last stderr lines, for a failure without a reason
+    # (runs of several processes) the rank that failed first and its error, from torchrun's report
+    rank_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,10 @@ def decide(end: EngineEnd) -> Ending:
 
 
 def failure_reason(end: EngineEnd) -> str:
+    # the failing rank before rank 0's own error: when a peer dies, rank 0 fails too (its
+    # collective breaks), and that error names the symptom, not the cause
+    if end.rank_error:
+        return end.rank_error
     if end.event_error:
         return end.event_error
     if end.signal:

@@ -10,7 +10,7 @@ supervisor died, and wait for a supervisor.
 
 The stop grace comes from ``[settings] stop_grace_seconds`` (``stop_grace``), whose default is the
 one in ``mdtui.registry.spec.Settings``; CPU-thread splitting comes from ``[settings]
-runs_per_device`` through ``submit``.
+runs_per_device`` and the run's process count (``mdtui.execution.ranks``) through ``submit``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from mdtui.execution import ledger, supervise
+from mdtui.execution import ledger, ranks, supervise
 from mdtui.execution.reconcile import reconcile
+from mdtui.execution.slurm import SlurmLauncher
 from mdtui.registry.spec import Settings
 from mdtui.runs.prepare import create_run_for
 from mdtui.runs.status import LIVE, RunStatus
@@ -106,7 +107,9 @@ class LocalLauncher:
 
     def submit(self, run_id: str, devices: list[str]) -> int:
         """Start the supervisor of a run whose devices are reserved; returns the supervisor's pid."""
-        env = supervise.cpu_threads_env(list(devices), self.policy.runs_per_device)
+        rec = self.store.get(run_id)
+        processes = ranks.run_process_count(Path(rec.run_dir), devices) if rec is not None else 1
+        env = supervise.cpu_threads_env(list(devices), self.policy.runs_per_device, processes)
         # a supervisor that itself receives SIGTERM gives the engine the same grace as `mdtui stop`
         env["MDTUI_STOP_GRACE"] = f"{self.grace:g}"
         try:
@@ -134,6 +137,8 @@ class LocalLauncher:
         rec = self.store.get(run_id)
         if rec is None:
             raise LookupError(f"no run {run_id}")
+        if rec.job_id:  # a Slurm job: only Slurm reaches its supervisor on the node
+            return SlurmLauncher(self.store, grace=grace).stop(run_id, wait=wait, grace=grace)
         if rec.live:
             return bool(supervise.stop(self.store, run_id, grace=grace, wait=wait))
         if rec.status == RunStatus.LOST and ledger.engine_alive(rec):
@@ -220,8 +225,13 @@ class LocalLauncher:
             current = self.store.get(rec.run_id)
             if current is None or current.live or ledger.engine_alive(current):
                 return False  # a concurrent resume got there first
-            self.store.update(
-                rec.run_id, status=RunStatus.STARTING.value, devices=chosen, started_t=time.time()
+            self.store.update(  # job_id: a run Slurm once ran is a local run from here on
+                rec.run_id,
+                status=RunStatus.STARTING.value,
+                devices=chosen,
+                started_t=time.time(),
+                job_id=None,
+                job_state=None,
             )
             claimed.extend(chosen)
             return True
@@ -290,13 +300,17 @@ class LocalLauncher:
         )
         pgid = rec.pgid or rec.pid
         assert pgid is not None  # engine_alive() said so
-        if not supervise.signal_group(pgid, signal.SIGTERM):
+        # the ranks of a multi-process run are in sessions of their own: torchrun forwards the
+        # SIGTERM to them, but once torchrun is gone they are signalled one by one
+        left = ranks.recorded_ranks(Path(rec.run_dir))
+        if not supervise.signal_group(pgid, signal.SIGTERM) and not ranks.signal_ranks(left, signal.SIGTERM):
             return False
         deadline = time.monotonic() + grace
         while ledger.engine_alive(rec) and time.monotonic() < deadline:
             time.sleep(ORPHAN_POLL_SECONDS)
         if ledger.engine_alive(rec):
             supervise.signal_group(pgid, signal.SIGKILL)
+            ranks.signal_ranks(left, signal.SIGKILL)
         return True
 
 

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mdtui.execution import ranks
 from mdtui.runs.status import LIVE, RunStatus
 from mdtui.system.fs import file_lock
 from mdtui.system.gpus import CPU_ID, Device, GpuConfigError, cpu_device, list_devices
-from mdtui.system.processes import boot_id, group_has_live_member, process_alive, process_start_time
+from mdtui.system.processes import boot_id
 
 if TYPE_CHECKING:
     from mdtui.registry.plan import Plan
@@ -63,7 +63,10 @@ class Reservation:
 
 
 def matches(device: Device, spec: str) -> bool:
-    """A policy entry names a device by index ("0") or UUID ("GPU-...")."""
+    """A policy entry names a device by index ("0") or UUID ("GPU-..."); naming a GPU in MIG mode
+    names all its instances ("0:0", "0:1", ...)."""
+    if device.parent_uuid and spec in (device.gpu_index, device.parent_uuid):
+        return True
     return spec in (device.id, device.uuid)
 
 
@@ -194,34 +197,26 @@ def gpus_snapshot() -> list[Device]:
 def engine_alive(rec: RunRecord) -> bool:
     """Does the run's engine process group still exist? Identity: pid + start time + boot id.
 
-    The engine leads its own group (pgid == pid). While its leader is the recorded process the group
-    is alive; once the leader is gone, surviving members (data-loader workers) still hold the group,
-    and the kernel never hands a pid out while a group of that id exists, so a pid that now belongs
-    to some other process proves the old group is gone.
+    The engine leads its own group (pgid == pid); ``ranks.group_alive`` says whether the group still
+    holds a live process (data-loader workers outlive their leader). A run of several processes is
+    alive too while any of its ranks is: torchrun starts them in sessions of their own, and a rank
+    whose torchrun was killed finishes its step and saves last.pt on its device before it exits.
     """
     if not rec.pid or rec.proc_start is None:
         return False
     if rec.boot_id and boot_id() not in (None, rec.boot_id):
         return False
-    if process_alive(rec.pid, rec.proc_start):
+    if ranks.group_alive(rec.pid, rec.proc_start, rec.pgid):
         return True
-    pgid = rec.pgid or rec.pid
-    if process_start_time(pgid) is not None:
-        return False  # the id belongs to another process now: the old group is gone
-    try:
-        os.killpg(pgid, 0)  # signal 0: an existence check, nothing is delivered
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # the group exists; exited members waiting to be reaped (zombies) hold no device
-    return group_has_live_member(pgid)
+    run_dir = getattr(rec, "run_dir", None)  # a bare record (pid facts only) has no ranks to read
+    return run_dir is not None and ranks.ranks_alive(Path(run_dir))
 
 
 def reservations(store: RunStore) -> list[Reservation]:
     """Live runs hold their devices, and so does a `lost` run whose engine is still alive (its
     supervisor died, the engine has not stopped yet)."""
-    held = store.list_runs(statuses=list(LIVE))
+    # a Slurm run (job_id) holds what Slurm granted it on a cluster node, nothing of this machine's
+    held = [r for r in store.list_runs(statuses=list(LIVE)) if not r.job_id]
     held += [r for r in store.list_runs(statuses=[RunStatus.LOST.value]) if engine_alive(r)]
     return [Reservation(r.run_id, tuple(r.devices)) for r in held]
 

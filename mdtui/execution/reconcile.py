@@ -20,6 +20,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from mdtui.execution import slurm
 from mdtui.execution.ending import (
     STOP_REQUEST,
     EngineEnd,
@@ -29,6 +30,7 @@ from mdtui.execution.ending import (
     record_results,
     settle,
 )
+from mdtui.execution.ranks import ranks_alive
 from mdtui.runs.rundir import EXIT_FILE, exit_fields, read_run_state
 from mdtui.runs.status import LIVE, RunStatus
 from mdtui.runs.store import RunRecord, RunStore
@@ -47,6 +49,14 @@ def reconcile(store: RunStore) -> list[RunRecord]:
     changed: list[RunRecord] = []
     now = time.time()
     for rec in store.list_runs(statuses=[*LIVE, RunStatus.LOST]):
+        if rec.job_id:
+            # a Slurm run: its supervisor runs on a node, where this host's pids mean nothing; its
+            # exit.json is the truth once written, else Slurm says (one query for all, below)
+            if rec.status in LIVE and exit_fields(Path(rec.run_dir)) is not None:
+                new = converge(store, rec)
+                if (new.status, new.error) != (rec.status, rec.error):
+                    changed.append(new)
+            continue
         if rec.status == RunStatus.LOST:
             if not worth_a_second_look(rec):
                 continue
@@ -57,6 +67,7 @@ def reconcile(store: RunStore) -> list[RunRecord]:
         new = reconcile_run(store, rec, now)
         if new is not None and (new.status, new.error) != (rec.status, rec.error):
             changed.append(new)
+    changed += slurm.poll_jobs(store, now=now)
     return changed
 
 
@@ -87,7 +98,8 @@ def reconcile_run(store: RunStore, rec: RunRecord, now: float) -> RunRecord | No
     if rec.status in LIVE and exit_fields(run_dir) is not None:
         return converge(store, rec)
     state = read_run_state(run_dir)
-    engine_alive = process_alive(rec.pid, rec.proc_start, rec.boot_id)
+    # the ranks of a multi-process run are in sessions of their own and may outlive torchrun
+    engine_alive = process_alive(rec.pid, rec.proc_start, rec.boot_id) or ranks_alive(run_dir, rec.boot_id)
     end: EngineEnd = engine_end_from_events(
         state,
         stop_requested=(run_dir / STOP_REQUEST).exists(),

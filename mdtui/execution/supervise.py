@@ -14,8 +14,18 @@ The engine ends with its supervisor: on Linux it is started with the parent-deat
 SIGTERM (``prctl(PR_SET_PDEATHSIG)``), so a supervisor killed by ``kill -9`` or the OOM killer makes
 its engine stop as if asked (finish the step, save ``last.pt``) instead of training unobserved.
 
+A run of N > 1 processes (``mdtui.execution.ranks``: ``distributed.processes``, or one per GPU) is
+started as ``python -m torch.distributed.run --standalone --nproc-per-node N -m engine RUN_DIR``:
+torchrun is then "the engine process" (its group is signalled on a stop; torchrun forwards SIGTERM
+to the ranks). torchrun puts each rank in a session of its own, so the supervisor records the ranks
+in run.json as they appear, sends the SIGKILL escalation to them as well, and after torchrun exits
+waits for (then kills) whatever is left of them before it records the end. A failed run's reason
+names the failing rank and its last stderr lines.
+
 ``MDTUI_ENGINE_CMD`` (a shell-quoted command, e.g. ``python tests/fixtures/fake_engine.py``) replaces
-``python -m engine``; the run directory (and ``--resume``) are appended. Tests use it.
+``python -m engine``; the run directory (and ``--resume``) are appended. Tests use it. For N > 1
+its first word (the interpreter) gives way to torchrun, which runs the rest (a script or ``-m
+module``) in every rank.
 """
 
 from __future__ import annotations
@@ -33,11 +43,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mdtui.execution import ranks, slurm_job
 from mdtui.execution.ending import STOP_REQUEST, decide, engine_end_from_events, settle
 from mdtui.runs.rundir import EXIT_FILE, RunEvents, metrics_from_state
 from mdtui.runs.status import RunStatus
 from mdtui.runs.store import RunStore
 from mdtui.system.fs import atomic_write_json, read_json
+from mdtui.system.gpus import cuda_visible_devices
 from mdtui.system.processes import boot_id, process_alive, process_start_time
 
 __all__ = ["EXIT_FILE", "STOP_REQUEST"]  # re-exported: where callers have always found them
@@ -56,25 +68,30 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 # --------------------------------------------------------------------------- launching side
 
 
-def engine_command(run_dir: Path, *, resume: bool = False) -> list[str]:
-    """The engine command line for ``run_dir`` (``MDTUI_ENGINE_CMD`` overrides ``python -m engine``)."""
+def engine_command(run_dir: Path, *, resume: bool = False, processes: int = 1) -> list[str]:
+    """The engine command line for ``run_dir`` (``MDTUI_ENGINE_CMD`` overrides ``python -m engine``);
+    torchrun starting ``processes`` ranks of it when ``processes`` > 1."""
     override = os.environ.get("MDTUI_ENGINE_CMD", "").strip()
     base = shlex.split(override) if override else [sys.executable, "-m", "engine"]
+    if processes > 1:
+        base = ranks.torchrun_command(base[1:], processes)
     return [*base, str(run_dir), *(["--resume"] if resume else [])]
 
 
 def cuda_env(devices: list[str]) -> dict[str, str]:
-    """The child's CUDA variables: PCI bus order and exactly the devices handed to it ("" for cpu)."""
-    gpus = [d for d in devices if d and d != "cpu"]
-    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+    """The child's CUDA variables: PCI bus order and exactly the devices handed to it, by UUID ("" for
+    cpu). An inherited CUDA_VISIBLE_DEVICES (a Slurm or container allocation) is replaced, not
+    nested: its devices are the ones mdtui lists and hands out, and a UUID needs no renumbering."""
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": cuda_visible_devices(devices)}
 
 
-def cpu_threads_env(devices: list[str], runs_sharing: int) -> dict[str, str]:
-    """Split the CPU between runs that share it: torch's default of one thread per core in every
-    run makes N concurrent CPU runs oversubscribe the machine and crawl (measured: ~20x slower)."""
-    if runs_sharing <= 1 or any(d and d != "cpu" for d in devices):
+def cpu_threads_env(devices: list[str], runs_sharing: int, processes: int = 1) -> dict[str, str]:
+    """Split the CPU between runs that share it, and between a run's ranks: torch's default of one
+    thread per core in every process makes concurrent CPU runs oversubscribe the machine and crawl
+    (measured: ~20x slower). torchrun would set 1 thread per rank when nothing is set."""
+    if (runs_sharing <= 1 and processes <= 1) or any(d and d != "cpu" for d in devices):
         return {}
-    threads = max(1, (os.cpu_count() or 1) // runs_sharing)
+    threads = max(1, (os.cpu_count() or 1) // (max(1, runs_sharing) * max(1, processes)))
     return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
@@ -84,20 +101,7 @@ def launch(store: RunStore, run_id: str, *, devices: list[str], env: dict[str, s
     if rec is None:
         raise LookupError(f"no run {run_id}")
     run_dir = rec.run_dir
-    store.update(
-        run_id,
-        status=RunStatus.STARTING.value,
-        devices=list(devices),
-        started_t=time.time(),
-        ended_t=None,
-        exit_code=None,
-        error=None,
-        pid=None,
-        pgid=None,
-        proc_start=None,
-        supervisor_pid=None,
-        supervisor_start=None,
-    )
+    store.begin_attempt(run_id, status=RunStatus.STARTING.value, devices=list(devices), started_t=time.time())
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with open(run_dir / "stdout.log", "ab") as out, open(run_dir / "stderr.log", "ab") as err:
         proc = subprocess.Popen(
@@ -177,6 +181,8 @@ def stop(store: RunStore, run_id: str, *, grace: float = DEFAULT_GRACE, wait: bo
     if (wait or not supervisor_alive) and engine_alive:
         # without a supervisor nobody else escalates: wait here
         _wait_then_kill(rec.pid, rec.proc_start, rec.pgid, grace)
+        if not supervisor_alive:  # nor kills the ranks that torchrun left
+            ranks.signal_ranks(ranks.recorded_ranks(rec.run_dir), signal.SIGKILL)
     if wait and supervisor_alive and rec.supervisor_pid:
         wait_supervisor(rec.supervisor_pid, timeout=grace + 30)
     return True
@@ -246,6 +252,10 @@ class Supervisor:
         self.killed = False
         self.events = RunEvents(run_dir, self.run_id)
         self.state = self.events.state
+        self.processes = 1  # torchrun starts the engine's ranks when > 1
+        self.ranks: list[ranks.RankProcess] = []  # seen so far (each in a session of its own)
+        self.stderr_offset = 0  # the logs' sizes at the start: this attempt's lines come after
+        self.rank_offsets: dict[int, int] = {}
 
     # ------------------------------------------------------------ signals
 
@@ -262,7 +272,9 @@ class Supervisor:
         self.term_received = False
         if self._stop_request() is None:
             grace = float(os.environ.get("MDTUI_STOP_GRACE", DEFAULT_GRACE))
-            atomic_write_json(self.run_dir / STOP_REQUEST, {"t": time.time(), "grace": grace, "by": "signal"})
+            # under Slurm a TERM mdtui did not send is the time-limit warning or someone's scancel
+            by = slurm_job.term_origin() if slurm_job.active() else "signal"
+            atomic_write_json(self.run_dir / STOP_REQUEST, {"t": time.time(), "grace": grace, "by": by})
         if self.proc is not None and self.proc.poll() is None:
             log(f"stop requested: SIGTERM to engine group {self.proc.pid}")
             signal_group(self.proc.pid, signal.SIGTERM)
@@ -274,8 +286,51 @@ class Supervisor:
         grace = float(request.get("grace") if request.get("grace") is not None else DEFAULT_GRACE)
         if time.time() >= t + grace:
             log(f"the engine did not stop within {grace:g}s: SIGKILL to group {self.proc.pid}")
+            if self.processes > 1:
+                self._track_ranks()  # those started since the last look, while torchrun can tell
             signal_group(self.proc.pid, signal.SIGKILL)
+            self._signal_ranks(signal.SIGKILL)
             self.killed = True
+
+    # ------------------------------------------------------------ ranks (torchrun)
+
+    def _track_ranks(self) -> None:
+        """Record the ranks torchrun has started (run.json ``ranks``): they are in sessions of their
+        own, so only this list lets the supervisor and the ledger reach them once torchrun is gone."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        known = {(r.pid, r.start): r for r in self.ranks}
+        # a child seen between its fork and its exec has no RANK yet: the next look names it
+        found = {(r.pid, r.start): r for r in ranks.find_ranks(self.proc.pid)}
+        merged = {**known, **{k: r for k, r in found.items() if r.rank is not None or k not in known}}
+        if merged != known:
+            self.ranks = list(merged.values())
+            self.store.update_run_json(self.run_dir, {ranks.RANKS_KEY: [r.to_json() for r in self.ranks]})
+
+    def _signal_ranks(self, sig: int) -> None:
+        hit = ranks.signal_ranks(self.ranks, sig)
+        if hit:
+            log(f"{signal.Signals(sig).name} to rank{'s' if len(hit) > 1 else ''} {_rank_names(hit)}")
+
+    def _end_ranks(self, grace: float) -> None:
+        """torchrun has exited: ranks it left (it was killed) got the parent-death SIGTERM and are
+        stopping; wait ``grace`` seconds for them, then kill them and their data-loader workers, so
+        that nothing of the run writes after its end is recorded."""
+        deadline = time.monotonic() + grace
+        while any(ranks.group_alive(r.pid, r.start) for r in self.ranks):
+            if self.killed or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_SECONDS)
+        self._signal_ranks(signal.SIGKILL)
+        deadline = time.monotonic() + 10.0  # SIGKILL takes effect promptly; do not wait forever
+        while any(ranks.group_alive(r.pid, r.start) for r in self.ranks) and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+
+    def _grace(self) -> float:
+        request = self._stop_request() or {}
+        if request.get("grace") is not None:
+            return float(request["grace"])
+        return float(os.environ.get("MDTUI_STOP_GRACE", DEFAULT_GRACE))
 
     # ------------------------------------------------------------ run
 
@@ -287,15 +342,14 @@ class Supervisor:
         self.store.update(
             self.run_id, supervisor_pid=me, supervisor_start=process_start_time(me), boot_id=boot_id()
         )
+        if slurm_job.active():  # inside an sbatch job: Slurm's devices; a rerun of the job resumes
+            slurm_job.prepare(self.store, self.run_id, self.run_dir)
         info = read_json(self.run_dir / "run.json") or {}
         if self._stop_request() is not None or self.term_received:
             log("stop requested before the engine started; not starting it")
             return self._finish(exit_code=None, sig=None, stop_requested=True)
-        devices = [str(d) for d in info.get("devices") or ["cpu"]]
-        cmd = engine_command(self.run_dir, resume=bool(info.get("resume")))
-        env = {**os.environ, **cuda_env(devices), "PYTHONUNBUFFERED": "1"}
-        env.pop("MDTUI_ENGINE_CMD", None)
-        log(f"starting {shlex.join(cmd)} (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r})")
+        cmd, env = self._engine_command(info)
+        log(f"starting {shlex.join(cmd)} (CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')!r})")
         try:
             with (
                 open(self.run_dir / "stdout.log", "ab") as out,
@@ -323,19 +377,43 @@ class Supervisor:
             proc_start=process_start_time(pid),
             started_t=time.time(),
         )
-        self.store.update_run_json(self.run_dir, {"command": cmd})
+        # the ranks of an earlier attempt are not this one's
+        self.store.update_run_json(
+            self.run_dir, {"command": cmd, "processes": self.processes, ranks.RANKS_KEY: []}
+        )
         self._wait()
         rc = self.proc.returncode
         # leftovers of the engine's group (data-loader workers) must not outlive the run
         signal_group(pid, signal.SIGKILL)
+        if self.processes > 1:
+            self._end_ranks(self._grace())
         sig = -rc if rc is not None and rc < 0 else None
         return self._finish(exit_code=rc, sig=sig, stop_requested=self._stop_request() is not None)
+
+    def _engine_command(self, info: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+        """The engine's command line and environment (torchrun for N > 1 processes); notes where
+        this attempt's lines start in the logs, so a failure reads its own."""
+        devices = [str(d) for d in info.get("devices") or ["cpu"]]
+        self.processes = ranks.run_process_count(self.run_dir, devices)
+        cmd = engine_command(self.run_dir, resume=bool(info.get("resume")), processes=self.processes)
+        cmd = slurm_job.multi_node_command(self.run_dir, resume=bool(info.get("resume"))) or cmd
+        # inside a Slurm job the inherited CUDA_VISIBLE_DEVICES is what Slurm granted: kept as it is
+        gpu_env = {} if slurm_job.active() else cuda_env(devices)
+        env = {**os.environ, **gpu_env, "PYTHONUNBUFFERED": "1"}
+        env.pop("MDTUI_ENGINE_CMD", None)
+        self.stderr_offset = ranks.file_size(self.run_dir / "stderr.log")
+        self.rank_offsets = ranks.log_sizes(self.run_dir)
+        return cmd, env
 
     def _wait(self) -> None:
         assert self.proc is not None
         last_progress = 0.0
         epochs_seen = 0
         while self.proc.poll() is None:
+            if self.processes > 1 and (
+                len(self.ranks) < self.processes or any(r.rank is None for r in self.ranks)
+            ):
+                self._track_ranks()
             if self.term_received:
                 self._handle_term()
             request = self._stop_request()
@@ -379,15 +457,27 @@ class Supervisor:
             killed=self.killed,
             error=error,
             stderr_tail=stderr_tail(self.run_dir / "stderr.log"),
+            rank_error=self._rank_error(exit_code),
         )
-        ending = decide(end)
+        ending = slurm_job.adjust(decide(end), self._stop_request())  # a stop Slurm asked for
         # logged before the ending is written: exit.json is the last write into the run directory
         log(f"engine exited with {exit_code}; status {ending.status}")
         rec = self.store.get(self.run_id)
         if rec is None:  # the index lost the run (a reindex without its folder): nothing to record
             return 1
         settle(self.store, rec, ending, end, self.state)
-        return 0
+        # a Slurm job's exit status is what --dependency=afterok reads: only a completed run is ok
+        return slurm_job.job_exit_status(ending) if slurm_job.active() else 0
+
+    def _rank_error(self, exit_code: int | None) -> str | None:
+        """The failing rank and its error when torchrun reported one (runs of N > 1 processes)."""
+        if self.processes <= 1 or exit_code in (None, 0):
+            return None
+        return ranks.failure_reason(self.run_dir, self.stderr_offset, self.rank_offsets)
+
+
+def _rank_names(hit: list[ranks.RankProcess]) -> str:
+    return ", ".join(f"{r.rank if r.rank is not None else '?'} (pid {r.pid})" for r in hit)
 
 
 def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:

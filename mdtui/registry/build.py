@@ -31,6 +31,7 @@ from mdtui.registry.rules import (
     merge,
     set_dotted,
 )
+from mdtui.registry.slurm_options import check_slurm_table
 from mdtui.registry.spec import (
     Experiment,
     ExperimentsError,
@@ -429,7 +430,10 @@ class PlanBuilder:
             config=resolved,
             line=header_line,
             gpus=manager.get("gpus", 1),
+            nodes=manager.get("nodes", 1),
+            slurm=check_slurm_table(manager.get("slurm", {}), "slurm")[0],  # values as sbatch takes them
             written=engine,
+            paper=dict(manager.get("paper", {})),
         )
 
     # ------------------------------------------------------------------ references between experiments

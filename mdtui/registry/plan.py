@@ -5,15 +5,17 @@ The file has three kinds of tables:
 * ``[settings]``: paths and scheduler policies (``Settings``); unknown keys are errors.
 * ``[defaults]``: engine keys (and ``tags``/``seeds``/``gpus``) merged under every experiment.
 * ``[experiment.NAME]``: manager keys -- ``extends``, ``sweep``, ``from``, ``group``, ``baseline``,
-  ``tags``, ``description``, ``seeds``/``seed``, ``gpus`` -- plus engine keys, validated by
+  ``tags``, ``description``, ``seeds``/``seed``, ``gpus``, ``paper`` (the published figures shown
+  beside the measured ones) -- plus engine keys, validated by
   ``engine.schema.config.from_dict``, the very function the engine runs, so "validate" and "run" agree.
 
 How an experiment is built: ``[defaults]``, then its ``extends`` chain (root first), then the table
 itself, each merged over the previous one table by table; lists and scalars replace. A named block
 (``loss``, ``optim``, ...) whose ``name`` changes starts afresh instead of merging, so ``loss = "ce"``
 under a REFL parent does not inherit ``threshold``. ``extends`` inherits every key except
-``baseline``, ``sweep`` and ``description`` (a child declares its own sweep: inheriting one would
-silently multiply runs); ``from`` and ``group`` are inherited, so variants can extend one base.
+``baseline``, ``sweep``, ``description`` and ``paper`` (a child declares its own sweep: inheriting
+one would silently multiply runs; and a variant is not the method whose figure its parent names);
+``from`` and ``group`` are inherited, so variants can extend one base.
 
 Sweeps: ``sweep = { "loss.threshold" = [0.5, 0.4] }`` is a cartesian product in the order written.
 Expanded names are ``NAME[key=value,key2=value2]`` with values written compactly: integers as

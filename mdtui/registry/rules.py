@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.schema import config as engine_cfg
 from engine.schema.catalog import NAMED_BLOCKS, expand_bare_names
+from mdtui.registry.slurm_options import check_slurm_table
 
 MANAGER_KEYS = (
     "extends",
@@ -26,9 +27,15 @@ MANAGER_KEYS = (
     "seeds",
     "seed",
     "gpus",
+    "paper",
+    "nodes",
+    "slurm",
 )
-DEFAULTS_MANAGER_KEYS = ("tags", "seeds", "seed", "gpus")  # the others only make sense per experiment
-NOT_INHERITED = ("baseline", "sweep", "description")  # a child declares its own
+# the others only make sense per experiment
+DEFAULTS_MANAGER_KEYS = ("tags", "seeds", "seed", "gpus", "nodes", "slurm")
+# A child declares its own. `paper` too: a variant is another method, and the parent's published
+# figure printed beside the variant's result would be a claim nobody made.
+NOT_INHERITED = ("baseline", "sweep", "description", "paper")
 # Engine keys that mdtui fills in for each run; the user never writes them.
 RESERVED_KEYS = {
     "run_id": "it is set by mdtui for each run",
@@ -164,6 +171,43 @@ def check_manager_value(key: str, value: Any) -> str | None:
             return f"lists the same seed twice: {value!r}"
     if key == "gpus" and (not _is_int(value) or value < 1):
         return f"expected an integer >= 1 (devices per run), got {value!r}"
+    if key == "nodes" and (not _is_int(value) or value < 1):
+        return f"expected an integer >= 1 (Slurm nodes per run), got {value!r}"
+    if key == "slurm":
+        problems = check_slurm_table(value, "slurm")[1]
+        if problems:
+            return "; ".join(f"{k}: {m}" for k, m in problems)
+    if key == "paper":
+        return check_paper(value)
     if key == "sweep" and (not isinstance(value, dict) or not value):
         return 'expected a table of dotted key -> list of values, e.g. { "loss.threshold" = [0.5, 0.4] }'
+    return None
+
+
+# The metrics a paper's figure can be given for (the report's metric names; err1 = 100 - acc1).
+PAPER_METRICS = ("acc1", "acc5", "err1", "many", "medium", "few")
+
+
+def check_paper(value: Any) -> str | None:
+    """``paper = { acc1 = 82.5, source = "MiSLAS README, CIFAR-10-LT ρ=100" }``: what is wrong, or None."""
+    example = 'e.g. { acc1 = 82.5, source = "MiSLAS README, CIFAR-10-LT ρ=100" }'
+    if not isinstance(value, dict):
+        return f"expected a table of the paper's figures, {example}, got {value!r}"
+    for key, figure in value.items():
+        if key == "source":
+            if not isinstance(figure, str) or not figure.strip():
+                return f"source = {figure!r}: expected the text naming where the figures come from"
+        elif key not in PAPER_METRICS:
+            hint = closest(key, (*PAPER_METRICS, "source"), n=1)
+            near = f' (did you mean "{hint[0]}"?)' if hint else ""
+            return f'unknown figure "{key}"{near}; valid: {", ".join(PAPER_METRICS)}, source'
+        elif (
+            isinstance(figure, bool)
+            or not isinstance(figure, (int, float))
+            or not math.isfinite(figure)
+            or not 0 <= figure <= 100
+        ):
+            return f"{key} = {figure!r}: expected a percentage between 0 and 100"
+    if not any(k in PAPER_METRICS for k in value):
+        return f"names no figure; give at least one of {', '.join(PAPER_METRICS)}, {example}"
     return None

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.schema.config import DATA_ROOT_ENV, resolve_data_root, suggest
+from engine.schema.config import DATA_ROOT_ENV, resolve_data_root
+from mdtui.registry.checks import check_table
+from mdtui.registry.slurm_options import LAUNCHERS, SlurmOptions, check_slurm_table
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -73,6 +75,8 @@ class Settings:
     device_order: tuple[str, ...] = ()
     sweep_limit: int = 256
     stop_grace_seconds: float = 30.0
+    launcher: str = "local"  # "local" | "slurm": where runs execute (--launcher overrides)
+    slurm: SlurmOptions = SlurmOptions()  # [settings.slurm]
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,9 @@ class Experiment:
     line: int  # line of the [experiment.X] header
     gpus: int = 1  # devices a run needs ("cpu" when none exist)
     written: dict[str, Any] = field(default_factory=dict)  # engine keys as written (merged), for knobs
+    nodes: int = 1  # Slurm nodes a run spans (srun + torchrun rendezvous when > 1)
+    slurm: dict[str, Any] = field(default_factory=dict)  # its `slurm = {...}`, over [settings.slurm]
+    paper: dict[str, Any] = field(default_factory=dict)  # the paper's figures: {"acc1": 82.5, "source": ...}
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,8 @@ _SETTINGS: dict[str, tuple[Any, str]] = {
         ),
         "a number of seconds >= 0",
     ),
+    "launcher": (lambda v: v if v in LAUNCHERS else None, '"local" or "slurm"'),
+    "slurm": (lambda v: v, "a table of Slurm options"),  # checked key by key below
 }
 
 
@@ -155,27 +164,17 @@ def parse_settings(
     """``[settings]`` -> Settings and a list of (dotted key, message) problems."""
     env = os.environ if env is None else env
     problems: list[tuple[str, str]] = []
-    values: dict[str, Any] = {}
     if table is None:
         table = {}
     if not isinstance(table, dict):
         problems.append(("settings", "[settings] must be a table"))
         table = {}
-    for key, raw in table.items():
-        if key not in _SETTINGS:
-            problems.append(
-                (
-                    f"settings.{key}",
-                    f'unknown setting "{key}"{suggest(key, _SETTINGS)}; valid: {", ".join(_SETTINGS)}',
-                )
-            )
-            continue
-        check, expected = _SETTINGS[key]
-        value = check(raw)
-        if value is None:
-            problems.append((f"settings.{key}", f"expected {expected}, got {raw!r}"))
-            continue
-        values[key] = value
+    values, unknown = check_table(table, _SETTINGS, "settings", "setting")
+    problems += unknown
+    if "slurm" in values:
+        checked, slurm_problems = check_slurm_table(values["slurm"], "settings.slurm")
+        problems += slurm_problems
+        values["slurm"] = SlurmOptions().merged(checked)
     base = path.parent
     # The environment wins over the file (DESIGN section 5): one file, several machines.
     data_root = resolve_data_root(None, base, setting=values.get("data_root"), env=env)

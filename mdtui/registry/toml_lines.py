@@ -152,7 +152,10 @@ class _Scanner:
                 if self.peek() == ",":
                     self.i += 1
                     continue
+                before = self.i
                 self.value(None)
+                if self.i == before:  # a stray `}` in an array: step over it, never loop on it
+                    self.i += 1
         elif ch == "{":
             self.i += 1
             while self.i < len(self.text):
@@ -163,7 +166,10 @@ class _Scanner:
                 if self.peek() == ",":
                     self.i += 1
                     continue
+                before = self.i
                 self.key_value(path)
+                if self.i == before:  # a stray `]` in an inline table: step over it, never loop on it
+                    self.i += 1
 
     def key_value(self, table: KeyPath | None) -> None:
         start = self.i

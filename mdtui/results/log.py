@@ -34,6 +34,7 @@ from mdtui.results.markdown import (
     one_line,
     replace_line,
 )
+from mdtui.results.stats import Delta, delta_interval, format_delta, summarize
 from mdtui.runs.rundir import RunEvents
 from mdtui.runs.status import INCOMPLETE, RunStatus
 from mdtui.system.fs import atomic_write_json, atomic_write_text, file_lock, read_json
@@ -71,11 +72,13 @@ class EntryFacts:
     medium: float | None = None
     few: float | None = None
     long_tailed: bool = False
-    delta: float | None = None  # acc1 minus the baseline's latest completed run, percentage points
+    # the experiment's mean acc1 over its completed seeds minus the baseline's, with its interval
+    delta: Delta | None = None
     seed: int | None = None
     leaky: bool = False
     note: str = ""
     reason: str = ""
+    paper: dict[str, Any] = field(default_factory=dict)  # the published figures (experiment key)
 
 
 def note_suffix(note: str) -> str:
@@ -89,18 +92,25 @@ def format_entry_base(f: EntryFacts) -> str:
         head += " (baseline)"
     elif f.knobs:
         head += f" ({md_code(format_knobs(f.knobs))})"
-    parts = [f"acc1 is {_pct(f.acc1)}, acc5 is {_pct(f.acc5)}, err1 is {_pct(f.err1)}"]
+    shown = {"acc1": f.acc1, "acc5": f.acc5, "err1": f.err1}
+    parts = [", ".join(f"{k} is {_pct(v)}{_paper(f, k)}" for k, v in shown.items())]
     if f.best_epoch is not None:
         total = f.epochs or f.epochs_done
         parts[0] += f", best epoch {f.best_epoch + 1}" + (f"/{total}" if total else "")
     if f.long_tailed:
-        parts.append(f"many {_pct(f.many)}, medium {_pct(f.medium)}, few {_pct(f.few)}")
+        split = {"many": f.many, "medium": f.medium, "few": f.few}
+        parts.append(", ".join(f"{k} {_pct(v)}{_paper(f, k)}" for k, v in split.items()))
     if f.delta is not None:
-        parts.append(f"Δ acc1 {f.delta:+.2f}%")
+        parts.append(f"Δ acc1 {format_delta(f.delta, seeds=True)}")
     tail = f"seed {f.seed}, " if f.seed is not None else ""
     parts.append(f"{tail}run {md_code(f.run_id)}")
     line = f"{head}: " + "; ".join(parts)
     return line + (" **leaky**" if f.leaky else "")
+
+
+def _paper(f: EntryFacts, metric: str) -> str:
+    figure = f.paper.get(metric)
+    return "" if figure is None else f" (paper {figure:g})"
 
 
 def format_incomplete_base(f: EntryFacts) -> str:
@@ -190,9 +200,8 @@ def entry_facts(store: RunStore, plan: Plan | None, rec: RunRecord, state: RunSt
         knob_values = knobs(plan, exp)
         is_baseline = exp.baseline
         base_exp = plan.baseline_of(exp)
-        base = store.latest_completed(base_exp.name) if base_exp and not is_baseline else None
-        if base is not None and base.run_id != rec.run_id and base.best_acc1 is not None and acc1 is not None:
-            delta = acc1 - base.best_acc1
+        if base_exp is not None and not is_baseline and acc1 is not None:
+            delta = seeds_delta(store, rec, acc1, base_exp.name)
     leaky = bool(rec.leaky or summary.get("leaky"))
     return EntryFacts(
         experiment=rec.experiment,
@@ -215,7 +224,23 @@ def entry_facts(store: RunStore, plan: Plan | None, rec: RunRecord, state: RunSt
         leaky=leaky,
         note=rec.note or "",
         reason=rec.error or state.error or _default_reason(rec),
+        paper=dict(exp.paper) if exp is not None else {},
     )
+
+
+def _completed_acc1(store: RunStore, experiment: str) -> dict[str, float]:
+    runs = store.list_runs(experiment=experiment, statuses=[RunStatus.COMPLETED])
+    return {r.run_id: r.best_acc1 for r in runs if r.best_acc1 is not None}
+
+
+def seeds_delta(store: RunStore, rec: RunRecord, acc1: float, baseline: str) -> Delta | None:
+    """Δ acc1 of ``rec``'s experiment (its completed seeds, ``rec`` included even before the index
+    says it completed) against the baseline experiment's completed seeds, with its interval."""
+    mine = _completed_acc1(store, rec.experiment)
+    mine[rec.run_id] = acc1
+    base = _completed_acc1(store, baseline)
+    base.pop(rec.run_id, None)
+    return delta_interval(summarize(mine.values()), summarize(base.values()))
 
 
 def _default_reason(rec: RunRecord) -> str:

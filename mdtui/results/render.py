@@ -17,6 +17,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from mdtui.results.markdown import format_value, md_code, md_escape
+from mdtui.results.stats import SeedsNeeded, format_delta
 from mdtui.results.tables import GroupTable, PivotTable, Row, Stat
 from mdtui.system.terminal import Cell, Column, Layout, fit_table, rich_table
 
@@ -36,6 +37,29 @@ def stat_text(stat: Stat, *, pm: str = " ± ") -> str:
 
 def _delta(value: float | None) -> str:
     return DASH if value is None else f"{value:+.2f}"
+
+
+def delta_text(row: Row) -> str:
+    """The Δ cell: ``+0.41 ± 0.63 (within noise)``, ``+1.20 ± 0.35``, ``+0.4 (1 seed)``, or a bare
+    ``+0.41`` when the runs were not averaged (``--agg best|last``)."""
+    return format_delta(row.delta_ci) if row.delta_ci is not None else _delta(row.delta)
+
+
+def paper_text(row: Row, metric: str) -> str:
+    """`` (paper 82.5)`` after a measured figure whose experiment names the published one."""
+    figure = row.paper.get(metric)
+    return "" if figure is None else f" (paper {figure:g})"
+
+
+def _has_intervals(table: GroupTable) -> bool:
+    return any(row.delta_ci is not None for row in table.rows)
+
+
+def _caption(table: GroupTable, agg: str) -> str:
+    caption = f"{table.headline} per experiment, {_agg_words(agg)}"
+    if _has_intervals(table):
+        caption += "; Δ ± 95% Welch interval over seeds (within noise: it spans 0)"
+    return caption
 
 
 def _value(value: Any) -> str:
@@ -84,10 +108,11 @@ def _md_table(table: GroupTable, agg: str) -> list[str]:
         cells = [_md_experiment(row), *(md_escape(_value(row.values.get(k))) for k in table.knob_keys)]
         for metric in table.metrics:
             text = stat_text(row.stats[metric])
-            cells.append(f"**{text}**" if metric in row.best else text)
+            text = f"**{text}**" if metric in row.best else text
+            cells.append(text + paper_text(row, metric))
         cells.append(str(max(s.n for s in row.stats.values())))
         if table.baseline:
-            cells.append(_delta(row.delta))
+            cells.append(delta_text(row))
         if notes:
             cells.append(md_escape("; ".join(row.notes)))
         lines.append(_md_row(cells))
@@ -130,7 +155,7 @@ def render_tables(tables: list[GroupTable], fmt: str, *, agg: str) -> str:
         if fmt == "latex":
             blocks.append(_latex_table(table, agg))
         else:
-            caption = f"{table.headline} per experiment, {_agg_words(agg)}"
+            caption = _caption(table, agg)
             blocks.append(
                 "\n".join([f"## {md_escape(table.group)}", "", *_md_table(table, agg), "", caption])
             )
@@ -169,6 +194,75 @@ def _agg_words(agg: str) -> str:
     return {"mean": "mean ± std over runs", "best": "best run", "last": "latest run"}[agg]
 
 
+# --------------------------------------------------------------------------- seeds needed
+
+
+def seeds_needed_md(tables: list[GroupTable], needed: list[list[tuple[Row, SeedsNeeded]]]) -> str:
+    """One table per group: each experiment's Δ to the baseline, its seeds, and the seeds needed."""
+    if not tables:
+        return "No completed runs match.\n"
+    blocks = []
+    for table, rows in zip(tables, needed, strict=True):
+        lines = [f"## {md_escape(table.group)}", ""]
+        if table.baseline is None or table.baseline_seeds is None:
+            why = (
+                "has no baseline"
+                if table.baseline is None
+                else f"baseline {md_code(table.baseline)} has no result yet"
+            )
+            lines.append(
+                f"The group {why}: nothing to compare against (set baseline = true on one experiment)."
+            )
+        elif not rows:
+            lines.append(f"Only the baseline {md_code(table.baseline)} has results.")
+        else:
+            h = table.headline
+            lines += [
+                _md_row(
+                    ["experiment", h, f"Δ {h} vs {_md_cell_code(table.baseline)}", "seeds", "seeds needed"]
+                ),
+                _md_row(["---", "---:", "---:", "---:", "---"]),
+            ]
+            for row, answer in rows:
+                seeds = f"{row.stats[h].n} vs {table.baseline_seeds.n}"
+                cells = [_md_cell_code(row.experiment), stat_text(row.stats[h]), delta_text(row), seeds]
+                lines.append(_md_row([*cells, md_escape(answer.text())]))
+            lines += [
+                "",
+                f"seeds per experiment for the 95% interval of Δ {h} to exclude 0,"
+                " at the pooled spread and the Δ seen so far",
+            ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def seeds_needed_json(tables: list[GroupTable], needed: list[list[tuple[Row, SeedsNeeded]]]) -> str:
+    groups = []
+    for table, rows in zip(tables, needed, strict=True):
+        base = table.baseline_seeds
+        groups.append(
+            {
+                "group": table.group,
+                "metric": table.headline,
+                "baseline": table.baseline,
+                "baseline_n": base.n if base is not None else 0,
+                "rows": [
+                    {
+                        "experiment": row.experiment,
+                        "n": row.stats[table.headline].n,
+                        "delta": row.delta,
+                        "delta_ci": _delta_ci_json(row),
+                        "pooled_sd": answer.pooled_sd,
+                        "seeds_needed": answer.seeds,
+                        "reason": answer.reason or None,
+                    }
+                    for row, answer in rows
+                ],
+            }
+        )
+    return json.dumps({"groups": groups}, indent=2, ensure_ascii=False) + "\n"
+
+
 # --------------------------------------------------------------------------- json / csv
 
 
@@ -192,11 +286,29 @@ def _json_table(table: GroupTable) -> dict[str, Any]:
                 "n": max(s.n for s in row.stats.values()),
                 "metrics": {m: _stat_json(row.stats[m], m in row.best) for m in table.metrics},
                 "delta": row.delta,
+                "delta_ci": _delta_ci_json(row),
+                "paper": row.paper or None,
                 "notes": row.notes,
                 "run_ids": [r.run_id for r in row.runs],
             }
             for row in table.rows
         ],
+    }
+
+
+def _delta_ci_json(row: Row) -> dict[str, Any] | None:
+    d = row.delta_ci
+    if d is None:
+        return None
+    return {
+        "level": d.level,
+        "half_width": d.half_width,
+        "low": d.low,
+        "high": d.high,
+        "df": d.df,
+        "n": d.n,
+        "n_baseline": d.n_base,
+        "verdict": d.verdict,
     }
 
 
@@ -243,7 +355,10 @@ def _csv_tables(tables: list[GroupTable]) -> str:
     headline = tables[0].headline if tables else "acc1"
     header = ["group", "experiment", "baseline", "leaky", *knob_keys]
     header += [col for m in metrics for col in (m, f"{m}_std")]
-    header += ["n", f"delta_{headline}", "best", "note"]
+    header += ["n", f"delta_{headline}", f"delta_{headline}_ci95", "delta_verdict"]
+    papers = [m for m in metrics if any(m in row.paper for t in tables for row in t.rows)]
+    header += [f"paper_{m}" for m in papers]
+    header += ["best", "note"]
     rows: list[list[Any]] = [header]
     for table in tables:
         for row in table.rows:
@@ -253,9 +368,13 @@ def _csv_tables(tables: list[GroupTable]) -> str:
                 stat = row.stats.get(m, Stat(None))
                 cells += [_csv_number(stat.mean), _csv_number(stat.std)]
             best = " ".join(m for m in table.metrics if m in row.best)
+            ci = row.delta_ci
             cells += [
                 max(s.n for s in row.stats.values()),
                 _csv_number(row.delta),
+                _csv_number(ci.half_width if ci is not None else None),
+                ci.verdict if ci is not None else "",
+                *(_csv_number(row.paper.get(m)) for m in papers),
                 best,
                 "; ".join(row.notes),
             ]
@@ -343,10 +462,12 @@ def _latex_table(table: GroupTable, agg: str) -> str:
         name = latex_escape(row.experiment) + (" (baseline)" if row.is_baseline else "")
         cells = [name + (" \\textbf{leaky}" if row.leaky else "")]
         cells += [latex_escape(_value(row.values.get(k))) for k in table.knob_keys]
-        cells += [_latex_stat(row.stats[m], m in row.best) for m in table.metrics]
+        cells += [
+            _latex_stat(row.stats[m], m in row.best) + latex_escape(paper_text(row, m)) for m in table.metrics
+        ]
         cells.append(str(max(s.n for s in row.stats.values())))
         if table.baseline:
-            cells.append(latex_escape(_delta(row.delta)))
+            cells.append(latex_escape(delta_text(row)))
         body.append(cells)
     spec = "l" + "l" * len(table.knob_keys) + "r" * (len(header) - 1 - len(table.knob_keys))
     return _latex_block(table.group, spec, header, body)
@@ -418,6 +539,21 @@ def _term_stat(stat: Stat | None, best: bool, fold: bool) -> Cell:
     return Text(text, style="bold" if best else "")
 
 
+def _term_metric(row: Row, metric: str, fold: bool) -> Cell:
+    cell = _term_stat(row.stats[metric], metric in row.best, fold)
+    paper = paper_text(row, metric)
+    if not paper or not isinstance(cell, Text):
+        return cell
+    # On its own line: the figure beside would widen every metric column that has one.
+    return cell + Text("\n" + paper.strip(" ()"), style="dim")
+
+
+def _term_delta(row: Row, fold: bool) -> str:
+    text = delta_text(row).replace(" (", "\n").rstrip(")")  # the verdict under the number, as a paper figure
+    # Folded: the interval goes under the Δ too, as ± std goes under a mean.
+    return text.replace(" ± ", "\n± ") if fold else text
+
+
 def _is_number(value: Any) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
@@ -441,10 +577,10 @@ def _term_group(table: GroupTable, agg: str, shape: _Shape) -> tuple[list[Column
     for row in table.rows:
         name = row.experiment + (" *" if row.is_baseline else "") + (" (leaky)" if row.leaky else "")
         cells: list[Cell] = [name, *(_value(row.values.get(k)) for k in table.knob_keys)]
-        cells += [_term_stat(row.stats[m], m in row.best, shape.fold_stats) for m in table.metrics]
+        cells += [_term_metric(row, m, shape.fold_stats) for m in table.metrics]
         cells.append(str(max(s.n for s in row.stats.values())))
         if table.baseline:
-            cells.append(_delta(row.delta))
+            cells.append(_term_delta(row, shape.fold_stats))
         if notes:
             cells.append(" ".join("; ".join(row.notes).split()))
         rows.append(cells)
@@ -494,7 +630,7 @@ def terminal_tables(tables: list[GroupTable], *, agg: str, width: int) -> list[R
     blocks: list[RenderableType] = []
     for table in tables:
         shape, columns, rows, layout = _fitted(_term_group, table, agg, width)
-        parts = [f"{table.headline} per experiment, {_agg_words(agg)}"]
+        parts = [_caption(table, agg)]
         if any(row.is_baseline for row in table.rows):
             parts.append("* baseline")
         full = dict(zip(_knob_headers(table.knob_keys, shape.knob_headers), table.knob_keys, strict=True))

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mdtui.results import render as report_render
+from mdtui.results import stats
 from mdtui.results.compare import flatten_config
 from mdtui.results.log import is_long_tailed
 from mdtui.results.tables import GroupTable, IndexRow, PivotTable, Row, Stat
@@ -181,7 +182,13 @@ def build_tables(
                 continue
             exp = plan.experiments.get(name)
             rows.append(
-                Row(name, runs[name], _knobs(plan, exp, runs[name]), is_baseline=bool(exp and exp.baseline))
+                Row(
+                    name,
+                    runs[name],
+                    _knobs(plan, exp, runs[name]),
+                    is_baseline=bool(exp and exp.baseline),
+                    paper=dict(exp.paper) if exp is not None else {},
+                )
             )
         if not rows:
             continue
@@ -214,18 +221,33 @@ def _baseline_name(plan: Plan, group: str) -> str | None:
     return next((e.name for e in plan.group(group) if e.baseline), None)
 
 
+def metric_values(runs: Sequence[IndexRow], metric: str) -> list[float]:
+    """The recorded values of ``metric`` over ``runs`` (one per seed; missing ones left out)."""
+    attr, _ = METRICS[metric]
+    return [v for v in (getattr(r, attr) for r in runs) if v is not None]
+
+
 def _fill_deltas(plan: Plan, table: GroupTable, runs: dict[str, list[IndexRow]], agg: str) -> None:
-    """Δ of the headline metric against the baseline experiment's aggregate (even when unselected)."""
+    """Δ of the headline metric against the baseline experiment's aggregate (even when unselected).
+
+    With ``agg = mean`` each Δ also gets its Welch interval over seeds (``mdtui.results.stats``).
+    """
     table.baseline = _baseline_name(plan, table.group)
     if table.baseline is None or not runs.get(table.baseline):
         return
     ref = aggregate(runs[table.baseline], table.headline, agg, table.headline).mean
     if ref is None:
         return
+    base = stats.summarize(metric_values(runs[table.baseline], table.headline))
+    table.baseline_seeds = base
     for row in table.rows:
         value = row.stats[table.headline].mean
         if value is not None and not row.is_baseline:
             row.delta = value - ref
+            if agg == "mean":
+                row.delta_ci = stats.delta_interval(
+                    stats.summarize(metric_values(row.runs, table.headline)), base
+                )
 
 
 def _sort_key(value: Any) -> tuple:
@@ -316,3 +338,33 @@ def render_report(
         return report_render.render_pivots(pivots, fmt, agg=agg)
     tables = build_tables(store, plan, selectors, metric=metric, agg=agg, baseline=baseline)
     return report_render.render_tables(tables, fmt, agg=agg)
+
+
+# --------------------------------------------------------------------------- seeds needed
+
+
+def seeds_needed_rows(table: GroupTable) -> list[tuple[Row, stats.SeedsNeeded]]:
+    """Per experiment of ``table`` (its baseline aside): the seeds that would separate it from the
+    baseline at the observed spread (``mdtui.results.stats.seeds_needed``)."""
+    if table.baseline_seeds is None:
+        return []
+    out = []
+    for row in table.rows:
+        if row.is_baseline or row.experiment == table.baseline:
+            continue
+        mine = stats.summarize(metric_values(row.runs, table.headline))
+        out.append((row, stats.seeds_needed(mine, table.baseline_seeds)))
+    return out
+
+
+def render_seeds_needed(
+    store: RunStore, plan: Plan, selectors: Sequence[str] = (), *, fmt: str = "md", metric: str = "acc1"
+) -> str:
+    """``mdtui report --seeds-needed``: how many seeds per experiment would separate each experiment
+    from its group's baseline, at the spread the seeds so far show (md or json)."""
+    if fmt not in ("md", "json"):
+        raise ReportError(f'--seeds-needed writes md or json, not "{fmt}"')
+    tables = build_tables(store, plan, selectors, metric=metric, agg="mean", baseline=True)
+    if fmt == "json":
+        return report_render.seeds_needed_json(tables, [seeds_needed_rows(t) for t in tables])
+    return report_render.seeds_needed_md(tables, [seeds_needed_rows(t) for t in tables])

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mdtui.results.stats import Delta, Summary
+
 
 @dataclass(slots=True)
 class IndexRow:
@@ -53,7 +55,10 @@ class Row:
     is_baseline: bool = False
     stats: dict[str, Stat] = field(default_factory=dict)
     delta: float | None = None
+    # the Δ's Welch interval over seeds (``--agg mean`` only: a best or latest run has no spread)
+    delta_ci: Delta | None = None
     best: set[str] = field(default_factory=set)  # metric columns where this row is the best
+    paper: dict[str, Any] = field(default_factory=dict)  # the published figures (experiment key)
 
     @property
     def leaky(self) -> bool:
@@ -72,6 +77,7 @@ class GroupTable:
     rows: list[Row]
     headline: str
     baseline: str | None = None
+    baseline_seeds: Summary | None = None  # the baseline's headline metric over its seeds
 
 
 @dataclass

@@ -34,7 +34,7 @@ from mdtui.system.processes import (
 if TYPE_CHECKING:
     from mdtui.registry.plan import Experiment
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: job_id, job_state (Slurm runs)
 DB_NAME = "mdtui.db"
 BUSY_TIMEOUT_MS = 15_000
 
@@ -73,6 +73,10 @@ class RunRecord:
     supervisor_pid: int | None = None
     supervisor_start: float | None = None
     boot_id: str | None = None
+    # a run handed to Slurm (mdtui.execution.slurm): its job id, and what Slurm last said of the job
+    # ("PENDING (Priority)", "RUNNING on node3, 0:12 of 2:00"); None for a local run
+    job_id: str | None = None
+    job_state: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -431,6 +435,24 @@ class RunStore:
         raise LookupError(f'no run or experiment "{ref}" in {self.runs_dir}; {hint}')
 
     # ----------------------------------------------------------------- writing
+
+    def begin_attempt(self, run_id: str, **fields: Any) -> None:
+        """A new attempt of a run (a start, a resume, a Slurm submission): the previous attempt's
+        end and processes are cleared with ``fields`` set, so nothing of it is read as the new one's."""
+        self.update(
+            run_id,
+            **{
+                "ended_t": None,
+                "exit_code": None,
+                "error": None,
+                "pid": None,
+                "pgid": None,
+                "proc_start": None,
+                "supervisor_pid": None,
+                "supervisor_start": None,
+                **fields,
+            },
+        )
 
     def update(self, run_id: str, *, run_json: bool = True, **fields: Any) -> None:
         """Set index fields and mirror them into run.json (under the run's lock).

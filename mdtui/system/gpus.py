@@ -8,11 +8,22 @@ fake backend is re-read on every call (`MDTUI_FAKE_GPUS`) so tests can change it
 * a path to a `.json` or `.toml` file holding the same (TOML: `[[devices]]` tables).
 
 A device entry: `name`, `memory_total_mb`, `memory_used_mb` (default: the sum of its processes),
-`utilization` (percent), `uuid`, and `processes = [{pid, owner, memory_mb, name}]`.
+`utilization` (percent), `uuid`, and `processes = [{pid, owner, memory_mb, name}]`; `mig = [entries]`
+puts the GPU in MIG mode with these instances.
+
+Which devices are listed follows ``CUDA_VISIBLE_DEVICES`` inherited from the environment (a Slurm
+job's or a container's allocation), read as CUDA reads it: GPU indices in PCI bus order (NVML's),
+GPU UUIDs or MIG UUIDs (unique prefixes allowed), and nothing from the first entry that names no
+device. Device ids stay NVML's indices ("0", "3"; "0:1" for MIG instance 1 of GPU 0 as
+``nvidia-smi -L`` numbers it) whatever the allocation, and children are handed UUIDs
+(``cuda_visible_devices``), which mean the same GPU under any enumeration. The fake backend reads
+``MDTUI_FAKE_CUDA_VISIBLE_DEVICES`` instead, so a developer's shell or a GPU host cannot change what
+tests see.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -27,6 +38,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 FAKE_ENV = "MDTUI_FAKE_GPUS"
+FAKE_VISIBLE_ENV = "MDTUI_FAKE_CUDA_VISIBLE_DEVICES"  # the fake backend's inherited CUDA_VISIBLE_DEVICES
 FAKE_DEFAULT_MEMORY_MB = 24576
 CPU_ID = "cpu"
 
@@ -45,13 +57,19 @@ class GpuProcess:
 
 @dataclass(frozen=True)
 class Device:
-    id: str  # NVML index as a string ("0", "1"), or "cpu"
-    uuid: str
+    id: str  # NVML index as a string ("0", "1"), "<index>:<n>" for MIG instance n, or "cpu"
+    uuid: str  # "GPU-..." or, for a MIG instance, "MIG-..."
     name: str
     memory_used_mb: int
     memory_total_mb: int
     utilization: int  # percent, 0-100
     processes: tuple[GpuProcess, ...] = field(default_factory=tuple)
+    parent_uuid: str = ""  # a MIG instance: the UUID of its GPU
+
+    @property
+    def gpu_index(self) -> str:
+        """The NVML index of the physical GPU (a MIG instance's GPU)."""
+        return self.id.split(":", 1)[0]
 
     @property
     def memory_free_mb(self) -> int:
@@ -70,6 +88,7 @@ class Device:
             "memory_total_mb": self.memory_total_mb,
             "memory_free_mb": self.memory_free_mb,
             "utilization": self.utilization,
+            "parent_uuid": self.parent_uuid or None,
             "processes": [
                 {"pid": p.pid, "owner": p.owner, "memory_mb": p.memory_mb, "name": p.name}
                 for p in self.processes
@@ -78,18 +97,68 @@ class Device:
 
 
 def list_devices() -> list[Device]:
-    """The devices of this machine: the fake backend when set, else NVML, else the CPU alone."""
+    """The devices of this machine: the fake backend when set, else NVML, else the CPU alone; GPUs
+    outside an inherited ``CUDA_VISIBLE_DEVICES`` are not ours and not listed."""
     fake = os.environ.get(FAKE_ENV, "").strip()
     if fake:
-        return fake_devices(fake)
-    gpus = _nvml_devices()
+        return visible_devices(fake_devices(fake), os.environ.get(FAKE_VISIBLE_ENV))
+    gpus = visible_devices(_nvml_devices(), os.environ.get("CUDA_VISIBLE_DEVICES"))
     return gpus if gpus else [cpu_device()]
 
 
 def backend_name() -> str:
     if os.environ.get(FAKE_ENV, "").strip():
         return "fake"
-    return "nvml" if _nvml_devices() else "cpu"
+    return "nvml" if visible_devices(_nvml_devices(), os.environ.get("CUDA_VISIBLE_DEVICES")) else "cpu"
+
+
+def cuda_visible_devices(ids: list[str]) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for a child given the devices ``ids``: their UUIDs, which name the
+    same GPU (or MIG instance) under any enumeration order and whatever the parent inherited.
+    An id that is not listed now (no NVML, a device gone) is passed as it is: an NVML index."""
+    wanted = [d for d in ids if d and d != CPU_ID]
+    if not wanted:
+        return ""
+    try:
+        uuids = {d.id: d.uuid for d in list_devices() if not d.is_cpu}
+    except GpuConfigError:
+        uuids = {}
+    return ",".join(uuids.get(d, d) for d in wanted)
+
+
+# --------------------------------------------------------------------------------------- visibility
+
+
+def visible_devices(devices: list[Device], value: str | None) -> list[Device]:
+    """The devices a process sees under ``CUDA_VISIBLE_DEVICES=value`` (None: unset, all of them).
+
+    As CUDA does: the entries are read in order and the first one that names no device ends the
+    list (so "" shows none). A GPU index or UUID brings all of a MIG GPU's instances.
+    """
+    if value is None:
+        return devices
+    chosen: set[str] = set()
+    for entry in value.split(","):
+        matched = _entry_devices(entry.strip(), devices)
+        if not matched:
+            break
+        chosen.update(d.id for d in matched)
+    return [d for d in devices if d.id in chosen]
+
+
+def _entry_devices(entry: str, devices: list[Device]) -> list[Device]:
+    """The devices one ``CUDA_VISIBLE_DEVICES`` entry names (none when it is invalid or ambiguous)."""
+    if entry.isdigit():
+        return [d for d in devices if not d.is_cpu and d.gpu_index == str(int(entry))]
+    if entry.startswith("GPU-"):
+        gpus = {d.parent_uuid or d.uuid for d in devices if (d.parent_uuid or d.uuid).startswith(entry)}
+        if len(gpus) != 1:  # CUDA takes a unique prefix only
+            return []
+        return [d for d in devices if (d.parent_uuid or d.uuid) in gpus]
+    if entry.startswith("MIG-"):
+        migs = [d for d in devices if d.parent_uuid and d.uuid.startswith(entry)]
+        return migs if len(migs) == 1 else []
+    return []
 
 
 def cpu_device() -> Device:
@@ -141,7 +210,18 @@ def _fake_from_document(document: Any, where: str) -> list[Device]:
     for index, entry in enumerate(document):
         if not isinstance(entry, dict):
             raise GpuConfigError(f"{where}: device {index} must be a table/object, got {entry!r}")
-        devices.append(_fake_device(index, entry, where))
+        gpu = _fake_device(index, entry, where)
+        migs = entry.get("mig")
+        if migs is None:
+            devices.append(gpu)
+            continue
+        if not isinstance(migs, list) or not all(isinstance(m, dict) for m in migs):
+            raise GpuConfigError(f"{where}: device {index}: mig must be a list of tables/objects")
+        for n, mig in enumerate(migs):  # a GPU in MIG mode runs nothing itself: its instances do
+            instance = _fake_device(
+                index, {"name": f"{gpu.name} MIG", "uuid": f"MIG-fake-{index:04d}-{n}", **mig}, where
+            )
+            devices.append(dataclasses.replace(instance, id=f"{gpu.id}:{n}", parent_uuid=gpu.uuid))
     return devices
 
 
@@ -211,27 +291,62 @@ def _nvml_devices() -> list[Device]:
     devices = []
     for index in range(count):
         try:
-            devices.append(_nvml_device(nvml, index))
+            devices.extend(_nvml_gpu(nvml, index))
         except Exception:  # a GPU fallen off the bus must not hide the others
             continue
     return devices
 
 
-def _nvml_device(nvml: Any, index: int) -> Device:
+def _nvml_gpu(nvml: Any, index: int) -> list[Device]:
+    """GPU ``index`` as one device, or its MIG instances when it is in MIG mode (CUDA cannot run
+    on a MIG GPU as a whole: listing it would offer one device of the whole memory that none has)."""
     handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    instances = _mig_instances(nvml, handle)
+    if instances is None:
+        return [_nvml_device(nvml, handle, str(index))]
+    parent = _text(nvml.nvmlDeviceGetUUID(handle))
+    devices = []
+    for n, mig in instances:
+        try:
+            devices.append(_nvml_device(nvml, mig, f"{index}:{n}", parent))
+        except Exception:  # one broken instance must not hide its siblings
+            continue
+    return devices
+
+
+def _mig_instances(nvml: Any, handle: Any) -> list[tuple[int, Any]] | None:
+    """(number, handle) of each MIG instance of a GPU in MIG mode; None when MIG is off or the GPU
+    (or driver) does not know MIG."""
+    try:
+        current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+    except Exception:  # NVML_ERROR_NOT_SUPPORTED: not MIG-capable
+        return None
+    if current != getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1):
+        return None
+    instances = []
+    for n in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+        try:
+            instances.append((n, nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, n)))
+        except Exception:  # NVML_ERROR_NOT_FOUND: no instance created in this slot
+            continue
+    return instances
+
+
+def _nvml_device(nvml: Any, handle: Any, device_id: str, parent_uuid: str = "") -> Device:
     memory = nvml.nvmlDeviceGetMemoryInfo(handle)
     try:
         utilization = int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
     except Exception:  # not supported on some boards / MIG
         utilization = 0
     return Device(
-        id=str(index),
+        id=device_id,
         uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
         name=_text(nvml.nvmlDeviceGetName(handle)),
         memory_used_mb=int(memory.used) >> 20,
         memory_total_mb=int(memory.total) >> 20,
         utilization=utilization,
         processes=_nvml_processes(nvml, handle),
+        parent_uuid=parent_uuid,
     )
 
 

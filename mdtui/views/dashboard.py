@@ -15,8 +15,10 @@ from typing import Any
 import tomllib
 
 from engine.schema.events import RunState
+from mdtui.execution import ranks
 from mdtui.execution.launcher import STOP_REQUEST, LocalLauncher, NoDevice, stop_grace
 from mdtui.execution.reconcile import reconcile
+from mdtui.execution.slurm import SlurmLauncher, SubmitError
 from mdtui.registry.build import PlanBuilder
 from mdtui.registry.plan import ExperimentsError, default_path, find_experiment, knobs, load_plan
 from mdtui.runs.prepare import RunSetupError, dependency_order, seeds_of
@@ -191,6 +193,7 @@ class Dashboard:
         self._index_signature: tuple[Any, ...] = ()
         self._index_cache: tuple[list[Any], dict[str, tuple[int, str | None]], bool] | None = None
         self._knobs: dict[str, str] = {}
+        self._processes: dict[str, int] = {}  # run id -> its config's distributed.processes
         self.reload_plan()
 
     # ------------------------------------------------------------------ plan
@@ -341,6 +344,21 @@ class Dashboard:
 
         return sorted(records, key=key)
 
+    def _devices_label(self, rec: Any) -> str:
+        """ "0,1", or "cpu ×2" for a run of two CPU processes (its config read once per run)."""
+        if not rec.devices:
+            return ""
+        if rec.run_id not in self._processes:
+            self._processes[rec.run_id] = ranks.configured_processes(Path(rec.run_dir))
+        processes = ranks.processes_for(self._processes[rec.run_id], rec.devices)
+        return ranks.devices_label(rec.devices, processes)
+
+    @staticmethod
+    def _slurm_label(rec: Any) -> str:
+        """A Slurm run's job id in the device column ("#1093"): Slurm, not mdtui, placed it."""
+        job = getattr(rec, "job_id", None)
+        return f"#{job}" if job else ""
+
     def _run_row(self, rec: Any, queued: tuple[int, str | None] | None) -> RunRow:
         state = self.monitor.state(rec.run_id)
         total = (state.total_epochs if state else None) or rec.total_epochs
@@ -354,7 +372,7 @@ class Dashboard:
             run_id=rec.run_id,
             experiment=rec.experiment,
             status=rec.status,
-            devices=",".join(str(d) for d in rec.devices) if rec.devices else "",
+            devices=self._slurm_label(rec) or self._devices_label(rec),
             epoch=(f"{done}/{total}" if total else str(done or ""))
             if done or rec.status not in WAITING_STATUSES
             else "",
@@ -424,6 +442,9 @@ class Dashboard:
         errors: list[str] = []
         if self.plan is None or self.store is None:
             return started, queued, [self.plan_error or "experiments.toml is not loaded"]
+        if self.plan.settings.launcher == "slurm":  # Slurm queues and places: every run is a job now
+            started, errors = self.submit_to_slurm(names)
+            return started, [], errors
         launcher = LocalLauncher.for_plan(self.store, self.plan)
         for exp in dependency_order(self.plan, self.experiments_named(names)):
             if exp.upstream and self.store.latest_completed(exp.upstream) is None:
@@ -445,8 +466,23 @@ class Dashboard:
             errors += self.enqueue(sorted(set(queued), key=queued.index), devices)
         return started, queued, errors
 
+    def submit_to_slurm(self, names: list[str]) -> tuple[list[str], list[str]]:
+        """Each seed of each experiment as an sbatch job, upstreams first (afterok); (run ids, errors)."""
+        assert self.plan is not None and self.store is not None
+        launcher = SlurmLauncher.for_plan(self.store, self.plan)
+        started: list[str] = []
+        for exp in dependency_order(self.plan, self.experiments_named(names)):
+            for seed in seeds_of(exp):
+                try:
+                    started.append(launcher.submit_new(self.plan, exp, seed=seed).run_id)
+                except (RunSetupError, SubmitError) as exc:
+                    return started, [str(exc)]
+        return started, []
+
     def enqueue(self, names: list[str], devices: list[str] | None = None) -> list[str]:
         """Add experiments to the queue (the scheduler starts on demand); returns error messages."""
+        if self.plan is not None and self.plan.settings.launcher == "slurm" and self.store is not None:
+            return self.submit_to_slurm(names)[1]  # Slurm is the queue
         try:
             scheduler.enqueue(self.store, self.plan, names, devices=devices)
             scheduler.ensure_scheduler(self.store.runs_dir, self.plan.settings.path)

@@ -16,6 +16,7 @@ import torch
 from engine.schema.config import to_dict
 from engine.schema.events import read_events
 from tests.engine.engine_helpers import tiny_config
+from tests.engine.gpu_helpers import DEVICES, on
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,10 +48,11 @@ def wait_for(run_dir: Path, type_: str, timeout: float = 120.0) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly_and_resume_completes(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_sigterm_stops_cleanly_and_resume_completes(tmp_path, device):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    cfg = to_dict(tiny_config(epochs=25, run_id="proc-1"))
+    cfg = to_dict(tiny_config(epochs=25, run_id="proc-1", **on(device)))
     (run_dir / "config.json").write_text(json.dumps(cfg))
     proc = start(run_dir)
     wait_for(run_dir, "step")
@@ -62,7 +64,7 @@ def test_sigterm_stops_cleanly_and_resume_completes(tmp_path):
     evs = events(run_dir)
     assert evs[-1]["type"] == "run_finished" and evs[-1]["status"] == "stopped"
     assert evs[-1]["run_id"] == "proc-1"
-    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
     assert last["epoch"] * 3 + last["step_in_epoch"] >= 1
 
     proc = start(run_dir, "--resume")

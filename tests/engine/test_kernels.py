@@ -187,3 +187,19 @@ def test_kernel_run_end_to_end_through_the_engine(tmp_path) -> None:
         if a["kind"].startswith("kernel") or a["kind"] == "image_list"
     )
     assert len(sink.of_type("epoch")) == 1
+
+
+def test_per_class_steps_take_their_class_plan_from_the_split(tmp_path) -> None:
+    """Each sub-batch's class comes from the host-side split, not from reading its device labels."""
+    kernels = {"layers": ["29"], "classes": [0, 2], "freeze_layers": ["0"]}
+    _, plugin, ctx = _resnet_run(tmp_path, kernels, "plans")
+    labels = torch.tensor([2, 0, 2, 1, 0])
+    batch = FakeBatch(torch.zeros(5, 3, 8, 8), labels, torch.arange(5), None)
+    parts = plugin.sub_batches(batch)
+    assert [p.labels.tolist() for p in parts] == [[0, 0], [1], [2, 2]]
+    frozen_only = plugin.frozen_plan
+    assert [plugin._plan_for(p) for p in parts] == [
+        plugin.plans[0] + frozen_only,
+        frozen_only,  # class 1 is not selected: only the frozen layers stay put
+        plugin.plans[2] + frozen_only,
+    ]

@@ -1,4 +1,5 @@
-"""Resume from last.pt reaches bit-identical results on CPU, also from the middle of an epoch."""
+"""Resume from last.pt reaches bit-identical results, also from the middle of an epoch: on the CPU,
+and on CUDA with ``deterministic = true`` (the gpu twin)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from engine.plugins import TrainPlugin
 from engine.sinks import ListSink
 from engine.train import run
 from tests.engine.engine_helpers import tiny_config
+from tests.engine.gpu_helpers import DEVICES, on
 
 
 class StopAt(TrainPlugin):
@@ -28,9 +30,10 @@ class StopAt(TrainPlugin):
 
 
 def final_state(run_dir):
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     ("overrides", "stop_after"),
     [
@@ -45,8 +48,8 @@ def final_state(run_dir):
         ),
     ],
 )
-def test_resume_is_bit_identical(tmp_path, monkeypatch, overrides, stop_after):
-    cfg = tiny_config(epochs=4, **overrides)
+def test_resume_is_bit_identical(tmp_path, monkeypatch, overrides, stop_after, device):
+    cfg = tiny_config(epochs=4, **overrides, **on(device))
     reference = ListSink()
     assert run(cfg, tmp_path / "ref", reference) == "completed"
 

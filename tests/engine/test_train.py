@@ -12,12 +12,19 @@ from engine.plugins import TrainPlugin
 from engine.selection import Selection
 from engine.sinks import ListSink
 from engine.train import run
-from tests.engine.engine_helpers import tiny_config
+from tests.engine.engine_helpers import tiny_config as _tiny_config
+from tests.engine.gpu_helpers import DEVICES, on
 
 
-def test_event_sequence_and_checkpoints(tmp_path):
+def tiny_config(**overrides):
+    """Pinned to the CPU unless a test names its device: ``auto`` would pick CUDA on a GPU host."""
+    return _tiny_config(**{"device": "cpu", **overrides})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_event_sequence_and_checkpoints(tmp_path, device):
     sink = ListSink()
-    status = run(tiny_config(), tmp_path, sink)
+    status = run(tiny_config(**on(device)), tmp_path, sink)
     assert status == "completed"
     types = [e["type"] for e in sink.events]
     assert types[0] == "run_started" and types[-1] == "run_finished"
@@ -46,10 +53,11 @@ def test_event_sequence_and_checkpoints(tmp_path):
     assert summary["err1"] == pytest.approx(100 - summary["best_acc1"])
     assert summary["selected_on"] == "test" and summary["leaky"] is False and summary["epochs_done"] == 3
     for name in ("best.pt", "last.pt"):
-        ck = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
+        ck = torch.load(tmp_path / "checkpoints" / name, weights_only=True, map_location="cpu")
         assert json.loads(ck["config"])["run_id"] == "tiny"
         assert "model" in ck and "optimizer" in ck and "rng" in ck
-    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
+    assert last["epoch"] == 3
     confusion = json.loads((tmp_path / "artifacts" / "confusion_matrix.json").read_text())
     assert confusion["epoch"] == summary["best_epoch"] and len(confusion["matrix"]) == 3
 
@@ -122,8 +130,9 @@ def test_plugin_hooks(tmp_path, monkeypatch):
     assert "loss_cls" in step and "loss_extra" in step
 
 
-def test_init_checkpoint_loads_upstream_weights(tmp_path):
-    run(tiny_config(epochs=1), tmp_path / "up", ListSink())
+@pytest.mark.parametrize("device", DEVICES)
+def test_init_checkpoint_loads_upstream_weights(tmp_path, device):
+    run(tiny_config(epochs=1, **on(device)), tmp_path / "up", ListSink())
     upstream = tmp_path / "up" / "checkpoints" / "best.pt"
     seen = {}
 
@@ -139,10 +148,10 @@ def test_init_checkpoint_loads_upstream_weights(tmp_path):
     train_mod.build_plugins = lambda cfg: [Peek()]
     try:
         sink = ListSink()
-        run(tiny_config(epochs=1, init_checkpoint=str(upstream)), tmp_path / "down", sink)
+        run(tiny_config(epochs=1, init_checkpoint=str(upstream), **on(device)), tmp_path / "down", sink)
     finally:
         train_mod.build_plugins = original
-    state = torch.load(upstream, weights_only=True)["model"]
+    state = torch.load(upstream, weights_only=True, map_location="cpu")["model"]
     assert all(torch.equal(seen[k].cpu(), v) for k, v in state.items())
     bad = ListSink()
     assert (
@@ -156,7 +165,7 @@ def test_ldam_gets_a_normed_head(tmp_path):
     sink = ListSink()
     cfg = tiny_config(epochs=1, loss={"name": "ldam", "drw_epoch": 1})
     assert run(cfg, tmp_path, sink) == "completed"
-    ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
     assert not any(k.endswith("fc.bias") or k.endswith("linear.bias") for k in ck["model"])
 
 

@@ -454,3 +454,23 @@ def test_extends_and_from_cycles_are_located(tmp_path: Path) -> None:
     assert any("extends cycle" in m for m in messages)
     assert any("from cycle" in m for m in messages)
     assert all(i.line >= 1 for i in info.value.issues)
+
+
+@pytest.mark.parametrize(
+    "line", ["x = { ] }", "x = { a = 1 ] }", "x = [ } ]", "x = { a = { b = ] } }", "x = [1, }, 2]"]
+)
+def test_stray_closing_brackets_never_hang_the_line_scanner(tmp_path: Path, line: str) -> None:
+    """The scanner that locates keys for error messages looped forever on a `]` inside `{ }` (or a
+    `}` inside `[ ]`): hypothesis found it as a damaged file. A thread, so a hang fails the test."""
+    import threading
+
+    path = tmp_path / "experiments.toml"
+    path.write_text(f"[experiment.a]\n{line}\n", encoding="utf-8")
+    done = threading.Event()
+
+    def load() -> None:
+        check_outcome(path)
+        done.set()
+
+    threading.Thread(target=load, daemon=True).start()
+    assert done.wait(20), f"load_plan did not return on {line!r}"

@@ -124,10 +124,92 @@ def test_delta_against_the_baseline_aggregate_and_no_baseline_flag(project):
     assert rows[T04].delta == pytest.approx(3.0)
     assert rows[T05].delta == pytest.approx(-1.31)
     text = render_report(store, plan, [LT])
-    assert "| Δ acc1 |" in text and "| +3.00 |" in text
+    assert "| Δ acc1 |" in text and "| +3.00 ± 5.98 (within noise) |" in text
     assert "Δ" not in render_report(store, plan, [LT], baseline=False)
     few = {r.experiment: r for r in build_tables(store, plan, [LT], metric="few")[0].rows}
     assert few[T04].delta == pytest.approx(16.0)
+
+
+def test_delta_has_a_welch_interval_over_seeds_or_says_1_seed(project):
+    plan, store = project
+    rows = {r.experiment: r for r in build_tables(store, plan, [LT])[0].rows}
+    # refl 0.4: 72, 74 (sd sqrt 2); ce: 69, 70, 71 (sd 1). se^2 = 2/2 + 1/3 = 4/3; Welch df =
+    # (4/3)^2 / (1^2 / 1 + (1/3)^2 / 2) = 32/19; t_0.975(32/19) = 5.17623 (mpmath) -> 5.17623 * 1.15470
+    ci = rows[T04].delta_ci
+    assert ci.df == pytest.approx(32 / 19) and ci.half_width == pytest.approx(5.97700, abs=1e-4)
+    assert ci.verdict == "within noise" and (ci.n, ci.n_base) == (2, 3)
+    assert rows[T05].delta_ci.verdict == "1 seed" and rows["ce"].delta_ci is None
+    text = render_report(store, plan, [LT])
+    assert "| -1.3 (1 seed) |" in text and "| +0.5 (1 seed) |" in text
+    assert "Δ ± 95% Welch interval over seeds" in text
+    # the best or latest run of each has no spread to judge by: a bare difference, no caption claim
+    best = render_report(store, plan, [LT], agg="best")
+    assert "| +3.00 |" in best and "Welch" not in best and "1 seed" not in best
+    data = json.loads(render_report(store, plan, [LT], fmt="json"))
+    t04 = next(r for r in data["groups"][0]["rows"] if r["experiment"] == T04)
+    assert t04["delta_ci"]["verdict"] == "within noise"
+    assert t04["delta_ci"]["low"] == pytest.approx(3 - 5.977, abs=1e-3)
+
+
+def test_a_separated_delta_has_no_within_noise_mark(fresh_project):
+    plan, store = fresh_project
+    for n, acc1 in enumerate((80.0, 80.5), start=50):
+        make_run(store, plan, "fl", run_id=rid(n), acc1=acc1, seed=n, created_t=n, events=False)
+    # fl: 70.5, 80, 80.5 -> mean 77, sd 5.6347; not separated. flat-ls vs flat is 1 seed each.
+    (row,) = [r for r in build_tables(store, plan, [LT])[0].rows if r.experiment == "fl"]
+    assert row.delta_ci.verdict == "within noise"
+    for n, acc1 in enumerate((91.5, 92.0), start=60):
+        make_run(store, plan, "flat-ls", run_id=rid(n), acc1=acc1, seed=n, created_t=n, events=False)
+    make_run(store, plan, "flat", run_id=rid(70), acc1=90.2, seed=1, created_t=70, events=False)
+    # flat-ls 91, 91.5, 92 (mean 91.5, sd 0.5); flat 90, 90.2 (mean 90.1, sd 0.14142): Δ 1.4;
+    # v = 0.08333 + 0.01 = 0.09333; df = 0.0087111 / (0.0034722 + 0.0001) = 2.43856;
+    # t_0.975(2.43857) = 3.63991 (mpmath); half = 3.63991 * 0.30551 = 1.11201 < 1.4: separated
+    (row,) = [r for r in build_tables(store, plan, ["balanced_synth"])[0].rows if not r.is_baseline]
+    assert row.delta_ci.verdict == "separated"
+    assert row.delta_ci.half_width == pytest.approx(1.11201, abs=1e-4)
+    assert "| +1.40 ± 1.11 |" in render_report(store, plan, ["balanced_synth"])
+
+
+def test_paper_figures_sit_beside_the_measured_ones(project):
+    plan, store = project
+    text = render_report(store, plan, [LT])
+    assert "| **73.00 ± 1.41** (paper 71.8) |" in text and "| 68.69 (paper 71.8) |" in text
+    csv_rows = list(csv.DictReader(io.StringIO(render_report(store, plan, [LT], fmt="csv"))))
+    assert [r["paper_acc1"] for r in csv_rows] == ["", "71.8", "71.8", ""]
+    data = json.loads(render_report(store, plan, [LT], fmt="json"))
+    assert data["groups"][0]["rows"][1]["paper"] == {"acc1": 71.8, "source": "REFL, synth-LT"}
+
+
+def test_seeds_needed_per_experiment_against_the_baseline(project):
+    plan, store = project
+    from mdtui.results.report import render_seeds_needed
+
+    text = render_seeds_needed(store, plan, [LT])
+    t04 = next(line for line in text.splitlines() if line.startswith("| `refl[loss.threshold=0.4]`"))
+    # pooled sd of ce (sd 1, n 3) and refl 0.4 (sd sqrt 2, n 2): sqrt((2 + 2) / 3) = 1.15470; |Δ| = 3:
+    # n = 2: t(2) 4.3027 * 1.15470 * 1 = 4.968 >= 3; n = 3: t(4) 2.7764 * 1.15470 * 0.81650 = 2.618 < 3
+    assert (
+        t04
+        == "| `refl[loss.threshold=0.4]` | 73.00 ± 1.41 | +3.00 ± 5.98 (within noise) | 2 vs 3 | 3 per experiment |"
+    )
+    # refl 0.5 has one seed; the spread comes from ce alone (sd 1), |Δ| = 1.31: n = 5: t(8) 2.3060 *
+    # sqrt(2/5) = 1.4584 >= 1.31; n = 6: t(10) 2.2281 * sqrt(1/3) = 1.2864 < 1.31 -> 6
+    data = json.loads(render_seeds_needed(store, plan, [LT], fmt="json"))
+    rows = {r["experiment"]: r for r in data["groups"][0]["rows"]}
+    assert rows[T04]["seeds_needed"] == 3 and rows[T04]["pooled_sd"] == pytest.approx(1.1547, abs=1e-4)
+    assert rows[T05]["pooled_sd"] == pytest.approx(1.0) and rows[T05]["seeds_needed"] == 6
+    assert "ce" not in rows
+    with pytest.raises(ReportError, match="md or json"):
+        render_seeds_needed(store, plan, [LT], fmt="csv")
+
+
+def test_seeds_needed_in_a_group_without_baseline_results(fresh_project):
+    plan, store = fresh_project
+    from mdtui.results.report import render_seeds_needed
+
+    store.update(rid(8), status="failed")  # flat, the balanced group's baseline, has no result now
+    text = render_seeds_needed(store, plan, ["balanced_synth"])
+    assert "baseline `flat` has no result yet" in text
 
 
 def test_delta_uses_the_baseline_even_when_it_is_not_selected(project):
@@ -268,6 +350,17 @@ def test_cli_report_formats_and_errors(cli):
     assert result.exit_code == 0 and "`loss.name` \\\\ `loss.threshold`" in result.stdout
     bad = cli("report", "--metric", "acc9")
     assert bad.exit_code == 2 and "unknown metric" in bad.output and "Traceback" not in bad.output
+
+
+def test_cli_report_seeds_needed(cli):
+    result = cli("report", LT, "--seeds-needed")
+    assert result.exit_code == 0, result.output
+    assert "| seeds needed |" in result.stdout and "3 per experiment" in result.stdout
+    as_json = cli("report", LT, "--seeds-needed", "--format", "json")
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["groups"][0]["baseline"] == "ce"
+    for extra in (["--format", "csv"], ["--agg", "best"], ["--pivot", "loss.name", "loss.threshold"]):
+        bad = cli("report", "--seeds-needed", *extra)
+        assert bad.exit_code == 2 and "--seeds-needed" in bad.output and "Traceback" not in bad.output
 
 
 def test_cli_note_plot_and_compare(cli, fresh_project, tmp_path):

@@ -20,6 +20,7 @@ from mdtui.results.log import (
     record_finished,
 )
 from mdtui.results.markdown import append_entry, headings, insert_in_section, md_code, md_escape
+from mdtui.results.stats import Delta
 from mdtui.runs.store import RunStore
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -69,15 +70,28 @@ def test_entry_shows_knobs_metrics_delta_one_based_epoch_and_leaky():
         medium=70.0,
         few=50.0,
         long_tailed=True,
-        delta=1.3849,
+        delta=Delta(1.3849, 0.5234, 3.9, n=3, n_base=4),
         seed=3,
         leaky=True,
     )
     assert format_entry_base(facts) == (
         "- `r32-refl[loss.threshold=0.4]` (`loss.threshold=0.4, optim.lr=1e-05`): acc1 is 70.72%, "
         "acc5 is 95.10%, err1 is 29.28%, best epoch 161/200; many 90.10%, medium 70.00%, few 50.00%; "
-        "Δ acc1 +1.38%; seed 3, run `20240301-101010-beef` **leaky**"
+        "Δ acc1 +1.38 ± 0.52 (3 vs 4 seeds); seed 3, run `20240301-101010-beef` **leaky**"
     )
+
+
+def test_entry_says_within_noise_or_1_seed_and_shows_the_papers_figures():
+    noisy = EntryFacts("a", "r1", acc1=70.0, delta=Delta(0.41, 0.63, 2.0, n=2, n_base=3))
+    assert "; Δ acc1 +0.41 ± 0.63 (within noise; 2 vs 3 seeds); " in format_entry_base(noisy)
+    single = EntryFacts("a", "r1", acc1=70.0, delta=Delta(0.4049, None, None, n=1, n_base=3))
+    assert "; Δ acc1 +0.4 (1 seed); " in format_entry_base(single)
+    paper = {"acc1": 82.5, "few": 70, "source": "MiSLAS README"}
+    line = format_entry_base(
+        EntryFacts("m", "r1", acc1=82.1, many=90.0, few=69.0, long_tailed=True, paper=paper)
+    )
+    assert "acc1 is 82.10% (paper 82.5), acc5 is –, err1 is –" in line
+    assert "many 90.00%, medium –, few 69.00% (paper 70);" in line
 
 
 def test_entry_for_balanced_data_has_no_shot_groups_and_baseline_has_no_delta():
@@ -155,14 +169,31 @@ def test_log_matches_golden(project):
     check_golden("results_log.md", plan.settings.results_log.read_text(encoding="utf-8"))
 
 
-def test_delta_is_against_the_latest_completed_baseline_run(project):
+def test_delta_is_against_the_mean_of_the_completed_baseline_seeds(project):
     plan, store = project
     make_run(store, plan, "ce", run_id=rid(1), acc1=60.0, created_t=1)
     make_run(store, plan, "ce", run_id=rid(2), acc1=65.0, created_t=2)
     make_run(store, plan, "ce", run_id=rid(3), status="failed", acc1=99.0, created_t=3)
     make_run(store, plan, "fl", run_id=rid(4), acc1=66.25, created_t=4, events=False)
     record_finished(store, rid(4))
-    assert "Δ acc1 +1.25%" in plan.settings.results_log.read_text(encoding="utf-8")
+    # 66.25 - mean(60, 65) = 3.75; one seed of fl: no interval, and one decimal only
+    assert "Δ acc1 +3.8 (1 seed)" in plan.settings.results_log.read_text(encoding="utf-8")
+
+
+def test_delta_of_a_second_seed_has_a_welch_interval_over_both(project):
+    plan, store = project
+    for n, acc1 in enumerate([69.0, 70.0, 71.0], start=1):
+        make_run(store, plan, "ce", run_id=rid(n), seed=n, acc1=acc1, created_t=n, events=False)
+    make_run(store, plan, "fl", run_id=rid(4), seed=0, acc1=70.0, created_t=4, events=False)
+    # the second seed is recorded as it is about to be indexed (still "running" in the index)
+    second = make_run(store, plan, "fl", run_id=rid(5), seed=1, acc1=72.0, created_t=5, events=False)
+    store.update(rid(5), status="running")
+    record_finished(store, rid(5), record=second)
+    # fl: mean 71, sd sqrt(2); ce: mean 70, sd 1. se^2 = 2/2 + 1/3 = 4/3; Welch df =
+    # (4/3)^2 / (1^2/1 + (1/3)^2/2) = (16/9) / (19/18) = 32/19; t_0.975(32/19) = 5.1762 (mpmath);
+    # half-width 5.1762 * sqrt(4/3) = 5.98
+    text = plan.settings.results_log.read_text(encoding="utf-8")
+    assert "Δ acc1 +1.00 ± 5.98 (within noise; 2 vs 3 seeds)" in text
 
 
 def test_no_delta_without_a_completed_baseline(project):

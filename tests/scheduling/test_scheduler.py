@@ -410,8 +410,9 @@ def test_n_runs_on_m_gpus_never_share_a_device_and_all_complete(tmp_path: Path, 
         for b in runs[i + 1 :]:
             if a.devices == b.devices:
                 assert a.ended_t <= b.started_t or b.ended_t <= a.started_t, (a, b)
-    for rec in runs:  # the engine saw exactly the device it was given
-        assert f"CUDA_VISIBLE_DEVICES='{rec.devices[0]}'" in (rec.run_dir / "stderr.log").read_text()
+    for rec in runs:  # the engine saw exactly the device it was given, by UUID
+        uuid = f"GPU-fake-{int(rec.devices[0]):04d}"
+        assert f"CUDA_VISIBLE_DEVICES='{uuid}'" in (rec.run_dir / "stderr.log").read_text()
         assert _launch_count(rec) == 1
 
 

@@ -61,7 +61,8 @@ def _intervals(store: RunStore) -> dict[str, list[tuple[float, float, str]]]:
         started = next(e for e in events if e["type"] == "run_started")
         finished = next(e for e in events if e["type"] == "run_finished")
         seen = started["world"]["CUDA_VISIBLE_DEVICES"]
-        assert seen == ",".join(rec.devices), (rec.run_id, seen, rec.devices)
+        uuids = ",".join(f"GPU-fake-{int(d):04d}" for d in rec.devices)  # handed out by UUID
+        assert seen == uuids, (rec.run_id, seen, rec.devices)
         for device in seen.split(","):
             by_device.setdefault(device, []).append((started["t"], finished["t"], rec.run_id))
     return by_device
@@ -117,7 +118,7 @@ def test_six_racing_launches_never_share_a_device(tmp_path: Path, gpus: int) -> 
     assert all(r.status == "completed" for r in runs), [(r.run_id, r.status, r.error) for r in runs]
 
     intervals = _intervals(store)
-    assert set(intervals) <= {str(i) for i in range(gpus)}
+    assert set(intervals) <= {f"GPU-fake-{i:04d}" for i in range(gpus)}
     for device, spans in intervals.items():
         spans.sort()
         for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):

@@ -1,0 +1,576 @@
+"""The Slurm launcher: runs as sbatch jobs that run the same supervisor on a cluster node.
+
+``[settings] launcher = "slurm"`` (or ``--launcher slurm``) sends runs here instead of to the local
+supervisor. ``submit`` writes ``RUN_DIR/job.sbatch`` (kept: the user can read and re-run it) whose job
+``exec``s ``python -m mdtui.execution.supervise RUN_DIR`` on the node, then ``sbatch --parsable``; the
+job id is stored with the run (index column ``job_id``, run.json). The run directory, events,
+checkpoints, ``exit.json`` and the RESULTS.md entry are exactly those of a local run, written by that
+supervisor on the cluster's shared filesystem.
+
+Slurm schedules; mdtui observes. ``poll_jobs`` asks Slurm about every live Slurm run in ONE query
+and maps what it says: PENDING -> ``queued`` (``blocked`` when an upstream failed:
+DependencyNeverSatisfied), RUNNING -> ``starting`` until the supervisor records itself. When the
+supervisor wrote ``exit.json`` that is the truth (as locally); Slurm's end state decides only when it
+could not (``job_ending``), and a job Slurm no longer knows without an exit record is ``lost``.
+The node-side half (devices Slurm granted, automatic resume on requeue, the time-limit warning) is
+``mdtui.execution.slurm_job``; the Slurm commands themselves are ``mdtui.system.slurm``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mdtui.execution import slurm_job, supervise
+from mdtui.execution.ending import STOP_REQUEST, Ending, EngineEnd, decide, engine_end_from_events, settle
+from mdtui.registry.slurm_options import SlurmOptions
+from mdtui.runs.prepare import create_run_for
+from mdtui.runs.rundir import EXIT_FILE, exit_fields, read_run_state
+from mdtui.runs.status import LIVE, RunStatus
+from mdtui.system import slurm as slurm_cli
+from mdtui.system.fs import atomic_write_json, atomic_write_text, read_json
+
+if TYPE_CHECKING:
+    from mdtui.registry.plan import Experiment, Plan
+    from mdtui.runs.store import RunRecord, RunStore
+
+SCRIPT_NAME = "job.sbatch"
+SUPERVISOR_MODULE = supervise.__name__  # the job runs the same supervisor as a local run
+RDZV_PORT = 29500
+# statuses a Slurm run has while its job may still be in Slurm's hands
+POLLED = (*LIVE, RunStatus.QUEUED, RunStatus.BLOCKED)
+LIVE_JOB_STATES = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "CONFIGURING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SUSPENDED",
+        "STOPPED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "RESV_DEL_HOLD",
+    }
+)
+NEVER_SATISFIED = "DependencyNeverSatisfied"
+# how long (and how many) ended Slurm runs are watched for a requeue of their job
+REQUEUE_WATCH_SECONDS = 3600.0
+REQUEUE_WATCH_RUNS = 200
+
+
+class SubmitError(Exception):
+    """sbatch refused the job; the message is Slurm's."""
+
+
+class ResubmitRefused(Exception):
+    """A resume through Slurm that must not happen now; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------- the job script
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a run's job script depends on."""
+
+    run_dir: Path
+    job_name: str
+    options: SlurmOptions
+    gpus: int = 1
+    nodes: int = 1
+    processes: int = 0  # distributed.processes (0: one per GPU)
+    dependency: tuple[str, ...] = ()  # upstream job ids (afterok)
+    workdir: Path | None = None  # where the job starts (the experiments file's directory)
+    grace: float = 30.0  # the supervisor's stop grace (SIGTERM -> SIGKILL of the engine)
+
+
+def sbatch_lines(spec: JobSpec) -> list[str]:
+    """The ``#SBATCH`` lines of a run's job."""
+    o = spec.options
+    run_dir = spec.run_dir
+    args: list[str] = [
+        f"--job-name={spec.job_name}",
+        f"--output={run_dir}/slurm-%j.out",
+        f"--error={run_dir}/slurm-%j.err",
+        "--open-mode=append",  # a requeued job appends to the same files
+        f"--nodes={spec.nodes}",
+        "--ntasks-per-node=1",  # one supervisor (node 0) / one torchrun per node
+        "--requeue",  # preemption and node failure rerun the job; it resumes from last.pt
+    ]
+    if spec.gpus > 0:
+        args.append(f"--gres=gpu:{spec.gpus}")
+    for key in ("partition", "account", "qos", "time", "mem", "constraint"):
+        value = getattr(o, key)
+        if value is not None:
+            args.append(f"--{key}={value}")
+    if o.cpus_per_gpu is not None:
+        args.append(f"--cpus-per-gpu={o.cpus_per_gpu}")
+    if o.cpus_per_task is not None:
+        args.append(f"--cpus-per-task={o.cpus_per_task}")
+    if o.signal_seconds > 0:
+        # B: to the batch shell only, which is the supervisor (exec): it stops the engine itself
+        args.append(f"--signal=B:TERM@{o.signal_seconds}")
+    if spec.dependency:
+        args.append("--dependency=afterok:" + ":".join(spec.dependency))
+        args.append("--kill-on-invalid-dep=no")  # a failed upstream leaves it pending: "blocked"
+    args.extend(o.extra)
+    return [f"#SBATCH {shlex.quote(a)}" for a in args]
+
+
+def job_script(spec: JobSpec) -> str:
+    """The whole job script: #SBATCH lines, the user's setup lines, then the supervisor."""
+    o = spec.options
+    run_dir = shlex.quote(str(spec.run_dir))
+    limit = o.time_limit_seconds()
+    lines = [
+        "#!/bin/bash",
+        f"# written by mdtui for the run in {spec.run_dir}; `sbatch {SCRIPT_NAME}` re-runs it",
+        *sbatch_lines(spec),
+        "",
+        "set -e",
+    ]
+    if spec.workdir is not None:
+        lines.append(f"cd {shlex.quote(str(spec.workdir))}")
+    if o.setup:
+        lines += ["# [settings.slurm] setup", *o.setup]
+    lines += [
+        f"export {slurm_job.ENV_FLAG}=1",
+        f"export {slurm_job.ENV_STARTED}=$(date +%s)",
+        f"export {slurm_job.ENV_LIMIT}={limit if limit is not None else ''}",
+        f"export {slurm_job.ENV_SIGNAL}={o.signal_seconds}",
+        # what is left of the job's time (the partition's default limit too; UNLIMITED without one)
+        f'export {slurm_job.ENV_LEFT}="$(squeue -h -j "$SLURM_JOB_ID" -o %L 2>/dev/null || true)"',
+        f"export MDTUI_STOP_GRACE={spec.grace:g}",
+    ]
+    if spec.nodes > 1:
+        lines += _multi_node_lines(spec)
+    lines.append(f"exec {shlex.quote(o.python)} -m {SUPERVISOR_MODULE} {run_dir}")
+    return "\n".join(lines) + "\n"
+
+
+def _multi_node_lines(spec: JobSpec) -> list[str]:
+    """M nodes: the supervisor (on the first node) runs one torchrun per node through srun, which
+    meet at a c10d rendezvous on the first node; the engine's ranks span the whole allocation."""
+    per_node = spec.processes if spec.processes > 0 else max(1, spec.gpus)
+    torchrun = (
+        f"{shlex.quote(spec.options.python)} -m torch.distributed.run --nnodes={spec.nodes} "
+        f"--nproc-per-node={per_node} --rdzv-backend=c10d "
+        f"--rdzv-endpoint=$MDTUI_RDZV_HOST:{RDZV_PORT} --rdzv-id=$SLURM_JOB_ID -m engine"
+    )
+    return [
+        "# nodes > 1: srun starts one torchrun per node; they rendezvous on the first node",
+        'MDTUI_RDZV_HOST="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+        "export MDTUI_RDZV_HOST",
+        f'export {slurm_job.ENV_MULTI_NODE}="srun --kill-on-bad-exit=1 --ntasks-per-node=1 {torchrun}"',
+    ]
+
+
+# --------------------------------------------------------------------------- what Slurm says
+
+
+def describe(job: Any) -> str:
+    """One line for the TUI / status: "PENDING (Priority)", "RUNNING on n3, 0:12 of 2:00"."""
+    state = job.state
+    if state == "PENDING":
+        return f"PENDING ({job.reason})" if job.reason and job.reason != "None" else "PENDING"
+    text = state + (f" on {job.node}" if getattr(job, "node", None) else "")
+    elapsed, limit = getattr(job, "elapsed_s", None), getattr(job, "limit_s", None)
+    if elapsed is not None:
+        text += f", {_clock(elapsed)}" + (f" of {_clock(limit)}" if limit else "")
+    return text
+
+
+def _clock(seconds: float) -> str:
+    """[D-]H:MM: minutes, so that a running job's line (stored in the index) changes once a minute,
+    not at every poll of every job."""
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    text = f"{s // 3600}:{s % 3600 // 60:02d}"
+    return f"{days}-{text}" if days else text
+
+
+def job_ending(job: Any | None, end: EngineEnd, *, started: bool, job_id: str) -> Ending:
+    """How a Slurm run ended when its supervisor could not write exit.json: from the engine's own
+    events (as for a local supervisor that vanished) and Slurm's end state, named in the reason.
+
+    ``job``: Slurm's record of the job (None: Slurm no longer knows it); ``started``: the supervisor
+    ever ran (it records its pid), else the job ended while pending."""
+    state = job.state if job is not None else None
+    slurm_reason = (
+        f"{state} ({job.reason})" if job is not None and job.reason not in (None, "", "None") else state
+    )
+    base = decide(end)
+    if not started:
+        if end.stop_requested:
+            return Ending(RunStatus.CANCELLED, "cancelled before it started")
+        if state == "CANCELLED":
+            return Ending(RunStatus.FAILED, "the job was cancelled outside mdtui before it started (scancel)")
+        if job is None:
+            return Ending(RunStatus.LOST, f"Slurm no longer knows job {job_id} and the run never started")
+        return Ending(
+            RunStatus.FAILED,
+            f"the job ended {slurm_reason} before the run started; see {job_id}'s slurm-*.err",
+        )
+    if base.status == RunStatus.COMPLETED:
+        return base
+    if job is None:
+        return Ending(RunStatus.LOST, f"Slurm no longer knows job {job_id} and the run left no exit record")
+    why = {
+        "CANCELLED": (
+            (RunStatus.STOPPED, "cancelled by mdtui (scancel)")
+            if end.stop_requested
+            else (RunStatus.FAILED, "cancelled outside mdtui (scancel by a user or an admin)")
+        ),
+        # mdtui's kill (scancel --signal=KILL) ends the batch shell by SIGKILL: Slurm says FAILED
+        "FAILED": (RunStatus.STOPPED, "killed by mdtui (scancel --signal=KILL)")
+        if end.stop_requested
+        else None,
+        "TIMEOUT": (
+            RunStatus.STOPPED,
+            "time limit: Slurm ended the job (TIMEOUT) before the supervisor could",
+        ),
+        "NODE_FAIL": (
+            RunStatus.LOST,
+            f"its node {getattr(job, 'node', '') or ''} failed (NODE_FAIL)".replace("node  ", "node "),
+        ),
+        "PREEMPTED": (RunStatus.LOST, "preempted by Slurm (PREEMPTED)"),
+        "OUT_OF_MEMORY": (RunStatus.FAILED, "out of memory: the job went over its mem limit (OUT_OF_MEMORY)"),
+        "BOOT_FAIL": (RunStatus.LOST, "its node failed to boot (BOOT_FAIL)"),
+        "DEADLINE": (RunStatus.STOPPED, "its deadline passed (DEADLINE)"),
+    }.get(state or "")
+    status, reason = (
+        why
+        if why is not None
+        else (
+            RunStatus.LOST if base.status == RunStatus.LOST else RunStatus.FAILED,
+            f"the job ended {slurm_reason} (exit code {getattr(job, 'exit_code', None)}) without the supervisor's exit record",
+        )
+    )
+    detail = f"; {base.error}" if base.error and status != RunStatus.STOPPED else ""
+    return Ending(status, reason + detail)
+
+
+# --------------------------------------------------------------------------- polling
+
+
+def poll_jobs(
+    store: RunStore, records: list[RunRecord] | None = None, now: float | None = None
+) -> list[RunRecord]:
+    """One Slurm query for every live Slurm run; returns the records whose status or reason changed.
+
+    A run whose supervisor wrote exit.json is left to ``reconcile``'s convergence (the same path as
+    a local run); nothing changes when Slurm cannot be asked."""
+    now = time.time() if now is None else now
+    runs = records if records is not None else slurm_runs(store)
+    runs = [r for r in runs if r.job_id and exit_fields(Path(r.run_dir)) is None]
+    ended = [] if records is not None else recently_ended(store, now)
+    if not runs and not ended:
+        return []
+    try:
+        jobs = slurm_cli.job_states([str(r.job_id) for r in runs + ended])
+    except slurm_cli.SlurmError:
+        return []
+    changed = []
+    for rec in ended:
+        job = jobs.get(str(rec.job_id))
+        if job is not None and job.state in ("PENDING", "REQUEUED"):  # Slurm will run it again
+            _requeued(store, rec, job)
+            changed.append(store.get(rec.run_id) or rec)
+    for rec in runs:
+        new = _apply(store, rec, jobs.get(str(rec.job_id)), now)
+        if new is not None and (new.status, new.error) != (rec.status, rec.error):
+            changed.append(new)
+    return changed
+
+
+def slurm_runs(store: RunStore) -> list[RunRecord]:
+    """Live (and pending) Slurm runs; a local queue of thousands costs one narrow query."""
+    return _with_jobs(store, POLLED, lambda job_id, ended_t: True)
+
+
+def recently_ended(store: RunStore, now: float) -> list[RunRecord]:
+    """Slurm runs that ended lately in a way Slurm may undo: a requeue, a preemption or a failed
+    node ends the attempt (the supervisor records it) and puts the job back in Slurm's queue."""
+    statuses = (RunStatus.FAILED, RunStatus.LOST)
+    return _with_jobs(
+        store, statuses, lambda job_id, ended_t: bool(ended_t) and now - ended_t < REQUEUE_WATCH_SECONDS
+    )[:REQUEUE_WATCH_RUNS]
+
+
+def _with_jobs(store: RunStore, statuses: Any, keep: Any) -> list[RunRecord]:
+    """The Slurm runs among those in ``statuses`` (one query; a record is built for Slurm runs only)."""
+    rows = store.index_rows(["run_id", "job_id", "ended_t"], statuses=[str(s) for s in statuses])
+    wanted = {run_id for run_id, job_id, ended_t in rows if job_id and keep(job_id, ended_t)}
+    if not wanted:
+        return []
+    return [r for r in store.list_runs(statuses=[str(s) for s in statuses]) if r.run_id in wanted]
+
+
+def _requeued(store: RunStore, rec: RunRecord, job: Any) -> None:
+    """The job of an ended run is pending again: it will resume in its directory (slurm_job)."""
+    store.update(
+        rec.run_id,
+        status=RunStatus.QUEUED.value,
+        job_state=describe(job),
+        error=f"requeued by Slurm after: {rec.error}" if rec.error else "requeued by Slurm",
+        ended_t=None,
+    )
+
+
+def _apply(store: RunStore, rec: RunRecord, job: Any | None, now: float) -> RunRecord | None:
+    """Bring one Slurm run's record in line with its job."""
+    if job is not None and job.state in LIVE_JOB_STATES:
+        return _live(store, rec, job)
+    run_dir = Path(rec.run_dir)
+    if exit_fields(run_dir) is not None:  # the supervisor finished between the two looks
+        return None
+    state = read_run_state(run_dir)
+    # a stop request the supervisor wrote for Slurm's own SIGTERM (a scancel, a time limit) is not
+    # mdtui asking
+    request = read_json(run_dir / STOP_REQUEST)
+    asked = isinstance(request, dict) and request.get("by") not in (
+        slurm_job.BY_SLURM,
+        slurm_job.BY_TIME_LIMIT,
+    )
+    end = engine_end_from_events(state, stop_requested=asked, supervisor_vanished=True)
+    started = rec.supervisor_pid is not None or rec.status == RunStatus.RUNNING
+    ending = job_ending(job, end, started=started, job_id=str(rec.job_id))
+    store.update(
+        rec.run_id, run_json=False, job_state=describe(job) if job is not None else "gone from Slurm"
+    )
+    return settle(
+        store, rec, ending, end, state, note=f"decided from Slurm's record of job {rec.job_id}", now=now
+    )
+
+
+def _live(store: RunStore, rec: RunRecord, job: Any) -> RunRecord | None:
+    text = describe(job)
+    fields: dict[str, Any] = {"job_state": text}
+    if job.state == "PENDING" and job.reason == NEVER_SATISFIED:
+        if rec.status == RunStatus.QUEUED:
+            store.transition(
+                rec.run_id,
+                [RunStatus.QUEUED.value],
+                status=RunStatus.BLOCKED.value,
+                error=f"an upstream job failed: Slurm holds job {rec.job_id} ({NEVER_SATISFIED}); "
+                "cancel it (`mdtui stop`) and queue it again once the upstream completes",
+            )
+    elif job.state == "PENDING" and rec.status == RunStatus.BLOCKED:
+        store.transition(rec.run_id, [RunStatus.BLOCKED.value], status=RunStatus.QUEUED.value, error=None)
+    elif job.state == "RUNNING" and rec.status in (RunStatus.QUEUED, RunStatus.BLOCKED):
+        # the supervisor records "running" itself once the engine starts
+        store.transition(
+            rec.run_id,
+            [RunStatus.QUEUED.value, RunStatus.BLOCKED.value],
+            status=RunStatus.STARTING.value,
+            started_t=time.time(),
+            error=None,
+        )
+    if text != rec.job_state:
+        store.update(rec.run_id, run_json=False, **fields)
+    elif rec.status == RunStatus.RUNNING or (job.state == "PENDING" and rec.status == RunStatus.QUEUED):
+        return rec  # nothing changed: no second read of the index
+    return store.get(rec.run_id)
+
+
+# --------------------------------------------------------------------------- the launcher
+
+
+class SlurmLauncher:
+    """Submits runs as sbatch jobs; polls, stops and kills them through Slurm."""
+
+    def __init__(self, store: RunStore, options: SlurmOptions | None = None, *, grace: float = 30.0) -> None:
+        self.store = store
+        self.options = options or SlurmOptions()
+        self.grace = grace
+
+    @classmethod
+    def for_plan(cls, store: RunStore, plan: Plan | None) -> SlurmLauncher:
+        if plan is None:
+            return cls(store)
+        return cls(store, plan.settings.slurm, grace=plan.settings.stop_grace_seconds)
+
+    # ------------------------------------------------------------ submitting
+
+    def submit_new(self, plan: Plan, exp: Experiment, *, seed: int) -> RunRecord:
+        """Create a run of ``exp`` and submit it. An upstream (``from``) still in Slurm's hands
+        becomes ``--dependency=afterok``; its best.pt is where the dependant will look for it."""
+        upstream_job, upstream_dir = self._upstream(exp)
+        made = exp if upstream_dir is None else dataclasses.replace(exp, upstream=None)
+        rec = create_run_for(plan, self.store, made, seed=seed, devices=[], status=RunStatus.QUEUED.value)
+        if upstream_dir is not None:
+            config_path = Path(rec.run_dir) / "config.json"
+            config = read_json(config_path) or {}
+            config["init_checkpoint"] = str(upstream_dir / "checkpoints" / "best.pt")
+            atomic_write_json(config_path, config)
+            self.store.update_run_json(Path(rec.run_dir), {"upstream": exp.upstream})
+        opts = self.options.merged(exp.slurm)
+        gpus = 0 if exp.config.get("device") == "cpu" else exp.gpus  # a CPU run asks Slurm for no GPU
+        processes = int((exp.config.get("distributed") or {}).get("processes") or 0)
+        self.store.update_run_json(
+            Path(rec.run_dir),
+            {
+                "launcher": "slurm",
+                "slurm": {
+                    "options": dataclasses.asdict(opts),
+                    "gpus": gpus,
+                    "nodes": exp.nodes,
+                    "processes": processes,
+                    "workdir": str(plan.settings.path.parent),
+                },
+            },
+        )
+        self.submit(rec.run_id, [], dependency=[upstream_job] if upstream_job else [])
+        return self.store.get(rec.run_id) or rec
+
+    def _upstream(self, exp: Experiment) -> tuple[str | None, Path | None]:
+        """(job id, run dir) of the upstream's run still with Slurm, else (None, None)."""
+        if not exp.upstream or self.store.latest_completed(exp.upstream) is not None:
+            return None, None
+        for rec in self.store.list_runs(experiment=exp.upstream, statuses=list(POLLED)):
+            if rec.job_id:
+                return str(rec.job_id), Path(rec.run_dir)
+        return None, None
+
+    def submit(self, run_id: str, devices: list[str], *, dependency: list[str] | None = None) -> str:
+        """Write RUN_DIR/job.sbatch and sbatch it; returns the job id (stored with the run)."""
+        rec = self.store.get(run_id)
+        if rec is None:
+            raise LookupError(f"no run {run_id}")
+        run_dir = Path(rec.run_dir)
+        info = read_json(run_dir / "run.json") or {}
+        recorded = (info.get("slurm") or {}) if isinstance(info.get("slurm"), dict) else {}
+        opts = _options_from(recorded.get("options"), self.options)
+        spec = JobSpec(
+            run_dir=run_dir,
+            job_name=f"mdtui:{rec.experiment}:{rec.run_id}"[:200],
+            options=opts,
+            gpus=int(recorded.get("gpus", max(1, len([d for d in devices if d != "cpu"])))),
+            nodes=int(recorded.get("nodes", 1)),
+            processes=int(recorded.get("processes", 0)),
+            dependency=tuple(dependency or ()),
+            workdir=Path(recorded["workdir"]) if recorded.get("workdir") else None,
+            grace=self.grace,
+        )
+        script = run_dir / SCRIPT_NAME
+        atomic_write_text(script, job_script(spec))
+        try:
+            job_id = slurm_cli.sbatch(script, cwd=spec.workdir)
+        except slurm_cli.SlurmError as exc:
+            self.store.update(
+                run_id,
+                status=RunStatus.FAILED.value,
+                ended_t=time.time(),
+                error=f"sbatch refused the job: {exc}",
+            )
+            raise SubmitError(f"sbatch refused the job of run {run_id}: {exc}") from exc
+        self.store.begin_attempt(
+            run_id, status=RunStatus.QUEUED.value, job_id=job_id, job_state="PENDING", started_t=None
+        )
+        return job_id
+
+    def resume(self, rec: RunRecord) -> str:
+        """Submit a stopped / failed / lost run again in its own directory with --resume."""
+        if rec.status in POLLED:
+            raise ResubmitRefused(f"run {rec.run_id} ({rec.experiment}) is still {rec.status}; stop it first")
+        if rec.status == RunStatus.COMPLETED:
+            raise ResubmitRefused(f"run {rec.run_id} ({rec.experiment}) already completed; nothing to resume")
+        run_dir = Path(rec.run_dir)
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise ResubmitRefused(
+                f"run {rec.run_id} has no checkpoints/last.pt to resume from; start a new run instead"
+            )
+        for name in (EXIT_FILE, STOP_REQUEST):  # the old ending must not be read as the new one
+            if (run_dir / name).exists():
+                (run_dir / name).replace(run_dir / f"{name}.prev")
+        self.store.update_run_json(run_dir, {"resume": True})
+        if not isinstance((read_json(run_dir / "run.json") or {}).get("slurm"), dict):
+            self.store.update_run_json(
+                run_dir, {"launcher": "slurm", "slurm": {"options": dataclasses.asdict(self.options)}}
+            )
+        return self.submit(rec.run_id, list(rec.devices))
+
+    # ------------------------------------------------------------ the rest of the protocol
+
+    def poll(self, run_id: str) -> str:
+        rec = self.store.get(run_id)
+        if rec is None:
+            return RunStatus.LOST.value
+        if rec.job_id:  # an ended job may be requeued by Slurm: reconcile looks at those too
+            # in here: reconcile imports this module (it polls Slurm runs); it converges exit.json first
+            from mdtui.execution.reconcile import reconcile
+
+            reconcile(self.store)
+            rec = self.store.get(run_id) or rec
+        return rec.status
+
+    def stop(self, run_id: str, *, wait: bool = False, grace: float | None = None) -> bool:
+        """Ask the job to stop. Running: SIGTERM to the supervisor (``scancel --signal=TERM
+        --batch``), which stops the engine (last.pt) and escalates after the grace itself; if the
+        job is still there after the grace, Slurm kills it (``scancel``). Pending: cancelled."""
+        rec = self.store.get(run_id)
+        if rec is None:
+            raise LookupError(f"no run {run_id}")
+        if not rec.job_id or rec.status not in POLLED:
+            return False
+        grace = self.grace if grace is None else grace
+        atomic_write_json(
+            Path(rec.run_dir) / STOP_REQUEST,
+            {"t": time.time(), "grace": float(grace), "by": "mdtui (scancel)"},
+        )
+        job_id = str(rec.job_id)
+        if rec.status in (RunStatus.QUEUED, RunStatus.BLOCKED) and rec.supervisor_pid is None:
+            return _scancel(job_id)
+        # the batch shell is the supervisor: it stops the engine (which gets the TERM too) and
+        # records "stopped"; it escalates to SIGKILL after the grace itself
+        sent = _scancel(job_id, "TERM")
+        if wait:
+            deadline = time.monotonic() + grace + 30
+            while time.monotonic() < deadline and self.poll(run_id) in {s.value for s in POLLED}:
+                time.sleep(1.0)
+            if self.poll(run_id) in {s.value for s in POLLED}:
+                _scancel(job_id)
+        return sent
+
+    def kill(self, run_id: str) -> bool:
+        """Now, without a grace period: Slurm kills every process of the job."""
+        rec = self.store.get(run_id)
+        if rec is None or not rec.job_id or rec.status not in POLLED:
+            return False
+        atomic_write_json(
+            Path(rec.run_dir) / STOP_REQUEST, {"t": time.time(), "grace": 0.0, "by": "mdtui (scancel)"}
+        )
+        return _scancel(str(rec.job_id), "KILL")
+
+    def where(self, run_id: str) -> tuple[str, list[str]]:
+        rec = self.store.get(run_id)
+        if rec is None:
+            return "", []
+        state = rec.job_state or ""
+        node = state.split(" on ", 1)[1].split(",")[0] if " on " in state else ""
+        return node, list(rec.devices)
+
+
+def _scancel(job_id: str, signal: str | None = None) -> bool:
+    """scancel (every step and the batch shell); False when Slurm refused, e.g. the job ended."""
+    try:
+        slurm_cli.scancel(job_id, signal)
+    except slurm_cli.SlurmError:
+        return False
+    return True
+
+
+def _options_from(recorded: Any, default: SlurmOptions) -> SlurmOptions:
+    """The options a run was submitted with (run.json), for resubmission; else ``default``."""
+    if not isinstance(recorded, dict):
+        return default
+    known = {f.name for f in dataclasses.fields(SlurmOptions)}
+    return default.merged({k: v for k, v in recorded.items() if k in known})

@@ -1,0 +1,137 @@
+"""The supervisor's side of a Slurm job: what changes when it runs inside an sbatch job.
+
+The job script written by ``mdtui.execution.slurm`` exports ``MDTUI_SLURM=1`` and ``exec``s the same
+supervisor a local run has, so the supervisor *is* the batch shell: Slurm's warning signal
+(``--signal=B:TERM@S``) and mdtui's stop (``scancel --signal=TERM --batch``) reach it directly.
+Inside a job the supervisor
+
+* keeps the GPUs Slurm granted: the inherited ``CUDA_VISIBLE_DEVICES`` is left alone (never replaced
+  by NVML indices of the whole node), and the run's devices are recorded as Slurm gave them;
+* resumes by itself when Slurm runs the job again (``scontrol requeue``, preemption, a failed node:
+  ``SLURM_RESTART_COUNT`` > 0) from ``checkpoints/last.pt`` in the same run directory;
+* tells a SIGTERM mdtui did not send apart: near the job's time limit it is the warning (the run ends
+  ``stopped``, reason "time limit", resumable); otherwise someone else cancelled or requeued the job
+  (``failed``, saying so). mdtui's own stop writes ``stop-request.json`` before it signals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from mdtui.execution.ending import STOP_REQUEST, Ending
+from mdtui.registry.slurm_options import time_seconds
+from mdtui.runs.rundir import EXIT_FILE
+from mdtui.runs.status import RunStatus
+from mdtui.runs.store import RunStore
+
+ENV_FLAG = "MDTUI_SLURM"  # set to "1" by the job script
+ENV_STARTED = "MDTUI_SLURM_STARTED"  # epoch seconds the job's script started (each requeue anew)
+ENV_LIMIT = "MDTUI_SLURM_LIMIT"  # the job's time limit in seconds ("" when none was asked)
+ENV_LEFT = "MDTUI_SLURM_LEFT"  # squeue's time left (%L) when the script started: partition defaults too
+ENV_MULTI_NODE = (
+    "MDTUI_SLURM_ENGINE"  # nodes > 1: srun + torchrun across the allocation, ending in "-m engine"
+)
+ENV_SIGNAL = "MDTUI_SLURM_SIGNAL"  # seconds before the limit the warning is asked for
+# Slurm may send the warning up to 60 s early (its event resolution); a TERM this close to the end
+# of the allowed time is the warning, not someone's scancel
+SIGNAL_SLACK_SECONDS = 90
+BY_TIME_LIMIT = "slurm time limit"
+BY_SLURM = "slurm"
+TIME_LIMIT_REASON = "time limit"
+CANCELLED_REASON = (
+    "cancelled outside mdtui: the job got SIGTERM from Slurm (scancel by a user or an admin, a requeue "
+    "or a preemption); last.pt was saved, resume with `mdtui run --resume`"
+)
+
+
+def active(env: dict[str, str] | None = None) -> bool:
+    """Is this process the supervisor of an mdtui Slurm job?"""
+    env = os.environ if env is None else env
+    return env.get(ENV_FLAG) == "1" and bool(env.get("SLURM_JOB_ID"))
+
+
+def granted_devices(env: dict[str, str] | None = None) -> list[str]:
+    """The GPUs Slurm granted the job (its CUDA_VISIBLE_DEVICES: indices or UUIDs), else ["cpu"]."""
+    env = os.environ if env is None else env
+    visible = env.get("CUDA_VISIBLE_DEVICES", "").strip()
+    ids = [d.strip() for d in visible.split(",") if d.strip()]
+    if not ids or ids == ["NoDevFiles"]:  # Slurm's marker for a GRES without device files
+        return ["cpu"]
+    return ids
+
+
+def restarted(env: dict[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    try:
+        return int(env.get("SLURM_RESTART_COUNT") or 0) > 0
+    except ValueError:
+        return False
+
+
+def prepare(store: RunStore, run_id: str, run_dir: Path, env: dict[str, str] | None = None) -> None:
+    """Before the engine starts inside a job: record where it runs, and on a rerun of the job set it
+    up to resume in the same directory (the previous attempt's ending and stop request set aside)."""
+    env = os.environ if env is None else env
+    node = env.get("SLURMD_NODENAME") or socket.gethostname()
+    fields: dict[str, Any] = {"devices": granted_devices(env), "job_state": f"RUNNING on {node}"}
+    if env.get("SLURM_JOB_ID"):
+        fields["job_id"] = env["SLURM_JOB_ID"]
+    if restarted(env):  # the previous attempt's ending no longer holds
+        fields.update(error=None, ended_t=None, exit_code=None)
+    store.update(run_id, **fields)
+    if restarted(env):
+        for name in (EXIT_FILE, STOP_REQUEST):
+            if (run_dir / name).exists():
+                (run_dir / name).replace(run_dir / f"{name}.prev")
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        store.update_run_json(run_dir, {"resume": resume, "slurm_restarts": int(env["SLURM_RESTART_COUNT"])})
+
+
+def term_origin(now: float | None = None, env: dict[str, str] | None = None) -> str:
+    """Who sent a SIGTERM mdtui did not ask for: Slurm's time-limit warning, or someone else."""
+    env = os.environ if env is None else env
+    now = time.time() if now is None else now
+    try:
+        started = float(env.get(ENV_STARTED) or "nan")
+        warn = float(env.get(ENV_SIGNAL) or 0)
+    except ValueError:
+        return BY_SLURM
+    left = time_seconds(env.get(ENV_LEFT) or "")  # None for UNLIMITED, or when squeue failed
+    if left is None and (env.get(ENV_LIMIT) or "").isdigit():
+        left = int(env[ENV_LIMIT])
+    if left is not None and started == started and now >= started + left - warn - SIGNAL_SLACK_SECONDS:
+        return BY_TIME_LIMIT
+    return BY_SLURM
+
+
+def adjust(ending: Ending, request: dict[str, Any] | None) -> Ending:
+    """The ending of a run whose stop came from Slurm rather than from mdtui."""
+    by = (request or {}).get("by")
+    if ending.status != RunStatus.STOPPED or by not in (BY_TIME_LIMIT, BY_SLURM):
+        return ending
+    if by == BY_TIME_LIMIT:
+        reason = TIME_LIMIT_REASON if not ending.error else f"{TIME_LIMIT_REASON}; {ending.error}"
+        return dataclasses.replace(ending, error=reason)
+    return dataclasses.replace(ending, status=RunStatus.FAILED, error=CANCELLED_REASON)
+
+
+def job_exit_status(ending: Ending) -> int:
+    """The supervisor's exit status inside a job: 0 only for a completed run, so that Slurm holds a
+    dependant (afterok) of a run that failed or stopped."""
+    return 0 if ending.status == RunStatus.COMPLETED else 1
+
+
+def multi_node_command(run_dir: Path, *, resume: bool, env: dict[str, str] | None = None) -> list[str] | None:
+    """The engine command of a job over several nodes (one torchrun per node through srun, as the
+    job script spells it), None for a run on one node (the supervisor's own command)."""
+    env = os.environ if env is None else env
+    base = env.get(ENV_MULTI_NODE, "").strip() if active(env) else ""
+    if not base:
+        return None
+    return [*shlex.split(base), str(run_dir), *(["--resume"] if resume else [])]

@@ -1,0 +1,36 @@
+"""Checking a TOML table key by key against a table of checks (``[settings]``, ``slurm = {...}``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from engine.schema.config import suggest
+
+# key -> (check, what is expected): a check returns the value to keep, or None when it is not valid
+Checks = Mapping[str, tuple[Callable[[Any], Any], str]]
+
+
+def check_table(
+    table: Mapping[str, Any], checks: Checks, prefix: str, kind: str
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """(kept values, [(dotted key, message)]): unknown keys get a suggestion, bad values what is expected.
+    ``kind`` names the keys in messages ("setting", "Slurm option")."""
+    values: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for key, raw in table.items():
+        if key not in checks:
+            problems.append(
+                (
+                    f"{prefix}.{key}",
+                    f'unknown {kind} "{key}"{suggest(key, checks)}; valid: {", ".join(checks)}',
+                )
+            )
+            continue
+        check, expected = checks[key]
+        value = check(raw)
+        if value is None:
+            problems.append((f"{prefix}.{key}", f"expected {expected}, got {raw!r}"))
+            continue
+        values[key] = value
+    return values, problems

@@ -1,0 +1,174 @@
+"""A real one-node Slurm for the `slurm` tests (tests/slurm/cluster.sh).
+
+`slurm_cluster` (session) uses the cluster CI brought up, or brings one up itself and takes it down at
+the end. It skips, with the reason, only where the daemons cannot start here: the Slurm/munge packages
+are missing or the tests do not run as root. Any other failure to start is a test failure: CI must run
+these tests. Tests that use it are marked `slurm` and `slow`.
+
+`slurm` (per test) is the same cluster; at teardown it cancels the jobs the test submitted through it
+and resumes the node if the test set it down, so tests do not leak into each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mdtui.system import slurm as slurm_cli
+
+CLUSTER_SH = Path(__file__).with_name("cluster.sh")
+TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "scancel")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if {"slurm_cluster", "slurm"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slurm)
+            item.add_marker(pytest.mark.slow)
+
+
+def _missing_tools() -> list[str]:
+    return [t for t in TOOLS if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
+
+
+def _cluster_sh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(CLUSTER_SH), *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+@dataclass
+class SlurmCluster:
+    conf: Path
+    node: str
+    submitted: list[str] = field(default_factory=list)
+    downed: bool = False  # a test set the node DOWN: its cleanup resumes it whatever sinfo says then
+
+    # ------------------------------------------------------------------ jobs
+
+    def sbatch(self, args: Sequence[str] = (), wrap: str | None = None, script: Path | None = None) -> str:
+        """Submit ``script`` or ``--wrap`` a command line; the job id (cancelled at the test's end)."""
+        if (wrap is None) == (script is None):
+            raise ValueError("give exactly one of wrap= and script=")
+        cmd = ["sbatch", "--parsable", "--output=/dev/null", *args]
+        cmd += [f"--wrap={wrap}"] if wrap is not None else [str(script)]
+        job_id = slurm_cli.run(cmd).strip().split(";", 1)[0]
+        self.submitted.append(job_id)
+        return job_id
+
+    def job(self, job_id: str) -> slurm_cli.JobState | None:
+        return slurm_cli.job_states([job_id]).get(job_id)
+
+    def wait_for_job_state(
+        self, job_id: str, states: Collection[str], timeout: float = 60.0
+    ) -> slurm_cli.JobState:
+        """Poll until the job is in one of ``states``; fail with its last state after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        job = None
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job is not None and job.state in states:
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} not in {sorted(states)} within {timeout}s; last: {job}")
+
+    def submit_and_wait(
+        self,
+        args: Sequence[str] = (),
+        wrap: str | None = None,
+        script: Path | None = None,
+        states: Collection[str] = slurm_cli.FINISHED_STATES,
+        timeout: float = 60.0,
+    ) -> slurm_cli.JobState:
+        """Submit, then wait until the job reaches ``states`` (by default: any end state)."""
+        return self.wait_for_job_state(self.sbatch(args, wrap=wrap, script=script), states, timeout)
+
+    # ------------------------------------------------------------------ the node
+
+    def node_state(self) -> str:
+        return slurm_cli.run(
+            ["sinfo", "--noheader", "--Node", f"--nodes={self.node}", "--Format=StateLong"]
+        ).strip()
+
+    def node_down(self, reason: str = "test") -> None:
+        """Set the node DOWN: Slurm requeues its requeueable jobs and ends the others NODE_FAIL."""
+        self.downed = True
+        slurm_cli.run(["scontrol", "update", f"nodename={self.node}", "state=down", f"reason={reason}"])
+
+    def node_up(self) -> None:
+        """Resume a node set down; returns once it takes jobs again. After this test's own
+        ``node_down`` it resumes whatever sinfo shows at that moment: right after a DOWN, sinfo was
+        seen to report a state without "down" (the node then stayed down for the next test)."""
+        deadline = time.monotonic() + 30
+        while True:
+            state = self.node_state()
+            if self.downed or "down" in state or "drain" in state:
+                self.downed = False
+                with contextlib.suppress(slurm_cli.SlurmError):
+                    slurm_cli.run(["scontrol", "update", f"nodename={self.node}", "state=resume"])
+            elif state.startswith(("idle", "mixed", "allocated")):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node {self.node} did not come back: {state}")
+            time.sleep(0.2)
+
+    def cleanup(self) -> None:
+        """Cancel what this test submitted, wait until their resources are free, bring the node back."""
+        live = [j for j, s in slurm_cli.job_states(self.submitted).items() if not s.finished]
+        for job_id in live:
+            with contextlib.suppress(slurm_cli.SlurmError):
+                slurm_cli.scancel(job_id)
+        self.node_up()
+        # A cancelled job holds its CPUs and GPUs while COMPLETING: the next test counts on them.
+        deadline = time.monotonic() + 30
+        while any(not s.finished for s in slurm_cli.job_states(live).values()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"jobs {live} still not ended 30 s after scancel")
+            time.sleep(0.2)
+        self.submitted.clear()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    missing = _missing_tools()
+    if missing:
+        pytest.skip(
+            f"Slurm daemons cannot start here: {', '.join(missing)} not installed "
+            "(apt-get install -y slurm-wlm munge; .ci/run does this)"
+        )
+    if os.geteuid() != 0:
+        pytest.skip("Slurm daemons cannot start here: tests/slurm/cluster.sh must run as root")
+    was_up = _cluster_sh("status").returncode == 0
+    up = _cluster_sh("up")
+    if up.returncode != 0:
+        pytest.fail(f"tests/slurm/cluster.sh up failed:\n{up.stdout}\n{up.stderr}")
+    conf = next(
+        line.split("=", 1)[1] for line in up.stdout.splitlines() if line.startswith("export SLURM_CONF=")
+    )
+    old_conf = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf  # every process a test starts (mdtui, the supervisor) finds the cluster
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        yield SlurmCluster(conf=Path(conf), node=node)
+    finally:
+        if not was_up:
+            _cluster_sh("down")
+        if old_conf is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old_conf
+
+
+@pytest.fixture
+def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    """The session's cluster for one test, cleaned up after it."""
+    yield slurm_cluster
+    slurm_cluster.cleanup()

@@ -1,0 +1,297 @@
+"""The Slurm launcher's pure parts, without a cluster: settings, the job script, the state mapping,
+the supervisor's reading of a SIGTERM inside a job."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mdtui.execution import slurm_job
+from mdtui.execution.ending import Ending, EngineEnd
+from mdtui.execution.slurm import JobSpec, describe, job_ending, job_script
+from mdtui.registry.slurm_options import SlurmOptions, time_seconds
+from mdtui.runs.status import RunStatus
+from tests.conftest import TINY_TOML
+
+
+@dataclass(frozen=True)
+class Job:
+    state: str
+    reason: str | None = None
+    node: str | None = "n1"
+    elapsed_s: int | None = None
+    limit_s: int | None = None
+    exit_code: int | None = None
+
+
+def _plan(tmp_path: Path, extra: str):
+    from mdtui.registry.plan import load_plan
+
+    path = tmp_path / "experiments.toml"
+    path.write_text(TINY_TOML.replace("[defaults]\n", extra + "\n[defaults]\n", 1), encoding="utf-8")
+    return load_plan(path)
+
+
+def test_settings_slurm_table_and_experiment_override_merge(tmp_path: Path) -> None:
+    plan = _plan(
+        tmp_path,
+        'launcher = "slurm"\n[settings.slurm]\npartition = "gpu"\ntime = "2:00:00"\ncpus_per_gpu = 4\n'
+        'setup = ["module load cuda"]\nextra = ["--exclusive"]\n',
+    )
+    assert plan.settings.launcher == "slurm"
+    opts = plan.settings.slurm
+    assert (opts.partition, opts.time, opts.cpus_per_gpu, opts.setup) == (
+        "gpu",
+        "2:00:00",
+        4,
+        ("module load cuda",),
+    )
+    merged = opts.merged({"time": "30", "cpus_per_task": 2, "mem": "8G"})
+    assert (merged.partition, merged.time, merged.cpus_per_task, merged.cpus_per_gpu) == (
+        "gpu",
+        "30",
+        2,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('launcher = "pbs"\n', 'key settings.launcher: expected "local" or "slurm"'),
+        (
+            '[settings.slurm]\npartiton = "gpu"\n',
+            'key settings.slurm.partiton: unknown Slurm option "partiton"',
+        ),
+        ('[settings.slurm]\ntime = "soon"\n', "key settings.slurm.time: expected a Slurm time limit"),
+        (
+            '[settings.slurm]\nextra = ["exclusive"]\n',
+            "key settings.slurm.extra: expected a list of sbatch options",
+        ),
+        (
+            "[settings.slurm]\ncpus_per_gpu = 2\ncpus_per_task = 2\n",
+            "set either cpus_per_gpu or cpus_per_task",
+        ),
+    ],
+)
+def test_bad_slurm_settings_are_reported_with_file_line_and_key(
+    tmp_path: Path, toml: str, expected: str
+) -> None:
+    from mdtui.registry.spec import ExperimentsError
+
+    with pytest.raises(ExperimentsError) as err:
+        _plan(tmp_path, toml)
+    text = str(err.value)
+    assert expected in text
+    assert "experiments.toml:" in text and ":0:" not in text  # a real line number
+
+
+def test_experiment_slurm_and_nodes_are_validated(tmp_path: Path) -> None:
+    from mdtui.registry.plan import load_plan
+    from mdtui.registry.spec import ExperimentsError
+
+    path = tmp_path / "experiments.toml"
+    path.write_text(TINY_TOML + '\n[experiment.big]\nnodes = 0\nslurm = { mem = "lots" }\n', encoding="utf-8")
+    with pytest.raises(ExperimentsError) as err:
+        load_plan(path)
+    assert 'experiment "big", key nodes: expected an integer >= 1' in str(err.value)
+    assert 'experiment "big", key slurm: slurm.mem: expected a memory size' in str(err.value)
+    path.write_text(
+        TINY_TOML + "\n[experiment.big]\nnodes = 2\nslurm = { time = 90, mem = 4000 }\n", encoding="utf-8"
+    )
+    big = load_plan(path).experiments["big"]
+    assert (big.nodes, big.slurm) == (2, {"time": "90", "mem": "4000M"})
+
+
+def test_time_values_read_as_slurm_reads_them() -> None:
+    assert time_seconds("90") == 90 * 60
+    assert time_seconds("59:58") == 59 * 60 + 58
+    assert time_seconds("2:00:00") == 7200
+    assert time_seconds("1-00") == 86400
+    assert time_seconds("1-02:03:04") == 86400 + 7384
+    assert time_seconds("UNLIMITED") is None
+
+
+def test_job_script_carries_every_option_and_runs_the_supervisor(tmp_path: Path) -> None:
+    opts = SlurmOptions(
+        partition="gpu",
+        account="lab",
+        qos="high",
+        time="1:00:00",
+        cpus_per_gpu=4,
+        mem="32G",
+        constraint="a100",
+        extra=("--exclusive",),
+        setup=("module load cuda", "source /opt/venv/bin/activate"),
+        signal_seconds=120,
+        python="python3",
+    )
+    spec = JobSpec(
+        run_dir=tmp_path / "run x",
+        job_name="mdtui:a:1",
+        options=opts,
+        gpus=2,
+        dependency=("41", "42"),
+        workdir=tmp_path,
+        grace=15,
+    )
+    script = job_script(spec)
+    for line in (
+        "#SBATCH --gres=gpu:2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lab",
+        "#SBATCH --qos=high",
+        "#SBATCH --time=1:00:00",
+        "#SBATCH --cpus-per-gpu=4",
+        "#SBATCH --mem=32G",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --exclusive",
+        "#SBATCH --signal=B:TERM@120",
+        "#SBATCH --requeue",
+        "#SBATCH --dependency=afterok:41:42",
+        f"#SBATCH '--output={tmp_path}/run x/slurm-%j.out'",
+        "module load cuda",
+        "export MDTUI_SLURM=1",
+        "export MDTUI_SLURM_LIMIT=3600",
+        "export MDTUI_STOP_GRACE=15",
+    ):
+        assert line in script, line
+    assert script.rstrip().endswith(f"exec python3 -m mdtui.execution.supervise '{tmp_path}/run x'")
+    assert script.index("module load cuda") < script.index("exec python3")
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0  # valid shell
+
+
+def test_multi_node_script_runs_torchrun_per_node_through_srun(tmp_path: Path) -> None:
+    spec = JobSpec(run_dir=tmp_path, job_name="j", options=SlurmOptions(), gpus=4, nodes=2)
+    script = job_script(spec)
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
+    assert (
+        "srun --kill-on-bad-exit=1 --ntasks-per-node=1 python -m torch.distributed.run --nnodes=2" in script
+    )
+    assert "--nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint=$MDTUI_RDZV_HOST:29500" in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    # the supervisor on the first node runs exactly that line (not its own one-node torchrun)
+    line = next(ln for ln in script.splitlines() if ln.startswith("export MDTUI_SLURM_ENGINE="))
+    value = line.split("=", 1)[1].strip('"').replace("$MDTUI_RDZV_HOST", "n01").replace("$SLURM_JOB_ID", "7")
+    env = {"MDTUI_SLURM": "1", "SLURM_JOB_ID": "7", "MDTUI_SLURM_ENGINE": value}
+    cmd = slurm_job.multi_node_command(tmp_path, resume=True, env=env)
+    assert cmd[:2] == ["srun", "--kill-on-bad-exit=1"] and cmd[-2:] == [str(tmp_path), "--resume"]
+    assert "--rdzv-endpoint=n01:29500" in cmd
+    assert slurm_job.multi_node_command(tmp_path, resume=False, env={"MDTUI_SLURM": "1"}) is None
+
+
+def _end(**kw) -> EngineEnd:
+    return EngineEnd(supervisor_vanished=True, **kw)
+
+
+@pytest.mark.parametrize(
+    ("job", "end", "started", "status", "words"),
+    [
+        (Job("CANCELLED"), _end(stop_requested=True), False, RunStatus.CANCELLED, "before it started"),
+        (Job("CANCELLED"), _end(), False, RunStatus.FAILED, "outside mdtui"),
+        (Job("CANCELLED"), _end(stop_requested=True), True, RunStatus.STOPPED, "cancelled by mdtui"),
+        (Job("CANCELLED"), _end(event_status="stopped"), True, RunStatus.FAILED, "outside mdtui"),
+        (Job("FAILED"), _end(stop_requested=True), True, RunStatus.STOPPED, "scancel --signal=KILL"),
+        (Job("TIMEOUT"), _end(), True, RunStatus.STOPPED, "time limit"),
+        (Job("NODE_FAIL", node="n7"), _end(), True, RunStatus.LOST, "node n7 failed (NODE_FAIL)"),
+        (Job("PREEMPTED"), _end(), True, RunStatus.LOST, "PREEMPTED"),
+        (Job("OUT_OF_MEMORY"), _end(), True, RunStatus.FAILED, "OUT_OF_MEMORY"),
+        (Job("COMPLETED"), _end(event_status="completed"), True, RunStatus.COMPLETED, None),
+        (
+            Job("FAILED", "NonZeroExitCode", exit_code=1),
+            _end(),
+            True,
+            RunStatus.LOST,
+            "FAILED (NonZeroExitCode)",
+        ),
+        (None, _end(), True, RunStatus.LOST, "no longer knows job 7"),
+    ],
+)
+def test_slurm_end_states_map_honestly(job, end, started, status, words) -> None:
+    ending = job_ending(job, end, started=started, job_id="7")
+    assert ending.status == status
+    if words:
+        assert words in (ending.error or "")
+
+
+def test_describe_says_state_reason_node_and_time() -> None:
+    assert describe(Job("PENDING", "Priority")) == "PENDING (Priority)"
+    assert describe(Job("RUNNING", node="n3", elapsed_s=724, limit_s=7200)) == "RUNNING on n3, 0:12 of 2:00"
+
+
+def test_a_term_near_the_time_limit_is_the_warning_else_someone_elses_scancel() -> None:
+    env = {"MDTUI_SLURM_STARTED": "1000", "MDTUI_SLURM_LEFT": "10:00", "MDTUI_SLURM_SIGNAL": "120"}
+    assert slurm_job.term_origin(now=1000 + 600 - 120, env=env) == slurm_job.BY_TIME_LIMIT
+    assert slurm_job.term_origin(now=1000 + 60, env=env) == slurm_job.BY_SLURM
+    assert (
+        slurm_job.term_origin(now=10**9, env={**env, "MDTUI_SLURM_LEFT": "UNLIMITED"}) == slurm_job.BY_SLURM
+    )
+    stopped = Ending(RunStatus.STOPPED)
+    assert slurm_job.adjust(stopped, {"by": slurm_job.BY_TIME_LIMIT}).error == "time limit"
+    assert slurm_job.adjust(stopped, {"by": slurm_job.BY_SLURM}).status == RunStatus.FAILED
+    assert slurm_job.adjust(stopped, {"by_pid": 1}) == stopped
+
+
+def test_inside_a_job_the_granted_gpus_are_kept() -> None:
+    assert slurm_job.granted_devices({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    assert slurm_job.granted_devices({"CUDA_VISIBLE_DEVICES": "GPU-ab12"}) == ["GPU-ab12"]
+    assert slurm_job.granted_devices({}) == ["cpu"]
+    assert slurm_job.active({"MDTUI_SLURM": "1", "SLURM_JOB_ID": "5"})
+    assert not slurm_job.active({"SLURM_JOB_ID": "5"})  # an salloc shell running mdtui locally
+
+
+def test_the_readme_slurm_example_is_a_valid_experiments_file(tmp_path: Path) -> None:
+    from mdtui.registry.plan import load_plan
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## On a Slurm cluster", 1)[1]
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "experiments.toml").write_text(toml, encoding="utf-8")
+    plan = load_plan(tmp_path / "experiments.toml")
+    big = plan.experiments["r32-big"]
+    assert (plan.settings.launcher, big.gpus, big.nodes, big.slurm) == ("slurm", 4, 2, {"time": "2-00:00:00"})
+    assert plan.settings.slurm.merged(big.slurm).partition == "gpu"
+
+
+def _slurm_run(store, plan, job_id: str, status: str = "queued"):
+    from mdtui.runs.prepare import create_run_for
+
+    rec = create_run_for(plan, store, plan.experiments["tiny"], seed=0, devices=["0"])
+    store.update(rec.run_id, status=status, job_id=job_id, job_state="PENDING")
+    return rec
+
+
+def test_reconcile_asks_slurm_once_and_never_reads_node_pids(tiny_plan, store, monkeypatch) -> None:
+    from mdtui.execution import ledger, slurm
+    from mdtui.execution.reconcile import reconcile
+
+    calls: list[list[str]] = []
+    jobs = {"11": Job("PENDING", "Priority"), "12": Job("PENDING", "DependencyNeverSatisfied")}
+
+    def job_states(ids):
+        calls.append(sorted(ids))
+        return {i: jobs[i] for i in ids if i in jobs}
+
+    monkeypatch.setattr(slurm.slurm_cli, "job_states", job_states)
+    waiting = _slurm_run(store, tiny_plan, "11")
+    held = _slurm_run(store, tiny_plan, "12")
+    gone = _slurm_run(store, tiny_plan, "13")
+    # a supervisor on a node records its pid there: here that pid means nothing and must not be read
+    running = _slurm_run(store, tiny_plan, "14", status="running")
+    store.update(running.run_id, supervisor_pid=999_999, supervisor_start=1.0, boot_id="another-host")
+    jobs["14"] = Job("RUNNING", node="n2", elapsed_s=5)
+    reconcile(store)
+    assert calls == [["11", "12", "13", "14"]]  # one query for every Slurm run
+    assert store.get(waiting.run_id).job_state == "PENDING (Priority)"
+    assert store.get(held.run_id).status == "blocked"
+    assert "DependencyNeverSatisfied" in store.get(held.run_id).error
+    lost = store.get(gone.run_id)
+    assert lost.status == "lost" and "no longer knows job 13" in lost.error
+    assert (Path(lost.run_dir) / "exit.json").is_file()
+    assert store.get(running.run_id).status == "running"
+    assert store.get(running.run_id).job_state == "RUNNING on n2, 0:00"
+    # the local ledger: a Slurm run holds nothing of this machine's devices
+    assert all(r.run_id != running.run_id for r in ledger.reservations(store))
