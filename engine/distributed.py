@@ -92,12 +92,18 @@ def init(device_type: str) -> World:
     return _world
 
 
-def destroy() -> None:
+def destroy(*, in_step: bool = True) -> None:
+    """Leave the group. ``in_step``: every rank ended the same way (completed, or stopped at the
+    agreed step), so all of them wait here for the last one first: a rank tearing gloo down while
+    rank 0 still writes its checkpoints was seen to abort ("terminate called without an active
+    exception", under CI load). After a failure torchrun ends the ranks; nobody waits."""
     global _world
     if _world.enabled:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if in_step:
+                dist.barrier()
             dist.destroy_process_group()
     _world = World()
 

@@ -506,5 +506,6 @@ def run(
         print(f"rank {rank}: {error}", file=sys.stderr, flush=True)
     summary = trainer.summary()
     sink.emit("run_finished", status=status, summary=summary, error=error)
-    distributed.destroy()
+    del trainer  # its DDP wrapper holds the process group: released before the group is destroyed
+    distributed.destroy(in_step=error is None)
     return status
