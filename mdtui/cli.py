@@ -258,7 +258,7 @@ def print_run_table(runs: list[Any]) -> None:
         epochs = f"{r.epochs_done}/{r.total_epochs}" if r.total_epochs else str(r.epochs_done or "-")
         note = (r.error or "") if r.status in (RunStatus.FAILED, RunStatus.LOST) else r.note
         if r.job_id:  # a Slurm run: its job and what Slurm last said of it
-            note = f"Slurm job {r.job_id}: {r.job_state or '-'}" + (f"; {note}" if note else "")
+            note = f"{r.slurm_line}; {note}" if note else r.slurm_line
         rows.append(
             [
                 r.run_id,

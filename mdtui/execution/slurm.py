@@ -30,7 +30,7 @@ from mdtui.execution.ending import STOP_REQUEST, Ending, EngineEnd, decide, engi
 from mdtui.registry.slurm_options import SlurmOptions
 from mdtui.runs.prepare import create_run_for
 from mdtui.runs.rundir import EXIT_FILE, exit_fields, read_run_state
-from mdtui.runs.status import LIVE, RunStatus
+from mdtui.runs.status import FINISHED, LIVE, RunStatus
 from mdtui.system import slurm as slurm_cli
 from mdtui.system.fs import atomic_write_json, atomic_write_text, read_json
 
@@ -43,6 +43,8 @@ SUPERVISOR_MODULE = supervise.__name__  # the job runs the same supervisor as a 
 RDZV_PORT = 29500
 # statuses a Slurm run has while its job may still be in Slurm's hands
 POLLED = (*LIVE, RunStatus.QUEUED, RunStatus.BLOCKED)
+# ended runs whose job Slurm may run again (a requeue, a preemption, a failed node end the attempt)
+REQUEUABLE = (RunStatus.FAILED, RunStatus.LOST)
 LIVE_JOB_STATES = frozenset(
     {
         "PENDING",
@@ -281,9 +283,14 @@ def poll_jobs(
     changed = []
     for rec in ended:
         job = jobs.get(str(rec.job_id))
-        if job is not None and job.state in ("PENDING", "REQUEUED"):  # Slurm will run it again
+        if job is None:
+            continue
+        if job.state in ("PENDING", "REQUEUED") and rec.status in REQUEUABLE:  # Slurm runs it again
             _requeued(store, rec, job)
             changed.append(store.get(rec.run_id) or rec)
+        elif job.state not in LIVE_JOB_STATES and describe(job) != rec.job_state:
+            # the run ended before its job did: what Slurm says now replaces "RUNNING on n3"
+            store.update(rec.run_id, run_json=False, job_state=describe(job))
     for rec in runs:
         new = _apply(store, rec, jobs.get(str(rec.job_id)), now)
         if new is not None and (new.status, new.error) != (rec.status, rec.error):
@@ -297,21 +304,20 @@ def slurm_runs(store: RunStore) -> list[RunRecord]:
 
 
 def recently_ended(store: RunStore, now: float) -> list[RunRecord]:
-    """Slurm runs that ended lately in a way Slurm may undo: a requeue, a preemption or a failed
-    node ends the attempt (the supervisor records it) and puts the job back in Slurm's queue."""
-    statuses = (RunStatus.FAILED, RunStatus.LOST)
+    """Slurm runs that ended lately. Slurm may undo the end of a failed or lost one (a requeue, a
+    preemption or a failed node ends the attempt and puts the job back in Slurm's queue), and the
+    job of any of them may outlive the run by a moment: its final state is read in the same query."""
     return _with_jobs(
-        store, statuses, lambda job_id, ended_t: bool(ended_t) and now - ended_t < REQUEUE_WATCH_SECONDS
+        store, FINISHED, lambda job_id, ended_t: bool(ended_t) and now - ended_t < REQUEUE_WATCH_SECONDS
     )[:REQUEUE_WATCH_RUNS]
 
 
 def _with_jobs(store: RunStore, statuses: Any, keep: Any) -> list[RunRecord]:
-    """The Slurm runs among those in ``statuses`` (one query; a record is built for Slurm runs only)."""
+    """The Slurm runs among those in ``statuses`` that ``keep(job_id, ended_t)`` (one narrow query,
+    then records of those runs only)."""
     rows = store.index_rows(["run_id", "job_id", "ended_t"], statuses=[str(s) for s in statuses])
-    wanted = {run_id for run_id, job_id, ended_t in rows if job_id and keep(job_id, ended_t)}
-    if not wanted:
-        return []
-    return [r for r in store.list_runs(statuses=[str(s) for s in statuses]) if r.run_id in wanted]
+    wanted = [run_id for run_id, job_id, ended_t in rows if job_id and keep(job_id, ended_t)]
+    return store.list_runs(run_ids=wanted) if wanted else []
 
 
 def _requeued(store: RunStore, rec: RunRecord, job: Any) -> None:

@@ -30,6 +30,7 @@ from mdtui.system.processes import (
     package_versions,
     user_name,
 )
+from mdtui.system.slurm import FINISHED_STATES as SLURM_FINISHED_STATES
 
 if TYPE_CHECKING:
     from mdtui.registry.plan import Experiment
@@ -85,6 +86,18 @@ class RunRecord:
     @property
     def live(self) -> bool:
         return self.status in LIVE
+
+    @property
+    def slurm_line(self) -> str | None:
+        """ "Slurm job N: <what Slurm said at the last poll>" for a Slurm run, else None. A finished
+        run whose last word from Slurm was a live state ("RUNNING on n3": true until the run ended,
+        and the index keeps no later poll of it) shows the job alone."""
+        if not self.job_id:
+            return None
+        state = self.job_state or "-"
+        if self.status in FINISHED and state.split(" ", 1)[0] not in SLURM_FINISHED_STATES:
+            return f"Slurm job {self.job_id}"
+        return f"Slurm job {self.job_id}: {state}"
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -335,12 +348,18 @@ class RunStore:
         experiment: str | None = None,
         statuses: Iterable[str] | None = None,
         limit: int | None = None,
+        run_ids: Iterable[str] | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first (``statuses``: only those; empty or None: every status)."""
+        """Runs, newest first (``statuses``: only those; empty or None: every status; ``run_ids``:
+        only those)."""
         where, args = [], []
         if experiment is not None:
             where.append("experiment=?")
             args.append(experiment)
+        if run_ids is not None:
+            ids = list(run_ids)
+            where.append(f"run_id IN ({', '.join('?' for _ in ids)})" if ids else "0")
+            args.extend(ids)
         wanted = [str(s) for s in statuses or ()]
         if wanted:
             where.append(f"status IN ({', '.join('?' for _ in wanted)})")

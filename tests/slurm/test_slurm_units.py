@@ -295,3 +295,26 @@ def test_reconcile_asks_slurm_once_and_never_reads_node_pids(tiny_plan, store, m
     assert store.get(running.run_id).job_state == "RUNNING on n2, 0:00"
     # the local ledger: a Slurm run holds nothing of this machine's devices
     assert all(r.run_id != running.run_id for r in ledger.reservations(store))
+
+
+def test_a_run_that_ended_before_its_job_shows_slurm_s_final_word(tiny_plan, store, monkeypatch) -> None:
+    """The supervisor ends the run while its job is still RUNNING: the index must not go on saying
+    "RUNNING on n1" for a finished run. The job alone is shown until a poll reads Slurm's end state."""
+    import time
+
+    from mdtui.execution import slurm
+    from mdtui.execution.reconcile import reconcile
+
+    jobs = {"21": Job("RUNNING", node="n1", elapsed_s=30)}
+    monkeypatch.setattr(slurm.slurm_cli, "job_states", lambda ids: {i: jobs[i] for i in ids if i in jobs})
+    rec = _slurm_run(store, tiny_plan, "21", status="running")
+    store.update(rec.run_id, job_state="RUNNING on n1, 0:30")
+    assert store.get(rec.run_id).slurm_line == "Slurm job 21: RUNNING on n1, 0:30"
+    store.update(rec.run_id, status="completed", ended_t=time.time())
+    assert store.get(rec.run_id).slurm_line == "Slurm job 21"  # a live state is not shown for an ended run
+    reconcile(store)  # the job is still running a moment longer: nothing new to say
+    assert store.get(rec.run_id).slurm_line == "Slurm job 21"
+    jobs["21"] = Job("COMPLETED", node="n1", elapsed_s=90)
+    reconcile(store)
+    assert store.get(rec.run_id).status == "completed"
+    assert store.get(rec.run_id).slurm_line == "Slurm job 21: COMPLETED on n1, 0:01"

@@ -89,7 +89,7 @@ def summary_text(state: RunState, record: Any, reason: str | None = None, now: f
     if reason:
         lines.append(f"waiting: {esc(reason)}")
     if getattr(record, "job_id", None):  # a Slurm run: state, reason, node, elapsed of the limit
-        lines.append(f"Slurm job {esc(str(record.job_id))}: {esc(record.job_state or '-')}")
+        lines.append(esc(record.slurm_line))
     if state.total_epochs:
         live = record.status in LIVE
         eta = f"   ETA {fmt_secs(state.eta_seconds(now or time.time())) or '-'}" if live else ""
