@@ -20,7 +20,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from mdtui.execution import slurm
+from mdtui.execution import slurm_status
 from mdtui.execution.ending import (
     STOP_REQUEST,
     EngineEnd,
@@ -67,7 +67,7 @@ def reconcile(store: RunStore) -> list[RunRecord]:
         new = reconcile_run(store, rec, now)
         if new is not None and (new.status, new.error) != (rec.status, rec.error):
             changed.append(new)
-    changed += slurm.poll_jobs(store, now=now)
+    changed += slurm_status.poll_jobs(store, now=now)
     return changed
 
 

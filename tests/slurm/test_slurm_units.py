@@ -11,7 +11,8 @@ import pytest
 
 from mdtui.execution import slurm_job
 from mdtui.execution.ending import Ending, EngineEnd
-from mdtui.execution.slurm import JobSpec, describe, job_ending, job_script
+from mdtui.execution.slurm import JobSpec, job_script
+from mdtui.execution.slurm_status import describe, job_ending
 from mdtui.registry.slurm_options import SlurmOptions, time_seconds
 from mdtui.runs.status import RunStatus
 from tests.conftest import TINY_TOML
@@ -265,7 +266,8 @@ def _slurm_run(store, plan, job_id: str, status: str = "queued"):
 
 
 def test_reconcile_asks_slurm_once_and_never_reads_node_pids(tiny_plan, store, monkeypatch) -> None:
-    from mdtui.execution import ledger, slurm
+    from mdtui.execution import ledger
+    from mdtui.execution import slurm_status as slurm
     from mdtui.execution.reconcile import reconcile
 
     calls: list[list[str]] = []
@@ -302,7 +304,7 @@ def test_a_run_that_ended_before_its_job_shows_slurm_s_final_word(tiny_plan, sto
     "RUNNING on n1" for a finished run. The job alone is shown until a poll reads Slurm's end state."""
     import time
 
-    from mdtui.execution import slurm
+    from mdtui.execution import slurm_status as slurm
     from mdtui.execution.reconcile import reconcile
 
     jobs = {"21": Job("RUNNING", node="n1", elapsed_s=30)}

@@ -1,0 +1,263 @@
+"""What Slurm says of mdtui's jobs, and polling it into the index.
+
+``poll_jobs`` asks Slurm about every live Slurm run in ONE query and maps what it says: PENDING ->
+``queued`` (``blocked`` when an upstream failed: DependencyNeverSatisfied), RUNNING -> ``starting``
+until the supervisor records itself. When the supervisor wrote ``exit.json`` that is the truth (as
+locally); Slurm's end state decides only when it could not (``job_ending``), and a job Slurm no longer
+knows without an exit record is ``lost``. ``reconcile`` calls ``poll_jobs``; the launcher that submits
+the jobs is ``mdtui.execution.slurm``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mdtui.execution import slurm_job
+from mdtui.execution.ending import STOP_REQUEST, Ending, EngineEnd, decide, engine_end_from_events, settle
+from mdtui.runs.rundir import exit_fields, read_run_state
+from mdtui.runs.status import FINISHED, LIVE, RunStatus
+from mdtui.system import slurm as slurm_cli
+from mdtui.system.fs import read_json
+
+if TYPE_CHECKING:
+    from mdtui.runs.store import RunRecord, RunStore
+
+# statuses a Slurm run has while its job may still be in Slurm's hands
+POLLED = (*LIVE, RunStatus.QUEUED, RunStatus.BLOCKED)
+# ended runs whose job Slurm may run again (a requeue, a preemption, a failed node end the attempt)
+REQUEUABLE = (RunStatus.FAILED, RunStatus.LOST)
+LIVE_JOB_STATES = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "CONFIGURING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SUSPENDED",
+        "STOPPED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "RESV_DEL_HOLD",
+    }
+)
+NEVER_SATISFIED = "DependencyNeverSatisfied"
+# how long (and how many) ended Slurm runs are watched for a requeue of their job
+REQUEUE_WATCH_SECONDS = 3600.0
+REQUEUE_WATCH_RUNS = 200
+
+
+# --------------------------------------------------------------------------- what Slurm says
+
+
+def describe(job: Any) -> str:
+    """One line for the TUI / status: "PENDING (Priority)", "RUNNING on n3, 0:12 of 2:00"."""
+    state = job.state
+    if state == "PENDING":
+        return f"PENDING ({job.reason})" if job.reason and job.reason != "None" else "PENDING"
+    text = state + (f" on {job.node}" if getattr(job, "node", None) else "")
+    elapsed, limit = getattr(job, "elapsed_s", None), getattr(job, "limit_s", None)
+    if elapsed is not None:
+        text += f", {_clock(elapsed)}" + (f" of {_clock(limit)}" if limit else "")
+    return text
+
+
+def _clock(seconds: float) -> str:
+    """[D-]H:MM: minutes, so that a running job's line (stored in the index) changes once a minute,
+    not at every poll of every job."""
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    text = f"{s // 3600}:{s % 3600 // 60:02d}"
+    return f"{days}-{text}" if days else text
+
+
+def job_ending(job: Any | None, end: EngineEnd, *, started: bool, job_id: str) -> Ending:
+    """How a Slurm run ended when its supervisor could not write exit.json: from the engine's own
+    events (as for a local supervisor that vanished) and Slurm's end state, named in the reason.
+
+    ``job``: Slurm's record of the job (None: Slurm no longer knows it); ``started``: the supervisor
+    ever ran (it records its pid), else the job ended while pending."""
+    state = job.state if job is not None else None
+    slurm_reason = (
+        f"{state} ({job.reason})" if job is not None and job.reason not in (None, "", "None") else state
+    )
+    base = decide(end)
+    if not started:
+        if end.stop_requested:
+            return Ending(RunStatus.CANCELLED, "cancelled before it started")
+        if state == "CANCELLED":
+            return Ending(RunStatus.FAILED, "the job was cancelled outside mdtui before it started (scancel)")
+        if job is None:
+            return Ending(RunStatus.LOST, f"Slurm no longer knows job {job_id} and the run never started")
+        return Ending(
+            RunStatus.FAILED,
+            f"the job ended {slurm_reason} before the run started; see {job_id}'s slurm-*.err",
+        )
+    if base.status == RunStatus.COMPLETED:
+        return base
+    if job is None:
+        return Ending(RunStatus.LOST, f"Slurm no longer knows job {job_id} and the run left no exit record")
+    why = {
+        "CANCELLED": (
+            (RunStatus.STOPPED, "cancelled by mdtui (scancel)")
+            if end.stop_requested
+            else (RunStatus.FAILED, "cancelled outside mdtui (scancel by a user or an admin)")
+        ),
+        # mdtui's kill (scancel --signal=KILL) ends the batch shell by SIGKILL: Slurm says FAILED
+        "FAILED": (RunStatus.STOPPED, "killed by mdtui (scancel --signal=KILL)")
+        if end.stop_requested
+        else None,
+        "TIMEOUT": (
+            RunStatus.STOPPED,
+            "time limit: Slurm ended the job (TIMEOUT) before the supervisor could",
+        ),
+        "NODE_FAIL": (
+            RunStatus.LOST,
+            f"its node {getattr(job, 'node', '') or ''} failed (NODE_FAIL)".replace("node  ", "node "),
+        ),
+        "PREEMPTED": (RunStatus.LOST, "preempted by Slurm (PREEMPTED)"),
+        "OUT_OF_MEMORY": (RunStatus.FAILED, "out of memory: the job went over its mem limit (OUT_OF_MEMORY)"),
+        "BOOT_FAIL": (RunStatus.LOST, "its node failed to boot (BOOT_FAIL)"),
+        "DEADLINE": (RunStatus.STOPPED, "its deadline passed (DEADLINE)"),
+    }.get(state or "")
+    status, reason = (
+        why
+        if why is not None
+        else (
+            RunStatus.LOST if base.status == RunStatus.LOST else RunStatus.FAILED,
+            f"the job ended {slurm_reason} (exit code {getattr(job, 'exit_code', None)}) without the supervisor's exit record",
+        )
+    )
+    detail = f"; {base.error}" if base.error and status != RunStatus.STOPPED else ""
+    return Ending(status, reason + detail)
+
+
+# --------------------------------------------------------------------------- polling
+
+
+def poll_jobs(
+    store: RunStore, records: list[RunRecord] | None = None, now: float | None = None
+) -> list[RunRecord]:
+    """One Slurm query for every live Slurm run; returns the records whose status or reason changed.
+
+    A run whose supervisor wrote exit.json is left to ``reconcile``'s convergence (the same path as
+    a local run); nothing changes when Slurm cannot be asked."""
+    now = time.time() if now is None else now
+    runs = records if records is not None else slurm_runs(store)
+    runs = [r for r in runs if r.job_id and exit_fields(Path(r.run_dir)) is None]
+    ended = [] if records is not None else recently_ended(store, now)
+    if not runs and not ended:
+        return []
+    try:
+        jobs = slurm_cli.job_states([str(r.job_id) for r in runs + ended])
+    except slurm_cli.SlurmError:
+        return []
+    changed = []
+    for rec in ended:
+        job = jobs.get(str(rec.job_id))
+        if job is None:
+            continue
+        if job.state in ("PENDING", "REQUEUED") and rec.status in REQUEUABLE:  # Slurm runs it again
+            _requeued(store, rec, job)
+            changed.append(store.get(rec.run_id) or rec)
+        elif job.state not in LIVE_JOB_STATES and describe(job) != rec.job_state:
+            # the run ended before its job did: what Slurm says now replaces "RUNNING on n3"
+            store.update(rec.run_id, run_json=False, job_state=describe(job))
+    for rec in runs:
+        new = _apply(store, rec, jobs.get(str(rec.job_id)), now)
+        if new is not None and (new.status, new.error) != (rec.status, rec.error):
+            changed.append(new)
+    return changed
+
+
+def slurm_runs(store: RunStore) -> list[RunRecord]:
+    """Live (and pending) Slurm runs; a local queue of thousands costs one narrow query."""
+    return _with_jobs(store, POLLED, lambda job_id, ended_t: True)
+
+
+def recently_ended(store: RunStore, now: float) -> list[RunRecord]:
+    """Slurm runs that ended lately. Slurm may undo the end of a failed or lost one (a requeue, a
+    preemption or a failed node ends the attempt and puts the job back in Slurm's queue), and the
+    job of any of them may outlive the run by a moment: its final state is read in the same query."""
+    return _with_jobs(
+        store, FINISHED, lambda job_id, ended_t: bool(ended_t) and now - ended_t < REQUEUE_WATCH_SECONDS
+    )[:REQUEUE_WATCH_RUNS]
+
+
+def _with_jobs(store: RunStore, statuses: Any, keep: Any) -> list[RunRecord]:
+    """The Slurm runs among those in ``statuses`` that ``keep(job_id, ended_t)`` (one narrow query,
+    then records of those runs only)."""
+    rows = store.index_rows(["run_id", "job_id", "ended_t"], statuses=[str(s) for s in statuses])
+    wanted = [run_id for run_id, job_id, ended_t in rows if job_id and keep(job_id, ended_t)]
+    return store.list_runs(run_ids=wanted) if wanted else []
+
+
+def _requeued(store: RunStore, rec: RunRecord, job: Any) -> None:
+    """The job of an ended run is pending again: it will resume in its directory (slurm_job)."""
+    store.update(
+        rec.run_id,
+        status=RunStatus.QUEUED.value,
+        job_state=describe(job),
+        error=f"requeued by Slurm after: {rec.error}" if rec.error else "requeued by Slurm",
+        ended_t=None,
+    )
+
+
+def _apply(store: RunStore, rec: RunRecord, job: Any | None, now: float) -> RunRecord | None:
+    """Bring one Slurm run's record in line with its job."""
+    if job is not None and job.state in LIVE_JOB_STATES:
+        return _live(store, rec, job)
+    run_dir = Path(rec.run_dir)
+    if exit_fields(run_dir) is not None:  # the supervisor finished between the two looks
+        return None
+    state = read_run_state(run_dir)
+    # a stop request the supervisor wrote for Slurm's own SIGTERM (a scancel, a time limit) is not
+    # mdtui asking
+    request = read_json(run_dir / STOP_REQUEST)
+    asked = isinstance(request, dict) and request.get("by") not in (
+        slurm_job.BY_SLURM,
+        slurm_job.BY_TIME_LIMIT,
+    )
+    end = engine_end_from_events(state, stop_requested=asked, supervisor_vanished=True)
+    started = rec.supervisor_pid is not None or rec.status == RunStatus.RUNNING
+    ending = job_ending(job, end, started=started, job_id=str(rec.job_id))
+    store.update(
+        rec.run_id, run_json=False, job_state=describe(job) if job is not None else "gone from Slurm"
+    )
+    return settle(
+        store, rec, ending, end, state, note=f"decided from Slurm's record of job {rec.job_id}", now=now
+    )
+
+
+def _live(store: RunStore, rec: RunRecord, job: Any) -> RunRecord | None:
+    text = describe(job)
+    fields: dict[str, Any] = {"job_state": text}
+    if job.state == "PENDING" and job.reason == NEVER_SATISFIED:
+        if rec.status == RunStatus.QUEUED:
+            store.transition(
+                rec.run_id,
+                [RunStatus.QUEUED.value],
+                status=RunStatus.BLOCKED.value,
+                error=f"an upstream job failed: Slurm holds job {rec.job_id} ({NEVER_SATISFIED}); "
+                "cancel it (`mdtui stop`) and queue it again once the upstream completes",
+            )
+    elif job.state == "PENDING" and rec.status == RunStatus.BLOCKED:
+        store.transition(rec.run_id, [RunStatus.BLOCKED.value], status=RunStatus.QUEUED.value, error=None)
+    elif job.state == "RUNNING" and rec.status in (RunStatus.QUEUED, RunStatus.BLOCKED):
+        # the supervisor records "running" itself once the engine starts
+        store.transition(
+            rec.run_id,
+            [RunStatus.QUEUED.value, RunStatus.BLOCKED.value],
+            status=RunStatus.STARTING.value,
+            started_t=time.time(),
+            error=None,
+        )
+    if text != rec.job_state:
+        store.update(rec.run_id, run_json=False, **fields)
+    elif rec.status == RunStatus.RUNNING or (job.state == "PENDING" and rec.status == RunStatus.QUEUED):
+        return rec  # nothing changed: no second read of the index
+    return store.get(rec.run_id)
