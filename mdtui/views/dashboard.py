@@ -7,12 +7,16 @@ returns; tests call it directly. Live numbers come from the runs' event streams 
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (pyproject's oldest): the same parser as the `tomli` package
+    import tomli as tomllib
 
 from engine.schema.events import RunState
 from mdtui.execution import ranks
