@@ -244,11 +244,11 @@ def test_inside_a_job_the_granted_gpus_are_kept() -> None:
     assert not slurm_job.active({"SLURM_JOB_ID": "5"})  # an salloc shell running mdtui locally
 
 
-def test_the_readme_slurm_example_is_a_valid_experiments_file(tmp_path: Path) -> None:
+def test_the_slurm_docs_example_is_a_valid_experiments_file(tmp_path: Path) -> None:
     from mdtui.registry.plan import load_plan
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## On a Slurm cluster", 1)[1]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "slurm.md").read_text(encoding="utf-8")
+    section = page.split("## On a Slurm cluster", 1)[1]
     toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "experiments.toml").write_text(toml, encoding="utf-8")
     plan = load_plan(tmp_path / "experiments.toml")
