@@ -68,3 +68,43 @@ def test_the_ui_thread_may_follow_while_the_refresh_worker_polls(tmp_path: Path)
     finally:
         thread.join()
     assert errors == []
+
+
+def _append(run_dir: Path, *events: dict) -> None:
+    with (run_dir / "events.jsonl").open("a") as f:
+        f.write("".join(encode(e) + "\n" for e in events))
+
+
+def test_a_finished_run_that_is_resumed_is_followed_again(tmp_path: Path) -> None:
+    """A lost run drained at 2/4 and then resumed (CLI, scheduler or a Slurm requeue: the new attempt
+    appends a run_started to the same file) must show the resume, not stay frozen at 2/4."""
+    run_dir = _run_dir(tmp_path, "r1", 2)
+    monitor = RunMonitor()
+    monitor.follow("r1", run_dir)
+    monitor.poll(finished=["r1"])  # the index says lost: drained
+    assert monitor.state("r1").epochs_done == 2
+    assert monitor.poll(finished=["r1"]) == set()  # nothing new: not read again
+    _append(
+        run_dir,
+        make_event("run_started", "r1", total_epochs=4, steps_per_epoch=1),
+        *(make_event("epoch", "r1", epoch=e, train={"loss": 0.5}, eval={"acc1": 30.0}) for e in (2, 3)),
+        make_event("run_finished", "r1", status="completed", summary={}),
+    )
+    assert monitor.poll() == {"r1"}  # the index says running again, or not yet: either way it is read
+    state = monitor.state("r1")
+    assert (state.epochs_done, state.total_epochs, state.status) == (4, 4, "completed")
+
+
+def test_a_rewritten_events_file_is_read_from_its_start(tmp_path: Path) -> None:
+    """A restart that replaces events.jsonl (a new file under the same name) is a new stream."""
+    run_dir = _run_dir(tmp_path, "r1", 3)
+    monitor = RunMonitor()
+    monitor.follow("r1", run_dir)
+    monitor.poll(finished=["r1"])
+    assert monitor.state("r1").epochs_done == 3
+    fresh = run_dir / "events.new"
+    fresh.write_text(encode(make_event("run_started", "r1", total_epochs=5, steps_per_epoch=1)) + "\n")
+    fresh.replace(run_dir / "events.jsonl")
+    assert monitor.poll(finished=["r1"]) == {"r1"}
+    state = monitor.state("r1")
+    assert (state.epochs_done, state.total_epochs) == (0, 5)
