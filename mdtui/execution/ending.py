@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.schema.events import RunState
+from mdtui.execution.notify import notify_ended
 from mdtui.results.log import record_finished
 from mdtui.runs.rundir import EVENTS_FILE, EXIT_FILE, metrics_from_state
 from mdtui.runs.status import RunStatus
@@ -148,6 +149,7 @@ def settle(
         store.update_run_json(run_dir, fields)
         record_results(store, final)
         if ending.final:
+            notify_ended(final)  # the user's notify command, once per ending (it claims it in run.json)
             atomic_write_json(run_dir / EXIT_FILE, exit_record(final, ending, end, state, note))
     store.update(rec.run_id, run_json=False, **fields)
     return store.get(rec.run_id) or final
