@@ -434,6 +434,8 @@ class PlanBuilder:
             slurm=check_slurm_table(manager.get("slurm", {}), "slurm")[0],  # values as sbatch takes them
             written=engine,
             paper=dict(manager.get("paper", {})),
+            notify=tuple(manager.get("notify", settings.notify)),
+            notify_on=manager.get("notify_on", settings.notify_on),
         )
 
     # ------------------------------------------------------------------ references between experiments

@@ -34,3 +34,18 @@ def check_table(
             continue
         values[key] = value
     return values, problems
+
+
+# `notify`: in [settings] and per experiment (mdtui.execution.notify runs it)
+NOTIFY_ON = ("end", "failure")
+NOTIFY_EXPECTED = 'a command as a list of strings, e.g. ["notify-send", "mdtui"] or ["sh", "-c", "..."]'
+
+
+def notify_command_problem(value: Any) -> str | None:
+    """What is wrong with a ``notify`` command (a list of strings, a non-empty program), or None.
+    An empty list is valid: an experiment's ``notify = []`` turns the setting's command off."""
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        return f"expected {NOTIFY_EXPECTED}, got {value!r}"
+    if value and not value[0].strip():
+        return f"the command's program (its first item) is empty: {value!r}"
+    return None

@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.schema import config as engine_cfg
 from engine.schema.catalog import NAMED_BLOCKS, expand_bare_names
+from mdtui.registry.checks import NOTIFY_ON, notify_command_problem
 from mdtui.registry.slurm_options import check_slurm_table
 
 MANAGER_KEYS = (
@@ -30,6 +31,8 @@ MANAGER_KEYS = (
     "paper",
     "nodes",
     "slurm",
+    "notify",
+    "notify_on",
 )
 # the others only make sense per experiment
 DEFAULTS_MANAGER_KEYS = ("tags", "seeds", "seed", "gpus", "nodes", "slurm")
@@ -179,6 +182,10 @@ def check_manager_value(key: str, value: Any) -> str | None:
             return "; ".join(f"{k}: {m}" for k, m in problems)
     if key == "paper":
         return check_paper(value)
+    if key == "notify":
+        return notify_command_problem(value)
+    if key == "notify_on" and value not in NOTIFY_ON:
+        return f'expected "end" (every ending) or "failure" (failed and lost runs only), got {value!r}'
     if key == "sweep" and (not isinstance(value, dict) or not value):
         return 'expected a table of dotted key -> list of values, e.g. { "loss.threshold" = [0.5, 0.4] }'
     return None

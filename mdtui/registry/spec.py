@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.schema.config import DATA_ROOT_ENV, resolve_data_root
-from mdtui.registry.checks import check_table
+from mdtui.registry.checks import NOTIFY_EXPECTED, NOTIFY_ON, check_table, notify_command_problem
 from mdtui.registry.slurm_options import LAUNCHERS, SlurmOptions, check_slurm_table
 
 __all__ = [
@@ -77,6 +77,8 @@ class Settings:
     stop_grace_seconds: float = 30.0
     launcher: str = "local"  # "local" | "slurm": where runs execute (--launcher overrides)
     slurm: SlurmOptions = SlurmOptions()  # [settings.slurm]
+    notify: tuple[str, ...] = ()  # a command run when a run ends (mdtui.execution.notify)
+    notify_on: str = "end"  # "end" | "failure"
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class Experiment:
     nodes: int = 1  # Slurm nodes a run spans (srun + torchrun rendezvous when > 1)
     slurm: dict[str, Any] = field(default_factory=dict)  # its `slurm = {...}`, over [settings.slurm]
     paper: dict[str, Any] = field(default_factory=dict)  # the paper's figures: {"acc1": 82.5, "source": ...}
+    notify: tuple[str, ...] = ()  # its own `notify`, else [settings] notify; () = none
+    notify_on: str = "end"
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,8 @@ _SETTINGS: dict[str, tuple[Any, str]] = {
     ),
     "launcher": (lambda v: v if v in LAUNCHERS else None, '"local" or "slurm"'),
     "slurm": (lambda v: v, "a table of Slurm options"),  # checked key by key below
+    "notify": (lambda v: tuple(v) if notify_command_problem(v) is None else None, NOTIFY_EXPECTED),
+    "notify_on": (lambda v: v if v in NOTIFY_ON else None, '"end" (every ending) or "failure"'),
 }
 
 

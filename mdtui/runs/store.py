@@ -330,6 +330,8 @@ class RunStore:
             "packages": package_versions(),
             "experiments_dir": str(self.project_dir),
             "experiments_file": str(self.experiments_file) if self.experiments_file else None,
+            # what settling this run will run (mdtui.execution.notify), fixed when it is created
+            "notify": {"command": list(exp.notify), "on": exp.notify_on} if exp.notify else None,
         }
 
     # ----------------------------------------------------------------- reading
