@@ -1,4 +1,11 @@
-"""A name -> builder registry (models, losses, datasets, samplers), in the timm style."""
+"""A name -> builder registry (models, losses, datasets, samplers), in the timm style.
+
+A registration may carry *traits*: facts about the implementation that other parts of the engine
+ask by name (``@LOSSES.register("ldam", normed_head=True)``), so they are declared once, next to
+the code, instead of in a list elsewhere. The names and parameters a registry must provide are
+declared in ``engine/schema/catalog.py``; tests/engine/test_registry_catalog.py checks that the two
+agree (docs/extending.md).
+"""
 
 from __future__ import annotations
 
@@ -15,15 +22,21 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._traits: dict[str, dict[str, object]] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, **traits: object) -> Callable[[T], T]:
         def decorator(fn: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = fn
+            self._traits[name] = dict(traits)
             return fn
 
         return decorator
+
+    def trait(self, name: str, key: str, default: object = None) -> object:
+        """The trait ``key`` that ``name`` was registered with, else ``default`` (unknown names too)."""
+        return self._traits.get(name, {}).get(key, default)
 
     def get(self, name: str) -> T:
         try:

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from engine.registry import Registry
 from engine.schema.config import SamplerConfig, require_block_in_range
 
 
@@ -35,8 +36,15 @@ class Sampler:
         raise NotImplementedError
 
 
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler")  # names == engine.schema.catalog.SAMPLER_PARAMS
+
+
+@SAMPLERS.register("random")
 class RandomSampler(Sampler):
     name = "random"
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, cfg: SamplerConfig | None = None) -> None:
+        super().__init__(labels, num_classes)
 
     def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
         return torch.randperm(len(self.labels), generator=generator)
@@ -63,6 +71,7 @@ def _epoch_length(sampler: Sampler, mode: str) -> int:
     return max(int(p.shape[0]) for p in sampler.pools) * sum(1 for p in sampler.pools if len(p))
 
 
+@SAMPLERS.register("class_aware")
 class ClassAwareSampler(Sampler):
     """Spec section 4.1: a random cycle over classes; per class drawn, ``num_samples_cls``
     consecutive items of that class's own random cycle.
@@ -96,6 +105,7 @@ class ClassAwareSampler(Sampler):
         return out.flatten()[: self.length]
 
 
+@SAMPLERS.register("balanced_iid")
 class BalancedIidSampler(Sampler):
     """Each draw picks a class uniformly at random, then that class's next item (spec section 4.1)."""
 
@@ -120,10 +130,8 @@ class BalancedIidSampler(Sampler):
 
 def build_sampler(cfg: SamplerConfig, labels: torch.Tensor, num_classes: int) -> Sampler:
     require_block_in_range(cfg, "sampler")
-    if cfg.name == "random":
-        return RandomSampler(labels, num_classes)
-    if cfg.name == "class_aware":
-        return ClassAwareSampler(labels, num_classes, cfg)
-    if cfg.name == "balanced_iid":
-        return BalancedIidSampler(labels, num_classes, cfg)
-    raise ValueError(f'unknown sampler "{cfg.name}" (random, class_aware, balanced_iid)')
+    try:
+        sampler_class = SAMPLERS.get(cfg.name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    return sampler_class(labels, num_classes, cfg)

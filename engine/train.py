@@ -90,14 +90,14 @@ def build_plugins(cfg: EngineConfig) -> list[TrainPlugin]:
 
 
 def build_network(cfg: EngineConfig, data: DataBundle) -> nn.Module:
+    from engine.losses import needs_normed_head
     from engine.models import build_model
 
-    normed_head = cfg.loss.name == "ldam"  # LDAM is defined on cosine logits (spec section 3)
     return build_model(
         cfg.model,
         cfg.model.in_channels or data.in_channels,
         cfg.model.num_classes or data.num_classes,
-        normed_head=normed_head,
+        normed_head=needs_normed_head(cfg.loss),  # e.g. LDAM, defined on cosine logits
         image_size=data.image_size,
     )
 

@@ -27,12 +27,11 @@ from engine.schema.config import LossConfig
 
 __all__ = ["LOSSES", "LossBuildError", "build_loss", "needs_normed_head"]
 
-# Losses defined on cosine logits: the model's head must be a NormedLinear (build_model(normed_head=True)).
-NORMED_HEAD_LOSSES = frozenset({"ldam"})
-
 
 def needs_normed_head(cfg: LossConfig) -> bool:
-    return cfg.name in NORMED_HEAD_LOSSES
+    """Whether the loss is defined on cosine logits, so the model's head must be a NormedLinear
+    (``build_model(normed_head=True)``): the loss registers itself with ``normed_head=True``."""
+    return bool(LOSSES.trait(cfg.name, "normed_head", False))
 
 
 def build_loss(cfg: LossConfig, train_counts: Sequence[int], num_classes: int, epochs: int) -> nn.Module:

@@ -64,6 +64,6 @@ class LDAMLoss(nn.Module):
         return weighted.sum() / total_weight * (total / max(labels.numel(), 1))
 
 
-@LOSSES.register("ldam")
+@LOSSES.register("ldam", normed_head=True)  # defined on cosine logits
 def build_ldam(cfg: LossConfig, counts: torch.Tensor, num_classes: int, epochs: int) -> nn.Module:
     return LDAMLoss(counts, cfg.max_m, cfg.s, cfg.drw_epoch, cfg.drw_beta)
