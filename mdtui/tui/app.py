@@ -29,7 +29,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from mdtui.runs.status import LIVE, WAITING
+from mdtui.runs.status import INCOMPLETE, LIVE, WAITING, RunStatus
 from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
 from mdtui.tui import messages as msg
 from mdtui.tui.palette import ExperimentCommands
@@ -46,6 +46,7 @@ REFRESH_SECONDS = 0.4
 DEVICE_REFRESH_SECONDS = 2.0
 SHORT = 4.0  # seconds a routine notification stays (it covers the GPU panel meanwhile)
 LONG = 10.0  # errors and failures: long enough to read a sentence
+ENDINGS = frozenset({RunStatus.COMPLETED, *INCOMPLETE})  # announced with a toast and the bell
 
 
 class MdtuiApp(App[str]):
@@ -115,7 +116,7 @@ class MdtuiApp(App[str]):
     def _apply(self, snapshot: Snapshot) -> None:
         previous, self.snapshot = self.snapshot, snapshot
         if self._applied:
-            self._announce_failures(previous, snapshot)
+            self._announce_endings(previous, snapshot)
         self._applied = True
         with self.batch_update():
             for screen in self.screen_stack:
@@ -124,13 +125,28 @@ class MdtuiApp(App[str]):
             if isinstance(self.screen, (RunDetailScreen, CompareScreen)):
                 self.screen.refresh_view(snapshot)
 
-    def _announce_failures(self, previous: Snapshot, snapshot: Snapshot) -> None:
-        """A run that failed since the last look is news: say so with its one-line reason."""
+    def _announce_endings(self, previous: Snapshot, snapshot: Snapshot) -> None:
+        """A run that ended since the last look is news: a toast (a failure with its one-line reason)
+        and the terminal bell, so a run that ends while mdtui sits in another tmux window is heard."""
         before = {r.run_id: r.status for r in previous.runs}
+        ended = False
         for row in snapshot.runs:
-            if row.status == "failed" and before.get(row.run_id, "new") != "failed":
+            if row.status not in ENDINGS or before.get(row.run_id, "new") == row.status:
+                continue
+            ended = True
+            if row.status == "failed":
                 reason = one_line(row.error) or "see its log (l)"
                 self.say(f"{row.experiment} failed ({row.run_id}): {reason}", severity="error", timeout=LONG)
+            elif row.status == "completed":
+                best = f": best acc1 {row.best:.2f}%" if row.best is not None else ""
+                self.say(f"{row.experiment} completed ({row.run_id}){best}", timeout=LONG)
+            else:
+                reason = f": {one_line(row.error)}" if row.error else ""
+                self.say(
+                    f"{row.experiment} {row.status} ({row.run_id}){reason}", severity="warning", timeout=LONG
+                )
+        if ended:
+            self.bell()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A worker that raised (a locked database, a bug) is said, not swallowed; refresh errors once each."""
