@@ -1,4 +1,7 @@
-"""A real one-node Slurm for the `slurm` tests (tests/slurm/cluster.sh).
+"""A real two-node Slurm for the `slurm` tests (tests/slurm/cluster.sh up --nodes 2).
+
+Its default partition is node1 alone, so a test that does not ask for more runs as on one node;
+``SlurmCluster.multi_partition`` holds both nodes (a second slurmd in its own network namespace).
 
 `slurm_cluster` (session) uses the cluster CI brought up, or brings one up itself and takes it down at
 the end. It skips, with the reason, only where the daemons cannot start here: the Slurm/munge packages
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -48,7 +52,9 @@ def _cluster_sh(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
 @dataclass
 class SlurmCluster:
     conf: Path
-    node: str
+    node: str  # the default partition's node
+    nodes: tuple[str, ...] = ()  # every node
+    multi_partition: str | None = None  # the partition of every node (None: a one-node cluster)
     submitted: list[str] = field(default_factory=list)
     downed: bool = False  # a test set the node DOWN: its cleanup resumes it whatever sinfo says then
 
@@ -93,32 +99,41 @@ class SlurmCluster:
 
     # ------------------------------------------------------------------ the node
 
-    def node_state(self) -> str:
-        return slurm_cli.run(
-            ["sinfo", "--noheader", "--Node", f"--nodes={self.node}", "--Format=StateLong"]
-        ).strip()
+    def node_state(self, node: str | None = None) -> str:
+        out = slurm_cli.run(
+            ["sinfo", "--noheader", "--Node", f"--nodes={node or self.node}", "--Format=StateLong"]
+        )
+        return out.strip().splitlines()[0].strip() if out.strip() else ""
 
-    def node_down(self, reason: str = "test") -> None:
-        """Set the node DOWN: Slurm requeues its requeueable jobs and ends the others NODE_FAIL."""
+    def node_down(self, reason: str = "test", node: str | None = None) -> None:
+        """Set a node (the default one) DOWN: Slurm requeues its requeueable jobs and ends the
+        others NODE_FAIL."""
         self.downed = True
-        slurm_cli.run(["scontrol", "update", f"nodename={self.node}", "state=down", f"reason={reason}"])
+        slurm_cli.run(
+            ["scontrol", "update", f"nodename={node or self.node}", "state=down", f"reason={reason}"]
+        )
 
     def node_up(self) -> None:
         """Resume a node set down; returns once it takes jobs again. After this test's own
         ``node_down`` it resumes whatever sinfo shows at that moment: right after a DOWN, sinfo was
         seen to report a state without "down" (the node then stayed down for the next test)."""
         deadline = time.monotonic() + 30
-        while True:
-            state = self.node_state()
-            if self.downed or "down" in state or "drain" in state:
-                self.downed = False
-                with contextlib.suppress(slurm_cli.SlurmError):
-                    slurm_cli.run(["scontrol", "update", f"nodename={self.node}", "state=resume"])
-            elif state.startswith(("idle", "mixed", "allocated")):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"node {self.node} did not come back: {state}")
-            time.sleep(0.2)
+        downed, self.downed = self.downed, False
+        for node in self.nodes or (self.node,):
+            resumed = False
+            while True:
+                state = self.node_state(node)
+                if not resumed and (downed or "down" in state or "drain" in state):
+                    resumed = True
+                    with contextlib.suppress(slurm_cli.SlurmError):
+                        slurm_cli.run(["scontrol", "update", f"nodename={node}", "state=resume"])
+                elif state.startswith(("idle", "mixed", "allocated")):
+                    break
+                elif "down" in state or "drain" in state:
+                    resumed = False  # the resume came too early: ask again
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"node {node} did not come back: {state}")
+                time.sleep(0.2)
 
     def cleanup(self) -> None:
         """Cancel what this test submitted, wait until their resources are free, bring the node back."""
@@ -147,24 +162,40 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     if os.geteuid() != 0:
         pytest.skip("Slurm daemons cannot start here: tests/slurm/cluster.sh must run as root")
     was_up = _cluster_sh("status").returncode == 0
-    up = _cluster_sh("up")
+    up = _cluster_sh("up", "--nodes", "2")
     if up.returncode != 0:
-        pytest.fail(f"tests/slurm/cluster.sh up failed:\n{up.stdout}\n{up.stderr}")
-    conf = next(
-        line.split("=", 1)[1] for line in up.stdout.splitlines() if line.startswith("export SLURM_CONF=")
-    )
-    old_conf = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = conf  # every process a test starts (mdtui, the supervisor) finds the cluster
-    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
+        pytest.fail(f"tests/slurm/cluster.sh up --nodes 2 failed:\n{up.stdout}\n{up.stderr}")
+    env = _exports(up.stdout)
+    # every process a test starts (mdtui, the supervisor, the job) finds the cluster; GLOO_SOCKET_IFNAME
+    # names the link between the nodes
+    old = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    nodes = tuple(env.get("MDTUI_SLURM_NODES", "").split())
     try:
-        yield SlurmCluster(conf=Path(conf), node=node)
+        yield SlurmCluster(
+            conf=Path(env["SLURM_CONF"]),
+            node=nodes[0],
+            nodes=nodes,
+            multi_partition=env.get("MDTUI_SLURM_MULTI_PARTITION"),
+        )
     finally:
         if not was_up:
             _cluster_sh("down")
-        if old_conf is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = old_conf
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _exports(stdout: str) -> dict[str, str]:
+    """The ``export KEY=VALUE`` lines cluster.sh prints (values possibly single-quoted)."""
+    env = {}
+    for line in stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, value = line[len("export ") :].split("=", 1)
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
 
 
 @pytest.fixture
