@@ -44,7 +44,8 @@ def disagreements(kind: str, registry: Registry, catalogue: dict, table: str, im
 
 @pytest.mark.parametrize("kind", sorted(PAIRS))
 def test_every_registered_name_is_declared_in_the_catalogue_and_back(kind: str) -> None:
-    assert disagreements(kind, *PAIRS[kind]) == []
+    problems = disagreements(kind, *PAIRS[kind])
+    assert not problems, "\n".join(problems)
 
 
 def test_a_name_on_one_side_only_is_reported_with_the_place_to_edit() -> None:
