@@ -15,6 +15,8 @@ and resumes the node if the test set it down, so tests do not leak into each oth
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import shlex
 import shutil
@@ -37,6 +39,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if {"slurm_cluster", "slurm"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slurm)
             item.add_marker(pytest.mark.slow)
+            # Under pytest-xdist (`-n`, --dist loadgroup) every test of the one cluster runs on one
+            # worker, one after another: tests set a node DOWN, count jobs and free GPUs, and cancel
+            # what they submitted, which concurrent tests on the same cluster would see.
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 def _missing_tools() -> list[str]:
@@ -161,10 +167,13 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         )
     if os.geteuid() != 0:
         pytest.skip("Slurm daemons cannot start here: tests/slurm/cluster.sh must run as root")
-    was_up = _cluster_sh("status").returncode == 0
-    up = _cluster_sh("up", "--nodes", "2")
-    if up.returncode != 0:
-        pytest.fail(f"tests/slurm/cluster.sh up --nodes 2 failed:\n{up.stdout}\n{up.stderr}")
+    with _cluster_users() as users:
+        if not users["pids"]:  # the first session to use it: was it up before (CI), or ours to stop?
+            users["ours"] = _cluster_sh("status").returncode != 0
+        up = _cluster_sh("up", "--nodes", "2")
+        if up.returncode != 0:
+            pytest.fail(f"tests/slurm/cluster.sh up --nodes 2 failed:\n{up.stdout}\n{up.stderr}")
+        users["pids"].append(os.getpid())
     env = _exports(up.stdout)
     # every process a test starts (mdtui, the supervisor, the job) finds the cluster; GLOO_SOCKET_IFNAME
     # names the link between the nodes
@@ -179,13 +188,49 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             multi_partition=env.get("MDTUI_SLURM_MULTI_PARTITION"),
         )
     finally:
-        if not was_up:
-            _cluster_sh("down")
+        with _cluster_users() as users:
+            users["pids"] = [pid for pid in users["pids"] if pid != os.getpid()]
+            if not users["pids"] and users["ours"]:
+                _cluster_sh("down")
+                users["ours"] = False
         for key, value in old.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _cluster_users() -> Iterator[dict]:
+    """The pytest sessions using the cluster, read and written under an exclusive file lock.
+
+    Under pytest-xdist every worker is a session of its own, with its own `slurm_cluster`: the lock
+    keeps two workers from running cluster.sh at once, and the shared list lets the last session out
+    take down a cluster that the first one brought up (never one CI or a developer started). Entries
+    of sessions that died without their teardown are dropped.
+    """
+    base = os.environ.get("MDTUI_SLURM_DIR", "/tmp/mdtui-slurm")  # where cluster.sh keeps the cluster
+    Path(base).parent.mkdir(parents=True, exist_ok=True)
+    state = Path(f"{base}.sessions.json")
+    with open(f"{base}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        try:
+            users = json.loads(state.read_text())
+        except (FileNotFoundError, ValueError):
+            users = {"pids": [], "ours": False}
+        users["pids"] = [pid for pid in users["pids"] if _alive(pid)]
+        yield users
+        state.write_text(json.dumps(users))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _exports(stdout: str) -> dict[str, str]:
