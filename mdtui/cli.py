@@ -44,7 +44,7 @@ app = typer.Typer(
 )
 
 # Verb modules of other areas; a module that does not exist yet is skipped, any other import error shows.
-COMMAND_MODULES = ("run", "queue", "results", "doctor")
+COMMAND_MODULES = ("run", "queue", "results", "doctor", "clean", "export", "service")
 
 
 @app.callback(invoke_without_command=True)
@@ -236,7 +236,7 @@ def status_cmd(
     if not runs:
         console.print(f"no runs in {store.runs_dir} yet; start one with `mdtui run NAME`")
         return
-    print_run_table(runs)
+    print_run_table(runs, sizes=show_all)
 
 
 STATUS_COLUMNS = (
@@ -249,10 +249,14 @@ STATUS_COLUMNS = (
     Column("time", cut="none", justify="right", drop=4),
     Column("note", cut="end", min_width=12, drop=5),
 )
+SIZE_COLUMN = Column("size", cut="none", justify="right", drop=6)  # `status --all`: disk per run
 
 
-def print_run_table(runs: list[Any]) -> None:
-    """``mdtui status``'s table: fitted to a terminal (run ids keep their distinguishing end), whole when piped."""
+def print_run_table(runs: list[Any], *, sizes: bool = False) -> None:
+    """``mdtui status``'s table: fitted to a terminal (run ids keep their distinguishing end), whole when piped.
+    ``sizes``: a column with each run folder's size on disk (``mdtui gc`` frees checkpoints)."""
+    from mdtui.runs.disk import fmt_size, tree_size
+
     rows: list[list[Cell]] = []
     for r in runs:
         epochs = f"{r.epochs_done}/{r.total_epochs}" if r.total_epochs else str(r.epochs_done or "-")
@@ -269,9 +273,10 @@ def print_run_table(runs: list[Any]) -> None:
                 fmt_pct(r.best_acc1),
                 fmt_duration(_elapsed(r)),
                 " ".join((note or "").split()),  # one line per run
+                *([fmt_size(tree_size(r.run_dir))] if sizes else []),
             ]
         )
-    layout = print_table(console, STATUS_COLUMNS, rows)
+    layout = print_table(console, (*STATUS_COLUMNS, *([SIZE_COLUMN] if sizes else [])), rows)
     if layout is not None and layout.dropped:
         console.print(
             f"not shown at {console.width} columns: {', '.join(layout.dropped)} (`mdtui status --json` has all)",

@@ -561,6 +561,25 @@ class RunStore:
             data.update(fields)
             atomic_write_json(run_dir / "run.json", data)
 
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Take runs out of the index (``mdtui rm``: their folders are the caller's to delete);
+        returns how many rows went. Only runs that are not live or waiting: those have processes or
+        a queue entry that would find their row gone."""
+        wanted = list(run_ids)
+        if not wanted:
+            return 0
+        unfinished = [str(s) for s in RunStatus if s not in FINISHED]
+        conn = self.connect()
+        try:
+            cursor = conn.execute(
+                f"DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?)) "
+                f"AND status NOT IN ({', '.join('?' for _ in unfinished)})",
+                (json.dumps(wanted), *unfinished),
+            )
+            return cursor.rowcount
+        finally:
+            conn.close()
+
     def reindex(self) -> int:
         """Rebuild the index from every ``runs/*/*/run.json``; returns the number of runs indexed."""
         records: list[RunRecord] = []

@@ -136,6 +136,7 @@ def test_a_failing_or_hanging_command_is_one_line_in_stderr_log(tmp_path) -> Non
 
 
 # --------------------------------------------------------------------------- real processes
+# (the slow marker on each: they start real supervisors and engines)
 
 
 def _finish(store: RunStore, plan, name: str = "tiny", env: dict[str, str] | None = None):
@@ -145,6 +146,7 @@ def _finish(store: RunStore, plan, name: str = "tiny", env: dict[str, str] | Non
     return store.get(rec.run_id)
 
 
+@pytest.mark.slow
 def test_a_finished_run_runs_the_command_once_with_its_facts(tmp_path, fake_engine) -> None:
     out = tmp_path / "told.jsonl"
     plan = load_plan(project(tmp_path, settings=f"notify = {writer_command(out)}"))
@@ -174,6 +176,7 @@ def test_a_finished_run_runs_the_command_once_with_its_facts(tmp_path, fake_engi
     assert len(lines(out)) == 1
 
 
+@pytest.mark.slow
 def test_failure_only_skips_a_completed_run_and_tells_a_failed_one(tmp_path, fake_engine) -> None:
     out = tmp_path / "told.jsonl"
     plan = load_plan(project(tmp_path, settings=f'notify = {writer_command(out)}\nnotify_on = "failure"'))
@@ -187,6 +190,7 @@ def test_failure_only_skips_a_completed_run_and_tells_a_failed_one(tmp_path, fak
     assert ok.status == "completed" and bad.status == "failed"
 
 
+@pytest.mark.slow
 def test_a_broken_command_never_changes_the_run(tmp_path, fake_engine) -> None:
     plan = load_plan(
         project(tmp_path, settings=f'notify = ["{sys.executable}", "-c", "raise SystemExit(7)"]')
