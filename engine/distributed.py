@@ -31,6 +31,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # this node's processes (distributed.processes counts per node)
 
     @property
     def enabled(self) -> bool:
@@ -50,9 +51,10 @@ def detect() -> World:
         size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
     except ValueError:
         return World()
-    return World(rank, size, local) if size > 1 else World()
+    return World(rank, size, local, local_size) if size > 1 else World()
 
 
 def world() -> World:

@@ -142,9 +142,11 @@ class Trainer:
         if self.world.enabled and self.runtime.device.type == "cuda":
             self.runtime.device = torch.device("cuda", self.world.local_rank)
         wanted = cfg.distributed.processes
-        if wanted > 0 and wanted != self.world.size:  # `python -m engine RUN_DIR` by hand, say
+        # processes are per node: a 2-node x 1 run is right with 2 ranks in all
+        if wanted > 0 and wanted != self.world.local_size:  # `python -m engine RUN_DIR` by hand, say
             self.sink.log(
-                f"distributed.processes = {wanted} but {self.world.size} process(es) run this "
+                f"distributed.processes = {wanted} but {self.world.local_size} process(es) run this on "
+                "this node "
                 "(start it with python -m torch.distributed.run --nproc-per-node N -m engine RUN_DIR)",
                 "warning",
             )

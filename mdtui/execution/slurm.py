@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 SCRIPT_NAME = "job.sbatch"
 SUPERVISOR_MODULE = supervise.__name__  # the job runs the same supervisor as a local run
-RDZV_PORT = 29500
 
 
 class SubmitError(Exception):
@@ -125,25 +125,35 @@ def job_script(spec: JobSpec) -> str:
         f'export {slurm_job.ENV_LEFT}="$(squeue -h -j "$SLURM_JOB_ID" -o %L 2>/dev/null || true)"',
         f"export MDTUI_STOP_GRACE={spec.grace:g}",
     ]
+    python = shlex.quote(interpreter(o))
+    lines += [
+        "# a run that completed is never trained again (its best.pt stays as it is)",
+        f"{python} -m {slurm_job.__name__} guard {run_dir}",
+    ]
     if spec.nodes > 1:
         lines += _multi_node_lines(spec)
-    lines.append(f"exec {shlex.quote(o.python)} -m {SUPERVISOR_MODULE} {run_dir}")
+    lines.append(f"exec {python} -m {SUPERVISOR_MODULE} {run_dir}")
     return "\n".join(lines) + "\n"
+
+
+def interpreter(options: SlurmOptions) -> str:
+    """The Python the job runs: the ``python`` option, else the one mdtui itself runs under (a
+    virtual environment's interpreter works without activating it, also when the script is
+    re-run by hand)."""
+    return options.python or sys.executable
 
 
 def _multi_node_lines(spec: JobSpec) -> list[str]:
     """M nodes: the supervisor (on the first node) runs one torchrun per node through srun, which
     meet at a c10d rendezvous on the first node; the engine's ranks span the whole allocation."""
     per_node = spec.processes if spec.processes > 0 else max(1, spec.gpus)
+    # slurm_job's torchrun helper adds each node's routable address and the first node's endpoint
     torchrun = (
-        f"{shlex.quote(spec.options.python)} -m torch.distributed.run --nnodes={spec.nodes} "
-        f"--nproc-per-node={per_node} --rdzv-backend=c10d "
-        f"--rdzv-endpoint=$MDTUI_RDZV_HOST:{RDZV_PORT} --rdzv-id=$SLURM_JOB_ID -m engine"
+        f"{shlex.quote(interpreter(spec.options))} -m {slurm_job.__name__} torchrun --nnodes={spec.nodes} "
+        f"--nproc-per-node={per_node} --rdzv-backend=c10d --rdzv-id=$SLURM_JOB_ID -m engine"
     )
     return [
         "# nodes > 1: srun starts one torchrun per node; they rendezvous on the first node",
-        'MDTUI_RDZV_HOST="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
-        "export MDTUI_RDZV_HOST",
         f'export {slurm_job.ENV_MULTI_NODE}="srun --kill-on-bad-exit=1 --ntasks-per-node=1 {torchrun}"',
     ]
 

@@ -12,14 +12,25 @@ Inside a job the supervisor
 * tells a SIGTERM mdtui did not send apart: near the job's time limit it is the warning (the run ends
   ``stopped``, reason "time limit", resumable); otherwise someone else cancelled or requeued the job
   (``failed``, saying so). mdtui's own stop writes ``stop-request.json`` before it signals.
+
+Run as ``python -m mdtui.execution.slurm_job`` it is the job script's helper on the nodes:
+
+* ``guard RUN_DIR``: refuses (exit 3, saying why) to train a run that already completed, so that
+  ``sbatch job.sbatch`` by hand never overwrites a finished run's best.pt (a ``from`` dependant may
+  point at it);
+* ``torchrun ARGS...``: one node's torchrun of a multi-node run, told this node's routable address
+  (``--local-addr``) and the first node's (``--rdzv-endpoint``): torch otherwise names a node by its
+  host name, which may resolve to loopback there, and the ranks then hang with no error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import shlex
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +40,7 @@ from mdtui.registry.slurm_options import time_seconds
 from mdtui.runs.rundir import EXIT_FILE
 from mdtui.runs.status import RunStatus
 from mdtui.runs.store import RunStore
+from mdtui.system.fs import read_json
 
 ENV_FLAG = "MDTUI_SLURM"  # set to "1" by the job script
 ENV_STARTED = "MDTUI_SLURM_STARTED"  # epoch seconds the job's script started (each requeue anew)
@@ -135,3 +147,108 @@ def multi_node_command(run_dir: Path, *, resume: bool, env: dict[str, str] | Non
     if not base:
         return None
     return [*shlex.split(base), str(run_dir), *(["--resume"] if resume else [])]
+
+
+# --------------------------------------------------------------------------- the job script's helpers
+
+RDZV_BASE_PORT = 29500  # + the job id modulo RDZV_PORTS: two multi-node jobs may share a first node
+RDZV_PORTS = 500
+GUARD_EXIT = 3
+
+
+class NoRoute(Exception):
+    """A multi-node run whose nodes cannot reach each other; the message says what to fix."""
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def routable_address(peer: str) -> str:
+    """The address this node reaches ``peer`` from (the kernel's route choice; no packet is sent)."""
+    family = socket.AF_INET6 if ":" in peer else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((peer, RDZV_BASE_PORT))
+        return str(probe.getsockname()[0])
+
+
+def rendezvous(env: dict[str, str] | None = None) -> tuple[str, str]:
+    """(this node's address, the rendezvous endpoint HOST:PORT) of one node of a multi-node job.
+
+    The endpoint is the node that runs the batch script (srun's SLURM_LAUNCH_NODE_IPADDR: the address
+    Slurm itself reached it at); this node's address is the one it reaches that node from. Either one
+    on loopback cannot serve other nodes: ``NoRoute`` then, before any training."""
+    env = os.environ if env is None else env
+    first = env.get("SLURM_LAUNCH_NODE_IPADDR", "").strip()
+    node = env.get("SLURMD_NODENAME") or socket.gethostname()
+    if not first:
+        raise NoRoute(
+            f"node {node}: SLURM_LAUNCH_NODE_IPADDR is not set: a multi-node run's torchrun must be "
+            "started by srun inside its job (job.sbatch does this)"
+        )
+    mine = routable_address(first)
+    if is_loopback(first) or is_loopback(mine):
+        raise NoRoute(
+            f"node {node} reaches the job's first node at {first} from {mine}, a loopback address: "
+            "ranks on other nodes could not reach it, and the run would hang. Give the nodes "
+            "addresses the other nodes can reach (slurm.conf NodeAddr, or host names that do not "
+            "resolve to 127.x on the nodes themselves)"
+        )
+    job = env.get("SLURM_JOB_ID", "0")
+    port = RDZV_BASE_PORT + (int(job) % RDZV_PORTS if job.isdigit() else 0)
+    host = f"[{first}]" if ":" in first else first
+    return mine, f"{host}:{port}"
+
+
+def torchrun_command(args: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """This node's torchrun of a multi-node run, with its address and the rendezvous endpoint."""
+    mine, endpoint = rendezvous(env)
+    first = endpoint.rsplit(":", 1)[0].strip("[]")
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--local-addr={mine}",
+        f"--rdzv-endpoint={endpoint}",
+        # who hosts the rendezvous store, said rather than guessed: torch would look its own host
+        # name up, which a node may not resolve
+        f"--rdzv-conf=is_host={int(mine == first)}",
+        *args,
+    ]
+
+
+def completed_refusal(run_dir: Path) -> str | None:
+    """Why the job of ``run_dir`` must not train it again (it completed), else None."""
+    ending = read_json(run_dir / EXIT_FILE)
+    if not isinstance(ending, dict) or ending.get("status") != RunStatus.COMPLETED.value:
+        return None
+    return (
+        f"mdtui: the run in {run_dir} already completed: its job is not run again, so that its "
+        "checkpoints/best.pt (which a `from` experiment may start from) stays as it is. "
+        "Train again with a new run: `mdtui run EXPERIMENT`"
+    )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "guard":
+        refusal = completed_refusal(Path(argv[1]))
+        if refusal:
+            print(refusal, file=sys.stderr)
+            return GUARD_EXIT
+        return 0
+    if argv and argv[0] == "torchrun":
+        try:
+            command = torchrun_command(argv[1:])
+        except (NoRoute, OSError) as exc:
+            print(f"mdtui: {exc}", file=sys.stderr)
+            return 2
+        os.execv(command[0], command)
+    print("usage: python -m mdtui.execution.slurm_job guard RUN_DIR | torchrun ARGS...", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -35,7 +35,8 @@ class SlurmOptions:
     extra: tuple[str, ...] = ()  # more sbatch arguments, e.g. ["--exclusive"]
     setup: tuple[str, ...] = ()  # shell lines run before the supervisor (module load, venv)
     signal_seconds: int = DEFAULT_SIGNAL_SECONDS  # the warning SIGTERM before the time limit
-    python: str = "python"  # the interpreter on the node (with mdtui and torch installed)
+    # the interpreter on the nodes (with mdtui and torch installed); None: the one mdtui runs under
+    python: str | None = None
 
     def merged(self, over: dict[str, Any]) -> SlurmOptions:
         """These options with an experiment's (already checked) ``slurm = {...}`` over them."""

@@ -3,7 +3,9 @@ the supervisor's reading of a SIGTERM inside a job."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,19 +171,62 @@ def test_multi_node_script_runs_torchrun_per_node_through_srun(tmp_path: Path) -
     spec = JobSpec(run_dir=tmp_path, job_name="j", options=SlurmOptions(), gpus=4, nodes=2)
     script = job_script(spec)
     assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
+    # each node's torchrun goes through slurm_job's helper, which names its routable address
     assert (
-        "srun --kill-on-bad-exit=1 --ntasks-per-node=1 python -m torch.distributed.run --nnodes=2" in script
+        f"srun --kill-on-bad-exit=1 --ntasks-per-node=1 {sys.executable} -m mdtui.execution.slurm_job "
+        "torchrun --nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d" in script
     )
-    assert "--nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint=$MDTUI_RDZV_HOST:29500" in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
     # the supervisor on the first node runs exactly that line (not its own one-node torchrun)
     line = next(ln for ln in script.splitlines() if ln.startswith("export MDTUI_SLURM_ENGINE="))
-    value = line.split("=", 1)[1].strip('"').replace("$MDTUI_RDZV_HOST", "n01").replace("$SLURM_JOB_ID", "7")
+    value = line.split("=", 1)[1].strip('"').replace("$SLURM_JOB_ID", "7")
     env = {"MDTUI_SLURM": "1", "SLURM_JOB_ID": "7", "MDTUI_SLURM_ENGINE": value}
     cmd = slurm_job.multi_node_command(tmp_path, resume=True, env=env)
     assert cmd[:2] == ["srun", "--kill-on-bad-exit=1"] and cmd[-2:] == [str(tmp_path), "--resume"]
-    assert "--rdzv-endpoint=n01:29500" in cmd
     assert slurm_job.multi_node_command(tmp_path, resume=False, env={"MDTUI_SLURM": "1"}) is None
+
+
+def test_each_node_names_its_routable_address_and_loopback_is_refused_before_training() -> None:
+    env = {"SLURM_LAUNCH_NODE_IPADDR": "127.0.0.1", "SLURMD_NODENAME": "n01", "SLURM_JOB_ID": "7"}
+    # the first node on loopback: ranks elsewhere could not reach it (they used to hang silently)
+    with pytest.raises(slurm_job.NoRoute, match="n01 .*loopback"):
+        slurm_job.rendezvous(env)
+    with pytest.raises(slurm_job.NoRoute, match="srun"):
+        slurm_job.rendezvous({"SLURMD_NODENAME": "n01"})
+    # a routable first node: this node's own address towards it, and a port per job
+    mine = slurm_job.routable_address("192.0.2.1") if _has_route("192.0.2.1") else None
+    if mine is not None:
+        env["SLURM_LAUNCH_NODE_IPADDR"] = "192.0.2.1"
+        addr, endpoint = slurm_job.rendezvous(env)
+        assert addr == mine and endpoint == f"192.0.2.1:{slurm_job.RDZV_BASE_PORT + 7}"
+        cmd = slurm_job.torchrun_command(["--nnodes=2", "-m", "engine"], env)
+        assert cmd[1:3] == ["-m", "torch.distributed.run"] and f"--local-addr={mine}" in cmd
+        assert f"--rdzv-conf=is_host={int(mine == '192.0.2.1')}" in cmd and cmd[-1] == "engine"
+    assert slurm_job.is_loopback("127.0.1.1") and slurm_job.is_loopback("::1")
+    assert not slurm_job.is_loopback("10.0.0.2")
+
+
+def _has_route(peer: str) -> bool:
+    try:
+        slurm_job.routable_address(peer)
+    except OSError:
+        return False
+    return True
+
+
+def test_the_job_of_a_completed_run_refuses_to_train_it_again(tmp_path: Path) -> None:
+    script = job_script(JobSpec(run_dir=tmp_path, job_name="j", options=SlurmOptions()))
+    # by default the interpreter mdtui runs under (a venv works without activating it)
+    assert f"{sys.executable} -m mdtui.execution.slurm_job guard {tmp_path}" in script
+    assert script.index("slurm_job guard") < script.index("-m mdtui.execution.supervise")
+    guard = [sys.executable, "-m", "mdtui.execution.slurm_job", "guard", str(tmp_path)]
+    assert subprocess.run(guard, capture_output=True).returncode == 0  # never ran: train it
+    (tmp_path / "exit.json").write_text(json.dumps({"status": "stopped"}))
+    assert subprocess.run(guard, capture_output=True).returncode == 0  # stopped: resume it
+    (tmp_path / "exit.json").write_text(json.dumps({"status": "completed"}))
+    refused = subprocess.run(guard, capture_output=True, text=True)
+    assert refused.returncode == slurm_job.GUARD_EXIT
+    assert "already completed" in refused.stderr and "best.pt" in refused.stderr
 
 
 def _end(**kw) -> EngineEnd:
