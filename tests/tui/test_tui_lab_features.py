@@ -1,4 +1,5 @@
-"""Runs that end while the TUI is open are announced: a toast and the terminal bell (issue 22)."""
+"""Issue 22 in the TUI: runs that end while it is open are a toast and the terminal bell; the run
+detail shows the run's size on disk."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import pytest
 import tui_helpers
 from tui_helpers import until
 
+from engine.schema.events import RunState
+from mdtui.runs.store import RunRecord
 from mdtui.tui.app import MdtuiApp
+from mdtui.tui.screens.run_detail import summary_text
 
 fake_world = tui_helpers.fake_world  # a fixture, used by name
 project = tui_helpers.project  # a fixture, used by name
@@ -32,3 +36,10 @@ async def test_a_run_that_completes_while_open_is_a_toast_and_a_bell_at_80x24(
         rings = len(bells)
         await pilot.pause(1.0)  # later refreshes of the same ended run ring nothing
         assert len(bells) == rings
+
+
+def test_the_summary_shows_the_size_on_disk_once_there_are_checkpoints() -> None:
+    rec = RunRecord(run_id="r1", experiment="tiny", status="completed", devices=["cpu"])
+    text = summary_text(RunState(run_id="r1"), rec, disk=(48_000_000, 47_000_000))
+    assert text.splitlines()[2] == "disk 45.8 MiB, checkpoints 44.8 MiB (mdtui gc frees them)"
+    assert "disk" not in summary_text(RunState(run_id="r1"), rec, disk=(2_000, 0))

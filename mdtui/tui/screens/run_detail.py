@@ -27,6 +27,7 @@ from textual.widgets import (
 )
 
 from engine.schema.events import RunState
+from mdtui.runs.disk import fmt_size, tree_size
 from mdtui.runs.status import FINISHED, LIVE
 from mdtui.tui.messages import StopRequested
 from mdtui.tui.text import markup_escape, plain, visible
@@ -40,6 +41,7 @@ COMPACT_ROWS = 28
 # Runs that ended with an error open on Summary, where the error is (their charts are mostly empty).
 OPEN_ON_SUMMARY = frozenset({"failed", "lost"})
 STREAMS = ("stdout", "stderr")
+DISK_SECONDS = 5.0  # how often the Summary tab measures the run folder again
 
 
 def epoch_series(state: RunState) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
@@ -77,13 +79,23 @@ def summary_fields(summary: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def summary_text(state: RunState, record: Any, reason: str | None = None, now: float | None = None) -> str:
-    """The Summary tab (markup: every value from a file or the user is escaped); the error comes first."""
+def summary_text(
+    state: RunState,
+    record: Any,
+    reason: str | None = None,
+    now: float | None = None,
+    *,
+    disk: tuple[int, int] | None = None,
+) -> str:
+    """The Summary tab (markup: every value from a file or the user is escaped); the error comes first.
+    ``disk``: (the run folder's size, its checkpoints' size), shown once it has checkpoints."""
     esc = markup_escape
     lines = [
         f"[b]{esc(state.run_id or record.run_id)}[/b]  experiment [b]{esc(record.experiment)}[/b]",
         f"status {record.status}   device {esc(','.join(map(str, record.devices)) or '-')}   seed {record.seed}",
     ]
+    if disk is not None and disk[1]:
+        lines.append(f"disk {fmt_size(disk[0])}, checkpoints {fmt_size(disk[1])} (mdtui gc frees them)")
     if state.error or record.error:
         lines.append(f"[b red]error:[/] {esc(state.error or record.error)}")
     if reason:
@@ -206,6 +218,7 @@ class RunDetailScreen(Screen[None]):
         self._artifacts: list[tuple[str, str, Any]] = []
         self._run_dir: Path | None = None
         self._ready = False  # composed and mounted: the app's timer may call refresh_view before that
+        self._disk: tuple[float, tuple[int, int]] | None = None  # (when measured, (folder, checkpoints))
 
     def _tab_for(self, run_id: str) -> str:
         """Where a run opens: a run that ended in an error on Summary (the error), any other on Charts."""
@@ -273,7 +286,9 @@ class RunDetailScreen(Screen[None]):
             self.query_one(f"#chart-{name}", MetricChart).show(series[name])
         rows = getattr(snapshot, "runs", ()) if snapshot is not None else ()
         reason = next((r.reason for r in rows if r.run_id == self.run_id), None)
-        self.query_one("#summary-text", Static).update(summary_text(state, rec, reason))
+        self.query_one("#summary-text", Static).update(
+            summary_text(state, rec, reason, disk=self._disk_size(rec))
+        )
         if len(state.artifacts) > len(self._artifacts):
             for item in state.artifacts[len(self._artifacts) :]:
                 path = relative_path(str(item.get("path", "")), Path(rec.run_dir))
@@ -282,6 +297,14 @@ class RunDetailScreen(Screen[None]):
         log = self.query_one(RunLog)
         log.poll()
         self._show_log_source(log)
+
+    def _disk_size(self, rec: Any) -> tuple[int, int]:
+        """(the run folder's size, its checkpoints'), walked at most every few seconds (refresh_view
+        runs several times a second)."""
+        now = time.monotonic()
+        if self._disk is None or now - self._disk[0] > DISK_SECONDS:
+            self._disk = (now, (tree_size(rec.run_dir), tree_size(Path(rec.run_dir) / "checkpoints")))
+        return self._disk[1]
 
     def _show_progress(self, state: RunState, rec: Any) -> None:
         """A bar for a run that is going or went somewhere; never an animated 'busy' bar for one that ended."""
