@@ -237,6 +237,22 @@ def status_cmd(
         console.print(f"no runs in {store.runs_dir} yet; start one with `mdtui run NAME`")
         return
     print_run_table(runs, sizes=show_all)
+    _say_paused_queue(store, runs)
+
+
+def _say_paused_queue(store: Any, runs: list[Any]) -> None:
+    """Queued runs of a paused queue wait forever: say so, and how to go on."""
+    from mdtui.runs.status import WAITING
+    from mdtui.scheduling import scheduler
+
+    waiting = sum(1 for r in runs if r.status in WAITING)
+    if waiting and scheduler.is_paused(store):
+        console.print(
+            f"the queue is paused: {waiting} queued run{'s' if waiting != 1 else ''} wait until "
+            "`mdtui queue resume`",
+            style="yellow",
+            soft_wrap=True,
+        )
 
 
 STATUS_COLUMNS = (

@@ -9,11 +9,12 @@ one way only: incrementally, tolerant of a torn last line, through ``engine.sche
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.schema.events import EventTail, Parsed, RunState, apply_event, encode
+from engine.schema.events import EventTail, Parsed, RunState, apply_event, encode, parse_line
 from mdtui.runs.status import is_status
 from mdtui.system.fs import append_line, read_json
 
@@ -81,6 +82,28 @@ def read_run_state(run_dir: Path) -> RunState:
     events = RunEvents(run_dir)
     events.drain()
     return events.state
+
+
+def read_tail_state(run_dir: Path, max_bytes: int = 64 << 10) -> RunState:
+    """The reduction of only the last ``max_bytes`` of ``events.jsonl`` (its first, cut line left
+    out): enough for a run's latest epoch and step without parsing a long history (the Runs table
+    shows the last epoch's train loss of every run, most of them never followed)."""
+    path = Path(run_dir) / EVENTS_FILE
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            start = max(0, size - max_bytes)
+            fh.seek(start)
+            chunk = fh.read(size - start)
+    except OSError:
+        return RunState()
+    lines = chunk.split(b"\n")
+    if start:
+        lines = lines[1:]  # began mid-line
+    state = RunState()
+    for raw in lines[:-1]:  # the last piece has no newline yet (empty when the file ends with one)
+        state = apply_event(state, parse_line(raw))
+    return state
 
 
 def append_event(run_dir: Path, event: dict[str, Any]) -> None:

@@ -120,7 +120,8 @@ class MdtuiApp(App[str]):
         self._applied = True
         with self.batch_update():
             for screen in self.screen_stack:
-                if isinstance(screen, MainScreen):
+                # a screen pushed but not yet mounted has no tables yet: it shows app.snapshot on mount
+                if isinstance(screen, MainScreen) and screen.ready:
                     screen.show(snapshot)
             if isinstance(self.screen, (RunDetailScreen, CompareScreen)):
                 self.screen.refresh_view(snapshot)
@@ -444,10 +445,12 @@ def farewell(snapshot: Snapshot) -> str:
     live = snapshot.live_count
     queued = sum(1 for r in snapshot.runs if r.status in WAITING)
     parts = [f"{live} run{'s' if live != 1 else ''} keep{'s' if live == 1 else ''} running in the background"]
+    runs = f"{queued} queued run{'s' if queued != 1 else ''}"
+    if queued and snapshot.queue_paused:  # nothing starts them until someone resumes the queue
+        parts.append(f"{runs} wait{'s' if queued == 1 else ''} in a paused queue")
+        return "mdtui: " + " and ".join(parts) + "; `mdtui queue resume` (or P in mdtui) starts them."
     if queued:
-        parts.append(
-            f"{queued} queued run{'s' if queued != 1 else ''} wait{'s' if queued == 1 else ''} for the scheduler"
-        )
+        parts.append(f"{runs} wait{'s' if queued == 1 else ''} for the scheduler")
     return "mdtui: " + " and ".join(parts) + ("; run `mdtui` to look again." if live or queued else ".")
 
 

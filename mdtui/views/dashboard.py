@@ -26,6 +26,7 @@ from mdtui.execution.slurm import SlurmLauncher, SubmitError
 from mdtui.registry.build import PlanBuilder
 from mdtui.registry.plan import ExperimentsError, default_path, find_experiment, knobs, load_plan
 from mdtui.runs.prepare import RunSetupError, dependency_order, seeds_of
+from mdtui.runs.rundir import EVENTS_FILE, read_tail_state
 from mdtui.runs.status import FINISHED, LIVE, WAITING
 from mdtui.runs.store import DB_NAME, RunStore
 from mdtui.scheduling import scheduler
@@ -50,9 +51,10 @@ class ExperimentRow:
     loss: str
     knobs: str
     status: str
-    best_acc1: float | None
+    best_acc1: float | None  # best of its completed runs only, as RESULTS.md and the reports count
     curve: tuple[float, ...]  # eval acc1 per epoch of the latest run
     latest_run: str | None
+    partial_best: float | None = None  # no completed run yet: the best of its latest (unfinished) run
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,8 @@ class Dashboard:
         self._index_cache: tuple[list[Any], dict[str, tuple[int, str | None]], bool] | None = None
         self._knobs: dict[str, str] = {}
         self._processes: dict[str, int] = {}  # run id -> its config's distributed.processes
+        self._pinned: dict[str, Path] = {}  # runs a detail screen shows: followed while it is open
+        self._tail_losses: dict[str, tuple[tuple[int, int], float | None]] = {}  # run id -> (stat, loss)
         self.reload_plan()
 
     # ------------------------------------------------------------------ plan
@@ -248,8 +252,8 @@ class Dashboard:
     # ------------------------------------------------------------------ refresh
 
     def refresh(self, *, with_devices: bool = True) -> Snapshot:
-        if self.store is None:
-            return Snapshot(plan_error=self.plan_error)
+        if self.store is None:  # no runs directory yet: the devices are still worth showing
+            return Snapshot(plan_error=self.plan_error, devices=self._devices() if with_devices else ())
         now = time.monotonic()
         if now - self._liveness_t >= LIVENESS_SECONDS:
             # vanished supervisors -> exit.json's status or `lost`: psutil per live run, so not every tick
@@ -261,15 +265,25 @@ class Dashboard:
         follow.update({r.run_id: r for r in latest.values()})
         for rec in follow.values():
             self.monitor.follow(rec.run_id, Path(rec.run_dir))
-        self.monitor.forget(follow)
-        self.monitor.poll(finished=[r.run_id for r in follow.values() if r.status in DONE_STATUSES])
+        pinned = dict(self._pinned)
+        self.monitor.forget([*follow, *pinned])
+        by_id = {r.run_id: r for r in records}
+        self.monitor.poll(
+            finished=[
+                run_id
+                for run_id in [*follow, *pinned]
+                if run_id in by_id and by_id[run_id].status in DONE_STATUSES
+            ]
+        )
 
         runs = tuple(
             self._run_row(rec, positions.get(rec.run_id)) for rec in self._ordered(records, positions)
         )
         best_of: dict[str, float] = {}
-        for rec in records:
-            if rec.best_acc1 is not None and rec.best_acc1 > best_of.get(rec.experiment, float("-inf")):
+        for rec in records:  # a run stopped after 1 of 5 epochs is no result: completed runs only
+            if rec.status != "completed" or rec.best_acc1 is None:
+                continue
+            if rec.best_acc1 > best_of.get(rec.experiment, float("-inf")):
                 best_of[rec.experiment] = rec.best_acc1
         experiments = self._experiment_rows(latest, best_of)
         devices: tuple[Any, ...] = ()
@@ -279,10 +293,7 @@ class Dashboard:
                 for dev in rec.devices or ["cpu"]:
                     holders.setdefault(str(dev), []).append(rec.run_id)
         if with_devices:
-            try:
-                devices = tuple(list_devices())
-            except Exception as exc:  # a broken driver must not take the dashboard down
-                self.plan_error = self.plan_error or f"GPU query failed: {exc}"
+            devices = self._devices()
         return Snapshot(
             experiments=experiments,
             runs=runs,
@@ -292,6 +303,13 @@ class Dashboard:
             queue_paused=paused,
             live_count=sum(1 for r in records if r.status in LIVE_STATUSES),
         )
+
+    def _devices(self) -> tuple[Any, ...]:
+        try:
+            return tuple(list_devices())
+        except Exception as exc:  # a broken driver must not take the dashboard down
+            self.plan_error = self.plan_error or f"GPU query failed: {exc}"
+            return ()
 
     def _index(self) -> tuple[list[Any], dict[str, tuple[int, str | None]], bool]:
         """Runs, queue positions and the pause flag; read again only when the database changed.
@@ -313,14 +331,36 @@ class Dashboard:
         self._liveness_t = 0.0
 
     def run_state(self, run_id: str) -> RunState | None:
+        """The live state of one run; a run the view does not follow is followed until ``unpin``."""
         state = self.monitor.state(run_id)
         if state is None and self.store is not None:
             rec = self.store.get(run_id)
             if rec is not None:
+                self._pinned[run_id] = Path(rec.run_dir)
                 self.monitor.follow(run_id, Path(rec.run_dir))
                 self.monitor.poll()
                 state = self.monitor.state(run_id)
         return state
+
+    def unpin(self, run_id: str) -> None:
+        """The run's detail closed: follow it only if the view does."""
+        self._pinned.pop(run_id, None)
+
+    def _epoch_train_loss(self, rec: Any, state: RunState | None) -> float | None:
+        """The last finished epoch's train loss (not the last mini-batch's): from the live state of a
+        followed run, else from the tail of its events file (read again only when the file changed)."""
+        if state is not None and state.epochs:
+            return state.epochs[-1].train_loss
+        if state is not None or rec.status in WAITING_STATUSES:
+            return None  # followed, before its first epoch ends
+        run_dir = Path(rec.run_dir)
+        mark = _stat(run_dir / EVENTS_FILE)
+        cached = self._tail_losses.get(rec.run_id)
+        if cached is None or cached[0] != mark:
+            tail = read_tail_state(run_dir)
+            cached = (mark, tail.epochs[-1].train_loss if tail.epochs else None)
+            self._tail_losses[rec.run_id] = cached
+        return cached[1]
 
     # ------------------------------------------------------------------ helpers
 
@@ -380,7 +420,7 @@ class Dashboard:
             epoch=(f"{done}/{total}" if total else str(done or ""))
             if done or rec.status not in WAITING_STATUSES
             else "",
-            loss=(state.loss if state and state.loss is not None else (last.train_loss if last else None)),
+            loss=self._epoch_train_loss(rec, state),
             acc1=(last.eval_acc1 if last else rec.last_acc1),
             best=(state.best_acc1 if state and state.best_acc1 is not None else rec.best_acc1),
             elapsed=elapsed,
@@ -410,7 +450,10 @@ class Dashboard:
                     knob_text = format_knobs(exp.sweep_point)
                 self._knobs[exp.name] = knob_text
             live_best = state.best_acc1 if state else None
-            best = max((b for b in (live_best, best_of.get(exp.name)) if b is not None), default=None)
+            if rec is not None and rec.status == "completed" and live_best is not None:
+                best_of[exp.name] = max(live_best, best_of.get(exp.name, live_best))
+            best = best_of.get(exp.name)
+            partial = (live_best if live_best is not None else rec.best_acc1) if rec and best is None else None
             rows.append(
                 ExperimentRow(
                     name=exp.name,
@@ -423,6 +466,7 @@ class Dashboard:
                     best_acc1=best,
                     curve=curve,
                     latest_run=rec.run_id if rec else None,
+                    partial_best=partial,
                 )
             )
         return tuple(rows)

@@ -257,6 +257,29 @@ def test_quit_message_counts_running_and_queued() -> None:
         " run `mdtui` to look again."
     )
     assert farewell(Snapshot()) == "mdtui: 0 runs keep running in the background."
+    # a paused queue starts nothing: the queued run does not wait "for the scheduler"
+    assert farewell(Snapshot(runs=(row("queued"),), queue_paused=True)) == (
+        "mdtui: 0 runs keep running in the background and 1 queued run waits in a paused queue;"
+        " `mdtui queue resume` (or P in mdtui) starts them."
+    )
+
+
+async def test_a_snapshot_before_the_main_screen_mounts_is_shown_once_it_does(tmp_path: Path) -> None:
+    """The first refresh may finish before MainScreen is mounted ("No nodes match 'ExperimentTable'")."""
+    from mdtui.tui.app import MdtuiApp
+    from mdtui.tui.screens.main import MainScreen
+    from mdtui.views.dashboard import ExperimentRow, Snapshot
+
+    app = MdtuiApp(write_toml(tmp_path))
+    app.refresh_now = lambda **_: None  # type: ignore[method-assign]  # only the snapshot below
+    async with app.run_test(size=SIZE) as pilot:
+        screen = MainScreen()
+        app.push_screen(screen)  # not awaited: compose and mount are still to come
+        row = ExperimentRow("early", "g", "m", "d", "ce", "", "", None, (), None)
+        app._apply(Snapshot(experiments=(row,)))
+        await until(pilot, lambda: screen.ready)
+        await pilot.pause()
+        assert [r.name for r in screen.snapshot.experiments] == ["early"]
 
 
 def test_runs_columns_at_80_and_100_keep_eta_and_device_before_widening_the_name() -> None:

@@ -62,6 +62,7 @@ class MainScreen(Screen[None]):
         self.sort_index = 0
         self.sort_reverse = False
         self._empty: dict[str, str] = {}
+        self.ready = False  # mounted: the app's first snapshot may arrive before (a worker gathers it)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -83,6 +84,10 @@ class MainScreen(Screen[None]):
         self.query_one("#filter", Input).display = False
         self.query_one("#plan-error", Static).display = False
         self.query_one(ExperimentTable).focus()
+        self.ready = True
+        snapshot = getattr(self.app, "snapshot", None)
+        if isinstance(snapshot, Snapshot) and snapshot is not self.snapshot:
+            self.show(snapshot)  # what the app gathered before this screen was ready
 
     # ------------------------------------------------------------------ data
 

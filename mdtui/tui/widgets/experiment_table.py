@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+
 from mdtui.tui.widgets.cells import Column, fmt_pct, sparkline, status_text
 from mdtui.tui.widgets.sync_table import SyncTable
 from mdtui.views.dashboard import ExperimentRow
+
+
+def best_cell(row: ExperimentRow) -> Text | str:
+    """The best acc1 of its completed runs; without one, the unfinished run's best in dim brackets
+    (a run stopped after 1 of 5 epochs is not a result, and sorting by best leaves it out)."""
+    if row.best_acc1 is not None or row.partial_best is None:
+        return fmt_pct(row.best_acc1)
+    return Text(f"({fmt_pct(row.partial_best)})", style="dim")
 
 
 class ExperimentTable(SyncTable):
@@ -29,7 +39,7 @@ class ExperimentTable(SyncTable):
         return (
             row.name,
             status_text(row.status),
-            fmt_pct(row.best_acc1),
+            best_cell(row),
             " " + sparkline(row.curve),
             row.knobs,
             row.loss,
