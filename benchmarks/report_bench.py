@@ -1,4 +1,4 @@
-"""Time ``mdtui report`` on a store of 10,000 completed runs (the budget is 2 s; DESIGN.md section 9).
+"""Time ``mdtui report`` on a store of 10,000 completed runs (the budget is 2 s; docs/development.md#speed-rules).
 
     python benchmarks/report_bench.py [--runs 10000] [--groups 10] [--repeat 3]
 

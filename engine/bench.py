@@ -8,7 +8,7 @@ For each precision it measures, on the same model and tensors:
 * evaluation under ``inference_mode``.
 
 ``overhead_ratio = loop epoch wall time / (steps x bare step time)``: what the engine costs beyond
-the arithmetic of training (target <= 1.15, DESIGN.md section 9).
+the arithmetic of training (target <= 1.15, docs/development.md#speed-rules).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Device, precision and memory-format choices (DESIGN.md section 9)."""
+"""Device, precision and memory-format choices (docs/development.md#speed-rules)."""
 
 from __future__ import annotations
 

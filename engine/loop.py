@@ -319,7 +319,7 @@ def _forward(ctx: StepContext, batch: Batch) -> StepLoss:
     with ctx.runtime.autocast():
         logits = ctx.model(batch.images)
     # Losses run in fp32 on fp32 logits: focal-style modulators and EFL's statistics are not
-    # meant for bf16 (longtail-and-speed-anchors.md section 5.7).
+    # meant for bf16 (reference-spec.md §10.7).
     logits = logits.float()
     if len(batch) == 0:
         return _empty_shard_loss(ctx, logits, batch)

@@ -1,7 +1,7 @@
 """Classification metrics, computed from device tensors in a few vectorised ops.
 
 Accuracies are percentages (0-100). The many/medium/few split follows the long-tail literature
-(spec section 7.3 suggests it; the reference has none): many > 100, medium 20-100, few < 20
+(reference-spec.md §7.3 suggests it; the reference has none): many > 100, medium 20-100, few < 20
 training images per class.
 """
 

@@ -1,4 +1,4 @@
-"""Optimisers (model-doctor-spec.md section 4.2): SGD, Adam, AdamW."""
+"""Optimisers (reference-spec.md §4.2): SGD, Adam, AdamW."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Every sampler turns per-class training counts into the sample indices of one epo
 resuming a run mid-way regenerates exactly the same order.
 
 * ``random``: a permutation of the training set (the reference's shuffled DataLoader).
-* ``class_aware``: model-doctor-spec.md section 4.1 (classifier-balancing's ClassAwareSampler).
+* ``class_aware``: reference-spec.md §4.1 (classifier-balancing's ClassAwareSampler).
 * ``balanced_iid``: the reference's unused ``BalancedSampler`` (i.i.d. uniform class per draw).
 """
 
@@ -67,13 +67,13 @@ def _cycle(pool: torch.Tensor, length: int, generator: torch.Generator) -> torch
 def _epoch_length(sampler: Sampler, mode: str) -> int:
     if mode == "dataset":
         return len(sampler.labels)
-    # max_c n_c x C: 50,000 for CIFAR-10-LT rho=100 (spec section 4.1).
+    # max_c n_c x C: 50,000 for CIFAR-10-LT rho=100 (reference-spec.md §4.1).
     return max(int(p.shape[0]) for p in sampler.pools) * sum(1 for p in sampler.pools if len(p))
 
 
 @SAMPLERS.register("class_aware")
 class ClassAwareSampler(Sampler):
-    """Spec section 4.1: a random cycle over classes; per class drawn, ``num_samples_cls``
+    """reference-spec.md §4.1: a random cycle over classes; per class drawn, ``num_samples_cls``
     consecutive items of that class's own random cycle.
 
     The reference keeps its cycle iterators alive across epochs; here each epoch starts fresh cycles
@@ -107,7 +107,7 @@ class ClassAwareSampler(Sampler):
 
 @SAMPLERS.register("balanced_iid")
 class BalancedIidSampler(Sampler):
-    """Each draw picks a class uniformly at random, then that class's next item (spec section 4.1)."""
+    """Each draw picks a class uniformly at random, then that class's next item (reference-spec.md §4.1)."""
 
     name = "balanced_iid"
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedules as pure functions of the 0-based epoch (model-doctor-spec.md section 4.3).
+"""Learning-rate schedules as pure functions of the 0-based epoch (reference-spec.md §4.3).
 
 The lr is set once at the start of each epoch, which is what the reference's per-epoch
 ``scheduler.step()`` after evaluation amounts to: epoch ``e`` trains with ``lr_at(e)``.
@@ -36,13 +36,13 @@ def _warmup_factor(epoch: int, cfg: ScheduleConfig) -> float:
     if warm <= 0 or epoch >= warm:
         return 1.0
     if cfg.warmup == "repo_e_over_4":
-        # The reference from 2022-02-10 to 03-11: e/(W-1), so epoch 0 has lr 0 (spec section 4.3).
+        # The reference from 2022-02-10 to 03-11: e/(W-1), so epoch 0 has lr 0 (reference-spec.md §4.3).
         return epoch / max(warm - 1, 1)
     return (epoch + 1) / warm
 
 
 def _milestone_factor(epoch: int, cfg: ScheduleConfig) -> float:
-    # Each milestone reached multiplies by `factor` again: 0.01 at 160, 1e-4 at 180 (spec section 4.3).
+    # Each milestone reached multiplies by `factor` again: 0.01 at 160, 1e-4 at 180 (reference-spec.md §4.3).
     passed = sum(1 for m in cfg.milestones if epoch >= m)
     return cfg.factor**passed
 

@@ -1,6 +1,6 @@
 """Best-epoch selection: which epoch's test metrics a run reports as its result.
 
-The reference selects on the test set (spec section 9.11: every reported number is a best-epoch test
+The reference selects on the test set (reference-spec.md §9.11: every reported number is a best-epoch test
 accuracy); with ``data.val_fraction > 0`` the engine selects on a held-out val split instead and
 reports the test metrics of that epoch, saying which was used (``selected_on``).
 """
@@ -18,7 +18,7 @@ class Selection:
     """Best-epoch bookkeeping: chosen on ``split`` (test, as the reference, or the held-out val)."""
 
     split: str
-    compare: str  # gt | ge (spec section 4.5: ">" in OFFICIAL, ">=" in the FORK trainers)
+    compare: str  # gt | ge (reference-spec.md §4.5: ">" in OFFICIAL, ">=" in the FORK trainers)
     score: float | None = None
     epoch: int | None = None
     test: dict[str, Any] = field(default_factory=dict)  # test metrics at the selected epoch

@@ -52,7 +52,7 @@ def resolve_rotation(
     name: str, rotation_degrees: float | None, imbalance_ratio: float, augment: str
 ) -> float:
     """data.rotation_degrees, or its "auto" value: 15 for the balanced ``cifar100`` (both reference
-    repos' cifar-100 loaders add RandomRotation(15), spec section 1.4), 0 otherwise (their CIFAR-LT
+    repos' cifar-100 loaders add RandomRotation(15), reference-spec.md §1.4), 0 otherwise (their CIFAR-LT
     loaders and every other dataset do not rotate; nor does ``augment = "none"``)."""
     if rotation_degrees is not None:
         return float(rotation_degrees)

@@ -1,4 +1,4 @@
-"""CIFAR-10 and CIFAR-100 from torchvision's on-disk python format, with the LT subsets of spec 1.2.
+"""CIFAR-10 and CIFAR-100 from torchvision's on-disk python format, with the LT subsets of reference-spec.md §1.2.
 
 The pickled batches are read directly (never torchvision's downloader: nothing here reaches the
 network). The whole dataset is small, so it is held in memory as uint8 and resized once at load
@@ -166,7 +166,7 @@ def read_class_names(base: Path, layout: CifarLayout) -> list[str]:
 
 def class_permutation(num_classes: int, class_order: str) -> np.ndarray:
     """new index of each original label: identity for ``numeric``; ``lexicographic`` reproduces the
-    reference's folder export, where label folders "0".."99" sort as strings (spec 1.1, 9 item 1)."""
+    reference's folder export, where label folders "0".."99" sort as strings (reference-spec.md §1.1, §9.1)."""
     order = sort_class_names([str(i) for i in range(num_classes)], class_order, "cifar")
     permutation = np.empty(num_classes, dtype=np.int64)
     for new_index, key in enumerate(order):
@@ -209,7 +209,7 @@ def cifar10(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
 
 @DATASETS.register("cifar100")
 def cifar100(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
-    # Spec 1.4: the reference normalises CIFAR-100-LT with the CIFAR-10 constants and only the
+    # reference-spec.md §1.4: the reference normalises CIFAR-100-LT with the CIFAR-10 constants and only the
     # balanced loader with CIFAR-100's own (its RandomRotation(15) is not reproduced: the batched
     # augmenter has no rotation).
     balanced = cfg.imbalance_ratio <= 1.0 or cfg.imbalance_profile == "none"

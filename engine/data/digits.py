@@ -3,7 +3,7 @@
 Always available, no download: the demo's dataset. Images are one-channel (grayscale, as
 drawn; models take ``in_channels`` from the data), upscaled smoothly to ``image_size`` (default 32,
 the CIFAR geometry every model of the registry accepts). The test split is a stratified, seeded
-``test_fraction`` of the 1,797 images; the long-tailed subset (spec section 1.2) is then taken from
+``test_fraction`` of the 1,797 images; the long-tailed subset (reference-spec.md §1.2) is then taken from
 the rest with n_max = the smallest class count, so the profile is exact.
 """
 
@@ -70,6 +70,6 @@ def build_digits(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
         train,
         test,
         class_names=[str(c) for c in range(NUM_CLASSES)],
-        # No flips: digits are not mirror-symmetric. Pad 2 at 32 px, as the MNIST recipe (spec 1.4).
+        # No flips: digits are not mirror-symmetric. Pad 2 at 32 px, as the MNIST recipe (reference-spec.md §1.4).
         preset=Preset(size, "crop", max(1, size // 16), "none"),
     )

@@ -1,4 +1,4 @@
-"""Image folders ``<root>/<train_dir|test_dir>/<class>/<file>`` and the image+mask variant (spec 1.1).
+"""Image folders ``<root>/<train_dir|test_dir>/<class>/<file>`` and the image+mask variant (reference-spec.md §1.1).
 
 Class order is an explicit choice. ``numeric`` (the default) sorts all-integer folder names as
 numbers, so folders 0..99 keep their CIFAR labels; ``lexicographic`` sorts names as strings, the

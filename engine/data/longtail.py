@@ -1,4 +1,4 @@
-"""Long-tailed subsets exactly as the reference builds them (model-doctor-spec.md section 1.2).
+"""Long-tailed subsets exactly as the reference builds them (reference-spec.md §1.2).
 
 The LDAM-DRW construction: per-class counts from an exponential or step profile, and which images
 are kept decided by NumPy's *legacy* global-seed shuffle, class after class in ascending label

@@ -1,4 +1,4 @@
-"""OLTR list files (ImageNet-LT, ImageNet-10-LT, iNaturalist-2018), spec 1.3.
+"""OLTR list files (ImageNet-LT, ImageNet-10-LT, iNaturalist-2018), reference-spec.md §1.3.
 
 Each line of ``<root>/<train_list>`` and ``<root>/<eval_list>`` is ``<relative image path> <label>``;
 the image is ``<root>/<relative path>`` and labels are used as they are, 0..C-1, with exactly C
@@ -56,7 +56,7 @@ def read_list(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
-    """Spec 1.3: exactly C distinct labels, all in 0..C-1."""
+    """reference-spec.md §1.3: exactly C distinct labels, all in 0..C-1."""
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
         raise DataError(
@@ -161,7 +161,7 @@ class ListDataset(torch.utils.data.Dataset):
 
 
 def preset_for(root: Path, cfg: DataConfig) -> Preset:
-    """iNaturalist has its own normalisation constants (spec 1.3); every other list uses ImageNet's."""
+    """iNaturalist has its own normalisation constants (reference-spec.md §1.3); every other list uses ImageNet's."""
     hint = f"{root.name} {cfg.train_list}".lower()
     normalize = "inat" if "inat" in hint else OLTR_STYLE.normalize
     return Preset(OLTR_STYLE.image_size, OLTR_STYLE.augment, OLTR_STYLE.pad, normalize)
@@ -220,7 +220,7 @@ def oltr(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle:
         in_channels=3,
         image_size=size,
         class_names=keys,
-        label_map=None,  # labels are used as they are (spec 1.3): the identity, not worth a file
+        label_map=None,  # labels are used as they are (reference-spec.md §1.3): the identity, not worth a file
         mean=look.mean,
         std=look.std,
         augment=look.augment,

@@ -1,4 +1,4 @@
-"""How a dataset is presented to the loop (model-doctor-spec.md section 1.4).
+"""How a dataset is presented to the loop (reference-spec.md §1.4).
 
 Per dataset: the final image size, the train augmentation the batched on-device augmenter applies,
 its crop padding and the normalisation constants, each overridable from ``DataConfig``

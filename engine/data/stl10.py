@@ -2,7 +2,7 @@
 
 Each image is 3 x 96 x 96 bytes, every channel stored column-major; labels are bytes 1..10. Labels
 map to indices in numeric order (1 -> 0, ..., 10 -> 9). The reference trained on a PNG export whose
-folders "1".."10" were sorted as strings, so there "10" had index 1 (spec 1.1, 9 item 1);
+folders "1".."10" were sorted as strings, so there "10" had index 1 (reference-spec.md §1.1, §9.1);
 ``class_order = "lexicographic"`` reproduces that, and the bundle's label map records the order.
 """
 

@@ -4,7 +4,7 @@ Each class has a prototype: a coarse random colour pattern (4x4 cells, upsampled
 from the data seed. A sample is its prototype shifted by a few pixels, scaled in brightness and
 covered in pixel noise; ``difficulty`` (0-1) scales the noise and the shift. The images need no
 download, learn quickly (tests, the demo, benchmarks) and obey the long-tail construction of
-spec section 1.2 like every other dataset.
+reference-spec.md §1.2 like every other dataset.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def build_synthetic(cfg: DataConfig, root: Path | None, seed: int) -> DataBundle
     # The data depends on subset_seed only, so runs with different training seeds share their data.
     gen = torch.Generator().manual_seed(10_007 + cfg.subset_seed)
     protos = _prototypes(num_classes, cfg.channels, size, gen)
-    # Generated directly at the long-tailed counts of spec section 1.2 (the images are i.i.d.).
+    # Generated directly at the long-tailed counts of reference-spec.md §1.2 (the images are i.i.d.).
     counts = longtail_counts(
         cfg.samples_per_class, num_classes, cfg.imbalance_ratio, cfg.imbalance_profile, cfg.imbalance_reverse
     )

@@ -1,4 +1,4 @@
-"""Model Doctor (spec section 5): image sift, channel masks, channel/spatial constraint, feature noise."""
+"""Model Doctor (reference-spec.md §5): image sift, channel masks, channel/spatial constraint, feature noise."""
 
 from __future__ import annotations
 

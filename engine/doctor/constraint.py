@@ -1,4 +1,4 @@
-"""Treatment (spec sections 5.4-5.6): channel loss, spatial loss and feature noise at hooked layers.
+"""Treatment (reference-spec.md §5.4-§5.6): channel loss, spatial loss and feature noise at hooked layers.
 
 Both losses are functions of G(t) = dS(t)/dA taken with ``create_graph=True``, so they are trained by
 double back-propagation.
@@ -56,7 +56,7 @@ def channel_loss_terms(
     psi: Psi = "abs",
     gating: Gating = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_high, L_low) of spec section 5.4 for one layer; ``mask`` is float [C, K]."""
+    """(L_high, L_low) of reference-spec.md §5.4 for one layer; ``mask`` is float [C, K]."""
     batch = max(labels.shape[0], 1)  # an empty batch (a rank's empty shard): zero, not 0/0
     e_rival, neg_rival = _energy_terms(grad_rival, act, psi, gating)
     e_true, neg_true = _energy_terms(grad_true, act, psi, gating)
@@ -125,10 +125,10 @@ class ChannelConstraint:
         return noisy
 
     def set_training(self, training: bool) -> None:
-        """Noise only while training (spec section 5.6); every noise hook is removed for evaluation.
+        """Noise only while training (reference-spec.md §5.6); every noise hook is removed for evaluation.
 
         The reference clears its hook list after removing the first hook, so with several layers the
-        rest stay on during evaluation (spec section 5.6); here each handle is removed.
+        rest stay on during evaluation (reference-spec.md §5.6); here each handle is removed.
         """
         self.training = training
         for handle in self._noise_handles:

@@ -1,4 +1,4 @@
-"""Channel masks (spec section 5.3): per-sample channel energies, class aggregation, thresholds.
+"""Channel masks (reference-spec.md §5.3): per-sample channel energies, class aggregation, thresholds.
 
 Only per-sample channel energies [B, K] leave a batch (summed over space right away), so a class's
 statistics are [N, K] rather than [N, K, H, W] gradient maps.
@@ -24,7 +24,7 @@ def target_score(
 ) -> torch.Tensor:
     """S(t) = sum_b z_{b,t_b} (per_sample) or its batch mean (repo: the reference's raw-logit NLL).
 
-    The batch mean puts a 1/B factor on every per-sample gradient (spec section 5.8); B is the global
+    The batch mean puts a 1/B factor on every per-sample gradient (reference-spec.md §5.8); B is the global
     batch (``batch_total``) when a rank holds a shard of it, so every rank's factor is one process's.
     """
     picked = logits.gather(1, targets.view(-1, 1)).sum()
@@ -43,7 +43,7 @@ def apply_phi(q: torch.Tensor, phi: Phi) -> torch.Tensor:
 
 
 def source_tensor(source: Source, grad: torch.Tensor | None, act: torch.Tensor) -> torch.Tensor:
-    """The quantity Q whose channel energies make the mask (spec section 5.3, FORK `flag` 1-4)."""
+    """The quantity Q whose channel energies make the mask (reference-spec.md §5.3, FORK `flag` 1-4)."""
     if source == "act":
         return act
     if source == "relu_act":
@@ -134,7 +134,7 @@ def threshold_mask(
     """Binary [C, K] mask from the class-by-channel energy matrix, thresholded per class (row).
 
     mean: v >= row mean (FORK grad_sift, inclusive). gt_mean: v > row mean (kernel pattern sift,
-    spec section 6.4). minmax: (v - min) / (max - min + 1e-5) > theta (OFFICIAL grad_calculate).
+    reference-spec.md §6.4). minmax: (v - min) / (max - min + 1e-5) > theta (OFFICIAL grad_calculate).
     topk: v >= the (r+1)-th largest value of the row (FORK `threshold=r`).
     """
     energy = energy.float()

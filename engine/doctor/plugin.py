@@ -19,7 +19,7 @@ from engine.schema.config import EngineConfig, is_leaky
 
 
 def reinitialise(model: nn.Module) -> None:
-    """Fresh default parameters for every layer (``doctor.init = "scratch"``, spec section 9.3)."""
+    """Fresh default parameters for every layer (``doctor.init = "scratch"``, reference-spec.md §9.3)."""
     for module in model.modules():
         reset = getattr(module, "reset_parameters", None)
         if callable(reset):

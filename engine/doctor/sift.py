@@ -1,4 +1,4 @@
-"""Image sift (spec section 5.2): a streaming top-N per class, updated with tensor ops per batch.
+"""Image sift (reference-spec.md §5.2): a streaming top-N per class, updated with tensor ops per batch.
 
 The buffer is a [C, N] table of sort keys (larger is better). Each batch scatters its samples into a
 [C, B] candidate table (a sample is a candidate only for its own class), the two tables are sorted

@@ -1,4 +1,4 @@
-"""The long-tail kernel pipeline (spec section 6): pattern sift, kernel dictionaries, masked fine-tuning."""
+"""The long-tail kernel pipeline (reference-spec.md §6): pattern sift, kernel dictionaries, masked fine-tuning."""
 
 from __future__ import annotations
 

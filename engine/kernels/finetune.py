@@ -1,4 +1,4 @@
-"""Kernel-masked fine-tuning (spec section 6.6) as a training plugin.
+"""Kernel-masked fine-tuning (reference-spec.md §6.6) as a training plugin.
 
 Each optimiser step lets only some conv kernels (output channels) move: those of the step's class
 dictionary (``mode = "per_class"``: one sub-batch step per class present, ascending class order) or
@@ -7,7 +7,7 @@ of the union dictionary (``mode = "union"``: the whole batch). ``reverse`` moves
 ``semantics = "freeze"`` (default) keeps a masked kernel bit-identical: its weight rows and their
 optimiser-state rows (momentum, Adam moments) are restored after the step, so neither weight decay
 nor momentum moves it. ``"repo_zero_grad"`` only zeroes ``.grad`` as the reference does, and masked
-kernels still drift through weight decay and momentum (spec section 9.8).
+kernels still drift through weight decay and momentum (reference-spec.md §9.8).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def frozen_rows(keep: torch.Tensor, out_channels: int) -> torch.Tensor:
     """Indices of the kernels that must not move, given the dictionary's keep mask.
 
     With input-gradient masks (``grad_wrt = "input"``) the mask has K_in entries while the weight has
-    K_out kernels; as in the reference, rows at or beyond K_in are never masked (spec section 9.7).
+    K_out kernels; as in the reference, rows at or beyond K_in are never masked (reference-spec.md §9.7).
     """
     frozen = torch.zeros(out_channels, dtype=torch.bool)
     n = min(out_channels, keep.shape[0])

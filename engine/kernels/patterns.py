@@ -1,4 +1,4 @@
-"""Pattern sift (spec sections 6.4-6.5): per-class kernel masks, dictionaries, class and layer selection."""
+"""Pattern sift (reference-spec.md §6.4-§6.5): per-class kernel masks, dictionaries, class and layer selection."""
 
 from __future__ import annotations
 
@@ -66,12 +66,12 @@ def select_classes(
 
 
 def pattern_masks(energies: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """M[c, k] = u[c, k] > mean_k u[c, k] per layer (strictly greater, spec section 6.4)."""
+    """M[c, k] = u[c, k] > mean_k u[c, k] per layer (strictly greater, reference-spec.md §6.4)."""
     return {name: threshold_mask(u, "gt_mean") for name, u in energies.items()}
 
 
 def class_dictionaries(masks: dict[str, torch.Tensor], classes: list[int]) -> dict[int, dict[str, list[int]]]:
-    """Per class, layer -> sorted kernel indices (spec section 6.5)."""
+    """Per class, layer -> sorted kernel indices (reference-spec.md §6.5)."""
     return {c: {name: m[c].nonzero().flatten().tolist() for name, m in masks.items()} for c in classes}
 
 

@@ -1,4 +1,4 @@
-"""Classification losses (spec section 3; formulas in longtail-and-speed-anchors.md section 5).
+"""Classification losses (reference-spec.md §3; formulas in reference-spec.md §10).
 
 ``build_loss(cfg, train_counts, num_classes, epochs)`` returns an nn.Module mapping (logits, labels) to
 the batch-mean loss. Losses with state keep it in buffers (EFL "paper" accumulators, updated only in

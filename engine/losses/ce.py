@@ -1,4 +1,4 @@
-"""Cross-entropy with optional label smoothing (spec section 3.1)."""
+"""Cross-entropy with optional label smoothing (reference-spec.md §3.1)."""
 
 from __future__ import annotations
 

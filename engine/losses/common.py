@@ -1,6 +1,6 @@
 """Shared pieces of the losses: the registry and per-sample helpers.
 
-Every loss maps (logits [B, C], labels [B]) to the batch-mean loss (spec section 3) and computes in
+Every loss maps (logits [B, C], labels [B]) to the batch-mean loss (reference-spec.md §3) and computes in
 float32 whatever the autocast precision, because (1 - p_t)^gamma and log-sums lose too much in bf16.
 """
 
@@ -43,7 +43,7 @@ def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def target_probability(ce: torch.Tensor) -> torch.Tensor:
-    """p_t = exp(-CE) from the *unweighted* per-sample CE (longtail anchors section 5.1 gotcha)."""
+    """p_t = exp(-CE) from the *unweighted* per-sample CE (reference-spec.md §10.1 gotcha)."""
     return torch.exp(-ce)
 
 

@@ -1,12 +1,12 @@
-"""Equalized focal loss (spec section 3.3; paper form in longtail-and-speed-anchors.md section 5.7).
+"""Equalized focal loss (reference-spec.md §3.3; paper form in reference-spec.md §10.7).
 
 mode "repo" reproduces the reference's HEAD ("EFL v2"): one gradient statistic per batch,
 g = clip(sum_b ReLU(G_b) / (sum_b ReLU(-G_b) + 1e-9)) with G_b = (1 - p_t,b)/B the target-column
-gradient of -mean CE. It is computed analytically and treated as a constant (spec section 3.8) instead
+gradient of -mean CE. It is computed analytically and treated as a constant (reference-spec.md §3.8) instead
 of by a second autograd pass, so evaluation runs under no-grad. Since G_b >= 0, g = 1 and the loss
 equals FL(gamma) exactly (the reference's FL vs EFL numbers differ by run-to-run noise only).
 
-mode "v1" is the fork's form from 2022-01-26 to 02-07 (spec section 3.3, "EFL v1"): the same target
+mode "v1" is the fork's form from 2022-01-26 to 02-07 (reference-spec.md §3.3, "EFL v1"): the same target
 column gradient G_b = (1 - p_t,b)/B, but per sample and clipped, g_b = clip(G_b, 0, 1), so
 gamma_b = gamma + s (1 - g_b) (about gamma + s, ~10 with the defaults) and the weight gamma_b / gamma
 (about 5): a far stronger focusing than FL. Treated as constants like "repo".
@@ -39,7 +39,7 @@ from engine.schema.config import LossConfig
 
 
 def repo_batch_gamma(pt: torch.Tensor, gamma: float, scale_factor: float) -> torch.Tensor:
-    """The reference's batch scalar gamma_v = gamma + s (1 - g) (spec section 3.3), detached.
+    """The reference's batch scalar gamma_v = gamma + s (1 - g) (reference-spec.md §3.3), detached.
 
     Under data parallelism a training step's statistic is over the global batch (the ranks all-reduce
     their sums); evaluation, which runs without grad, keeps each rank's own batch."""

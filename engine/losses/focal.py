@@ -1,4 +1,4 @@
-"""Focal loss (spec section 3.2) and the reference's "dual focal loss" (spec section 3.6)."""
+"""Focal loss (reference-spec.md §3.2) and the reference's "dual focal loss" (reference-spec.md §3.6)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class FocalLoss(nn.Module):
 
 
 class DualFocalLoss(nn.Module):
-    """mean_b (CE_b + (1 - p_t)): what the reference implements under the DFL name (spec section 3.6);
+    """mean_b (CE_b + (1 - p_t)): what the reference implements under the DFL name (reference-spec.md §3.6);
     the cited paper's adaptive class weights are not part of it."""
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Label-aware smoothing (MiSLAS, Zhong et al. CVPR 2021; longtail-and-speed-anchors.md section 5.10).
+"""Label-aware smoothing (MiSLAS, Zhong et al. CVPR 2021; reference-spec.md §10.8).
 
 Each class y gets its own smoothing epsilon_y, from ``smooth_head`` for the most frequent training class
 to ``smooth_tail`` for the rarest, along a ``shape`` in the normalised count

@@ -1,4 +1,4 @@
-"""LDAM with deferred re-weighting (Cao et al. 2019; longtail-and-speed-anchors.md section 5.3).
+"""LDAM with deferred re-weighting (Cao et al. 2019; reference-spec.md §10.3).
 
 Margins Delta_j = K / n_j^(1/4) with K such that max_j Delta_j = max_m; the target logit is lowered by
 its margin and all logits are scaled by s before CE. LDAM expects cosine logits: build the model with

@@ -1,5 +1,5 @@
 """Class-count-aware losses: class-balanced (Cui et al. 2019), balanced softmax (Ren et al. 2020) and
-the logit-adjusted loss (Menon et al. 2021); formulas in longtail-and-speed-anchors.md sections 5.2-5.5.
+the logit-adjusted loss (Menon et al. 2021); formulas in reference-spec.md §10.2-§10.5.
 
 Classes absent from the training split are counted as 1 image, so log n and 1/E_n stay finite.
 """

@@ -1,4 +1,4 @@
-"""Reduced focal loss (spec section 3.4) and the lab's REFL combination (spec section 3.5).
+"""Reduced focal loss (reference-spec.md §3.4) and the lab's REFL combination (reference-spec.md §3.5).
 
 RFL: w_b = 1 where p_t < th, else (1 - p_t)^gamma / th^gamma; loss = mean_b w_b CE_b. At the switch
 point the weight jumps from 1 to ((1 - th)/th)^gamma: continuous only for th = 0.5 (th = 0.4: 2.25,
@@ -7,7 +7,7 @@ th = 0.25: 9, th = 0.1: 81 -- moderately confident samples are *up*-weighted bel
 REFL: mean_b w_f w_b CE_b with w_f the EFL weighting factor (efl.py). mode "repo": the reference's
 batch scalar, identically 1, so REFL(th) == RFL(th) as in every reported REFL result. mode "paper":
 w_f = gamma_y / gamma from the per-class gradient ratio of the EFL paper form; w_b keeps the plain
-gamma. Versions (spec section 3.5; v1 is the reference's HEAD):
+gamma. Versions (reference-spec.md §3.5; v1 is the reference's HEAD):
   v1: w_b as RFL;  v2: w_b = (1 - p_t)^gamma above th (no division by th^gamma);
   v3: v1 + (1 - p_t) per sample;  v4: v1 + (1 - p_t)^gamma per sample.
 """

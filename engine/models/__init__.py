@@ -1,4 +1,4 @@
-"""The model zoo (spec section 2) and layer addressing (spec section 2.2).
+"""The model zoo (reference-spec.md §2) and layer addressing (reference-spec.md §2.2).
 
 Every model is registered by name in ``MODELS`` (the names of ``engine.schema.config.MODEL_NAMES``) and is an
 ``AddressableModel``: it names its reference integer layer keys, its last conv, its penultimate FC (or
@@ -10,7 +10,7 @@ None), its head and its kernel-pipeline conv list. A layer is addressed by
 
 Models without a hidden FC (the ResNet family, ResNeXt, WRN) have no penultimate_fc: asking for it is an
 error naming the valid choices, rather than a silent alias for the pooled features, because Model Doctor
-on "the penultimate FC" means a hidden Linear's output (spec section 2.2). Their pooled features are
+on "the penultimate FC" means a hidden Linear's output (reference-spec.md §2.2). Their pooled features are
 still addressable by path ("avgpool" etc.; see ``python -m engine layers MODEL``).
 """
 
@@ -94,7 +94,7 @@ def _addressable(model: nn.Module) -> AddressableModel:
 
 
 def reference_layers(model: nn.Module) -> dict[int, str]:
-    """The reference's integer layer keys (spec section 2.2) -> dotted module path."""
+    """The reference's integer layer keys (reference-spec.md §2.2) -> dotted module path."""
     return dict(_addressable(model).reference_layers)
 
 

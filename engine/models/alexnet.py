@@ -1,4 +1,4 @@
-"""The three AlexNets of the reference (spec section 2.1), none with LRN.
+"""The three AlexNets of the reference (reference-spec.md §2.1), none with LRN.
 
 * ``alexnet``: five 3x3 convs (the first stride 2) with 2x2 max-pools after convs 1, 2 and 5, and a
   classifier whose input is 256*h*w for the final map h x w. The reference hard-wires h = w = 14 (224 px,
@@ -21,7 +21,7 @@ FORK_IMAGE_SIZE = 224
 
 
 def _classifier(in_features: int, num_classes: int) -> nn.Sequential:
-    """Dropout-FC-ReLU-Dropout-FC-ReLU-FC: Linears at 1, 4, 6 (spec section 2.1)."""
+    """Dropout-FC-ReLU-Dropout-FC-ReLU-FC: Linears at 1, 4, 6 (reference-spec.md §2.1)."""
     return nn.Sequential(
         nn.Dropout(),
         nn.Linear(in_features, 4096),
@@ -114,7 +114,7 @@ class AlexNetV2(_AlexNetBase):
         )
         self.avgpool = nn.AdaptiveAvgPool2d(6)
         self.classifier = _classifier(256 * 6 * 6, num_classes)
-        # spec section 2.2: 0..4 are the five convs; the reference's FC key -1 is commented out and its
+        # reference-spec.md §2.2: 0..4 are the five convs; the reference's FC key -1 is commented out and its
         # README says to enable it for the FC variant, so it is defined here.
         self.reference_layers = {i: f"features.{p}" for i, p in enumerate((0, 3, 6, 8, 10))}
         self.reference_layers[-1] = "classifier.4"

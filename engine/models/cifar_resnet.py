@@ -1,7 +1,7 @@
-"""CIFAR-style ResNet-18/34/50/152 (spec section 2.1): 3x3 stride-1 stem, no max-pool.
+"""CIFAR-style ResNet-18/34/50/152 (reference-spec.md §2.1): 3x3 stride-1 stem, no max-pool.
 
 Module names follow the reference (conv1, conv2_x..conv5_x, residual_function, shortcut, fc) so the
-integer keys of spec section 2.2 point at the same layers.
+integer keys of reference-spec.md §2.2 point at the same layers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, stride: int) -> None:
         super().__init__()
-        # indices 0 and 3 are the convs (spec section 2.1)
+        # indices 0 and 3 are the convs (reference-spec.md §2.1)
         self.residual_function = nn.Sequential(
             nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(channels),
@@ -37,7 +37,7 @@ class Bottleneck(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, stride: int) -> None:
         super().__init__()
-        # indices 0, 3, 6 are the convs; the 3x3 carries the stride (spec section 2.1)
+        # indices 0, 3, 6 are the convs; the 3x3 carries the stride (reference-spec.md §2.1)
         self.residual_function = nn.Sequential(
             nn.Conv2d(in_channels, channels, 1, bias=False),
             nn.BatchNorm2d(channels),
@@ -107,7 +107,7 @@ class CifarResNet(AddressableModel):
 
 
 def _with_reference_keys(model: CifarResNet, numbered: int) -> CifarResNet:
-    """Spec section 2.2: resnet18 numbers its 16 residual convs 1..16; resnet50 numbers 1..47, the
+    """reference-spec.md §2.2: resnet18 numbers its 16 residual convs 1..16; resnet50 numbers 1..47, the
     48th (last) being its -1; resnet34/152 have only -1 = the last conv."""
     paths = model.kernel_layers[:numbered]
     model.reference_layers = {i: p for i, p in enumerate(paths, start=1)} | {-1: model.last_conv}

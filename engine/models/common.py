@@ -19,10 +19,10 @@ MODELS: Registry[ModelBuilder] = Registry("model")
 class AddressableModel(nn.Module):
     """Base of every model in the zoo: names the layers other parts of the engine address.
 
-    reference_layers: the reference's integer layer keys (spec section 2.2) -> dotted module path.
+    reference_layers: the reference's integer layer keys (reference-spec.md §2.2) -> dotted module path.
     last_conv / penultimate_fc: dotted paths (penultimate_fc is None where no hidden FC exists).
     head: the final Linear's path (replaced by a NormedLinear for LDAM).
-    kernel_layers: the kernel pipeline's conv list (spec section 6.4), in key order.
+    kernel_layers: the kernel pipeline's conv list (reference-spec.md §6.4), in key order.
     min_input_size: the smallest square input (pixels) the forward pass accepts.
     """
 

@@ -1,4 +1,4 @@
-"""ResNet-32 for 32 px inputs ("proper CIFAR ResNet", spec section 2.1), option-A shortcuts."""
+"""ResNet-32 for 32 px inputs ("proper CIFAR ResNet", reference-spec.md §2.1), option-A shortcuts."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class BasicBlock(nn.Module):
 class ResNet32(AddressableModel):
     """3x3 stem (16 ch), three stages of 5 BasicBlocks (16/32/64, strides 1/2/2), GAP, Linear.
 
-    PyTorch default init, as the reference (its Kaiming init is commented out, spec section 2.1).
+    PyTorch default init, as the reference (its Kaiming init is commented out, reference-spec.md §2.1).
     """
 
     def __init__(self, in_channels: int, num_classes: int, blocks: int = 5) -> None:
@@ -57,7 +57,7 @@ class ResNet32(AddressableModel):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(64, num_classes)
 
-        # Spec section 2.2: keys 0..29 are layer{1,2,3}[j].conv{1,2}, stem excluded. The reference's
+        # reference-spec.md §2.2: keys 0..29 are layer{1,2,3}[j].conv{1,2}, stem excluded. The reference's
         # HEAD has no -1 key; we define -1 = the last conv, its only key before 2022-02-22.
         convs = [f"layer{s}.{j}.conv{c}" for s in (1, 2, 3) for j in range(blocks) for c in (1, 2)]
         self.reference_layers = dict(enumerate(convs)) | {-1: convs[-1]}

@@ -1,4 +1,4 @@
-"""ResNeXt-50 (32x4d) with the CIFAR stem (spec section 2.1), reference module names (conv1,
+"""ResNeXt-50 (32x4d) with the CIFAR stem (reference-spec.md §2.1), reference module names (conv1,
 conv2..conv5, split_transforms, shortcut, fc).
 
 Its first 1x1 conv is *grouped* (groups = 32), as in the reference; standard ResNeXt's is dense.
@@ -62,7 +62,7 @@ class ResNeXt50(AddressableModel):
             setattr(self, f"conv{stage}", nn.Sequential(*blocks))
         self.avg = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width, num_classes)
-        # spec section 2.2: 0..47 = conv{2..5}[j].split_transforms[{0,3,6}]; the reference's -1 is
+        # reference-spec.md §2.2: 0..47 = conv{2..5}[j].split_transforms[{0,3,6}]; the reference's -1 is
         # commented out; we define -1 = the last conv for uniformity.
         convs = [
             f"conv{stage}.{j}.split_transforms.{i}"

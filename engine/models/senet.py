@@ -1,5 +1,5 @@
-"""SE-ResNet-34 for CIFAR (spec section 2.1), with the reference's module names (pre, stage1..4,
-residual, excitation, linear) so the integer keys of spec section 2.2 point at the same layers."""
+"""SE-ResNet-34 for CIFAR (reference-spec.md §2.1), with the reference's module names (pre, stage1..4,
+residual, excitation, linear) so the integer keys of reference-spec.md §2.2 point at the same layers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from engine.models.common import MODELS, AddressableModel, conv_paths
 
 
 class SEBasicBlock(nn.Module):
-    """ReLU(residual * excitation(residual) + shortcut); the residual ends in a ReLU (spec 2.1)."""
+    """ReLU(residual * excitation(residual) + shortcut); the residual ends in a ReLU (reference-spec.md §2.1)."""
 
     def __init__(self, in_channels: int, channels: int, stride: int, reduction: int = 16) -> None:
         super().__init__()
@@ -59,7 +59,7 @@ class SENet34(AddressableModel):
             setattr(self, f"stage{stage}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(512, num_classes)
-        # spec section 2.2: -2 the last 3x3 conv, -1 the last SE expansion FC (32 -> 512)
+        # reference-spec.md §2.2: -2 the last 3x3 conv, -1 the last SE expansion FC (32 -> 512)
         self.reference_layers = {-2: "stage4.2.residual.3", -1: "stage4.2.excitation.2"}
         self.kernel_layers = conv_paths(self, exclude=("pre", "shortcut"))
         self.last_conv = "stage4.2.residual.3"

@@ -1,4 +1,4 @@
-"""VGG-16 with BatchNorm and an adaptive 7x7 pool (the FORK's vggv2, spec section 2.1): any input of
+"""VGG-16 with BatchNorm and an adaptive 7x7 pool (the FORK's vggv2, reference-spec.md §2.1): any input of
 at least 32 px. Conv positions in `features`: 0, 3, 7, ..., 40; classifier Linears at 0, 3, 6."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class VGG16(AddressableModel):
             nn.Dropout(),
             nn.Linear(4096, num_classes),
         )
-        # spec section 2.2 (vggv2): conv1_2, conv2_2, conv3_3, conv4_3, conv5_1, conv5_2; -2 conv5_3; -1 FC2
+        # reference-spec.md §2.2 (vggv2): conv1_2, conv2_2, conv3_3, conv4_3, conv5_1, conv5_2; -2 conv5_3; -1 FC2
         picks = {0: 3, 1: 10, 2: 20, 3: 30, 4: 34, 5: 37, -2: 40}
         self.reference_layers = {k: f"features.{i}" for k, i in picks.items()} | {-1: "classifier.3"}
         self.kernel_layers = conv_paths(self)

@@ -1,5 +1,5 @@
 """Wide ResNet 28-10 (Zagoruyko & Komodakis) for CIFAR: pre-activation blocks, widths 160/320/640,
-4 blocks per stage, strides 1/2/2; spec section 2.2 addresses its -1 as layer3[3].conv2 (640 ch, 8x8)."""
+4 blocks per stage, strides 1/2/2; reference-spec.md §2.2 addresses its -1 as layer3[3].conv2 (640 ch, 8x8)."""
 
 from __future__ import annotations
 

@@ -259,7 +259,7 @@ NORMALIZE_CHANNELS: dict[str, int] = {
     "none": 1,
 }
 
-# Presets reproduce the two reference recipes of spec section 5 in one key; explicit keys win.
+# Presets reproduce the two reference recipes of reference-spec.md §5 in one key; explicit keys win.
 DOCTOR_PRESETS: dict[str, dict[str, Any]] = {
     "official": {
         "psi": "relu",

@@ -87,7 +87,7 @@ class DataConfig:
     normalize: Literal["auto", "cifar10", "cifar100", "imagenet", "inat", "mnist", "none"] = "auto"
     num_workers: int = 2
     in_memory: Literal["auto", "yes", "no"] = "auto"
-    # long-tailed subset (spec section 1.2)
+    # long-tailed subset (reference-spec.md §1.2)
     imbalance_ratio: float = 1.0
     imbalance_profile: Literal["exp", "step", "none"] = "exp"
     imbalance_reverse: bool = False
@@ -121,8 +121,8 @@ class LossConfig:
     weight: float = 1.0  # constant scale; 0.25 is the reference's "balanced" FL/EFL
     threshold: float = 0.5
     scale_factor: float = 8.0
-    mode: Literal["repo", "paper", "v1"] = "repo"  # efl/refl: spec section 3.3 ("v1": efl only)
-    version: Literal["v1", "v2", "v3", "v4"] = "v1"  # refl: spec section 3.5
+    mode: Literal["repo", "paper", "v1"] = "repo"  # efl/refl: reference-spec.md §3.3 ("v1": efl only)
+    version: Literal["v1", "v2", "v3", "v4"] = "v1"  # refl: reference-spec.md §3.5
     beta: float = 0.9999
     base: Literal["softmax", "focal"] = "softmax"
     tau: float = 1.0
@@ -160,7 +160,7 @@ class ScheduleConfig:
     name: str = "cosine"
     warmup_epochs: int = 5
     # "linear": factor (e+1)/W (the reference since 2022-03-11); "repo_e_over_4": e/(W-1), lr 0 in
-    # epoch 0 (the reference before, spec section 4.3)
+    # epoch 0 (the reference before, reference-spec.md §4.3)
     warmup: Literal["linear", "repo_e_over_4"] = "linear"
     milestones: tuple[int, ...] = (160, 180)
     factor: float = 0.01
@@ -190,7 +190,7 @@ class MaskConfig:
     combine_with: str | None = None  # experiments.toml: another experiment's name
     combine_path: str | None = None  # resolved by the manager: that experiment's mask artifacts dir
     combine_op: Literal["union", "intersection"] = "union"
-    grad_scaling: Literal["per_sample", "repo"] = "per_sample"  # spec section 5.8
+    grad_scaling: Literal["per_sample", "repo"] = "per_sample"  # reference-spec.md §5.8
 
 
 @dataclass(frozen=True)
@@ -535,7 +535,7 @@ def _method_issues(cfg: EngineConfig) -> list[Issue]:
         if cfg.decouple is not None:
             out.append(Issue("tau_norm", "tau_norm trains nothing; it cannot be combined with decouple"))
     if cfg.loss.name == "refl" and cfg.loss.mode == "v1":
-        out.append(Issue("loss.mode", '"v1" is an EFL form (spec section 3.3); refl takes "repo" or "paper"'))
+        out.append(Issue("loss.mode", '"v1" is an EFL form (reference-spec.md §3.3); refl takes "repo" or "paper"'))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Event protocol v1: the only language the engine speaks to the world (DESIGN.md section 4).
+"""Event protocol v1: the only language the engine speaks to the world (docs/internals.md).
 
 Standard library only: the manager (CLI, TUI, scheduler, supervisor) imports this module to read
 ``events.jsonl`` and must not pay for torch. It holds the three halves of the protocol:

@@ -1,4 +1,4 @@
-"""``mdtui queue ...`` and ``mdtui gpus``: the CLI face of the scheduler (DESIGN.md section 7).
+"""``mdtui queue ...`` and ``mdtui gpus``: the CLI face of the scheduler (docs/queue.md).
 
 Every verb here calls ``ensure_scheduler`` on its way out, so a scheduler that was killed (or a queue
 left with work after a reboot) is restarted by the next command that looks at the queue.

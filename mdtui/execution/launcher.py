@@ -1,4 +1,4 @@
-"""The one way to start, stop, poll and resume a run (DESIGN.md section 7).
+"""The one way to start, stop, poll and resume a run (docs/queue.md).
 
 `mdtui run` (foreground, ``--detach``, ``--resume``), `mdtui stop`, `mdtui queue cancel`, the
 scheduler, the TUI and `mdtui demo` all go through a ``Launcher``. The protocol is the part a cluster

@@ -1,7 +1,6 @@
 """The GPU ledger: which devices a new run may take, given reservations, foreign load and policies.
 
-Pure functions over a snapshot (DESIGN.md section 7, experiment-manager-anchors.md section 5 items 3
-and 5, section 6.4): a device handed to an mdtui run stays reserved until that run's engine process
+Pure functions over a snapshot (docs/queue.md, "The ledger"): a device handed to an mdtui run stays reserved until that run's engine process
 group is gone, whatever its memory says; processes of other people count through the free-memory and
 utilisation thresholds; `[settings]` policies narrow the choice.
 

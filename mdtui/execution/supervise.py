@@ -4,7 +4,7 @@
 output appended to the run's log files, never a pipe), so the run outlives the terminal, the SSH
 session and the UI that started it. The supervisor starts ``python -m engine RUN_DIR`` in a process
 group of its own, records pid / pgid / start time, waits, and records the end through
-``mdtui.execution.ending`` (which decides the status and writes exit.json last, DESIGN.md section 1):
+``mdtui.execution.ending`` (which decides the status and writes exit.json last, docs/results.md):
 
 * ``completed``: exit 0 after a ``run_finished{completed}`` event;
 * ``stopped``: mdtui asked for the stop (``stop()`` writes ``stop-request.json`` before signalling);

@@ -1,4 +1,4 @@
-"""experiments.toml -> a validated ``Plan`` of ``Experiment`` specs (DESIGN.md section 5).
+"""experiments.toml -> a validated ``Plan`` of ``Experiment`` specs (docs/configuration.md).
 
 The file has three kinds of tables:
 

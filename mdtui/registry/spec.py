@@ -67,7 +67,7 @@ class Settings:
     runs_dir: Path  # absolute (relative paths are relative to the toml's directory)
     results_log: Path
     data_root: Path | None  # MDTUI_DATA_ROOT overrides
-    exclude_devices: tuple[str, ...] = ()  # scheduler policies (DESIGN section 7)
+    exclude_devices: tuple[str, ...] = ()  # scheduler policies (docs/queue.md)
     max_devices: int | None = None
     runs_per_device: int = 1
     min_free_memory_mb: int = 2048
@@ -182,7 +182,7 @@ def parse_settings(
         problems += slurm_problems
         values["slurm"] = SlurmOptions().merged(checked)
     base = path.parent
-    # The environment wins over the file (DESIGN section 5): one file, several machines.
+    # The environment wins over the file (docs/configuration.md): one file, several machines.
     data_root = resolve_data_root(None, base, setting=values.get("data_root"), env=env)
     settings = Settings(
         path=path,

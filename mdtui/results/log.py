@@ -1,9 +1,9 @@
-"""RESULTS.md: the research notebook, written by the machine (DESIGN.md section 8).
+"""RESULTS.md: the research notebook, written by the machine (docs/results.md).
 
 When a run ends (``mdtui.execution.ending.settle``, before exit.json), ``record_finished`` draws the
 run's plots (``mdtui.results.plots``) and brings its lines in the log to what its status says: a
 completed run is one bullet under the ``## <group>`` heading of its experiment (the notebook's shape,
-model-doctor-spec.md section 7.5), a stopped/failed/lost run one short line under ``## Incomplete
+reference-spec.md §7.5), a stopped/failed/lost run one short line under ``## Incomplete
 runs`` at the end of the file. It converges: recording a run again changes nothing, a run that
 completes after an incomplete session loses its incomplete line, a run that ends again replaces
 its unedited incomplete line. Lines a person wrote are never touched (``mdtui.results.markdown``

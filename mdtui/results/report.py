@@ -1,4 +1,4 @@
-"""``mdtui report``: result tables from the SQLite index (DESIGN.md section 8).
+"""``mdtui report``: result tables from the SQLite index (docs/results.md).
 
 One table per group, one row per experiment: its runs (seeds) aggregated, the knobs it varies, the
 metrics, and the difference to the group's baseline; or, with ``pivot``, a grid of one metric over

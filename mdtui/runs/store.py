@@ -1,4 +1,4 @@
-"""Run directories and their SQLite index (DESIGN.md section 3).
+"""Run directories and their SQLite index (docs/results.md).
 
 A run directory ``runs/<sanitised experiment>/<run id>/`` is the source of truth: ``run.json``
 (identity, provenance, status), ``config.json``, ``events.jsonl``, logs, ``exit.json``. The index

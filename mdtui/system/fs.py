@@ -1,6 +1,6 @@
 """Small filesystem helpers every manager module shares: atomic writes, safe names, file locks.
 
-A run directory is the source of truth (DESIGN.md section 1), so files other processes read while
+A run directory is the source of truth (docs/results.md), so files other processes read while
 they are being replaced (run.json, exit.json, RESULTS.md) are never written in place: a reader sees
 either the old or the new content, never half of it.
 """

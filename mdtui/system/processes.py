@@ -1,7 +1,8 @@
-"""Facts about processes and the environment a run is recorded with (run.json, DESIGN.md section 3).
+"""Facts about processes and the environment a run is recorded with (run.json, docs/results.md).
 
 A pid alone never identifies a process: pids are reused. A process is "the one we recorded" only when
-its psutil create time matches too, on the same boot (experiment-manager-anchors.md section 6.5).
+its psutil create time matches too, on the same boot (the boot id), so a reused pid or a reboot
+never passes for a run's process.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def logout_kills_processes(
     """True when systemd-logind will kill this user's processes at logout, detached runs included.
 
     With ``KillUserProcesses=yes`` even setsid'd processes die with the SSH session unless the user
-    lingers (experiment-manager-anchors.md section 6.5). The last setting read wins, as in logind.
+    lingers (`loginctl enable-linger`, docs/cli.md). The last setting read wins, as in logind.
     """
     kill = False
     files: list[Path] = []

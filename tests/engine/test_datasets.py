@@ -233,7 +233,7 @@ def test_cifar100_normalisation_and_lexicographic_order(tmp_path: Path) -> None:
     assert balanced.num_classes == 100 and balanced.train.images.shape == (500, 3, 32, 32)
     assert balanced.mean == NORMALIZATION["cifar100"][0]
     lt = build("cifar100", tmp_path, imbalance_ratio=2.0)
-    assert lt.mean == NORMALIZATION["cifar10"][0]  # spec 1.4: CIFAR-100-LT uses the CIFAR-10 constants
+    assert lt.mean == NORMALIZATION["cifar10"][0]  # reference-spec.md §1.4: CIFAR-100-LT uses the CIFAR-10 constants
     assert lt.train_counts == longtail_counts(5.0, 100, 2.0)
     lex = build("cifar100", tmp_path, class_order="lexicographic")
     assert lex.class_names[:3] == ["c0", "c1", "c10"] and lex.label_map["c2"] == 12

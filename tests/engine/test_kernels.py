@@ -57,7 +57,7 @@ def test_pattern_masks_strictly_above_layer_mean_and_union() -> None:
 def test_frozen_rows_input_era_leaves_extra_kernels_free() -> None:
     keep = torch.tensor([True, False, True, False])
     assert frozen_rows(keep, 4).tolist() == [1, 3]
-    assert frozen_rows(keep, 8).tolist() == [1, 3]  # kernels 4..7 are never masked (spec section 9.7)
+    assert frozen_rows(keep, 8).tolist() == [1, 3]  # kernels 4..7 are never masked (reference-spec.md §9.7)
 
 
 def test_per_class_sub_batches_ascending_and_complete() -> None:
@@ -131,7 +131,7 @@ def test_masked_kernels_bit_identical_only_under_freeze(tmp_path, semantics: str
     if semantics == "freeze":
         assert torch.equal(after[outside], before[outside])
         assert torch.equal(model.get_submodule("layer1.0.conv1").weight, frozen_before)
-    else:  # only .grad is zeroed: weight decay and momentum still move them (spec section 9.8)
+    else:  # only .grad is zeroed: weight decay and momentum still move them (reference-spec.md §9.8)
         assert not torch.equal(after[outside], before[outside])
         assert not torch.equal(model.get_submodule("layer1.0.conv1").weight, frozen_before)
 

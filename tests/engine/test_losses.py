@@ -1,4 +1,4 @@
-"""Every loss against numbers computed by hand from its formula (spec section 3; anchors section 5)."""
+"""Every loss against numbers computed by hand from its formula (reference-spec.md §3; reference-spec.md §10)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_efl_repo_mode_equals_focal_loss_exactly() -> None:
         efl = loss_of("efl", counts, gamma=gamma, weight=weight)(logits, labels)
         fl = loss_of("fl", counts, gamma=gamma, weight=weight)(logits, labels)
         assert torch.equal(efl, fl)
-    # the degenerate statistic: g = 1 unless every p_t == 1, then gamma_v = 2 + 8 (spec section 3.3)
+    # the degenerate statistic: g = 1 unless every p_t == 1, then gamma_v = 2 + 8 (reference-spec.md §3.3)
     assert repo_batch_gamma(torch.tensor([0.5, 0.9]), 2.0, 8.0).item() == 2.0
     assert repo_batch_gamma(torch.tensor([1.0, 1.0]), 2.0, 8.0).item() == 10.0
 
@@ -128,7 +128,7 @@ def test_reduced_weight_jumps_at_the_threshold(
 
 def test_refl_versions() -> None:
     rfl = value("rfl")
-    assert value("refl") == rfl  # v1, repo mode: w_f == 1, REFL == RFL (spec section 3.5)
+    assert value("refl") == rfl  # v1, repo mode: w_f == 1, REFL == RFL (reference-spec.md §3.5)
     assert value("refl", version="v2") == pytest.approx((0.25 * LN2 + LN4 + 0.04 * LN125) / 3, rel=1e-6)
     assert value("refl", version="v3") == pytest.approx(rfl + (0.5 + 0.75 + 0.2) / 3, rel=1e-6)
     assert value("refl", version="v4") == pytest.approx(rfl + (0.25 + 0.5625 + 0.04) / 3, rel=1e-6)

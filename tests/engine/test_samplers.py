@@ -1,4 +1,4 @@
-"""Samplers: spec section 4.1 semantics, vectorised, deterministic per generator."""
+"""Samplers: reference-spec.md §4.1 semantics, vectorised, deterministic per generator."""
 
 from __future__ import annotations
 

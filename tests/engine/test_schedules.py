@@ -1,4 +1,4 @@
-"""Schedules: exact factors of model-doctor-spec.md section 4.3."""
+"""Schedules: exact factors of reference-spec.md §4.3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The supervisor with real processes: completed, failed, lost, stopped, detached (mdtui/supervise.py).
+"""The supervisor with real processes: completed, failed, lost, stopped, detached (mdtui/execution/supervise.py).
 
 The engine is tests/fixtures/fake_engine.py (selected with MDTUI_ENGINE_CMD) except in the last test,
 which trains the real engine for a few steps when it is present.

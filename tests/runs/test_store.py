@@ -1,4 +1,4 @@
-"""Run directories, the SQLite index and reconciliation (mdtui/store.py, mdtui/fsutil.py)."""
+"""Run directories, the SQLite index and reconciliation (mdtui/runs/store.py, mdtui/system/fs.py)."""
 
 from __future__ import annotations
 

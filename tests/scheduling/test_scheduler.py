@@ -1,4 +1,5 @@
-"""The ledger, the queue and the scheduler (mdtui/ledger.py, runqueue.py, scheduler.py, launcher.py).
+"""The ledger, the queue and the scheduler (mdtui/execution/ledger.py, mdtui/scheduling/queue.py,
+mdtui/scheduling/scheduler.py, mdtui/execution/launcher.py).
 
 Fast tests drive `Scheduler.step()` in-process with a launcher that only records; the slow ones start
 the real detached scheduler, real supervisors and the fake engine on fake GPUs.

@@ -10,7 +10,7 @@
 #   bash tests/slurm/cluster.sh env     print the `export ...` lines (for eval)
 #
 # Two nodes (--nodes 2; CI uses this, see .ci/run): a second slurmd in its own network + UTS + mount
-# namespace looks like a second host to Slurm and to torchrun (shared/reference/slurm-two-nodes.md).
+# namespace looks like a second host to Slurm and to torchrun.
 # - node1 is this host's network namespace, node2 the namespace $NETNS; a veth pair ($VETH, the same
 #   name at both ends, so one GLOO_SOCKET_IFNAME works on both nodes) joins them on the private /24
 #   $NET.0 (.1 = node1, .2 = node2). Traffic stays between the two namespaces (and loopback).
