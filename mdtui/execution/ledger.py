@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mdtui.execution import ranks
+from mdtui.execution.launching import on_cluster
 from mdtui.runs.status import LIVE, RunStatus
 from mdtui.system.fs import file_lock
 from mdtui.system.gpus import CPU_ID, Device, GpuConfigError, cpu_device, list_devices
@@ -214,8 +215,8 @@ def engine_alive(rec: RunRecord) -> bool:
 def reservations(store: RunStore) -> list[Reservation]:
     """Live runs hold their devices, and so does a `lost` run whose engine is still alive (its
     supervisor died, the engine has not stopped yet)."""
-    # a Slurm run (job_id) holds what Slurm granted it on a cluster node, nothing of this machine's
-    held = [r for r in store.list_runs(statuses=list(LIVE)) if not r.job_id]
+    # a run on a cluster (a Slurm job) holds what Slurm granted it on a cluster node, nothing of this machine's
+    held = [r for r in store.list_runs(statuses=list(LIVE)) if not on_cluster(r)]
     held += [r for r in store.list_runs(statuses=[RunStatus.LOST.value]) if engine_alive(r)]
     return [Reservation(r.run_id, tuple(r.devices)) for r in held]
 

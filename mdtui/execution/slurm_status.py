@@ -89,8 +89,10 @@ def job_ending(job: Any | None, end: EngineEnd, *, started: bool, job_id: str) -
     if not started:
         if end.stop_requested:
             return Ending(RunStatus.CANCELLED, "cancelled before it started")
-        if state == "CANCELLED":
-            return Ending(RunStatus.FAILED, "the job was cancelled outside mdtui before it started (scancel)")
+        if state == "CANCELLED":  # a pending run cancelled by anyone ends alike (ending.end_unstarted)
+            return Ending(
+                RunStatus.CANCELLED, "the job was cancelled outside mdtui before it started (scancel)"
+            )
         if job is None:
             return Ending(RunStatus.LOST, f"Slurm no longer knows job {job_id} and the run never started")
         return Ending(
@@ -222,8 +224,10 @@ def _apply(store: RunStore, rec: RunRecord, job: Any | None, now: float) -> RunR
         slurm_job.BY_SLURM,
         slurm_job.BY_TIME_LIMIT,
     )
-    end = engine_end_from_events(state, stop_requested=asked, supervisor_vanished=True)
     started = rec.supervisor_pid is not None or rec.status == RunStatus.RUNNING
+    end = engine_end_from_events(
+        state, stop_requested=asked, supervisor_vanished=True, never_started=not started
+    )
     ending = job_ending(job, end, started=started, job_id=str(rec.job_id))
     store.update(
         rec.run_id, run_json=False, job_state=describe(job) if job is not None else "gone from Slurm"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.schema.events import make_event
+from mdtui.execution.ending import end_unstarted
 from mdtui.registry.plan import engine_config
 from mdtui.runs.prepare import cache_dir, dependency_order
 from mdtui.runs.rundir import append_event
@@ -144,7 +145,7 @@ def dependency_state(store: RunStore, experiment: str) -> tuple[str, str | None]
     pending = [r for r in runs if r.status in PENDING]
     if pending:
         return "wait", f"waiting for {experiment} ({pending[0].run_id} {pending[0].status})"
-    blocked = [r for r in runs if r.status == "blocked"]
+    blocked = [r for r in runs if r.status == RunStatus.BLOCKED]
     if blocked:
         return "blocked", f"{experiment} is blocked: {blocked[0].error or 'see mdtui queue'}"
     if runs:
@@ -205,7 +206,13 @@ def add(
     config = engine_config(plan, exp, run_id=run_id, seed=seed, cache_dir=cache_dir(store))
     needs = dependencies(exp)
     rec = store.create_run(
-        exp, config, seed=seed, devices=[], status="queued", run_id=run_id, extra={"needs": needs}
+        exp,
+        config,
+        seed=seed,
+        devices=[],
+        status=RunStatus.QUEUED.value,
+        run_id=run_id,
+        extra={"needs": needs},
     )
     with connection(store) as conn, transaction(conn):
         row = conn.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM queue").fetchone()
@@ -344,13 +351,9 @@ def find(store: RunStore, ref: str) -> QueueEntry:
 
 def cancel_waiting(store: RunStore, run_id: str) -> bool:
     """Cancel a run that has not been launched; False when the scheduler launched it first."""
-    if not transition(
-        store,
-        run_id,
-        tuple(WAITING),
-        status=RunStatus.CANCELLED.value,
-        ended_t=time.time(),
-        error="cancelled from the queue",
+    if (
+        end_unstarted(store, run_id, RunStatus.CANCELLED, "cancelled from the queue", from_statuses=WAITING)
+        is None
     ):
         return False
     remove(store, run_id)

@@ -31,7 +31,7 @@ class RunTable(SyncTable):
         Column("best", "best", 6, right=True, fit=8),
         Column("eta", "ETA", 7, right=True, priority=1),
         Column("device", " dev", 5, priority=2, fit=10),
-        Column("loss", "train loss", 10, right=True, priority=3),
+        Column("loss", "train loss", 11, right=True, priority=3),
         Column("elapsed", "elapsed", 8, right=True, priority=4),
     )
 
