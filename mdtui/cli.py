@@ -28,11 +28,12 @@ from mdtui.commands.common import (
     resolve_run_or_exit,
 )
 from mdtui.execution import ranks
-from mdtui.execution.launcher import LocalLauncher
-from mdtui.execution.ledger import engine_alive
+from mdtui.execution.backends import launcher_of
+from mdtui.execution.launching import StopTarget
 from mdtui.execution.reconcile import reconcile
 from mdtui.runs.rundir import RunOutput
 from mdtui.runs.status import FINISHED, RunStatus
+from mdtui.runs.status_style import status_style
 from mdtui.system.terminal import Cell, Column, print_table
 
 app = typer.Typer(
@@ -165,14 +166,6 @@ LIST_COLUMNS = (
     Column("last run", cut="none"),
     Column("best acc1", cut="none", justify="right"),
 )
-STATUS_STYLE = {
-    "completed": "green",
-    "running": "cyan",
-    "starting": "cyan",
-    "stopped": "yellow",
-    "failed": "red",
-    "lost": "red",
-}
 
 
 def list_cells(row: dict[str, Any]) -> list[Cell]:
@@ -189,7 +182,7 @@ def list_cells(row: dict[str, Any]) -> list[Cell]:
         row["loss"],
         str(row["epochs"] or "-"),
         row["from"] or "",
-        Text(status, style=STATUS_STYLE.get(status, "")),
+        Text(status, style=status_style(status)),
         fmt_pct(run.get("best_acc1")) if run else "",
     ]
 
@@ -277,13 +270,13 @@ def print_run_table(runs: list[Any], *, sizes: bool = False) -> None:
     for r in runs:
         epochs = f"{r.epochs_done}/{r.total_epochs}" if r.total_epochs else str(r.epochs_done or "-")
         note = (r.error or "") if r.status in (RunStatus.FAILED, RunStatus.LOST) else r.note
-        if r.job_id:  # a Slurm run: its job and what Slurm last said of it
+        if r.slurm_line:  # a Slurm run: its job and what Slurm last said of it
             note = f"{r.slurm_line}; {note}" if note else r.slurm_line
         rows.append(
             [
                 r.run_id,
                 r.experiment,
-                Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+                Text(r.status, style=status_style(r.status)),
                 ranks.devices_label(r.devices, ranks.run_process_count(r.run_dir, r.devices)),
                 epochs,
                 fmt_pct(r.best_acc1),
@@ -313,10 +306,10 @@ def stop_cmd(
     store = open_store(plan)
     reconcile(store)
     rec = resolve_run_or_exit(store, run)
-    launcher = LocalLauncher.for_plan(store, plan)
-    orphan = not rec.live and not rec.job_id and engine_alive(rec)  # its supervisor died; the engine trains
-    pending_job = bool(rec.job_id) and rec.status in ("queued", "blocked")  # Slurm holds it: scancel
-    if not rec.live and not orphan and not pending_job:
+    launcher = launcher_of(store, rec, plan)
+    target = launcher.stop_target(rec)  # None: nothing to stop (a run in mdtui's queue: `queue cancel`)
+    orphan = target == StopTarget.ORPHAN  # its supervisor died; the engine trains on
+    if target is None:
         fail(f"run {rec.run_id} ({rec.experiment}) is not running (status: {rec.status})")
     seconds = launcher.grace if grace is None else grace
     if orphan:

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from mdtui.commands import slurm_submit
+from mdtui import actions
 from mdtui.commands.common import (
     console,
     err_console,
@@ -25,14 +25,14 @@ from mdtui.commands.common import (
     print_json,
     usage_error,
 )
-from mdtui.commands.run import parse_devices, select
+from mdtui.commands.run import launcher_or_exit, or_exit, parse_devices, print_launched
 from mdtui.execution import ledger
-from mdtui.execution.launcher import LocalLauncher
+from mdtui.execution.backends import LAUNCHER_HELP, backend_for
+from mdtui.execution.launching import LaunchRefused
 from mdtui.registry.plan import Plan, default_path
+from mdtui.runs.prepare import RunSetupError
 from mdtui.scheduling.scheduler import (
     QueueError,
-    cancel,
-    enqueue,
     ensure_scheduler,
     is_paused,
     move,
@@ -113,23 +113,22 @@ def add_cmd(
     ),
     device: str | None = typer.Option(None, "--device", help='Only these devices, e.g. "0,1" or "cpu".'),
     as_json: bool = typer.Option(False, "--json", help="Print the queued runs as JSON."),
-    launcher_name: str | None = typer.Option(None, "--launcher", help=slurm_submit.LAUNCHER_HELP),
+    launcher_name: str | None = typer.Option(None, "--launcher", help=LAUNCHER_HELP),
 ) -> None:
     """Queue runs (one per seed); an upstream (`from`) with no completed run is queued first."""
     plan, store = _open(ctx)
-    if slurm_submit.chosen_launcher(plan, launcher_name) == "slurm":  # Slurm is the queue: submit now
-        if gpus is not None:
-            usage_error("--gpus: with --launcher slurm set gpus = N on the experiment (it asks --gres=gpu:N)")
-        exps = select(plan, names)
-        slurm_submit.print_submitted(slurm_submit.submit(plan, store, exps, device=device), as_json)
-    devices = _parse_devices(device)
+    launcher = launcher_or_exit(store, plan, launcher_name)
+    devices = _parse_devices(device) if launcher.places_devices else ([device] if device else None)
     try:
-        records = enqueue(store, plan, names, gpus=gpus, devices=devices)
+        outcome = or_exit(lambda: actions.enqueue(launcher, plan, names, gpus=gpus, devices=devices))
     except LookupError as exc:
         usage_error(str(exc.args[0]) if exc.args else str(exc))
-    except QueueError as exc:
+    except (QueueError, RunSetupError) as exc:
         usage_error(str(exc))
-    pid = _ensure(plan, store)
+    if outcome.started:  # a backend that queues itself took them: they are its jobs now
+        print_launched(launcher, outcome.started, as_json)
+        return
+    records, pid = outcome.queued, outcome.scheduler_pid
     if as_json:
         print_json([{"run_id": r.run_id, "experiment": r.experiment, "seed": r.seed} for r in records])
         return
@@ -148,9 +147,10 @@ def cancel_cmd(
     """Take a run out of the queue (a run the queue already started is stopped)."""
     plan, store = _open(ctx)
     try:
-        # a run the queue already started stops with [settings] stop_grace_seconds, like `mdtui stop`
-        outcome = cancel(store, run_id, launcher=LocalLauncher.for_plan(store, plan))
-    except QueueError as exc:
+        # a run the queue already started stops with [settings] stop_grace_seconds, like `mdtui stop`;
+        # a run a backend that queues itself holds (a Slurm job) is cancelled there
+        outcome = actions.cancel(store, plan, run_id)
+    except (QueueError, LaunchRefused) as exc:
         usage_error(str(exc))
     _ensure(plan, store)
     console.print(f"{run_id}: {outcome}")
@@ -196,17 +196,17 @@ def resume_cmd(ctx: typer.Context) -> None:
 def gpus_cmd(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    launcher_name: str | None = typer.Option(None, "--launcher", help=slurm_submit.LAUNCHER_HELP),
+    launcher_name: str | None = typer.Option(None, "--launcher", help=LAUNCHER_HELP),
 ) -> None:
     """Devices with memory, utilisation, processes and owners, mdtui reservations and whether a run fits.
 
     With the Slurm launcher: the cluster's partitions and their free GPUs (one `sinfo` call)."""
     plan = _plan_if_any(ctx)
-    if launcher_name is None and plan is not None:
-        launcher_name = plan.settings.launcher
-    if launcher_name not in (None, "local", "slurm"):
-        usage_error(f'--launcher must be "local" or "slurm", not {launcher_name!r}')
-    if launcher_name == "slurm":
+    try:
+        backend = backend_for(plan, launcher_name)
+    except LaunchRefused as exc:
+        usage_error(str(exc))
+    if not backend.places_devices:  # the cluster places runs: what its partitions have free
         _slurm_partitions(as_json)
         return
     try:

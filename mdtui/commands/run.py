@@ -1,8 +1,9 @@
 """``mdtui run`` and ``mdtui demo``: launch runs through the supervisor and watch them in the foreground.
 
 The foreground view only tails ``events.jsonl``; the run itself belongs to its detached supervisor, so
-closing the terminal never kills it. Every start, stop and resume goes through the launcher
-(`mdtui.execution.launcher`), which places runs on devices in one atomic step with the ledger. Ctrl-C
+closing the terminal never kills it. Every start, stop and resume goes through the launcher that
+``mdtui.execution.backends`` picks (``--launcher``, else ``[settings] launcher``) and the use cases of
+``mdtui.actions``; a backend that places devices does so in one atomic step with the ledger. Ctrl-C
 asks for a clean stop; a second Ctrl-C leaves the stop to the supervisor and returns at once.
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.text import Text
 
-from mdtui.commands import slurm_submit
+from mdtui import actions
 from mdtui.commands.common import (
     EXIT_FAILED,
     console,
@@ -32,12 +34,16 @@ from mdtui.commands.common import (
     resolve_run_or_exit,
     usage_error,
 )
-from mdtui.execution.launcher import EXIT_FILE, LaunchRefused, LocalLauncher, NoDevice
+from mdtui.execution.backends import LAUNCHER_HELP, launcher_for
+from mdtui.execution.launcher import EXIT_FILE
+from mdtui.execution.launching import Launcher, LaunchError, LaunchRefused
 from mdtui.execution.reconcile import reconcile
 from mdtui.registry.plan import select_experiments
 from mdtui.results.report import render_report
-from mdtui.runs.prepare import RunSetupError, dependency_order, seeds_of, upstream_checkpoint
+from mdtui.runs.prepare import RunSetupError, dependency_order, upstream_checkpoint
 from mdtui.runs.rundir import RunEvents
+from mdtui.runs.status import RunStatus
+from mdtui.runs.status_style import status_style
 from mdtui.runs.store import RunRecord
 from mdtui.system.gpus import list_devices
 from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
@@ -47,8 +53,9 @@ if TYPE_CHECKING:
     from mdtui.registry.plan import Experiment, Plan
     from mdtui.runs.store import RunStore
 
+T = TypeVar("T")
 EXIT_STOPPED = 130  # like a shell job ended by Ctrl-C
-EXIT_CODES = {"completed": 0, "stopped": EXIT_STOPPED}
+EXIT_CODES = {RunStatus.COMPLETED.value: 0, RunStatus.STOPPED.value: EXIT_STOPPED}
 _DEVICE_RE = re.compile(r"^(cpu|\d+(:\d+)?|(GPU|MIG)-[0-9A-Za-z/-]+)$")  # "1:0": MIG instance 0 of GPU 1
 
 
@@ -157,15 +164,15 @@ class RunView:
             console.print(f"{self.rec.experiment}: {self._info()}", soft_wrap=True)
 
 
-def watch(launcher: LocalLauncher, rec: RunRecord, supervisor_pid: int, *, quiet: bool) -> RunRecord:
-    """Follow a launched run until its supervisor exits; Ctrl-C stops it cleanly."""
+def watch(launcher: Launcher, rec: RunRecord, *, quiet: bool) -> RunRecord:
+    """Follow a launched run until it has ended; Ctrl-C stops it cleanly."""
     store = launcher.store
     stopping = False
     with RunView(rec, quiet=quiet) as view:
         while True:
             try:
                 view.poll()
-                if launcher.supervisor_done(supervisor_pid) or _recorded(store, rec):
+                if _recorded(store, rec) or launcher.wait(rec.run_id, timeout=0):
                     view.poll()
                     break
                 time.sleep(0.25)
@@ -191,23 +198,23 @@ def _recorded(store: RunStore, rec: RunRecord) -> bool:
     return current is not None and current.finished
 
 
-def wait_for_supervisors(launcher: LocalLauncher, pids: list[int], timeout: float = 120.0) -> None:
-    """Let the supervisors finish their results log entries before the command returns."""
+def wait_for_runs(launcher: Launcher, run_ids: list[str], timeout: float = 120.0) -> None:
+    """Let whoever ends the runs finish their results log entries before the command returns."""
     try:
-        for pid in pids:
-            launcher.wait(pid, timeout=timeout)
+        for run_id in run_ids:
+            launcher.wait(run_id, timeout=timeout)
     except KeyboardInterrupt:
         pass
 
 
 def report_line(rec: RunRecord) -> Text:
-    colour = {"completed": "green", "stopped": "yellow"}.get(rec.status, "red")
     text = Text.assemble(
-        (rec.status, colour), f" {rec.experiment} run {rec.run_id}: best acc1 {fmt_pct(rec.best_acc1)}"
+        (rec.status, status_style(rec.status)),
+        f" {rec.experiment} run {rec.run_id}: best acc1 {fmt_pct(rec.best_acc1)}",
     )
     if rec.best_epoch is not None:
         text.append(f" (epoch {rec.best_epoch + 1})")
-    if rec.error and rec.status != "completed":
+    if rec.error and rec.status != RunStatus.COMPLETED:
         text.append(f"\n  {rec.error}")
     return text
 
@@ -226,111 +233,121 @@ def run_foreground(
     plan: Plan, store: RunStore, exps: list[Experiment], *, device: str | None, as_json: bool
 ) -> list[RunRecord]:
     """Run ``exps`` (each seed) one after another in dependency order; stop at a user stop."""
-    launcher = LocalLauncher.for_plan(store, plan)
+    launcher = launcher_or_exit(store, plan, None)
     finished: list[RunRecord] = []
-    supervisors: list[int] = []
     try:
-        _run_in_order(
-            plan, launcher, exps, device=device, as_json=as_json, finished=finished, supervisors=supervisors
-        )
+        _run_in_order(plan, launcher, exps, device=device, as_json=as_json, finished=finished)
     finally:
-        wait_for_supervisors(launcher, supervisors)
+        wait_for_runs(launcher, [r.run_id for r in finished if r.run_id != "-"])
     return finished
 
 
 def _run_in_order(
     plan: Plan,
-    launcher: LocalLauncher,
+    launcher: Launcher,
     exps: list[Experiment],
     *,
     device: str | None,
     as_json: bool,
     finished: list[RunRecord],
-    supervisors: list[int],
 ) -> None:
-    devices = parse_devices(device) if device else None
-    for exp in dependency_order(plan, exps):
-        for seed in seeds_of(exp):
-            try:
-                rec, pid = start_or_exit(launcher, plan, exp, seed=seed, devices=devices)
-            except RunSetupError as exc:
-                err_console.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
-                finished.append(_setup_failure(exp, seed, str(exc)))
-                continue
-            supervisors.append(pid)
-            if not as_json:
-                console.print(
-                    f"run {rec.run_id}: {exp.name} (seed {seed}) on {','.join(rec.devices)} -> {rec.run_dir}",
-                    soft_wrap=True,
-                    highlight=False,
-                )
-            final = watch(launcher, rec, pid, quiet=as_json)
-            finished.append(final)
-            if not as_json:
-                console.print(report_line(final), soft_wrap=True)
-            if final.status == "stopped":
-                return  # the user stopped: do not start the rest
+    devices = devices_or_exit(launcher, device)
+    for exp, seed in actions.planned_runs(plan, exps):
+        try:
+            rec = or_exit(
+                lambda exp=exp, seed=seed: launcher.start_new(plan, exp, seed=seed, devices=devices)
+            )
+        except RunSetupError as exc:
+            err_console.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
+            finished.append(_setup_failure(exp, seed, str(exc)))
+            continue
+        if not as_json:
+            console.print(
+                f"run {rec.run_id}: {exp.name} (seed {seed}) on {','.join(rec.devices)} -> {rec.run_dir}",
+                soft_wrap=True,
+                highlight=False,
+            )
+        final = watch(launcher, rec, quiet=as_json)
+        finished.append(final)
+        if not as_json:
+            console.print(report_line(final), soft_wrap=True)
+        if final.status == RunStatus.STOPPED:
+            return  # the user stopped: do not start the rest
 
 
-def start_or_exit(
-    launcher: LocalLauncher, plan: Plan, exp: Experiment, *, seed: int, devices: list[str] | None
-) -> tuple[RunRecord, int]:
-    """Place and start one run (devices reserved atomically); no free device exits 1 with the reason."""
+def or_exit(action: Callable[[], T]) -> T:
+    """Run a launcher action; its refusals become the CLI's answers: a user mistake (the run must
+    not start now) exits 2, a backend that cannot take it now exits 1."""
     try:
-        rec, pid = launcher.start_new(plan, exp, seed=seed, devices=devices)
-    except NoDevice as exc:
+        return action()
+    except LaunchRefused as exc:
+        usage_error(str(exc))
+    except LaunchError as exc:  # NoDevice (nothing fits now), SubmitError (sbatch said no), ...
         fail(str(exc))
-    return launcher.store.get(rec.run_id) or rec, pid
+
+
+def launcher_or_exit(store: RunStore, plan: Plan, flag: str | None) -> Launcher:
+    """The launcher ``--launcher`` (else ``[settings] launcher``) names; a wrong or unusable one exits 2."""
+    try:
+        return launcher_for(store, plan, flag)
+    except LaunchRefused as exc:
+        usage_error(str(exc))
+
+
+def devices_or_exit(launcher: Launcher, device: str | None) -> list[str] | None:
+    """``--device``: validated against this machine for a backend that places devices; another one
+    is told, and refuses them with its reason."""
+    if not device:
+        return None
+    return parse_devices(device) if launcher.places_devices else [device]
 
 
 def _setup_failure(exp: Experiment, seed: int, error: str) -> RunRecord:
     return RunRecord(
-        run_id="-", experiment=exp.name, group=exp.group, status="failed", seed=seed, error=error
+        run_id="-",
+        experiment=exp.name,
+        group=exp.group,
+        status=RunStatus.FAILED.value,
+        seed=seed,
+        error=error,
     )
 
 
-def run_detached(
-    plan: Plan, store: RunStore, exps: list[Experiment], *, device: str | None
-) -> list[tuple[RunRecord, int]]:
-    ordered = dependency_order(plan, exps)
-    errors = []
-    for exp in ordered:  # check every upstream before starting anything
-        try:
-            upstream_checkpoint(store, exp)
-        except RunSetupError as exc:
-            errors.append(str(exc))
-    if errors:
-        fail("\n".join(errors) + "\n(--detach starts runs at once; `mdtui queue add` waits for upstreams)")
-    if logout_kills_processes():
-        err_console.print(LOGOUT_WARNING, markup=False)
-    launcher = LocalLauncher.for_plan(store, plan)
-    devices = parse_devices(device) if device else None
-    return [
-        start_or_exit(launcher, plan, exp, seed=seed, devices=devices)
-        for exp in ordered
-        for seed in seeds_of(exp)
-    ]
+def start_detached(
+    launcher: Launcher, plan: Plan, exps: list[Experiment], *, device: str | None
+) -> list[RunRecord]:
+    """Start every run of ``exps`` now and return (``--detach``; a backend that queues itself takes
+    them all at once, upstreams first). A run that cannot start exits before the ones after it."""
+    if not launcher.queues_itself:  # mdtui starts them at once: every upstream must be there already
+        errors = []
+        for exp in dependency_order(plan, exps):
+            try:
+                upstream_checkpoint(launcher.store, exp)
+            except RunSetupError as exc:
+                errors.append(str(exc))
+        if errors:
+            fail(
+                "\n".join(errors) + "\n(--detach starts runs at once; `mdtui queue add` waits for upstreams)"
+            )
+        if logout_kills_processes():
+            err_console.print(LOGOUT_WARNING, markup=False)
+    devices = devices_or_exit(launcher, device)
+    try:
+        return or_exit(lambda: actions.start(launcher, plan, exps, devices=devices).started)
+    except RunSetupError as exc:
+        usage_error(str(exc))
 
 
-def resume_run(
-    plan: Plan, store: RunStore, ref: str, *, device: str | None
-) -> tuple[LocalLauncher, RunRecord, int]:
-    """Relaunch a stopped / failed / lost run in its own directory with ``--resume``.
+def resume_run(launcher: Launcher, ref: str, *, device: str | None) -> RunRecord:
+    """Run a stopped / failed / lost run again in its own directory with ``--resume``.
 
     Refused with exit 2 while the run (or its old engine) is alive, when it completed, or without a
     ``last.pt``; exit 1 when no device fits now.
     """
-    reconcile(store)
-    rec = resolve_run_or_exit(store, ref)
-    launcher = LocalLauncher.for_plan(store, plan)
-    devices = parse_devices(device) if device else None
-    try:
-        pid = launcher.resume(rec, devices)
-    except NoDevice as exc:
-        fail(str(exc))
-    except LaunchRefused as exc:
-        usage_error(str(exc))
-    return launcher, store.get(rec.run_id) or rec, pid
+    reconcile(launcher.store)
+    rec = resolve_run_or_exit(launcher.store, ref)
+    devices = devices_or_exit(launcher, device)
+    return or_exit(lambda: actions.resume(launcher, rec, devices))
 
 
 def select(plan: Plan, names: list[str]) -> list[Experiment]:
@@ -350,42 +367,31 @@ def register(app: typer.Typer) -> None:
         detach: bool = typer.Option(False, "--detach", help="Start and return; the runs keep going."),
         as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
         resume: str | None = typer.Option(None, "--resume", help="Resume a stopped/failed run (id or name)."),
-        launcher_name: str | None = typer.Option(None, "--launcher", help=slurm_submit.LAUNCHER_HELP),
+        launcher_name: str | None = typer.Option(None, "--launcher", help=LAUNCHER_HELP),
     ) -> None:
         """Run experiments now (each seed once), showing progress; Ctrl-C stops cleanly."""
         plan = load_plan_or_exit(plan_file(ctx))
         store = open_store(plan)
-        if slurm_submit.chosen_launcher(plan, launcher_name) == "slurm":  # sbatch jobs; Slurm queues them
-            if resume and names:
-                usage_error("give either experiment names or --resume RUN, not both")
-            if resume:
-                reconcile(store)
-                resumed = slurm_submit.resume(plan, store, resolve_run_or_exit(store, resume))
-                slurm_submit.print_submitted([resumed], as_json)
-            if not names:
-                usage_error("name at least one experiment (see `mdtui list`), or --resume RUN")
-            submitted = slurm_submit.submit(plan, store, select(plan, names), device=device)
-            slurm_submit.print_submitted(submitted, as_json)
-        if resume:
-            if names:
-                usage_error("give either experiment names or --resume RUN, not both")
-            launcher, rec, pid = resume_run(plan, store, resume, device=device)
-            launched = [(rec, pid)]
-        elif not names:
+        launcher = launcher_or_exit(store, plan, launcher_name)
+        if resume and names:
+            usage_error("give either experiment names or --resume RUN, not both")
+        if not resume and not names:
             usage_error("name at least one experiment (see `mdtui list`), or --resume RUN")
-        elif detach:
-            launched = run_detached(plan, store, select(plan, names), device=device)
+        if resume:
+            launched = [resume_run(launcher, resume, device=device)]
+        elif detach or launcher.queues_itself:  # a backend that queues itself has taken them all
+            launched = start_detached(launcher, plan, select(plan, names), device=device)
         else:
             records = run_foreground(plan, store, select(plan, names), device=device, as_json=as_json)
             if as_json:
                 print_json([r.to_json() for r in records])
             raise typer.Exit(exit_code_for(records))
-        if detach or not resume:
-            _print_launched(store, launched, as_json)
+        if detach or launcher.queues_itself:
+            print_launched(launcher, launched, as_json)
             return
-        rec, pid = launched[0]
-        final = watch(launcher, rec, pid, quiet=as_json)
-        wait_for_supervisors(launcher, [pid])
+        rec = launched[0]
+        final = watch(launcher, rec, quiet=as_json)
+        wait_for_runs(launcher, [rec.run_id])
         if as_json:
             print_json([final.to_json()])
         else:
@@ -411,24 +417,23 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(exit_code_for(records))
 
 
-def _print_launched(store: RunStore, launched: list[tuple[RunRecord, int]], as_json: bool) -> None:
+def print_launched(launcher: Launcher, launched: list[RunRecord], as_json: bool) -> None:
+    """What was started (or handed to a backend that queues itself) and how to follow it."""
+    records = [launcher.store.get(r.run_id) or r for r in launched]
     if as_json:
-        rows = []
-        for rec, pid in launched:
-            data = (store.get(rec.run_id) or rec).to_json()
-            data["supervisor_pid"] = pid
-            rows.append(data)
-        print_json(rows)
+        print_json([r.to_json() for r in records])
         return
-    for rec, pid in launched:
+    for rec in records:
+        if launcher.queues_itself:
+            where = f"{rec.slurm_line or launcher.name}  script {rec.run_dir / 'job.sbatch'}"
+            line = f"submitted {rec.run_id}  {rec.experiment}  seed {rec.seed}  {where}"
+        else:
+            line = f"started {rec.run_id}: {rec.experiment} (supervisor pid {rec.supervisor_pid}) -> {rec.run_dir}"
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    if not launcher.queues_itself:
         console.print(
-            f"started {rec.run_id}: {rec.experiment} (supervisor pid {pid}) -> {rec.run_dir}",
-            soft_wrap=True,
-            highlight=False,
+            "follow with `mdtui logs RUN --follow`, check with `mdtui status`, stop with `mdtui stop RUN`"
         )
-    console.print(
-        "follow with `mdtui logs RUN --follow`, check with `mdtui status`, stop with `mdtui stop RUN`"
-    )
 
 
 def _print_summary(records: list[RunRecord]) -> None:

@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,13 @@ from typing import Any
 from engine.schema.events import RunState
 from mdtui.execution.notify import notify_ended
 from mdtui.results.log import record_finished
-from mdtui.runs.rundir import EVENTS_FILE, EXIT_FILE, metrics_from_state
+from mdtui.runs.rundir import EVENTS_FILE, EXIT_FILE, exit_fields, metrics_from_state
 from mdtui.runs.status import RunStatus
 from mdtui.runs.store import RunRecord, RunStore
-from mdtui.system.fs import atomic_write_json
+from mdtui.system.fs import atomic_write_json, read_json
 
 STOP_REQUEST = "stop-request.json"  # written by whoever asks a run to stop, before any signal
+NEVER_STARTED_KEY = "never_started"  # in exit.json: the engine never ran (no RESULTS.md line)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class EngineEnd:
     stderr_tail: str = ""  # the engine's last stderr lines, for a failure without a reason
     # (runs of several processes) the rank that failed first and its error, from torchrun's report
     rank_error: str | None = None
+    # the engine never ran (launch failed, the backend refused the run, cancelled while pending):
+    # nothing to record in RESULTS.md (see ``end_unstarted``)
+    never_started: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,10 +152,56 @@ def settle(
     run_dir = Path(rec.run_dir)
     if run_dir.is_dir():  # a folder deleted by hand stays deleted: only the index learns the end
         store.update_run_json(run_dir, fields)
-        record_results(store, final)
+        if not end.never_started:
+            record_results(store, final)
         if ending.final:
             notify_ended(final)  # the user's notify command, once per ending (it claims it in run.json)
             atomic_write_json(run_dir / EXIT_FILE, exit_record(final, ending, end, state, note))
+    store.update(rec.run_id, run_json=False, **fields)
+    return store.get(rec.run_id) or final
+
+
+def end_unstarted(
+    store: RunStore,
+    run_id: str,
+    status: RunStatus,
+    reason: str,
+    *,
+    from_statuses: Iterable[str] | None = None,
+    now: float | None = None,
+) -> RunRecord | None:
+    """End a run whose engine never started: its launch failed, the backend refused it, or it was
+    cancelled while it waited (in mdtui's queue or in Slurm's, by mdtui or by anyone else).
+
+    Such a run produced no result, so it gets no RESULTS.md line (``mdtui status`` shows it, with
+    ``reason``); it gets exit.json and its index row as any other ending. With ``from_statuses``
+    the status is first claimed with one conditional update of the index (of a cancel racing a
+    launch exactly one wins); None when the run had already left those statuses.
+    """
+    now = time.time() if now is None else now
+    if from_statuses is not None and not store.transition(
+        run_id, list(from_statuses), status=status.value, ended_t=now, error=reason
+    ):
+        return None
+    rec = store.get(run_id)
+    if rec is None:
+        return None
+    return settle(store, rec, Ending(status, reason), EngineEnd(never_started=True), RunState(), now=now)
+
+
+def converge(store: RunStore, rec: RunRecord) -> RunRecord:
+    """The ender died after writing exit.json: bring run.json, RESULTS.md and the index to it.
+
+    Nothing else is written into the run folder (exit.json was its last write); run.json only when
+    it disagrees, and the log only when the run's line is missing (plots were drawn before)."""
+    run_dir = Path(rec.run_dir)
+    fields = exit_fields(run_dir) or {}
+    info = read_json(run_dir / "run.json")
+    if isinstance(info, dict) and any(info.get(k) != v for k, v in fields.items()):
+        store.update_run_json(run_dir, fields)
+    final = dataclasses.replace(rec, **fields)
+    if not (read_json(run_dir / EXIT_FILE) or {}).get(NEVER_STARTED_KEY):
+        record_results(store, final, plots=False)
     store.update(rec.run_id, run_json=False, **fields)
     return store.get(rec.run_id) or final
 
@@ -174,6 +225,8 @@ def exit_record(
     }
     if note:
         info["note"] = note
+    if end.never_started:
+        info[NEVER_STARTED_KEY] = True
     return info
 
 

@@ -1,12 +1,9 @@
-"""The one way to start, stop, poll and resume a run (docs/queue.md).
+"""The local backend: each run under its own detached supervisor on this machine (docs/queue.md).
 
-`mdtui run` (foreground, ``--detach``, ``--resume``), `mdtui stop`, `mdtui queue cancel`, the
-scheduler, the TUI and `mdtui demo` all go through a ``Launcher``. The protocol is the part a cluster
-backend (Slurm: sbatch, squeue, scancel) would implement: ``submit``, ``poll``, ``stop``, ``kill``,
-``where``. ``LocalLauncher`` runs each run under its own detached supervisor
-(`mdtui.execution.supervise`) and adds what only a local machine can do: place a new run with the
-ledger in one atomic step, resume a run in its directory, reach the process group of a run whose
-supervisor died, and wait for a supervisor.
+``LocalLauncher`` honours the ``Launcher`` protocol (``mdtui.execution.launching``) as the Slurm
+backend does; callers get it from ``mdtui.execution.backends``. What only a local machine can do
+stays inside it: place a new run with the ledger in one atomic step (``places_devices``), reach the
+process group of a run whose supervisor died (a stop of an ``orphan``), and wait for a supervisor.
 
 The stop grace comes from ``[settings] stop_grace_seconds`` (``stop_grace``), whose default is the
 one in ``mdtui.registry.spec.Settings``; CPU-thread splitting comes from ``[settings]
@@ -21,11 +18,12 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from mdtui.execution import ledger, ranks, supervise
+from mdtui.execution.ending import end_unstarted
+from mdtui.execution.launching import Launcher, LaunchError, LaunchRefused, NoDevice, StopTarget
 from mdtui.execution.reconcile import reconcile
-from mdtui.execution.slurm import SlurmLauncher
 from mdtui.registry.spec import Settings
 from mdtui.runs.prepare import create_run_for
 from mdtui.runs.status import LIVE, RunStatus
@@ -51,33 +49,15 @@ def stop_grace(settings: object | None) -> float:
     return float(value) if value is not None else DEFAULT_STOP_GRACE
 
 
-class LaunchRefused(Exception):
-    """A start or resume that must not happen now; the message says why and what to do."""
-
-
-class NoDevice(LaunchRefused):
-    """No device fits the run now (the ledger's reason is in the message)."""
-
-
-class Launcher(Protocol):
-    def submit(self, run_id: str, devices: list[str]) -> None:
-        """Start the run on ``devices`` (already reserved for it); returns once it is handed over."""
-
-    def poll(self, run_id: str) -> str:
-        """The run's status (a ``RunStatus`` value); a dead run without an exit record reads ``lost``."""
-
-    def stop(self, run_id: str, *, wait: bool = False) -> bool:
-        """Ask the run to stop (it saves last.pt); killed after the grace period. True if signalled."""
-
-    def kill(self, run_id: str) -> bool:
-        """Stop the run now, without a grace period. True if signalled."""
-
-    def where(self, run_id: str) -> tuple[str, list[str]]:
-        """(host, devices) the run executes on."""
+__all__ = ["Launcher", "LaunchError", "LaunchRefused", "LocalLauncher", "NoDevice", "stop_grace"]
 
 
 class LocalLauncher:
     """Runs on this machine under `mdtui.execution.supervise`, one detached supervisor per run."""
+
+    name = "local"
+    queues_itself = False  # mdtui's queue and ledger decide when and where a run starts
+    places_devices = True
 
     def __init__(
         self, store: RunStore, *, grace: float = DEFAULT_STOP_GRACE, policy: ledger.Policy | None = None
@@ -105,20 +85,20 @@ class LocalLauncher:
 
     # ------------------------------------------------------------ the protocol
 
-    def submit(self, run_id: str, devices: list[str]) -> int:
-        """Start the supervisor of a run whose devices are reserved; returns the supervisor's pid."""
+    def submit(self, run_id: str, devices: list[str]) -> RunRecord:
+        """Start the supervisor of a run whose devices are reserved (its pid: ``supervisor_pid``).
+        A supervisor that cannot be started ends the run ``failed`` (``LaunchError``)."""
         rec = self.store.get(run_id)
         processes = ranks.run_process_count(Path(rec.run_dir), devices) if rec is not None else 1
         env = supervise.cpu_threads_env(list(devices), self.policy.runs_per_device, processes)
         # a supervisor that itself receives SIGTERM gives the engine the same grace as `mdtui stop`
         env["MDTUI_STOP_GRACE"] = f"{self.grace:g}"
         try:
-            return supervise.launch(self.store, run_id, devices=list(devices), env=env)
+            supervise.launch(self.store, run_id, devices=list(devices), env=env)
         except OSError as exc:  # the devices are reserved: never leave the run holding them
-            self.store.update(
-                run_id, status=RunStatus.FAILED.value, ended_t=time.time(), error=f"launch failed: {exc}"
-            )
-            raise
+            end_unstarted(self.store, run_id, RunStatus.FAILED, f"launch failed: {exc}")
+            raise LaunchError(f"run {run_id}: launch failed: {exc}") from exc
+        return self.store.get(run_id) or rec  # type: ignore[return-value]
 
     def poll(self, run_id: str) -> str:
         record = self.store.get(run_id)
@@ -130,23 +110,37 @@ class LocalLauncher:
             record = self.store.get(run_id) or record
         return record.status
 
+    def stop_target(self, rec: RunRecord) -> StopTarget | None:
+        """A live run is stopped through its supervisor; a ``lost`` run whose engine is still alive
+        is stopped here (nobody else would). A run in mdtui's queue is cancelled, not stopped."""
+        if rec.live:
+            return StopTarget.LIVE
+        if rec.status == RunStatus.LOST and ledger.engine_alive(rec):
+            return StopTarget.ORPHAN
+        return None
+
     def stop(self, run_id: str, *, wait: bool = False, grace: float | None = None) -> bool:
-        """SIGTERM to the engine's group, SIGKILL after the grace. A live run is stopped through its
-        supervisor; a ``lost`` run whose engine is still alive is stopped here (nobody else would)."""
+        """SIGTERM to the engine's group, SIGKILL after the grace."""
         grace = self.grace if grace is None else grace
         rec = self.store.get(run_id)
         if rec is None:
             raise LookupError(f"no run {run_id}")
-        if rec.job_id:  # a Slurm job: only Slurm reaches its supervisor on the node
-            return SlurmLauncher(self.store, grace=grace).stop(run_id, wait=wait, grace=grace)
-        if rec.live:
+        target = self.stop_target(rec)
+        if target == StopTarget.LIVE:
             return bool(supervise.stop(self.store, run_id, grace=grace, wait=wait))
-        if rec.status == RunStatus.LOST and ledger.engine_alive(rec):
+        if target == StopTarget.ORPHAN:
             return self._stop_orphan(rec, grace)
         return False
 
     def kill(self, run_id: str) -> bool:
         return self.stop(run_id, grace=0.0)
+
+    def wait(self, run_id: str, timeout: float | None = None) -> bool:
+        """Until the run's supervisor has exited (it writes the results log before it does)."""
+        rec = self.store.get(run_id)
+        if rec is None or rec.supervisor_pid is None:
+            return True
+        return supervise.wait_supervisor(rec.supervisor_pid, timeout=timeout)
 
     def where(self, run_id: str) -> tuple[str, list[str]]:
         record = self.store.get(run_id)
@@ -162,8 +156,8 @@ class LocalLauncher:
         seed: int,
         devices: list[str] | None = None,
         cpu_always: bool = True,
-    ) -> tuple[RunRecord, int]:
-        """Create a run of ``exp`` on free devices and start it; (record, supervisor pid).
+    ) -> RunRecord:
+        """Create a run of ``exp`` on free devices and start it; its record (``supervisor_pid`` set).
 
         Picking the devices, creating the run and marking it ``starting`` happen under the ledger
         lock, so concurrent launches never share a device. ``devices`` (``--device``) are taken as
@@ -191,7 +185,7 @@ class LocalLauncher:
         if chosen is None:
             raise NoDevice(self._no_device_message(exp, count, explicit))
         rec = created[0]
-        return rec, self.submit(rec.run_id, chosen)
+        return self.submit(rec.run_id, chosen)
 
     def _no_device_message(self, exp: Experiment, count: int, explicit: list[str] | None) -> str:
         held = ledger.reservations(self.store)
@@ -211,7 +205,7 @@ class LocalLauncher:
 
     # ------------------------------------------------------------ resuming
 
-    def resume(self, rec: RunRecord, devices: list[str] | None = None) -> int:
+    def resume(self, rec: RunRecord, devices: list[str] | None = None) -> RunRecord:
         """Relaunch a stopped / failed / lost run in its own directory with ``--resume``.
 
         Refused (``LaunchRefused``) while the run is live, while its old engine is still alive (two
@@ -276,18 +270,6 @@ class LocalLauncher:
             raise LaunchRefused(
                 f"run {rec.run_id} has no checkpoints/last.pt to resume from; start a new run instead"
             )
-
-    # ------------------------------------------------------------ supervisors
-
-    @staticmethod
-    def supervisor_done(pid: int | None) -> bool:
-        """Non-blocking: has this supervisor exited?"""
-        return supervise.supervisor_done(pid)
-
-    @staticmethod
-    def wait(pid: int, timeout: float | None = None) -> bool:
-        """Wait for a supervisor to exit; True when it has."""
-        return supervise.wait_supervisor(pid, timeout=timeout)
 
     # ------------------------------------------------------------ runs whose supervisor died
 

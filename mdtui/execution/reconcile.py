@@ -16,20 +16,22 @@ events grow after it was decided (an engine nobody could see). Process identity 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
+from engine.schema.events import RunState
 from mdtui.execution import slurm_status
 from mdtui.execution.ending import (
     STOP_REQUEST,
+    Ending,
     EngineEnd,
+    converge,
     decide,
     engine_end_from_events,
     events_size,
-    record_results,
     settle,
 )
+from mdtui.execution.launching import on_cluster
 from mdtui.execution.ranks import ranks_alive
 from mdtui.runs.rundir import EXIT_FILE, exit_fields, read_run_state
 from mdtui.runs.status import LIVE, RunStatus
@@ -49,7 +51,7 @@ def reconcile(store: RunStore) -> list[RunRecord]:
     changed: list[RunRecord] = []
     now = time.time()
     for rec in store.list_runs(statuses=[*LIVE, RunStatus.LOST]):
-        if rec.job_id:
+        if on_cluster(rec):
             # a Slurm run: its supervisor runs on a node, where this host's pids mean nothing; its
             # exit.json is the truth once written, else Slurm says (one query for all, below)
             if rec.status in LIVE and exit_fields(Path(rec.run_dir)) is not None:
@@ -87,14 +89,9 @@ def reconcile_run(store: RunStore, rec: RunRecord, now: float) -> RunRecord | No
     """Decide (or confirm) how ``rec`` ended now that its supervisor is gone; None: nothing to do."""
     run_dir = Path(rec.run_dir)
     if not run_dir.is_dir():
-        store.update(
-            rec.run_id,
-            run_json=False,
-            status=RunStatus.LOST.value,
-            ended_t=now,
-            error="the run folder is gone",
-        )
-        return store.get(rec.run_id)
+        # settle writes only the index when the folder is gone (and never re-creates it)
+        gone = EngineEnd(supervisor_vanished=True)
+        return settle(store, rec, Ending(RunStatus.LOST, "the run folder is gone"), gone, RunState(), now=now)
     if rec.status in LIVE and exit_fields(run_dir) is not None:
         return converge(store, rec)
     state = read_run_state(run_dir)
@@ -112,18 +109,3 @@ def reconcile_run(store: RunStore, rec: RunRecord, now: float) -> RunRecord | No
         return None  # still lost, its engine still running: nothing new to write
     note = ADOPTED_NOTE if ending.status != RunStatus.LOST else None
     return settle(store, rec, ending, end, state, note=note, now=now)
-
-
-def converge(store: RunStore, rec: RunRecord) -> RunRecord:
-    """The supervisor died after writing exit.json: bring run.json, RESULTS.md and the index to it.
-
-    Nothing else is written into the run folder (exit.json was its last write); run.json only when
-    it disagrees, and the log only when the run's line is missing (plots were drawn before)."""
-    fields = exit_fields(Path(rec.run_dir)) or {}
-    info = read_json(Path(rec.run_dir) / "run.json")
-    if isinstance(info, dict) and any(info.get(k) != v for k, v in fields.items()):
-        store.update_run_json(Path(rec.run_dir), fields)
-    final = dataclasses.replace(rec, **fields)
-    record_results(store, final, plots=False)
-    store.update(rec.run_id, run_json=False, **fields)
-    return store.get(rec.run_id) or final

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdtui.execution import slurm_job, supervise
-from mdtui.execution.ending import STOP_REQUEST
+from mdtui.execution.ending import STOP_REQUEST, end_unstarted
+from mdtui.execution.launching import LaunchRefused, StopTarget, SubmitError
 from mdtui.execution.reconcile import reconcile
 from mdtui.execution.slurm_status import POLLED
 from mdtui.registry.slurm_options import SlurmOptions
@@ -41,12 +42,7 @@ SCRIPT_NAME = "job.sbatch"
 SUPERVISOR_MODULE = supervise.__name__  # the job runs the same supervisor as a local run
 
 
-class SubmitError(Exception):
-    """sbatch refused the job; the message is Slurm's."""
-
-
-class ResubmitRefused(Exception):
-    """A resume through Slurm that must not happen now; the message says why and what to do."""
+__all__ = ["SlurmLauncher", "SubmitError"]
 
 
 # --------------------------------------------------------------------------- the job script
@@ -164,6 +160,10 @@ def _multi_node_lines(spec: JobSpec) -> list[str]:
 class SlurmLauncher:
     """Submits runs as sbatch jobs; polls, stops and kills them through Slurm."""
 
+    name = "slurm"
+    queues_itself = True  # Slurm holds each job until it can run: no mdtui queue, no ledger
+    places_devices = False  # Slurm grants the GPUs (gpus = N asks for them)
+
     def __init__(self, store: RunStore, options: SlurmOptions | None = None, *, grace: float = 30.0) -> None:
         self.store = store
         self.options = options or SlurmOptions()
@@ -175,11 +175,28 @@ class SlurmLauncher:
             return cls(store)
         return cls(store, plan.settings.slurm, grace=plan.settings.stop_grace_seconds)
 
+    def configure(self, settings: object) -> None:
+        self.options = getattr(settings, "slurm", None) or self.options
+        self.grace = float(getattr(settings, "stop_grace_seconds", self.grace))
+
     # ------------------------------------------------------------ submitting
 
-    def submit_new(self, plan: Plan, exp: Experiment, *, seed: int) -> RunRecord:
+    def start_new(
+        self,
+        plan: Plan,
+        exp: Experiment,
+        *,
+        seed: int,
+        devices: list[str] | None = None,
+        cpu_always: bool = True,
+    ) -> RunRecord:
         """Create a run of ``exp`` and submit it. An upstream (``from``) still in Slurm's hands
-        becomes ``--dependency=afterok``; its best.pt is where the dependant will look for it."""
+        becomes ``--dependency=afterok``; its best.pt is where the dependant will look for it.
+        ``devices`` cannot be chosen here (Slurm grants them): ``LaunchRefused``."""
+        if devices:
+            raise LaunchRefused(
+                "--device picks local devices; with --launcher slurm, Slurm picks them (use gpus = N)"
+            )
         upstream_job, upstream_dir = self._upstream(exp)
         made = exp if upstream_dir is None else dataclasses.replace(exp, upstream=None)
         rec = create_run_for(plan, self.store, made, seed=seed, devices=[], status=RunStatus.QUEUED.value)
@@ -217,8 +234,9 @@ class SlurmLauncher:
                 return str(rec.job_id), Path(rec.run_dir)
         return None, None
 
-    def submit(self, run_id: str, devices: list[str], *, dependency: list[str] | None = None) -> str:
-        """Write RUN_DIR/job.sbatch and sbatch it; returns the job id (stored with the run)."""
+    def submit(self, run_id: str, devices: list[str], *, dependency: list[str] | None = None) -> RunRecord:
+        """Write RUN_DIR/job.sbatch and sbatch it; the job id is stored with the run (``job_id``).
+        A job sbatch refuses ends the run ``failed`` before it started (``SubmitError``)."""
         rec = self.store.get(run_id)
         if rec is None:
             raise LookupError(f"no run {run_id}")
@@ -242,27 +260,24 @@ class SlurmLauncher:
         try:
             job_id = slurm_cli.sbatch(script, cwd=spec.workdir)
         except slurm_cli.SlurmError as exc:
-            self.store.update(
-                run_id,
-                status=RunStatus.FAILED.value,
-                ended_t=time.time(),
-                error=f"sbatch refused the job: {exc}",
-            )
+            end_unstarted(self.store, run_id, RunStatus.FAILED, f"sbatch refused the job: {exc}")
             raise SubmitError(f"sbatch refused the job of run {run_id}: {exc}") from exc
         self.store.begin_attempt(
             run_id, status=RunStatus.QUEUED.value, job_id=job_id, job_state="PENDING", started_t=None
         )
-        return job_id
+        return self.store.get(run_id) or rec
 
-    def resume(self, rec: RunRecord) -> str:
+    def resume(self, rec: RunRecord, devices: list[str] | None = None) -> RunRecord:
         """Submit a stopped / failed / lost run again in its own directory with --resume."""
+        if devices:
+            raise LaunchRefused("--device picks local devices; with --launcher slurm, Slurm picks them")
         if rec.status in POLLED:
-            raise ResubmitRefused(f"run {rec.run_id} ({rec.experiment}) is still {rec.status}; stop it first")
+            raise LaunchRefused(f"run {rec.run_id} ({rec.experiment}) is still {rec.status}; stop it first")
         if rec.status == RunStatus.COMPLETED:
-            raise ResubmitRefused(f"run {rec.run_id} ({rec.experiment}) already completed; nothing to resume")
+            raise LaunchRefused(f"run {rec.run_id} ({rec.experiment}) already completed; nothing to resume")
         run_dir = Path(rec.run_dir)
         if not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise ResubmitRefused(
+            raise LaunchRefused(
                 f"run {rec.run_id} has no checkpoints/last.pt to resume from; start a new run instead"
             )
         for name in (EXIT_FILE, STOP_REQUEST):  # the old ending must not be read as the new one
@@ -286,10 +301,32 @@ class SlurmLauncher:
             rec = self.store.get(run_id) or rec
         return rec.status
 
+    def stop_target(self, rec: RunRecord) -> StopTarget | None:
+        """Pending (Slurm holds it, its supervisor never ran): cancelled; live: stopped."""
+        if not rec.job_id or rec.status not in POLLED:
+            return None
+        if _pending(rec):
+            return StopTarget.PENDING
+        return StopTarget.LIVE
+
+    def wait(self, run_id: str, timeout: float | None = None) -> bool:
+        """Until the run has ended (polled through Slurm once a second); True if it has."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll(run_id) in {s.value for s in POLLED}:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(1.0)
+        return True
+
     def stop(self, run_id: str, *, wait: bool = False, grace: float | None = None) -> bool:
-        """Ask the job to stop. Running: SIGTERM to the supervisor (``scancel --signal=TERM
-        --batch``), which stops the engine (last.pt) and escalates after the grace itself; if the
-        job is still there after the grace, Slurm kills it (``scancel``). Pending: cancelled."""
+        """Ask the job to stop. Running: SIGTERM to the supervisor (``scancel --signal=TERM``),
+        which stops the engine (last.pt) and escalates after the grace itself; if the job is still
+        there after the grace, Slurm kills it (``scancel``). Pending (also a requeued job waiting
+        for its next attempt): cancelled with a plain scancel, which Slurm accepts in any state.
+
+        ``stop-request.json`` is written first and applies to whatever attempt runs: the supervisor
+        reads it itself, so a stop reaches a running attempt even while the controller does not
+        answer (True then), and a requeued job that starts again stops at once."""
         rec = self.store.get(run_id)
         if rec is None:
             raise LookupError(f"no run {run_id}")
@@ -301,11 +338,18 @@ class SlurmLauncher:
             {"t": time.time(), "grace": float(grace), "by": "mdtui (scancel)"},
         )
         job_id = str(rec.job_id)
-        if rec.status in (RunStatus.QUEUED, RunStatus.BLOCKED) and rec.supervisor_pid is None:
-            return _scancel(job_id)
-        # the batch shell is the supervisor: it stops the engine (which gets the TERM too) and
-        # records "stopped"; it escalates to SIGKILL after the grace itself
-        sent = _scancel(job_id, "TERM")
+        pending = _pending(rec)
+        try:
+            if pending:
+                return slurm_cli.scancel(job_id)
+            # the batch shell is the supervisor: it stops the engine (which gets the TERM too) and
+            # records "stopped"; it escalates to SIGKILL after the grace itself
+            sent = slurm_cli.scancel(job_id, "TERM")
+        except slurm_cli.SlurmUnavailable:
+            return not pending  # the running attempt's supervisor reads the request itself
+        except slurm_cli.SlurmError:
+            # refused: the job went back to pending in between (a requeue): cancel it there
+            sent = _scancel(job_id)
         if wait:
             deadline = time.monotonic() + grace + 30
             while time.monotonic() < deadline and self.poll(run_id) in {s.value for s in POLLED}:
@@ -331,6 +375,11 @@ class SlurmLauncher:
         state = rec.job_state or ""
         node = state.split(" on ", 1)[1].split(",")[0] if " on " in state else ""
         return node, list(rec.devices)
+
+
+def _pending(rec: RunRecord) -> bool:
+    """Does Slurm hold the run's job pending (never started, or requeued and waiting again)?"""
+    return rec.status in (RunStatus.QUEUED, RunStatus.BLOCKED) or (rec.job_state or "").startswith("PENDING")
 
 
 def _scancel(job_id: str, signal: str | None = None) -> bool:

@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdtui.execution import ledger
-from mdtui.execution.launcher import Launcher, LocalLauncher, find_supervisor
+from mdtui.execution.backends import queue_launcher
+from mdtui.execution.ending import end_unstarted
+from mdtui.execution.launcher import find_supervisor
+from mdtui.execution.launching import Launcher
 from mdtui.execution.ledger import gpus_snapshot, pick_devices, reservations, waiting_reason
 from mdtui.execution.reconcile import reconcile
 from mdtui.registry.plan import ExperimentsError, load_plan, select_experiments
 from mdtui.runs.prepare import combine_path, seeds_of, upstream_checkpoint
-from mdtui.runs.status import FINISHED, LIVE, WAITING
+from mdtui.runs.status import FINISHED, LIVE, WAITING, RunStatus
 from mdtui.runs.store import DB_NAME, RunStore
 from mdtui.scheduling import queue as runqueue
 from mdtui.scheduling.queue import QueueEntry, QueueError, entries, transition
@@ -103,7 +106,7 @@ def cancel(store: RunStore, run_id: str, *, launcher: Launcher | None = None) ->
     entry = runqueue.find(store, run_id)
     if runqueue.cancel_waiting(store, entry.run_id):
         return "cancelled"
-    launcher = launcher or LocalLauncher(store)
+    launcher = launcher or queue_launcher(store)
     runqueue.remove(store, entry.run_id)
     return "stopping" if launcher.stop(entry.run_id) else "already finished"
 
@@ -152,9 +155,9 @@ def has_work(store: RunStore) -> bool:
             return True
         if paused or not entry.waiting:
             continue
-        if entry.status == "queued":
+        if entry.status == RunStatus.QUEUED:
             return True
-        if entry.status == "blocked" and runqueue.needs_state(store, entry.needs)[0] != "blocked":
+        if entry.status == RunStatus.BLOCKED and runqueue.needs_state(store, entry.needs)[0] != "blocked":
             return True
     return False
 
@@ -206,7 +209,8 @@ class Scheduler:
     def __init__(self, store: RunStore, experiments: Path | None, launcher: Launcher | None = None) -> None:
         self.store = store
         self.experiments = experiments
-        self.launcher = launcher or LocalLauncher(store)
+        # mdtui's queue feeds the backend that does not queue itself (a Slurm job is queued by Slurm)
+        self.launcher = launcher or queue_launcher(store)
         self.policy = ledger.Policy()
         self._plan_mtime: float | None = None
         self.launched: dict[str, float] = {}  # run id -> launch time (placement checks)
@@ -228,8 +232,7 @@ class Scheduler:
         try:
             settings = load_plan(self.experiments).settings
             self.policy = ledger.Policy.from_settings(settings)
-            if isinstance(self.launcher, LocalLauncher):  # CPU-thread splitting and grace follow [settings]
-                self.launcher.configure(settings)
+            self.launcher.configure(settings)  # e.g. CPU-thread splitting and the stop grace
             log(f"policy: {self.policy}")
         except ExperimentsError as exc:
             log(f"{self.experiments} has errors; keeping the previous policy:\n{exc}")
@@ -241,7 +244,7 @@ class Scheduler:
         to the queue; a supervisor that did start is left alone (it records itself)."""
         now = time.time()
         for entry in entries(self.store):
-            if entry.waiting or entry.status != "starting" or entry.run_id in self.launched:
+            if entry.waiting or entry.status != RunStatus.STARTING or entry.run_id in self.launched:
                 continue
             rec = self.store.get(entry.run_id)
             if (
@@ -252,7 +255,14 @@ class Scheduler:
                 continue
             if find_supervisor(rec.run_dir) is not None:
                 continue
-            if transition(self.store, rec.run_id, ("starting",), status="queued", devices=[], started_t=None):
+            if transition(
+                self.store,
+                rec.run_id,
+                (RunStatus.STARTING,),
+                status=RunStatus.QUEUED.value,
+                devices=[],
+                started_t=None,
+            ):
                 runqueue.unmark_launched(self.store, rec.run_id)
                 log(f"{rec.run_id}: claimed by a scheduler that died before launching it; back in the queue")
 
@@ -280,13 +290,21 @@ class Scheduler:
             state, reason = memo[entry.needs]
             if state == "ready":
                 ready.add(entry.run_id)
-            if state == "blocked" and entry.status == "queued":
-                if transition(self.store, entry.run_id, ("queued",), status="blocked", error=reason):
+            if state == "blocked" and entry.status == RunStatus.QUEUED:
+                if transition(
+                    self.store,
+                    entry.run_id,
+                    (RunStatus.QUEUED,),
+                    status=RunStatus.BLOCKED.value,
+                    error=reason,
+                ):
                     log(f"{entry.run_id} ({entry.experiment}) blocked: {reason}")
             elif (
                 state != "blocked"
-                and entry.status == "blocked"
-                and transition(self.store, entry.run_id, ("blocked",), status="queued", error=None)
+                and entry.status == RunStatus.BLOCKED
+                and transition(
+                    self.store, entry.run_id, (RunStatus.BLOCKED,), status=RunStatus.QUEUED.value, error=None
+                )
             ):
                 log(f"{entry.run_id} ({entry.experiment}) unblocked")
             if state != "ready" and reason != entry.reason:
@@ -298,13 +316,13 @@ class Scheduler:
     def launch_ready(self) -> None:
         if is_paused(self.store):
             for entry in entries(self.store, include_launched=False):
-                if entry.status == "queued" and entry.reason != PAUSED_REASON:
+                if entry.status == RunStatus.QUEUED and entry.reason != PAUSED_REASON:
                     runqueue.set_reason(self.store, entry.run_id, PAUSED_REASON)
             return
         devices = gpus_snapshot()
         held: list[ledger.Reservation] | None = None  # read for the reasons only, once per launch
         for entry in entries(self.store, include_launched=False):
-            if entry.status != "queued" or entry.run_id not in self.ready:
+            if entry.status != RunStatus.QUEUED or entry.run_id not in self.ready:
                 continue
             chosen = self.reserve(entry, devices)
             if chosen is not None:
@@ -339,8 +357,9 @@ class Scheduler:
             self.launcher.submit(entry.run_id, devices)
         except Exception as exc:  # a broken run must not stop the queue
             log(f"{entry.run_id}: launch failed: {exc}")
-            self.store.update(
-                entry.run_id, status="failed", ended_t=time.time(), error=f"launch failed: {exc}"
+            # unless the launcher has already ended it: a run that never started, like any other
+            end_unstarted(
+                self.store, entry.run_id, RunStatus.FAILED, f"launch failed: {exc}", from_statuses=LIVE
             )
             return
         log(f"{entry.run_id} ({entry.experiment}) launched on {','.join(devices)}")
@@ -376,7 +395,7 @@ class Scheduler:
 
     def busy(self) -> bool:
         """Queued work remains (a paused queue has none), or a run this queue launched is still alive."""
-        queued = "" if is_paused(self.store) else "queued"
+        queued = "" if is_paused(self.store) else RunStatus.QUEUED
         return any(
             (e.waiting and e.status == queued) or (not e.waiting and e.status in LIVE)
             for e in entries(self.store)

@@ -19,13 +19,14 @@ else:  # Python 3.10 (pyproject's oldest): the same parser as the `tomli` packag
     import tomli as tomllib
 
 from engine.schema.events import RunState
+from mdtui import actions
 from mdtui.execution import ranks
-from mdtui.execution.launcher import STOP_REQUEST, LocalLauncher, NoDevice, stop_grace
+from mdtui.execution.backends import launcher_for
+from mdtui.execution.launcher import STOP_REQUEST, stop_grace
+from mdtui.execution.launching import LaunchError, LaunchRefused
 from mdtui.execution.reconcile import reconcile
-from mdtui.execution.slurm import SlurmLauncher, SubmitError
 from mdtui.registry.build import PlanBuilder
 from mdtui.registry.plan import ExperimentsError, default_path, find_experiment, knobs, load_plan
-from mdtui.runs.prepare import RunSetupError, dependency_order, seeds_of
 from mdtui.runs.rundir import EVENTS_FILE, read_tail_state
 from mdtui.runs.status import FINISHED, LIVE, WAITING
 from mdtui.runs.store import DB_NAME, RunStore
@@ -479,81 +480,47 @@ class Dashboard:
     def start_now(
         self, names: list[str], devices: list[str] | None = None
     ) -> tuple[list[str], list[str], list[str]]:
-        """Run experiments now through the launcher; those whose devices (or upstream) are not free are
-        queued instead. Devices are picked and reserved in one atomic step (the ledger lock), so a
-        start racing the scheduler or the CLI never shares a device; the CPU obeys runs_per_device too.
+        """Run experiments now (``mdtui.actions.start``); those whose devices (or upstream) are not
+        free are queued instead, unless the backend queues runs itself. Devices are picked and
+        reserved in one atomic step (the ledger lock), so a start racing the scheduler or the CLI
+        never shares a device; the CPU obeys runs_per_device too.
 
         Returns (started run ids, queued experiment names, error messages).
         """
-        started: list[str] = []
-        queued: list[str] = []
-        errors: list[str] = []
         if self.plan is None or self.store is None:
-            return started, queued, [self.plan_error or "experiments.toml is not loaded"]
-        if self.plan.settings.launcher == "slurm":  # Slurm queues and places: every run is a job now
-            started, errors = self.submit_to_slurm(names)
-            return started, [], errors
-        launcher = LocalLauncher.for_plan(self.store, self.plan)
-        for exp in dependency_order(self.plan, self.experiments_named(names)):
-            if exp.upstream and self.store.latest_completed(exp.upstream) is None:
-                queued.append(exp.name)  # the queue waits for (and runs) its upstream first
-                continue
-            for seed in seeds_of(exp):
-                try:
-                    rec, _pid = launcher.start_new(
-                        self.plan, exp, seed=seed, devices=devices, cpu_always=False
-                    )
-                except NoDevice:
-                    queued.append(exp.name)
-                    break
-                except RunSetupError as exc:
-                    errors.append(str(exc))
-                    break
-                started.append(rec.run_id)
-        if queued:
-            errors += self.enqueue(sorted(set(queued), key=queued.index), devices)
-        return started, queued, errors
-
-    def submit_to_slurm(self, names: list[str]) -> tuple[list[str], list[str]]:
-        """Each seed of each experiment as an sbatch job, upstreams first (afterok); (run ids, errors)."""
-        assert self.plan is not None and self.store is not None
-        launcher = SlurmLauncher.for_plan(self.store, self.plan)
-        started: list[str] = []
-        for exp in dependency_order(self.plan, self.experiments_named(names)):
-            for seed in seeds_of(exp):
-                try:
-                    started.append(launcher.submit_new(self.plan, exp, seed=seed).run_id)
-                except (RunSetupError, SubmitError) as exc:
-                    return started, [str(exc)]
-        return started, []
+            return [], [], [self.plan_error or "experiments.toml is not loaded"]
+        try:
+            launcher = launcher_for(self.store, self.plan)
+            outcome = actions.start(
+                launcher, self.plan, self.experiments_named(names), devices=devices, when_busy="queue"
+            )
+        except (LaunchError, LookupError) as exc:
+            return [], [], [str(exc)]
+        return [r.run_id for r in outcome.started], outcome.deferred, outcome.errors
 
     def enqueue(self, names: list[str], devices: list[str] | None = None) -> list[str]:
-        """Add experiments to the queue (the scheduler starts on demand); returns error messages."""
-        if self.plan is not None and self.plan.settings.launcher == "slurm" and self.store is not None:
-            return self.submit_to_slurm(names)[1]  # Slurm is the queue
+        """Queue experiments (``mdtui.actions.enqueue``: mdtui's queue, whose scheduler starts on
+        demand, or the backend's own); returns error messages."""
+        if self.plan is None or self.store is None:
+            return [self.plan_error or "experiments.toml is not loaded"]
         try:
-            scheduler.enqueue(self.store, self.plan, names, devices=devices)
-            scheduler.ensure_scheduler(self.store.runs_dir, self.plan.settings.path)
-        except Exception as exc:  # the message is for the user; the queue itself stays consistent
+            launcher = launcher_for(self.store, self.plan)
+        except LaunchError as exc:
             return [str(exc)]
-        return []
+        return actions.enqueue(launcher, self.plan, names, devices=devices, collect=True).errors
 
     def stop(self, run_ids: list[str], *, kill: bool = False) -> list[str]:
-        """Stop runs through the launcher: SIGTERM, SIGKILL after `stop_grace_seconds` (at once with
-        ``kill``); a lost run whose engine still runs is reached too; queued runs are cancelled."""
+        """Stop runs (``mdtui.actions.stop``): SIGTERM, SIGKILL after `stop_grace_seconds` (at once
+        with ``kill``); a lost run whose engine still runs is reached too; waiting runs are cancelled."""
         errors = []
-        launcher = LocalLauncher.for_plan(self.store, self.plan)
         for run_id in run_ids:
             rec = self.store.get(run_id)
             if rec is None:
                 continue
             try:
-                if rec.status in WAITING:
-                    scheduler.cancel(self.store, run_id, launcher=launcher)
-                elif kill:
-                    launcher.kill(run_id)
-                else:
-                    launcher.stop(run_id)
+                actions.stop(self.store, self.plan, rec, kill=kill)
+            except LaunchRefused:
+                continue  # it ended meanwhile: nothing left to stop
             except Exception as exc:
                 errors.append(f"{run_id}: {exc}")
         return errors

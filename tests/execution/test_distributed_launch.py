@@ -253,7 +253,8 @@ def _start(plan, store, grace: float | None = None, **env: str):
     try:
         launcher = LocalLauncher.for_plan(store, plan)
         launcher.grace = launcher.grace if grace is None else grace
-        return launcher.start_new(plan, plan.experiments["ddp"], seed=0, devices=["cpu"])
+        rec = launcher.start_new(plan, plan.experiments["ddp"], seed=0, devices=["cpu"])
+        return rec, rec.supervisor_pid
     finally:
         for name, value in saved.items():
             if value is None:
@@ -313,7 +314,8 @@ def test_a_two_gpu_run_books_both_and_starts_a_rank_on_them(
     monkeypatch.setenv("MDTUI_FAKE_GPUS", "4")
     exp = dataclasses.replace(ddp_plan.experiments["tiny"], gpus=2)  # `gpus = 2`, no distributed block
     launcher = LocalLauncher.for_plan(ddp_store, ddp_plan)
-    rec, pid = launcher.start_new(ddp_plan, exp, seed=0)
+    rec = launcher.start_new(ddp_plan, exp, seed=0)
+    pid = rec.supervisor_pid
     assert len(rec.devices) == 2 and "cpu" not in rec.devices
     assert [r.devices for r in ledger.reservations(ddp_store)] == [tuple(rec.devices)]
     facts = _rank_facts(Path(rec.run_dir))
@@ -436,7 +438,8 @@ def _stepped(run_dir: Path, after: int = 0):
 def test_the_engine_s_ranks_stop_resume_and_fail_together(ddp_plan, ddp_store, monkeypatch, reap) -> None:
     monkeypatch.delenv("MDTUI_ENGINE_CMD", raising=False)
     launcher = LocalLauncher.for_plan(ddp_store, ddp_plan)
-    rec, pid = launcher.start_new(ddp_plan, ddp_plan.experiments["ddp-long"], seed=0, devices=["cpu"])
+    rec = launcher.start_new(ddp_plan, ddp_plan.experiments["ddp-long"], seed=0, devices=["cpu"])
+    pid = rec.supervisor_pid
     run_dir = Path(rec.run_dir)
     wait_for(lambda: _stepped(run_dir), timeout=180)
     first = _recorded(run_dir)

@@ -137,7 +137,8 @@ def _orphan(tiny_toml: Path, monkeypatch: pytest.MonkeyPatch, reap: list[int]):
     plan = load_plan(tiny_toml)
     store = RunStore(plan.settings.runs_dir, experiments_file=tiny_toml)
     launcher = LocalLauncher.for_plan(store, plan)
-    rec, supervisor = launcher.start_new(plan, plan.experiments["tiny"], seed=0)
+    rec = launcher.start_new(plan, plan.experiments["tiny"], seed=0)
+    supervisor = rec.supervisor_pid
     running = wait_for(lambda: (r := store.get(rec.run_id)).status == "running" and r.pid and r)
     reap.append(running.pgid)
     # the engine is deaf to SIGTERM only once it has set that up (before its first event); killing the
@@ -145,7 +146,7 @@ def _orphan(tiny_toml: Path, monkeypatch: pytest.MonkeyPatch, reap: list[int]):
     events = rec.run_dir / "events.jsonl"
     wait_for(lambda: events.exists() and events.stat().st_size > 0)
     os.kill(supervisor, signal.SIGKILL)
-    assert launcher.wait(supervisor, timeout=10)
+    assert launcher.wait(rec.run_id, timeout=10)
     reconcile(store)
     lost = store.get(rec.run_id)
     assert lost.status == "lost" and ledger.engine_alive(lost)
@@ -220,6 +221,9 @@ class RecordingLauncher:
         self.store = store
         self.submitted: list[tuple[str, list[str]]] = []
 
+    def configure(self, settings: object) -> None:  # the scheduler hands every launcher [settings]
+        self.settings = settings
+
     def submit(self, run_id: str, devices: list[str]) -> None:
         self.submitted.append((run_id, list(devices)))
 
@@ -284,11 +288,11 @@ def test_pick_and_reserve_is_one_step_against_the_cli_and_the_scheduler(
     release.set()
     for t in (thread, *others):
         t.join(20)
-    (rec, pid) = first[0]
+    rec = first[0]
     assert store.get(rec.run_id).devices == ["0"]
     assert len(outcomes) == 1 and "no free device" in outcomes[0]
     assert recording.submitted == [] and store.get(queued.run_id).status == "queued"
-    assert LocalLauncher.wait(pid, timeout=30)
+    assert LocalLauncher.for_plan(store, plan).wait(rec.run_id, timeout=30)
 
 
 @pytest.mark.slow

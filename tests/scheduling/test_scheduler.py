@@ -60,6 +60,9 @@ class RecordingLauncher:
         self.store = store
         self.submitted: list[tuple[str, list[str]]] = []
 
+    def configure(self, settings: object) -> None:  # the scheduler hands every launcher [settings]
+        self.settings = settings
+
     def submit(self, run_id: str, devices: list[str]) -> None:
         self.submitted.append((run_id, list(devices)))
         self.store.update(run_id, status="running", devices=devices)

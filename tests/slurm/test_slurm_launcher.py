@@ -74,7 +74,7 @@ def _epochs(rec) -> int:
 
 def test_submit_runs_the_supervisor_on_the_node_and_completes(project) -> None:
     plan, store, launcher = project
-    rec = launcher.submit_new(plan, plan.experiments["tiny"], seed=0)
+    rec = launcher.start_new(plan, plan.experiments["tiny"], seed=0)
     assert rec.job_id and rec.status == "queued"
     script = (Path(rec.run_dir) / "job.sbatch").read_text()
     assert "--gres" not in script  # a CPU run asks for no GPU
@@ -95,7 +95,7 @@ def test_submit_runs_the_supervisor_on_the_node_and_completes(project) -> None:
 
 def test_stop_through_slurm_saves_last_pt_and_resume_completes(project) -> None:
     plan, store, launcher = project
-    rec = launcher.submit_new(plan, plan.experiments["long"], seed=0)
+    rec = launcher.start_new(plan, plan.experiments["long"], seed=0)
     wait_for(
         lambda: launcher.poll(rec.run_id) == "running" and _epochs(store.get(rec.run_id)) >= 1,
         timeout=60,
@@ -129,7 +129,7 @@ def test_time_limit_warning_ends_the_run_stopped_with_last_pt(project) -> None:
     import dataclasses
 
     exp = dataclasses.replace(plan.experiments["long"], slurm={"time": "1", "signal_seconds": 55})
-    rec = launcher.submit_new(plan, exp, seed=0)
+    rec = launcher.start_new(plan, exp, seed=0)
     assert "--time=1" in (Path(rec.run_dir) / "job.sbatch").read_text()
     final = _settled(launcher, rec.run_id, {"stopped", "failed", "lost", "completed"}, timeout=150)
     assert final.status == "stopped", final.error
@@ -144,7 +144,7 @@ def test_requeue_mid_run_resumes_in_the_same_directory(project) -> None:
     exp = dataclasses.replace(
         plan.experiments["long"], config={**plan.experiments["long"].config, "epochs": 12}
     )
-    rec = launcher.submit_new(plan, exp, seed=0)
+    rec = launcher.start_new(plan, exp, seed=0)
     wait_for(
         lambda: launcher.poll(rec.run_id) == "running" and _epochs(store.get(rec.run_id)) >= 2,
         timeout=60,
@@ -174,8 +174,8 @@ def test_from_chain_is_an_afterok_dependency_and_a_failed_upstream_blocks(projec
     broken = dataclasses.replace(
         plan.experiments["tiny"], config={**plan.experiments["tiny"].config, "data": {"name": "no-such-data"}}
     )
-    up = launcher.submit_new(plan, broken, seed=0)
-    down = launcher.submit_new(plan, plan.experiments["tiny-focal"], seed=0)
+    up = launcher.start_new(plan, broken, seed=0)
+    down = launcher.start_new(plan, plan.experiments["tiny-focal"], seed=0)
     assert f"--dependency=afterok:{up.job_id}" in (Path(down.run_dir) / "job.sbatch").read_text()
     assert _settled(launcher, up.run_id, {"failed", "completed", "lost"}).status == "failed"
     blocked = _settled(launcher, down.run_id, {"blocked"}, timeout=60)
@@ -187,7 +187,7 @@ def test_from_chain_is_an_afterok_dependency_and_a_failed_upstream_blocks(projec
 
 def test_scancel_kill_and_a_node_going_down_end_honestly(project, slurm) -> None:
     plan, store, launcher = project
-    killed = launcher.submit_new(plan, plan.experiments["long"], seed=0)
+    killed = launcher.start_new(plan, plan.experiments["long"], seed=0)
     wait_for(
         lambda: launcher.poll(killed.run_id) == "running" and _epochs(store.get(killed.run_id)) >= 1,
         timeout=60,
@@ -199,7 +199,7 @@ def test_scancel_kill_and_a_node_going_down_end_honestly(project, slurm) -> None
     assert final.status == "failed" and "cancelled outside mdtui" in final.error, final.error
     assert (Path(final.run_dir) / "exit.json").is_file() and _epochs(final) >= 1
 
-    down = launcher.submit_new(plan, plan.experiments["long"], seed=1)
+    down = launcher.start_new(plan, plan.experiments["long"], seed=1)
     wait_for(
         lambda: launcher.poll(down.run_id) == "running" and _epochs(store.get(down.run_id)) >= 1,
         timeout=60,
@@ -218,7 +218,7 @@ def test_two_gloo_ranks_in_one_job_complete(project) -> None:
 
     tiny = plan.experiments["tiny"]
     exp = dataclasses.replace(tiny, config={**tiny.config, "distributed": {"processes": 2}})
-    rec = launcher.submit_new(plan, exp, seed=0)
+    rec = launcher.start_new(plan, exp, seed=0)
     final = _settled(launcher, rec.run_id, {"completed", "failed", "lost", "stopped"}, timeout=120)
     assert final.status == "completed", final.error
     info = __import__("json").loads((Path(final.run_dir) / "run.json").read_text())

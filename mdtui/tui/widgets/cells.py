@@ -15,23 +15,13 @@ from typing import Any
 
 from rich.text import Text
 
+from mdtui.runs.status_style import STATUS_STYLE, status_style
 from mdtui.tui.text import visible
+
+__all__ = ["STATUS_STYLE"]  # the widgets' import of the one status style (mdtui.runs.status_style)
 
 SPARK = "▁▂▃▄▅▆▇█"
 
-STATUS_STYLE = {
-    "running": "bold green",
-    "starting": "green",
-    "stopping": "bold yellow",
-    "completed": "cyan",
-    "queued": "yellow",
-    "created": "yellow",
-    "blocked": "bold black on yellow",
-    "failed": "bold white on red",
-    "lost": "bold white on magenta",
-    "stopped": "dim",
-    "cancelled": "dim",
-}
 
 
 def sparkline(values: Sequence[float | None], width: int = 12) -> str:
@@ -66,7 +56,7 @@ def fmt_secs(value: float | None) -> str:
 
 
 def status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLE.get(status.split(" ")[0], ""))
+    return Text(status, style=status_style(status))
 
 
 def short_run_id(run_id: str) -> str:
