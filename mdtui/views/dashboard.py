@@ -34,6 +34,7 @@ from mdtui.scheduling import scheduler
 from mdtui.system.fs import read_json
 from mdtui.system.gpus import list_devices
 from mdtui.views.monitor import RunMonitor
+from mdtui.views.progress import run_eta
 
 # the groups of mdtui.runs.status (a `created` run is not waiting: nothing will start it by itself)
 LIVE_STATUSES = LIVE
@@ -425,7 +426,7 @@ class Dashboard:
             acc1=(last.eval_acc1 if last else rec.last_acc1),
             best=(state.best_acc1 if state and state.best_acc1 is not None else rec.best_acc1),
             elapsed=elapsed,
-            eta=state.eta_seconds(now) if state and rec.status in LIVE_STATUSES else None,
+            eta=run_eta(state, now) if state and rec.status in LIVE_STATUSES else None,
             queue_pos=queued[0] if queued else None,
             error=rec.error,
             reason=queued[1] if queued else None,

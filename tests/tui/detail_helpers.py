@@ -86,6 +86,17 @@ def write_run(
             make_event("run_started", run_id, t=t, total_epochs=total, steps_per_epoch=4, device="cuda:0")
         )
     lines.extend(epoch_events(run_id, accs, t))
+    for ep in range(len(accs)):
+        lines.append(
+            make_event(
+                "checkpoint",
+                run_id,
+                t=t + ep * 60 + 51,
+                epoch=ep,
+                path=str(run_dir / "checkpoints" / "last.pt"),
+                is_best=False,
+            )
+        )
     for item in artifacts:  # paths relative to the run directory, written absolute as the engine does
         lines.append(
             make_event("artifact", run_id, t=t + 1, **(item | {"path": str(run_dir / item["path"])}))
@@ -178,3 +189,76 @@ async def settled(pilot: Any) -> None:
     app = pilot.app
     await until(pilot, lambda: app.snapshot.devices and app.snapshot.runs)
     await pilot.pause(0.2)
+
+
+LIVE = "20250101-160000-eeee"  # in its first epoch: step 15 of 97
+RESUMED = "20250101-170000-ffff"  # lost after 2 of 4 epochs, resumed, in epoch 3
+NOW = T0 + 20_000.0  # the clock the live runs are shown at (patched into the run detail)
+
+
+def keep_alive(store: RunStore, run_id: str) -> None:
+    """Record this test process as the run's supervisor: reconcile leaves a live run live."""
+    import os
+
+    from mdtui.system.processes import process_start_time
+
+    store.update(run_id, supervisor_pid=os.getpid(), supervisor_start=process_start_time(os.getpid()))
+
+
+def step_events(run_id: str, epoch: int, steps: int, t: float, loss: float = 1.36) -> list[dict[str, Any]]:
+    """``steps`` mini-batches of ``epoch``, one per second from ``t``, the last with ``loss``."""
+    return [
+        make_event("step", run_id, t=t + s + 1, epoch=epoch, step=s, loss=loss + (steps - 1 - s) / 10, lr=0.1)
+        for s in range(steps)
+    ]
+
+
+def write_live_runs(store: RunStore, plan: Any) -> None:
+    """LIVE: 15 steps into its first epoch; RESUMED: two sessions, the second 10 steps into epoch 3."""
+    for run_id, name in ((LIVE, "tiny"), (RESUMED, "tiny-focal")):
+        exp = plan.experiments[name]
+        rec = store.create_run(
+            exp,
+            engine_config(plan, exp, run_id=run_id, seed=0),
+            seed=0,
+            devices=["1"],
+            status="running",
+            run_id=run_id,
+        )
+        run_dir = Path(rec.run_dir)
+        start = NOW - 15 if run_id == LIVE else NOW - 10
+        if run_id == LIVE:
+            lines = [
+                make_event(
+                    "run_started", run_id, t=start, total_epochs=4, steps_per_epoch=97, device="cuda:1"
+                )
+            ]
+            lines += step_events(run_id, 0, 15, start)
+        else:
+            first = NOW - 1000
+            lines = [
+                make_event("run_started", run_id, t=first, total_epochs=4, steps_per_epoch=4, device="cuda:1")
+            ]
+            lines += epoch_events(run_id, [40.0, 50.0], first)
+            lines.append(
+                make_event(
+                    "run_started", run_id, t=start, total_epochs=4, steps_per_epoch=20, device="cuda:1"
+                )
+            )
+            lines += step_events(run_id, 2, 10, start, loss=0.8)
+        (run_dir / "events.jsonl").write_text("".join(encode(e) + "\n" for e in lines))
+        (run_dir / "stdout.log").write_text("loading synthetic data\n")
+        store.update(
+            run_id, created_t=start, started_t=start, total_epochs=4, epochs_done=0 if run_id == LIVE else 2
+        )
+        keep_alive(store, run_id)
+
+
+def write_plain_files(run_dir: Path) -> None:
+    """What every plain run leaves: plots and a confusion matrix in artifacts/, best.pt and last.pt."""
+    (run_dir / "artifacts").mkdir(exist_ok=True)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    for name, size in (("curves.png", 2300), ("per_class.png", 4100), ("confusion_matrix.json", 180)):
+        (run_dir / "artifacts" / name).write_bytes(b"x" * size)
+    for name in ("best.pt", "last.pt"):
+        (run_dir / "checkpoints" / name).write_bytes(b"x" * 3_500_000)

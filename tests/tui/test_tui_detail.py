@@ -403,3 +403,84 @@ def test_a_refresh_before_the_screen_is_mounted_is_ignored(project: Path) -> Non
     dashboard = Dashboard(project)
     RunDetailScreen(DONE, dashboard).refresh_view()
     CompareScreen([DONE, FOCAL], dashboard).refresh_view()
+
+
+# ---------------------------------------------------------------------------------------- issue 20
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The run detail reads the wall clock for ETAs and elapsed times: fixed here."""
+    import time
+    import types
+
+    from detail_helpers import NOW
+
+    from mdtui.tui.screens import run_detail
+
+    monkeypatch.setattr(run_detail, "time", types.SimpleNamespace(time=lambda: NOW, monotonic=time.monotonic))
+    return NOW
+
+
+@pytest.fixture
+def live_project(project: Path, frozen_clock: float) -> Path:
+    from detail_helpers import write_live_runs
+
+    from mdtui.registry.plan import load_plan
+
+    write_live_runs(RunStore(project.parent / "runs"), load_plan(project))
+    return project
+
+
+async def test_an_epoch_under_way_shows_its_steps_loss_and_eta_at_80x24(live_project: Path) -> None:
+    from detail_helpers import LIVE
+
+    app = MdtuiApp(live_project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_detail(pilot, LIVE)
+        line = str(screen.query_one("#step-line").render())
+        # 15 steps in 15 s: 82 steps left, 1 s each; 3 more epochs of 97 s
+        assert line == "epoch 1/4 · step 15/97 · loss 1.3600 · epoch ends in 1m22s · run ETA 6m13s"
+        assert screen.query_one("#step-line").region.height == 1
+        assert screen.query_one("#progress").percentage > 0  # 15/97 of the first of 4 epochs
+        loss = screen.query_one("#chart-loss", MetricChart)
+        assert loss.has_data  # the steps, not "no data yet"
+
+
+async def test_a_resumed_run_shows_its_new_session(live_project: Path) -> None:
+    """Two sessions in one events file: the epochs of the first, the steps of the second."""
+    from detail_helpers import RESUMED
+
+    app = MdtuiApp(live_project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_detail(pilot, RESUMED)
+        line = str(screen.query_one("#step-line").render())
+        assert line.startswith("epoch 3/4 · step 10/20 · loss 0.8000")
+        assert screen.query_one("#progress").progress == pytest.approx(2.5)
+
+
+async def test_a_plain_runs_files_are_on_the_artifacts_tab(project: Path) -> None:
+    from detail_helpers import write_plain_files
+
+    write_plain_files(run_dir(project, DONE))
+    app = MdtuiApp(project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_detail(pilot, DONE)
+        await pilot.press("right_square_bracket", "right_square_bracket", "right_square_bracket")
+        table = screen.query_one("#artifact-table")
+        await until(pilot, lambda: table.row_count == 7)
+        rows = {str(table.get_cell_at((r, 1))): str(table.get_cell_at((r, 2))) for r in range(7)}
+        assert {"artifacts/curves.png", "artifacts/per_class.png", "artifacts/confusion_matrix.json"} <= set(
+            rows
+        )
+        assert rows["checkpoints/last.pt"].endswith("· epoch 3") and rows["checkpoints/best.pt"]
+        assert str(table.get_cell_at((0, 0))) == "confusion"  # announced artifacts first, then the files
+
+
+async def test_summary_elapsed_is_the_wall_time_status_shows(project: Path) -> None:
+    app = MdtuiApp(project)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_detail(pilot, DONE)
+        summary = str(screen.query_one("#summary-text").render())
+        assert "elapsed 3m00s" in summary  # started_t to ended_t, as `mdtui status` counts
+        assert "training time 3m00s" in summary and " time 3m00s," not in summary.replace("training time", "")

@@ -112,3 +112,45 @@ def test_snapshot_results(snap_compare, project: Path, size: tuple[int, int]) ->
         await pilot.pause(0.4)
 
     assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=run_before)
+
+
+@pytest.fixture
+def live_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Plus a run in its first epoch and a resumed one, shown at a fixed clock."""
+    import time
+    import types
+
+    from detail_helpers import NOW, write_live_runs
+
+    from mdtui.registry.plan import load_plan
+    from mdtui.runs.store import RunStore
+    from mdtui.tui.screens import run_detail
+
+    monkeypatch.setattr(run_detail, "time", types.SimpleNamespace(time=lambda: NOW, monotonic=time.monotonic))
+    write_live_runs(RunStore(Path("runs")), load_plan(project))
+    return project
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_detail_during_an_epoch(snap_compare, live_project: Path, size: tuple[int, int]) -> None:
+    from detail_helpers import LIVE
+
+    assert snap_compare(MdtuiApp(live_project), terminal_size=size, run_before=detail(LIVE))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_detail_resumed_run(snap_compare, live_project: Path, size: tuple[int, int]) -> None:
+    from detail_helpers import RESUMED
+
+    assert snap_compare(MdtuiApp(live_project), terminal_size=size, run_before=detail(RESUMED))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_detail_plain_run_files(snap_compare, project: Path, size: tuple[int, int]) -> None:
+    from detail_helpers import write_plain_files
+
+    from mdtui.runs.store import RunStore
+
+    write_plain_files(Path(RunStore(Path("runs")).get(DONE).run_dir))
+    keys = ("right_square_bracket",) * 3
+    assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=detail(DONE, *keys))

@@ -35,18 +35,22 @@ from mdtui.tui.widgets.cells import fmt_pct, fmt_secs
 from mdtui.tui.widgets.metric_chart import MetricChart
 from mdtui.tui.widgets.run_log import RunLog, file_has_problem
 from mdtui.tui.widgets.vi_scroll import ViScroll
+from mdtui.views.artifacts import Artifact, run_artifacts
+from mdtui.views.progress import StepProgress, run_eta, step_progress
 
 # Below this many rows the four charts would be a few rows each: show loss and acc1 only, taller.
 COMPACT_ROWS = 28
 # Runs that ended with an error open on Summary, where the error is (their charts are mostly empty).
 OPEN_ON_SUMMARY = frozenset({"failed", "lost"})
 STREAMS = ("stdout", "stderr")
+ARTIFACT_SECONDS = 2.0  # how often the run folder is listed again for the Artifacts tab
 DISK_SECONDS = 5.0  # how often the Summary tab measures the run folder again
 
 
 def epoch_series(state: RunState) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
     """Chart data from a run state: per-epoch losses and accuracies, step loss, lr."""
     xs = [float(e.epoch + 1) for e in state.epochs]
+    steps = ([p[0] + 1 for p in state.step_losses], [p[1] for p in state.step_losses])
     series: dict[str, dict[str, tuple[list[float], list[float]]]] = {
         "loss": {
             "train": (xs, [e.train_loss for e in state.epochs]),  # type: ignore[dict-item]
@@ -56,9 +60,11 @@ def epoch_series(state: RunState) -> dict[str, dict[str, tuple[list[float], list
             "train": (xs, [e.train_acc1 for e in state.epochs]),  # type: ignore[dict-item]
             "eval": (xs, [e.eval_acc1 for e in state.epochs]),  # type: ignore[dict-item]
         },
-        "step": {"loss": ([p[0] + 1 for p in state.step_losses], [p[1] for p in state.step_losses])},
+        "step": {"loss": steps},
         "lr": {"lr": (xs, [e.lr for e in state.epochs])},  # type: ignore[dict-item]
     }
+    if not state.epochs and state.step_losses:  # a long first epoch: its steps, not "no data yet"
+        series["loss"] = {"step loss": steps}
     return series
 
 
@@ -69,7 +75,7 @@ def summary_fields(summary: dict[str, Any]) -> str:
         if isinstance(value, (dict, list)) or value is None or key == "epochs_done":
             continue
         if key == "seconds" and isinstance(value, (int, float)):
-            parts.append(f"time {fmt_secs(value)}")
+            parts.append(f"training time {fmt_secs(value)}")
         elif key == "best_epoch" and isinstance(value, int):
             parts.append(f"best epoch {value + 1}")
         elif isinstance(value, float):
@@ -102,9 +108,13 @@ def summary_text(
         lines.append(f"waiting: {esc(reason)}")
     if getattr(record, "job_id", None):  # a Slurm run: state, reason, node, elapsed of the limit
         lines.append(esc(record.slurm_line))
+    started = getattr(record, "started_t", None)
+    if started:  # the same wall time as `mdtui status` (the summary's is training time)
+        ended = record.ended_t if record.status in FINISHED else None
+        lines.append(f"elapsed {fmt_secs((ended or now or time.time()) - started)}")
     if state.total_epochs:
         live = record.status in LIVE
-        eta = f"   ETA {fmt_secs(state.eta_seconds(now or time.time())) or '-'}" if live else ""
+        eta = f"   ETA {fmt_secs(run_eta(state, now or time.time())) or '-'}" if live else ""
         lines.append(f"epoch {state.epochs_done}/{state.total_epochs}{eta}")
     best_epoch = f" (epoch {state.best_epoch + 1})" if state.best_epoch is not None else ""
     lines.append(f"best acc1 {fmt_pct(state.best_acc1) or '-'}{best_epoch}")
@@ -134,17 +144,6 @@ def summary_text(
     return "\n".join(lines)
 
 
-def relative_path(path: str, run_dir: Path) -> str:
-    """An artifact's path as seen from its run directory (absolute only when it lies elsewhere)."""
-    try:
-        return str(Path(path).relative_to(run_dir))
-    except ValueError:
-        try:
-            return str(Path(path).resolve().relative_to(run_dir.resolve()))
-        except (ValueError, OSError):
-            return path
-
-
 def cut_path(path: str, width: int) -> str:
     """``path`` in ``width`` characters, cut in the middle so that the file name stays whole."""
     if len(path) <= width:
@@ -164,6 +163,14 @@ def one_line_json(value: Any, width: int) -> str:
     head = text[: max(width - 1, 0)]
     cut = max(head.rfind(", "), head.rfind(" "))
     return (head[:cut].rstrip(",") if cut > 0 else head) + "…"
+
+
+def step_line(progress: StepProgress) -> str:
+    """``epoch 1/4 · step 15/97 · loss 1.3600 · epoch ends in 0m42s``: life inside a long epoch."""
+    text = progress.text()
+    if progress.epoch_left is not None:
+        text += f" · epoch ends in {fmt_secs(progress.epoch_left)}"
+    return text
 
 
 class ArtifactTable(DataTable[str]):
@@ -192,6 +199,7 @@ class RunDetailScreen(Screen[None]):
     RunDetailScreen #chart-grid.compact { grid-size: 2 1; }
     RunDetailScreen #chart-grid.compact .secondary { display: none; }
     RunDetailScreen #progress.hidden { display: none; }
+    RunDetailScreen #step-line { height: 1; padding: 0 1; color: $text-muted; }
     RunDetailScreen #log-source { height: 1; padding: 0 1; background: $boost; }
     RunDetailScreen ViScroll, RunDetailScreen RunLog, RunDetailScreen ArtifactTable {
         border-left: outer $panel;
@@ -215,7 +223,8 @@ class RunDetailScreen(Screen[None]):
         self.dashboard = dashboard
         self.initial_tab = tab or self._tab_for(run_id)
         self.stream = "stdout"
-        self._artifacts: list[tuple[str, str, Any]] = []
+        self._artifacts: list[Artifact] = []
+        self._artifacts_t = 0.0  # when the run folder was last listed
         self._run_dir: Path | None = None
         self._ready = False  # composed and mounted: the app's timer may call refresh_view before that
         self._disk: tuple[float, tuple[int, int]] | None = None  # (when measured, (folder, checkpoints))
@@ -228,6 +237,7 @@ class RunDetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield ProgressBar(total=None, show_eta=False, id="progress")
+        yield Static("", id="step-line", markup=False)
         with TabbedContent(initial=self.initial_tab, id="run-tabs"):
             with TabPane("Charts", id="charts"), Grid(id="chart-grid"):
                 yield MetricChart("loss per epoch", id="chart-loss")
@@ -289,11 +299,7 @@ class RunDetailScreen(Screen[None]):
         self.query_one("#summary-text", Static).update(
             summary_text(state, rec, reason, disk=self._disk_size(rec))
         )
-        if len(state.artifacts) > len(self._artifacts):
-            for item in state.artifacts[len(self._artifacts) :]:
-                path = relative_path(str(item.get("path", "")), Path(rec.run_dir))
-                self._artifacts.append((str(item.get("kind", "")), path, item.get("summary")))
-            self._fill_artifacts()
+        self._list_artifacts(state, Path(rec.run_dir))
         log = self.query_one(RunLog)
         log.poll()
         self._show_log_source(log)
@@ -306,15 +312,40 @@ class RunDetailScreen(Screen[None]):
             self._disk = (now, (tree_size(rec.run_dir), tree_size(Path(rec.run_dir) / "checkpoints")))
         return self._disk[1]
 
+    def _list_artifacts(self, state: RunState, run_dir: Path) -> None:
+        """The engine's artifacts and the files of artifacts/ and checkpoints/, listed again every
+        few seconds (refresh_view runs several times a second; a listing walks two folders)."""
+        now = time.monotonic()
+        if self._artifacts and now - self._artifacts_t < ARTIFACT_SECONDS:
+            return
+        self._artifacts_t = now
+        found = run_artifacts(run_dir, state)
+        if found != self._artifacts:
+            self._artifacts = found
+            self._fill_artifacts()
+
     def _show_progress(self, state: RunState, rec: Any) -> None:
         """A bar for a run that is going or went somewhere; never an animated 'busy' bar for one that ended."""
         bar = self.query_one(ProgressBar)
         total = state.total_epochs or rec.total_epochs
-        done = state.epochs_done or rec.epochs_done or 0
+        done: float = state.epochs_done or rec.epochs_done or 0
         ended = rec.status in FINISHED or state.finished
+        progress = step_progress(state, time.time()) if rec.status in LIVE else None
+        if progress is not None and progress.steps_per_epoch:  # inside an epoch: its steps count too
+            done += min(1.0, progress.step / progress.steps_per_epoch)
         if total:
             bar.update(total=total, progress=done)
         bar.set_class(not total and (ended or rec.status not in LIVE), "hidden")
+        line = self.query_one("#step-line", Static)
+        text = step_line(progress) if progress is not None else ""
+        eta = run_eta(state, time.time()) if rec.status in LIVE else None
+        if eta is not None:
+            text += (" · " if text else "") + f"run ETA {fmt_secs(eta)}"
+        line.update(text)
+        line.display = bool(text)
+
+    def on_unmount(self) -> None:
+        self.dashboard.unpin(self.run_id)  # the view follows the run only if it shows it elsewhere
 
     def _show_log_source(self, log: RunLog) -> None:
         other = STREAMS[1 - STREAMS.index(self.stream)]
@@ -337,18 +368,18 @@ class RunDetailScreen(Screen[None]):
     def _fill_artifacts(self) -> None:
         """Artifacts with paths relative to the run dir, cut in the middle to the width there is."""
         table = self.query_one(ArtifactTable)
-        kind_w = max((len(k) for k, _, _ in self._artifacts), default=4)
+        kind_w = max((len(a.kind) for a in self._artifacts), default=4)
         room = max(self.size.width - kind_w - 10, 20)  # borders, cell padding, scrollbar
-        path_w = min(max((len(p) for _, p, _ in self._artifacts), default=4), max(room * 2 // 3, 16))
+        path_w = min(max((len(a.path) for a in self._artifacts), default=4), max(room * 2 // 3, 16))
         summary_w = max(room - path_w, 8)
         cursor = table.cursor_row
         table.clear()
-        for kind, path, summary in self._artifacts:
-            table.add_row(
-                plain(kind),
-                plain(cut_path(path, path_w)),
-                plain(one_line_json(summary, summary_w) if summary else ""),
+        for item in self._artifacts:
+            summary = item.summary
+            text = (
+                summary if isinstance(summary, str) else one_line_json(summary, summary_w) if summary else ""
             )
+            table.add_row(plain(item.kind), plain(cut_path(item.path, path_w)), plain(text))
         if self._artifacts:
             table.move_cursor(row=min(cursor, len(self._artifacts) - 1))
 
