@@ -378,10 +378,10 @@ def test_huge_sweeps_are_refused_quickly(tmp_path: Path, sweep: dict[str, list[i
     }
     path = tmp_path / "experiments.toml"
     path.write_text(toml_document(doc), encoding="utf-8")
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: parallel test workers make wall clock wait for a core
     with pytest.raises(ExperimentsError) as info:
         load_plan(path, env={})
-    assert time.monotonic() - started < 2.0
+    assert time.process_time() - started < 2.0
     assert all(i.line >= 1 for i in info.value.issues)
 
 

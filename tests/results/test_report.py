@@ -302,9 +302,11 @@ def _bench():
 def test_ten_thousand_runs_render_in_under_two_seconds(tmp_path):
     bench = _bench()
     plan, store = bench.build_store(tmp_path, 10_000, 10)
-    start = time.perf_counter()
+    # CPU time, not wall clock: under pytest-xdist other workers share the cores, and waiting for a
+    # core is not the renderer's cost.
+    start = time.process_time()
     text = render_report(store, plan, [])
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert text.count("\n## ") == 9 and elapsed < 2.0, elapsed
 
 
