@@ -147,6 +147,7 @@ def settle(
     now: float | None = None,
 ) -> RunRecord:
     """Write ``ending`` down in the order above; return the run's record as now indexed."""
+    ending = killed_as_asked(ending, end, Path(rec.run_dir))
     fields = final_fields(ending, end, state, time.time() if now is None else now)
     final = dataclasses.replace(rec, **fields)
     run_dir = Path(rec.run_dir)
@@ -159,6 +160,19 @@ def settle(
             atomic_write_json(run_dir / EXIT_FILE, exit_record(final, ending, end, state, note))
     store.update(rec.run_id, run_json=False, **fields)
     return store.get(rec.run_id) or final
+
+
+KILLED_AT_ONCE = "killed (SIGKILL) at once, as asked (Kill now, or a stop with --grace 0)"
+
+
+def killed_as_asked(ending: Ending, end: EngineEnd, run_dir: Path) -> Ending:
+    """A kill asked with no grace ("Kill now") is said as such, not as a grace period that ran out."""
+    if not (end.killed and ending.status == RunStatus.STOPPED):
+        return ending
+    request = read_json(run_dir / STOP_REQUEST)
+    if isinstance(request, dict) and request.get("grace") in (0, 0.0):
+        return dataclasses.replace(ending, error=KILLED_AT_ONCE)
+    return ending
 
 
 def end_unstarted(
