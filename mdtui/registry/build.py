@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.schema import config as engine_cfg
 from engine.schema.catalog import expand_bare_names
+from mdtui.registry.checks import RESUME_RETRIES
 from mdtui.registry.rules import (
     DEFAULTS_MANAGER_KEYS,
     ENGINE_TOP_KEYS,
@@ -436,6 +437,11 @@ class PlanBuilder:
             paper=dict(manager.get("paper", {})),
             notify=tuple(manager.get("notify", settings.notify)),
             notify_on=manager.get("notify_on", settings.notify_on),
+            retries={
+                "lost": RESUME_RETRIES if settings.on_lost == "resume" else 0,
+                "failed": 0,
+                **manager.get("retries", {}),
+            },
         )
 
     # ------------------------------------------------------------------ references between experiments

@@ -49,3 +49,22 @@ def notify_command_problem(value: Any) -> str | None:
     if value and not value[0].strip():
         return f"the command's program (its first item) is empty: {value!r}"
     return None
+
+
+# `on_lost` in [settings] and `retries = { lost = N, failed = M }` per experiment (mdtui.scheduling.retry)
+ON_LOST = ("keep", "resume")
+RESUME_RETRIES = 3  # on_lost = "resume": lost runs are resumed up to this many times, unless `retries` says
+RETRY_STATUSES = ("lost", "failed")
+
+
+def retries_problem(value: Any) -> str | None:
+    """What is wrong with ``retries = { lost = 2, failed = 0 }``, or None."""
+    example = "e.g. { lost = 2, failed = 0 }"
+    if not isinstance(value, dict):
+        return f"expected a table of retry counts, {example}, got {value!r}"
+    for key, count in value.items():
+        if key not in RETRY_STATUSES:
+            return f'unknown status "{key}"{suggest(key, RETRY_STATUSES)}; retries can be given for: lost, failed'
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 100:
+            return f"{key} = {count!r}: expected a number of retries from 0 to 100"
+    return None

@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.schema import config as engine_cfg
 from engine.schema.catalog import NAMED_BLOCKS, expand_bare_names
-from mdtui.registry.checks import NOTIFY_ON, notify_command_problem
+from mdtui.registry.checks import NOTIFY_ON, notify_command_problem, retries_problem
 from mdtui.registry.slurm_options import check_slurm_table
 
 MANAGER_KEYS = (
@@ -33,9 +33,10 @@ MANAGER_KEYS = (
     "slurm",
     "notify",
     "notify_on",
+    "retries",
 )
 # the others only make sense per experiment
-DEFAULTS_MANAGER_KEYS = ("tags", "seeds", "seed", "gpus", "nodes", "slurm")
+DEFAULTS_MANAGER_KEYS = ("tags", "seeds", "seed", "gpus", "nodes", "slurm", "retries")
 # A child declares its own. `paper` too: a variant is another method, and the parent's published
 # figure printed beside the variant's result would be a claim nobody made.
 NOT_INHERITED = ("baseline", "sweep", "description", "paper")
@@ -184,6 +185,8 @@ def check_manager_value(key: str, value: Any) -> str | None:
         return check_paper(value)
     if key == "notify":
         return notify_command_problem(value)
+    if key == "retries":
+        return retries_problem(value)
     if key == "notify_on" and value not in NOTIFY_ON:
         return f'expected "end" (every ending) or "failure" (failed and lost runs only), got {value!r}'
     if key == "sweep" and (not isinstance(value, dict) or not value):

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.schema.config import DATA_ROOT_ENV, resolve_data_root
-from mdtui.registry.checks import NOTIFY_EXPECTED, NOTIFY_ON, check_table, notify_command_problem
+from mdtui.registry.checks import (
+    NOTIFY_EXPECTED,
+    NOTIFY_ON,
+    ON_LOST,
+    check_table,
+    notify_command_problem,
+)
 from mdtui.registry.slurm_options import LAUNCHERS, SlurmOptions, check_slurm_table
 
 __all__ = [
@@ -79,6 +85,7 @@ class Settings:
     slurm: SlurmOptions = SlurmOptions()  # [settings.slurm]
     notify: tuple[str, ...] = ()  # a command run when a run ends (mdtui.execution.notify)
     notify_on: str = "end"  # "end" | "failure"
+    on_lost: str = "keep"  # "keep" | "resume": the scheduler resumes lost runs (mdtui.scheduling.retry)
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,7 @@ class Experiment:
     paper: dict[str, Any] = field(default_factory=dict)  # the paper's figures: {"acc1": 82.5, "source": ...}
     notify: tuple[str, ...] = ()  # its own `notify`, else [settings] notify; () = none
     notify_on: str = "end"
+    retries: dict[str, int] = field(default_factory=dict)  # {"lost": n, "failed": m}: resumes allowed
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,10 @@ _SETTINGS: dict[str, tuple[Any, str]] = {
     "slurm": (lambda v: v, "a table of Slurm options"),  # checked key by key below
     "notify": (lambda v: tuple(v) if notify_command_problem(v) is None else None, NOTIFY_EXPECTED),
     "notify_on": (lambda v: v if v in NOTIFY_ON else None, '"end" (every ending) or "failure"'),
+    "on_lost": (
+        lambda v: v if v in ON_LOST else None,
+        '"keep" (a lost run waits for `mdtui run --resume`) or "resume" (the scheduler resumes it)',
+    ),
 }
 
 

@@ -332,6 +332,8 @@ class RunStore:
             "experiments_file": str(self.experiments_file) if self.experiments_file else None,
             # what settling this run will run (mdtui.execution.notify), fixed when it is created
             "notify": {"command": list(exp.notify), "on": exp.notify_on} if exp.notify else None,
+            # how often the scheduler may resume it after it is lost or failed (mdtui.scheduling.retry)
+            "retry_policy": dict(exp.retries) if any(exp.retries.values()) else None,
         }
 
     # ----------------------------------------------------------------- reading

@@ -32,6 +32,7 @@ from mdtui.runs.prepare import combine_path, seeds_of, upstream_checkpoint
 from mdtui.runs.status import FINISHED, LIVE, WAITING, RunStatus
 from mdtui.runs.store import DB_NAME, RunStore
 from mdtui.scheduling import queue as runqueue
+from mdtui.scheduling import retry
 from mdtui.scheduling.queue import QueueEntry, QueueError, entries, transition
 from mdtui.system import gpus
 from mdtui.system.fs import atomic_write_json, file_lock, read_json, try_lock
@@ -399,11 +400,13 @@ class Scheduler:
         return any(
             (e.waiting and e.status == queued) or (not e.waiting and e.status in LIVE)
             for e in entries(self.store)
-        )
+        ) or retry.watching(self.store)  # a run it resumed may need resuming again
 
     def step(self) -> None:
         self.reload_policy()
         self.reconcile()
+        if not is_paused(self.store):  # lost and failed runs their policy resumes (before new ones)
+            retry.retry_ended(self.store, self.launcher, log)
         self.launch_ready()
         self.check_placement()
 
