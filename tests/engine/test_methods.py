@@ -331,7 +331,9 @@ def test_pos_act_gating_reads_the_clean_or_the_noisy_activation(gate_on: str, mo
     g_true = w2[y] * (noisy > 0) * gate  # dz/dA through the ReLU of the noisy output, then gated
     g_rival = w2[rivals] * (noisy > 0) * gate
     expected = ((g_rival.abs() * mask[rivals]).sum() + (g_true.abs() * (1 - mask[y])).sum()) / 6
-    assert terms["channel"].item() == pytest.approx(expected.item(), rel=1e-6)
+    # 24 positive float32 terms summed here and in the engine in orders of their own: at most
+    # 24 * 2**-24 ~ 1.4e-6 apart relative, plus a rounding per product: 4e-6.
+    assert terms["channel"].item() == pytest.approx(expected.item(), rel=4e-6)
 
 
 def test_gate_on_defaults_clean_and_the_fork_preset_gates_noisy() -> None:
