@@ -42,11 +42,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.schema.datasets import DOWNLOADS, MANIFEST_ENV, Download, data_mirror
+from engine.schema.datasets import DOWNLOADS, Download, ManifestError, data_mirror, manifest_path, sums_for
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SCRATCH = ".mdtui-downloads"
@@ -66,31 +65,6 @@ class Interrupted(Exception):
 
 def emit(event: str, dataset: str, **fields: Any) -> None:
     print(json.dumps({"event": event, "dataset": dataset, **fields}), flush=True)
-
-
-def with_manifest(source: Download, manifest: dict[str, Any] | None) -> Download:
-    """``source`` with the sums of an explicit manifest entry, when there is one for it."""
-    entry = (manifest or {}).get(source.name)
-    if entry is None:
-        return source
-    if not isinstance(entry, dict) or not isinstance(entry.get("archive_md5"), str):
-        raise FetchError(f"manifest entry {source.name!r} lacks a string 'archive_md5'")
-    files = entry.get("files", source.files)
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise FetchError(f"manifest entry {source.name!r}: 'files' must map file names to MD5 strings")
-    return replace(source, archive_md5=entry["archive_md5"], files=files)
-
-
-def read_manifest(path: str | None) -> dict[str, Any] | None:
-    if not path:
-        return None
-    try:
-        doc = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FetchError(f"manifest {path}: {exc}") from None
-    if not isinstance(doc, dict):
-        raise FetchError(f"manifest {path}: expected a JSON object of datasets")
-    return doc
 
 
 def md5_of(path: Path) -> str:
@@ -232,12 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     status = EXIT_OK
     for name in args.names:
         try:
-            source = with_manifest(
-                DOWNLOADS[name], read_manifest(args.manifest or os.environ.get(MANIFEST_ENV))
-            )
+            source = sums_for(DOWNLOADS[name], manifest_path(args.manifest))
             path = fetch(source, root, mirror, max(1, args.attempts))
             emit("done", name, path=str(path))
-        except FetchError as exc:
+        except (FetchError, ManifestError) as exc:
             emit("failed", name, message=str(exc))
             status = EXIT_FAILED
         except OSError as exc:

@@ -45,7 +45,7 @@ app = typer.Typer(
 )
 
 # Verb modules of other areas; a module that does not exist yet is skipped, any other import error shows.
-COMMAND_MODULES = ("run", "queue", "results", "doctor", "clean", "export", "service")
+COMMAND_MODULES = ("run", "queue", "results", "doctor", "clean", "export", "service", "data")
 
 
 @app.callback(invoke_without_command=True)
@@ -95,6 +95,7 @@ def validate_cmd(
     file: Path | None = typer.Argument(
         None, help="experiments.toml to check (default: --file or ./experiments.toml)."
     ),
+    data: bool = typer.Option(False, "--data", help="Also check every experiment's dataset is in place."),
 ) -> None:
     """Check experiments.toml; every problem names its file, line, experiment and key."""
     plan = load_plan_or_exit(file or plan_file(ctx))
@@ -106,6 +107,11 @@ def validate_cmd(
         ),
         soft_wrap=True,
     )
+    if data:  # the pre-flight of `mdtui run` for every experiment (missing data: exit 1)
+        from mdtui.commands.data import report_missing_data
+
+        if report_missing_data(plan):
+            raise typer.Exit(EXIT_FAILED)
 
 
 def _block_name(config: dict[str, Any], key: str) -> str:

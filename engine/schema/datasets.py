@@ -16,9 +16,10 @@ A test checks that the folders and files here are the ones ``engine.data`` reads
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,29 +103,41 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "stl10": ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"),
 }
 
-# What to obtain, by hand, for the list-based long-tail benchmarks (``data.name = "oltr"``). Each
-# list line is ``<image path relative to the data root> <label>``.
-MANUAL_LISTS: dict[str, str] = {
-    "ImageNet-LT": (
-        "images: ILSVRC-2012 train and val from https://image-net.org (registration), val sorted into one "
-        "folder per class (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG under the data root);\n"
-        "lists: ImageNet_LT_train.txt, ImageNet_LT_val.txt, ImageNet_LT_test.txt of Liu et al. 2019 "
-        "(OLTR, github.com/zhmiao/OpenLongTailRecognition-OLTR, 'ImageNet_LT' download) into "
-        "<data root>/ImageNet_LT/"
+# What to obtain, by hand, for the list-based long-tail benchmarks (``data.name = "oltr"``), by the
+# name ``mdtui data get`` accepts: (title, what to obtain and where). Each list line is
+# ``<image path relative to the data root> <label>``.
+MANUAL_LISTS: dict[str, tuple[str, str]] = {
+    "imagenet_lt": (
+        "ImageNet-LT",
+        "images: ILSVRC-2012 train and val from https://image-net.org (needs a registration), val sorted "
+        "into one folder per class, so that <data root>/train/<wnid>/*.JPEG and "
+        "<data root>/val/<wnid>/*.JPEG exist;\n"
+        "split lists: ImageNet_LT_train.txt, ImageNet_LT_val.txt, ImageNet_LT_test.txt of Liu et al. 2019 "
+        "(OLTR: github.com/zhmiao/OpenLongTailRecognition-OLTR, its 'ImageNet_LT' download) into "
+        "<data root>/ImageNet_LT/ (the shipped rx50-imagenet-lt reads ImageNet_LT_train.txt and "
+        "ImageNet_LT_test.txt there)",
     ),
-    "Places-LT": (
-        "images: Places365-Standard (256x256) from http://places2.csail.mit.edu (registration);\n"
-        "lists: Places_LT_train.txt, Places_LT_val.txt, Places_LT_test.txt of Liu et al. 2019 (OLTR, "
-        "'Places_LT' download) into <data root>/Places_LT/; each image where its list line says, "
-        "relative to the data root"
+    "places_lt": (
+        "Places-LT",
+        "images: Places365-Standard, small (256x256) images, from http://places2.csail.mit.edu "
+        "(needs a registration), unpacked under the data root so that each path of the lists exists "
+        "there;\nsplit lists: Places_LT_train.txt, Places_LT_val.txt, Places_LT_test.txt of Liu et al. "
+        "2019 (OLTR, its 'Places_LT' download) into <data root>/Places_LT/",
     ),
-    "iNaturalist 2018": (
-        "images: train_val2018 of https://github.com/visipedia/inat_comp (2018), unpacked under the "
-        "data root;\nlists: iNaturalist18_train.txt, iNaturalist18_val.txt of Kang et al. 2020 "
+    "inaturalist2018": (
+        "iNaturalist 2018",
+        "images: train_val2018 of https://github.com/visipedia/inat_comp (the 2018 competition), "
+        "unpacked under the data root so that each path of the lists exists there;\n"
+        "split lists: iNaturalist18_train.txt, iNaturalist18_val.txt of Kang et al. 2020 "
         "(github.com/facebookresearch/classifier-balancing) into <data root>/iNaturalist18/ "
-        "(a list path containing 'inat' selects iNaturalist's normalisation)"
+        "(a list path containing 'inat' selects iNaturalist's normalisation)",
     ),
 }
+# Image folders are whatever the user has; ``mdtui data`` says where the experiment looks.
+FOLDER_HELP = (
+    "one folder per class: <data root>/<train_dir>/<class>/<image> and <data root>/<test_dir>/<class>/<image>"
+    " (image_mask also <data root>/<mask_dir>/<image basename>.png, 8-bit grey)"
+)
 
 
 @dataclass(frozen=True)
@@ -180,16 +193,24 @@ def missing(data: Mapping[str, Any] | str | None, root: Path | None) -> list[Nee
     return [n for n in wanted if not (n.path.is_file() if n.kind == "file" else n.path.is_dir())]
 
 
+def manual_key(data: Mapping[str, Any] | str | None) -> str:
+    """The ``mdtui data get`` name that explains a by-hand data block (ImageNet-LT lists -> imagenet_lt)."""
+    name = dataset_name(data)
+    if name != "oltr" or not isinstance(data, Mapping):
+        return name
+    lists = f"{data.get('train_list', '')} {data.get('eval_list', '')}".lower()
+    for key, hint in (("imagenet_lt", "imagenet_lt"), ("places_lt", "places"), ("inaturalist2018", "inat")):
+        if hint in lists:
+            return key
+    return "oltr"
+
+
 def how_to_get(data: Mapping[str, Any] | str | None) -> str:
-    """The fix for a missing dataset, as a user would type or do it."""
+    """The fix for a missing dataset, as a user would type it."""
     name = dataset_name(data)
     if name in DOWNLOADS:
         return f"`mdtui data get {name}` downloads it"
-    if name == "oltr":
-        return "put the list files and their images there (`mdtui data` says what to obtain)"
-    if name in ("image_folder", "image_mask"):
-        return "put one folder per class with its images there"
-    return "see `mdtui data`"
+    return f"`mdtui data get {manual_key(data)}` says what to obtain and where it goes"
 
 
 def data_mirror(env: Mapping[str, str] | None = None) -> str | None:
@@ -201,3 +222,39 @@ def data_mirror(env: Mapping[str, str] | None = None) -> str | None:
 
 MIRROR_ENV = "MDTUI_DATA_MIRROR"
 MANIFEST_ENV = "MDTUI_DATA_MANIFEST"
+
+
+class ManifestError(ValueError):
+    """A manifest file that cannot be read or does not say what it must."""
+
+
+def manifest_path(given: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The manifest in force: ``given`` (``--manifest``), else ``MDTUI_DATA_MANIFEST``, else None."""
+    raw = given or (os.environ if env is None else env).get(MANIFEST_ENV, "").strip()
+    return Path(raw).expanduser() if raw else None
+
+
+def sums_for(source: Download, manifest: Path | None) -> Download:
+    """``source`` with the sums of an explicit local manifest's entry for it, when it has one.
+
+    The manifest (JSON ``{"cifar10": {"archive_md5": ..., "files": {name: md5}}}``) is how a mirror
+    serving other bytes than the authors' (the tests' tiny archive) is trusted: only by a file the
+    user names, never by anything the mirror itself sends.
+    """
+    if manifest is None:
+        return source
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"manifest {manifest}: {exc}") from None
+    entry = doc.get(source.name) if isinstance(doc, dict) else None
+    if entry is None:
+        return source
+    if not isinstance(entry, dict) or not isinstance(entry.get("archive_md5"), str):
+        raise ManifestError(f"manifest {manifest}: entry {source.name!r} lacks a string 'archive_md5'")
+    files = entry.get("files", source.files)
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ManifestError(
+            f"manifest {manifest}: {source.name!r} 'files' must map file names to MD5 strings"
+        )
+    return replace(source, archive_md5=entry["archive_md5"], files=files)

@@ -61,6 +61,17 @@ def cache_dir(store: RunStore) -> str:
     return str(Path(store.runs_dir) / "cache")
 
 
+def require_data(plan: Plan, exp: Experiment) -> None:
+    """Pre-flight: RunSetupError, before any run exists, when ``exp``'s dataset is not in place
+    (``mdtui.registry.data_presence``: by paths, with the fix in the message). Every path that
+    creates or queues runs calls it first: ``create_run_for`` and ``scheduling.queue.add``."""
+    from mdtui.registry.data_presence import data_problem
+
+    problem = data_problem(exp, plan.settings)
+    if problem is not None:
+        raise RunSetupError(problem.message)
+
+
 def create_run_for(
     plan: Plan,
     store: RunStore,
@@ -74,6 +85,7 @@ def create_run_for(
     """Resolve the engine config of ``exp`` for ``seed`` and create its run directory."""
     from mdtui.registry.plan import engine_config
 
+    require_data(plan, exp)
     init = upstream_checkpoint(store, exp)
     kwargs: dict[str, Any] = {}
     combined = combine_path(store, exp)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from engine.schema.events import make_event
 from mdtui.execution.ending import end_unstarted
 from mdtui.registry.plan import engine_config
-from mdtui.runs.prepare import cache_dir, dependency_order
+from mdtui.runs.prepare import cache_dir, dependency_order, require_data
 from mdtui.runs.rundir import append_event
 from mdtui.runs.status import WAITING, RunStatus
 
@@ -201,6 +201,7 @@ def add(
     devices: list[str] | None,
 ) -> RunRecord:
     """Create one queued run of ``exp`` and put it at the end of the queue."""
+    require_data(plan, exp)  # pre-flight: a run whose dataset is missing is never queued
     run_id = store.new_run_id()
     # init_checkpoint / combine_path are resolved at launch, once the upstream has completed
     config = engine_config(plan, exp, run_id=run_id, seed=seed, cache_dir=cache_dir(store))

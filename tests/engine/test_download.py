@@ -14,6 +14,7 @@ from engine.schema.config import from_dict
 from engine.schema.datasets import DOWNLOADS, REQUIRED_FILES, missing
 from engine.sinks import ListSink
 from engine.train import run
+from tests.engine.engine_helpers import TINY_DATA  # noqa: F401 - its import pins torch to one thread
 
 
 @pytest.fixture
@@ -54,7 +55,8 @@ def test_download_unpacks_where_the_engine_reads_and_it_trains(tmp_path, mirror,
             "epochs": 1,
             "batch_size": 20,
             "model": "resnet32",
-            "data": {"name": "cifar10", "root": str(root), "num_workers": 0},
+            # read from the downloaded files; resized at load so that the epoch takes a moment
+            "data": {"name": "cifar10", "root": str(root), "num_workers": 0, "image_size": 8},
             "optim": {"name": "sgd", "lr": 0.05},
         }
     )
