@@ -17,15 +17,16 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from engine.data.base import DataBundle, Split
-from engine.data.loader import make_loader
+from engine.data.loader import Placement, make_loader
 from engine.device import make_runtime
-from engine.loop import evaluate, train_one_epoch
+from engine.loop import TrainParts, evaluate, train_one_epoch
 from engine.schema.config import ModelConfig
 from engine.sinks import NullSink
 
@@ -62,20 +63,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass(frozen=True)
+class BenchShape:
+    """The workload a bench times: a model on batches of synthetic CIFAR-shaped images."""
+
+    model: str = "resnet32"
+    batch_size: int = 128
+    steps: int = 20  # timed steps per measurement
+    num_classes: int = 10
+    image_size: int = 32
+
+
 def bench_precision(
-    model_name: str,
+    shape: BenchShape,
     precision: str,
     *,
-    batch_size: int,
-    steps: int,
-    num_classes: int,
-    image_size: int,
     device: str,
     channels_last: bool,
     compile_model: bool = False,
     repeats: int = 3,
 ) -> dict[str, Any]:
     from engine.models import build_model
+
+    model_name, batch_size, steps = shape.model, shape.batch_size, shape.steps
+    num_classes, image_size = shape.num_classes, shape.image_size
 
     rt = make_runtime(device, precision, channels_last)
     torch.manual_seed(0)
@@ -88,6 +99,8 @@ def bench_precision(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     criterion = torch.nn.CrossEntropyLoss()
 
+    placement = Placement(rt.device, rt.channels_last, num_workers=0)
+
     def loader(seed: int):
         return make_loader(
             data,
@@ -95,10 +108,8 @@ def bench_precision(
             batch_size=batch_size,
             train_transform=True,
             shuffle=True,
-            device=rt.device,
-            channels_last=rt.channels_last,
+            placement=placement,
             generator=torch.Generator().manual_seed(seed),
-            num_workers=0,
         )
 
     first = next(iter(loader(0)))
@@ -128,17 +139,8 @@ def bench_precision(
     def loop_epoch(seed: int) -> float:
         _sync(rt.device)
         t0 = time.perf_counter()
-        train_one_epoch(
-            forward,
-            loader(seed),
-            criterion,
-            optimizer,
-            rt,
-            epoch=0,
-            lr=0.01,
-            scaler=loop_scaler,
-            sink=NullSink(),
-        )
+        parts = TrainParts(forward, criterion, optimizer, rt, scaler=loop_scaler, sink=NullSink())
+        train_one_epoch(parts, loader(seed), epoch=0, lr=0.01)
         _sync(rt.device)
         return time.perf_counter() - t0
 
@@ -156,9 +158,7 @@ def bench_precision(
         batch_size=max(batch_size, 256),
         train_transform=False,
         shuffle=False,
-        device=rt.device,
-        channels_last=rt.channels_last,
-        num_workers=0,
+        placement=placement,
     )
     evaluate(forward, eval_loader, criterion, rt, num_classes)
     eval_s = float("inf")
@@ -200,15 +200,12 @@ def bench_main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     results: dict[str, Any] = {}
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()] or ["auto"]
+    shape = BenchShape(args.model, args.batch_size, args.steps, args.num_classes, args.image_size)
     for precision in precisions:
         try:
             results[precision] = bench_precision(
-                args.model,
+                shape,
                 precision,
-                batch_size=args.batch_size,
-                steps=args.steps,
-                num_classes=args.num_classes,
-                image_size=args.image_size,
                 device=args.device,
                 channels_last=not args.no_channels_last,
                 compile_model=args.compile,
@@ -238,11 +235,7 @@ def bench_main(argv: list[str]) -> int:
             try:
                 runtime = make_runtime(args.device, precisions[0], not args.no_channels_last)
                 out["doctor"] = bench_doctor(
-                    args.model,
-                    args.batch_size,
-                    steps=args.steps,
-                    num_classes=args.num_classes,
-                    input_size=args.image_size,
+                    shape,
                     device=str(runtime.device),
                     precision=runtime.precision,  # the first --precision, "auto" resolved
                 )

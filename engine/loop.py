@@ -132,24 +132,35 @@ def _sub_batches(plugins: Sequence[TrainPlugin], batch: Batch) -> list[Batch]:
     return [batch]
 
 
-@dataclass
-class StepContext:
-    """What every training step of one epoch shares: the objects it updates and how it reports."""
+def _never() -> bool:
+    return False
 
-    model: nn.Module
+
+@dataclass(frozen=True)
+class TrainParts:
+    """What every epoch of a run trains with: the objects a step updates and how it reports."""
+
+    model: nn.Module  # the forward callable (DDP-wrapped or compiled as the run asks)
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
     runtime: Runtime
-    meters: TrainMeters
-    plugins: Sequence[TrainPlugin]
-    scaler: torch.amp.GradScaler | None
-    sink: EventSink | None
-    epoch: int
-    lr: float
-    nonfinite: str  # "fail" | "skip"
-    should_stop: Callable[[], bool] = lambda: False
+    plugins: Sequence[TrainPlugin] = ()
+    scaler: torch.amp.GradScaler | None = None
+    sink: EventSink | None = None
+    nonfinite: str = "fail"  # "fail" | "skip"
+    should_stop: Callable[[], bool] = _never
     # Data parallelism without DDP (Model Doctor's double backward): average gradients after backward
     grad_sync: Callable[[], None] | None = None
+
+
+@dataclass
+class StepContext:
+    """What every training step of one epoch shares: the run's parts, the epoch and its sums."""
+
+    parts: TrainParts
+    meters: TrainMeters
+    epoch: int
+    lr: float
     # A fused optimiser skips a step whose found_inf is set, on the device: the non-finite check then
     # needs no host sync per step (see device_guard)
     on_device_guard: bool = False
@@ -167,46 +178,28 @@ class StepLoss:
 
 
 def train_one_epoch(
-    model: nn.Module,
+    parts: TrainParts,
     batches: Iterable[Batch],
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    runtime: Runtime,
     *,
     epoch: int,
     lr: float,
     start_step: int = 0,
     meters: TrainMeters | None = None,
-    plugins: Sequence[TrainPlugin] = (),
-    scaler: torch.amp.GradScaler | None = None,
-    sink: EventSink | None = None,
-    nonfinite: str = "fail",
-    should_stop: Callable[[], bool] = lambda: False,
-    grad_sync: Callable[[], None] | None = None,
 ) -> EpochOutcome:
     """Train over ``batches`` (already positioned at ``start_step``); stop early when asked."""
-    model.train()
-    criterion.train()
+    parts.model.train()
+    parts.criterion.train()
     ctx = StepContext(
-        model=model,
-        criterion=criterion,
-        optimizer=optimizer,
-        runtime=runtime,
-        meters=meters or TrainMeters(runtime.device),
-        plugins=plugins,
-        scaler=scaler,
-        sink=sink,
+        parts=parts,
+        meters=meters or TrainMeters(parts.runtime.device),
         epoch=epoch,
         lr=lr,
-        nonfinite=nonfinite,
-        should_stop=should_stop,
-        grad_sync=grad_sync,
-        on_device_guard=device_guard(optimizer, scaler),
+        on_device_guard=device_guard(parts.optimizer, parts.scaler),
     )
     step = start_step
     for step, batch in enumerate(batches, start=start_step):
         stop = False
-        for sub in _sub_batches(plugins, batch):
+        for sub in _sub_batches(parts.plugins, batch):
             stop = _train_step(ctx, sub, step)
         if stop:
             _settle_device_skips(ctx)
@@ -232,10 +225,10 @@ def _settle_device_skips(ctx: StepContext) -> None:
     steps, first = ctx.meters.settle()
     if not steps:
         return
-    if ctx.nonfinite != "skip":
+    if ctx.parts.nonfinite != "skip":
         raise NonFiniteLoss(ctx.epoch, first, float("nan"))
-    if ctx.sink is not None:
-        ctx.sink.log(
+    if ctx.parts.sink is not None:
+        ctx.parts.sink.log(
             f"skipped {steps} batch(es) with a non-finite loss in epoch {ctx.epoch} (first at step {first})",
             "warning",
         )
@@ -243,20 +236,20 @@ def _settle_device_skips(ctx: StepContext) -> None:
 
 def _train_step(ctx: StepContext, batch: Batch, step: int) -> bool:
     """One optimiser step; returns whether the run stops after it (agreed by all ranks)."""
-    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.parts.optimizer.zero_grad(set_to_none=True)
     loss = _forward(ctx, batch)
     value = loss.total.detach()
     if distributed.world().enabled:
         return _train_step_shared(ctx, batch, step, loss)
     if ctx.on_device_guard:
         _train_step_guarded(ctx, batch, step, loss)
-        return ctx.should_stop()
+        return ctx.parts.should_stop()
     if not bool(torch.isfinite(value)):
         _skip_non_finite(ctx, float(value), step)
-        return ctx.should_stop()
+        return ctx.parts.should_stop()
     _backward_and_update(ctx, loss.backward, batch)
     _record(ctx, batch, step, loss, value)
-    return ctx.should_stop()
+    return ctx.parts.should_stop()
 
 
 def _train_step_guarded(ctx: StepContext, batch: Batch, step: int, loss: StepLoss) -> None:
@@ -264,11 +257,11 @@ def _train_step_guarded(ctx: StepContext, batch: Batch, step: int, loss: StepLos
     the loss is not finite, and the sums leave the batch out; ``_settle_device_skips`` reports it."""
     value = loss.total.detach()
     bad = ~torch.isfinite(value)
-    ctx.optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
+    ctx.parts.optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
     try:
         _backward_and_update(ctx, loss.backward, batch)
     finally:
-        ctx.optimizer.found_inf = None  # type: ignore[attr-defined]
+        ctx.parts.optimizer.found_inf = None  # type: ignore[attr-defined]
     ctx.meters.note_device_skip(bad, len(batch), step)
     zero = torch.zeros((), dtype=torch.float64, device=value.device)
     kept = StepLoss(
@@ -289,7 +282,7 @@ def _train_step_shared(ctx: StepContext, batch: Batch, step: int, loss: StepLoss
         value.double() * n,
         (loss.logits.detach().argmax(dim=1) == batch.labels).sum().double(),
         (~torch.isfinite(value)).double(),
-        torch.tensor(1.0 if ctx.should_stop() else 0.0, dtype=torch.float64, device=value.device),
+        torch.tensor(1.0 if ctx.parts.should_stop() else 0.0, dtype=torch.float64, device=value.device),
     ]
     if loss.terms:
         parts.append(loss.cls.detach().double() * n)
@@ -308,24 +301,24 @@ def _train_step_shared(ctx: StepContext, batch: Batch, step: int, loss: StepLoss
     global_terms = dict(zip(["cls", *loss.terms], shared[4:], strict=True)) if loss.terms else {}
     for key, term_sum in global_terms.items():
         meters.add_term(key, torch.tensor(term_sum, dtype=torch.float64, device=meters.device))
-    if ctx.sink is not None and ctx.sink.want_step():
+    if ctx.parts.sink is not None and ctx.parts.sink.want_step():
         fields: dict[str, Any] = {"epoch": ctx.epoch, "step": step, "loss": shared[0] / total, "lr": ctx.lr}
         fields.update({f"loss_{k}": v / total for k, v in global_terms.items()})
-        ctx.sink.emit("step", **fields)
+        ctx.parts.sink.emit("step", **fields)
     return stop
 
 
 def _forward(ctx: StepContext, batch: Batch) -> StepLoss:
-    with ctx.runtime.autocast():
-        logits = ctx.model(batch.images)
+    with ctx.parts.runtime.autocast():
+        logits = ctx.parts.model(batch.images)
     # Losses run in fp32 on fp32 logits: focal-style modulators and EFL's statistics are not
     # meant for bf16 (reference-spec.md §10.7).
     logits = logits.float()
     if len(batch) == 0:
         return _empty_shard_loss(ctx, logits, batch)
-    loss_cls = mixed_loss(ctx.criterion, logits, batch)  # = criterion(logits, labels) unless mixed
+    loss_cls = mixed_loss(ctx.parts.criterion, logits, batch)  # = criterion(logits, labels) unless mixed
     terms: dict[str, torch.Tensor] = {}
-    for plugin in ctx.plugins:
+    for plugin in ctx.parts.plugins:
         terms.update(plugin.loss_terms(logits, batch))
     total = loss_cls + sum(terms.values()) if terms else loss_cls
     backward = total
@@ -347,9 +340,9 @@ def _empty_shard_loss(ctx: StepContext, logits: torch.Tensor, batch: Batch) -> S
     back-propagated with weight zero. Its gradients are zero; its reported values are zero.
     """
     zero = logits.sum() * 0.0
-    mixed_loss(ctx.criterion, logits, batch)  # value unused (NaN, a mean of nothing); its collectives
+    mixed_loss(ctx.parts.criterion, logits, batch)  # value unused (NaN, a mean of nothing); its collectives
     terms: dict[str, torch.Tensor] = {}
-    for plugin in ctx.plugins:
+    for plugin in ctx.parts.plugins:
         terms.update(plugin.loss_terms(logits, batch))
     backward = zero + sum(term * 0.0 for term in terms.values()) if terms else zero
     reported = zero.detach()
@@ -358,34 +351,34 @@ def _empty_shard_loss(ctx: StepContext, logits: torch.Tensor, batch: Batch) -> S
 
 def _skip_non_finite(ctx: StepContext, value: float, step: int) -> None:
     """A non-finite loss: fail the run, or (nonfinite = "skip") drop the batch before any update."""
-    if ctx.nonfinite != "skip":
+    if ctx.parts.nonfinite != "skip":
         raise NonFiniteLoss(ctx.epoch, step, value)
     ctx.meters.skipped += 1
-    if ctx.sink is not None and ctx.meters.skipped <= MAX_SKIP_LOGS:
-        ctx.sink.log(
+    if ctx.parts.sink is not None and ctx.meters.skipped <= MAX_SKIP_LOGS:
+        ctx.parts.sink.log(
             f"skipped batch with non-finite loss ({value}) at epoch {ctx.epoch}, step {step}", "warning"
         )
-    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.parts.optimizer.zero_grad(set_to_none=True)
 
 
 def _backward_and_update(ctx: StepContext, loss: torch.Tensor, batch: Batch) -> None:
-    scaler, optimizer = ctx.scaler, ctx.optimizer
+    scaler, optimizer = ctx.parts.scaler, ctx.parts.optimizer
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)  # plugins see true gradients in before_step
     else:
         loss.backward()
-    if ctx.grad_sync is not None:
-        ctx.grad_sync()
-    for plugin in ctx.plugins:
-        plugin.before_step(ctx.model, optimizer, batch)
+    if ctx.parts.grad_sync is not None:
+        ctx.parts.grad_sync()
+    for plugin in ctx.parts.plugins:
+        plugin.before_step(ctx.parts.model, optimizer, batch)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
-    for plugin in ctx.plugins:
-        plugin.after_step(ctx.model, optimizer, batch)
+    for plugin in ctx.parts.plugins:
+        plugin.after_step(ctx.parts.model, optimizer, batch)
 
 
 def _record(
@@ -407,12 +400,12 @@ def _record(
         meters.add_term("cls", loss.cls.detach().double() * n)
         for key, term in terms.items():
             meters.add_term(key, term.detach().double() * n)
-    if ctx.sink is not None and ctx.sink.want_step():
+    if ctx.parts.sink is not None and ctx.parts.sink.want_step():
         fields: dict[str, Any] = {"epoch": ctx.epoch, "step": step, "loss": float(value), "lr": ctx.lr}
         if terms:
             fields["loss_cls"] = float(loss.cls.detach())
             fields.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
-        ctx.sink.emit("step", **fields)
+        ctx.parts.sink.emit("step", **fields)
 
 
 def evaluate(

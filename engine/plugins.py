@@ -30,7 +30,7 @@ class RunContext:
     autocast: Callable[[], AbstractContextManager[Any]]
     emit: Callable[..., None]  # emit(type, **fields)
     log: Callable[[str], None]
-    make_loader: Callable[..., Iterable[Any]]  # partial(make_loader, data, device=...)
+    make_loader: Callable[..., Iterable[Any]]  # partial(make_loader, data, placement=...)
 
 
 class TrainPlugin:

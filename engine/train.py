@@ -9,6 +9,7 @@ seeded by (seed, epoch), so a resumed run replays exactly what the uninterrupted
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -36,9 +37,9 @@ from engine.checkpoint import (
 )
 from engine.data.base import DataBundle, DataError
 from engine.data.build import build_data
-from engine.data.loader import make_loader
+from engine.data.loader import Placement, make_loader
 from engine.device import DeviceError, Runtime, make_runtime
-from engine.loop import EpochOutcome, NonFiniteLoss, TrainMeters, evaluate, train_one_epoch
+from engine.loop import EpochOutcome, NonFiniteLoss, TrainMeters, TrainParts, evaluate, train_one_epoch
 from engine.mixing import mix_batches
 from engine.optim import build_optimizer, set_lr
 from engine.plugins import RunContext, TrainPlugin
@@ -173,12 +174,15 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
         self.plugins = build_plugins(cfg)
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "cache"
+        # The run's placement; plugins' loaders (diagnosis) read the whole split on every rank
+        self.placement = Placement(
+            self.runtime.device,
+            self.runtime.channels_last,
+            cfg.data.num_workers,
+            (self.world.rank, self.world.size),
+        )
         loader_factory = partial(
-            make_loader,
-            self.data,
-            device=self.runtime.device,
-            channels_last=self.runtime.channels_last,
-            num_workers=cfg.data.num_workers,
+            make_loader, self.data, placement=dataclasses.replace(self.placement, shard=(0, 1))
         )
         ctx = RunContext(
             cfg=cfg,
@@ -357,11 +361,8 @@ class Trainer:
             train_transform=True,
             shuffle=True,
             sampler=self.sampler,
-            device=self.runtime.device,
-            channels_last=self.runtime.channels_last,
             generator=epoch_generator(self.cfg.seed, epoch),
-            num_workers=self.cfg.data.num_workers,
-            shard=(self.world.rank, self.world.size),
+            placement=self.placement,
         )
         batches = mix_batches(
             self.cfg.mix,
@@ -373,16 +374,11 @@ class Trainer:
             device=self.runtime.device,
             start=start,
         )
-        return train_one_epoch(
+        parts = TrainParts(
             self.forward,
-            batches,
             self.criterion,
             self.optimizer,
             self.runtime,
-            epoch=epoch,
-            lr=lr,
-            start_step=start,
-            meters=meters,
             plugins=self.plugins,
             scaler=self.scaler,
             sink=self.sink,
@@ -390,6 +386,7 @@ class Trainer:
             should_stop=self.stop.is_set,
             grad_sync=self.grad_sync,
         )
+        return train_one_epoch(parts, batches, epoch=epoch, lr=lr, start_step=start, meters=meters)
 
     def evaluate_split(self, name: str) -> dict[str, Any]:
         # Without sync_bn each rank's BatchNorm statistics are its own: evaluate rank 0's everywhere
@@ -400,10 +397,7 @@ class Trainer:
             batch_size=self.cfg.eval_batch_size,
             train_transform=False,
             shuffle=False,
-            device=self.runtime.device,
-            channels_last=self.runtime.channels_last,
-            num_workers=self.cfg.data.num_workers,
-            shard=(self.world.rank, self.world.size),
+            placement=self.placement,
         )
         return evaluate(
             self.forward, loader, self.criterion, self.runtime, self.data.num_classes, self.data.train_counts

@@ -39,6 +39,20 @@ class Batch:
         return len(self) if self.global_size < 0 else self.global_size
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a run's batches go; the same for every loader of the run."""
+
+    device: torch.device
+    channels_last: bool = False
+    num_workers: int = 2  # streamed splits only
+    # (rank, world size): this rank takes its slice of every global batch (engine/distributed.py)
+    shard: tuple[int, int] = (0, 1)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", torch.device(self.device))
+
+
 def _on_device(split: Split, device: torch.device) -> dict[str, torch.Tensor | None]:
     """The split's tensors on ``device``, copied once per split and device."""
     cache = split.__dict__.setdefault("_device_tensors", {})
@@ -77,22 +91,18 @@ class Loader:
         batch_size: int,
         train_transform: bool,
         shuffle: bool,
+        placement: Placement,
         sampler=None,
-        device: torch.device,
-        channels_last: bool = False,
         generator: torch.Generator | None = None,
-        drop_last: bool = False,
-        num_workers: int = 2,
-        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.bundle, self.split = bundle, split
-        # (rank, world size): this rank takes its slice of every global batch (engine/distributed.py);
-        # order and augmentation are drawn for the whole epoch, so slices of one draw match one process
-        self.rank, self.world_size = shard
+        # Order and augmentation are drawn for the whole epoch, so the ranks' slices of one draw
+        # match one process
+        self.rank, self.world_size = placement.shard
         self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.channels_last = channels_last
-        self.num_workers = num_workers
+        self.device = placement.device
+        self.channels_last = placement.channels_last
+        self.num_workers = placement.num_workers
         if generator is None:
             # Unseeded callers still get reproducibility from the global seed.
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
@@ -103,7 +113,7 @@ class Loader:
         else:
             self.order = torch.arange(len(split))
         n = int(self.order.shape[0])
-        self.num_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+        self.num_batches = math.ceil(n / batch_size)
         self.train_transform = train_transform
         self.augment = bundle.augment if train_transform else "none"
         self.params: AugmentParams | None = None
@@ -226,15 +236,12 @@ def make_loader(
     batch_size: int,
     train_transform: bool,
     shuffle: bool,
+    placement: Placement | torch.device | str,
     sampler=None,
-    device: torch.device | str,
-    channels_last: bool = False,
     generator: torch.Generator | None = None,
-    drop_last: bool = False,
-    num_workers: int = 2,
-    shard: tuple[int, int] = (0, 1),
 ) -> Loader:
-    """``split`` is a Split or the name of one ("train", "test", "val")."""
+    """``split`` is a Split or the name of one ("train", "test", "val"); ``placement`` a Placement
+    or just a device."""
     if isinstance(split, str):
         chosen = getattr(bundle, split, None)
         if not isinstance(chosen, Split):
@@ -246,11 +253,7 @@ def make_loader(
         batch_size=batch_size,
         train_transform=train_transform,
         shuffle=shuffle,
+        placement=placement if isinstance(placement, Placement) else Placement(placement),
         sampler=sampler,
-        device=torch.device(device),
-        channels_last=channels_last,
         generator=generator,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        shard=shard,
     )

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from engine.bench import BenchShape
 from engine.doctor.constraint import ChannelConstraint, ConstrainedLayer
 from engine.doctor.masks import layer_energies
 from engine.doctor.sift import TopPerClass, sift_keys
@@ -37,18 +38,16 @@ def _time_per_call(fn: Callable[[], None], device: torch.device, steps: int, war
 
 
 def bench_doctor(
-    model: str = "resnet32",
-    batch_size: int = 128,
+    shape: BenchShape = BenchShape(),
     *,
-    steps: int = 20,
     warmup: int = 5,
     device: str | None = None,
-    input_size: int = 32,
-    num_classes: int = 10,
     precision: str = "fp32",
     noise_std: float = 1.0,
 ) -> dict[str, Any]:
     """Seconds per plain and treatment step, their ratio, and sift/diagnosis images per second."""
+    model, batch_size, steps = shape.model, shape.batch_size, shape.steps
+    input_size, num_classes = shape.image_size, shape.num_classes
     from engine.models import build_model, resolve_layer
     from engine.schema.config import ModelConfig
 

@@ -59,7 +59,6 @@ def diagnose(
     scaling: Scaling,
     wrt: Wrt,
     cache_kind: str,
-    extra_settings: dict[str, Any] | None = None,
 ) -> tuple[SiftResult, dict[str, torch.Tensor], bool]:
     """(sift result, {layer path: v [C, K]}, cache hit) for the model in ``ctx``."""
     if sift.per_class < 1 or sift.batch_size < 1:
@@ -75,7 +74,6 @@ def diagnose(
         "phi": phi,
         "scaling": scaling,
         "wrt": wrt,
-        **(extra_settings or {}),
     }
     key = cache_key(weights_digest(ctx.cfg.init_checkpoint, ctx.model), settings)
     cache = DiagnosisCache(ctx.cache_dir, cache_kind)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from engine.data.augment import Normalizer, crop_flip, draw_params
 from engine.data.base import DataBundle, Split
-from engine.data.loader import make_loader
+from engine.data.loader import Placement, make_loader
 from engine.samplers import build_sampler
 from engine.schema.config import SamplerConfig
 
@@ -72,7 +72,7 @@ def test_loader_is_a_pure_function_of_its_generator_and_restartable():
         batch_size=6,
         train_transform=True,
         shuffle=True,
-        device="cpu",
+        placement="cpu",
         generator=torch.Generator().manual_seed(seed),
     )
     a, b = collect(make(3)), collect(make(3))
@@ -97,11 +97,11 @@ def test_loader_with_sampler_and_eval_order():
         train_transform=True,
         shuffle=True,
         sampler=sampler,
-        device="cpu",
+        placement="cpu",
         generator=torch.Generator().manual_seed(0),
     )
     assert sum(len(b) for b in loader) == len(sampler) == 21
-    ev = make_loader(data, "test", batch_size=8, train_transform=False, shuffle=False, device="cpu")
+    ev = make_loader(data, "test", batch_size=8, train_transform=False, shuffle=False, placement="cpu")
     batches = list(ev)
     assert torch.equal(torch.cat([b.index for b in batches]), torch.arange(20))
     expected = (data.test.images[:8].float() / 255 - 0.5) / 0.5
@@ -126,7 +126,7 @@ def test_streamed_split_gives_the_same_batches_as_in_memory():
         ids=data.train.ids,
         dataset=PairDataset(data.train.images, data.train.labels),
     )
-    kwargs = dict(batch_size=6, train_transform=True, shuffle=True, device="cpu", num_workers=0)
+    kwargs = dict(batch_size=6, train_transform=True, shuffle=True, placement=Placement("cpu", num_workers=0))
     mem = collect(
         make_loader(data, data.train, generator=torch.Generator().manual_seed(9), **kwargs), start=1
     )

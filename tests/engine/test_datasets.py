@@ -233,7 +233,9 @@ def test_cifar100_normalisation_and_lexicographic_order(tmp_path: Path) -> None:
     assert balanced.num_classes == 100 and balanced.train.images.shape == (500, 3, 32, 32)
     assert balanced.mean == NORMALIZATION["cifar100"][0]
     lt = build("cifar100", tmp_path, imbalance_ratio=2.0)
-    assert lt.mean == NORMALIZATION["cifar10"][0]  # reference-spec.md §1.4: CIFAR-100-LT uses the CIFAR-10 constants
+    assert (
+        lt.mean == NORMALIZATION["cifar10"][0]
+    )  # reference-spec.md §1.4: CIFAR-100-LT uses the CIFAR-10 constants
     assert lt.train_counts == longtail_counts(5.0, 100, 2.0)
     lex = build("cifar100", tmp_path, class_order="lexicographic")
     assert lex.class_names[:3] == ["c0", "c1", "c10"] and lex.label_map["c2"] == 12
@@ -497,7 +499,7 @@ def test_oltr_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("in_memory", ["yes", "no"])
 def test_masked_folders_feed_the_batch_loader(tmp_path: Path, in_memory: str) -> None:
-    from engine.data.loader import make_loader
+    from engine.data.loader import Placement, make_loader
 
     write_masks(tmp_path)
     bundle = build("image_mask", tmp_path, mask_dir="masks", in_memory=in_memory)
@@ -507,9 +509,8 @@ def test_masked_folders_feed_the_batch_loader(tmp_path: Path, in_memory: str) ->
         batch_size=4,
         train_transform=True,
         shuffle=True,
-        device="cpu",
+        placement=Placement("cpu", num_workers=0),
         generator=torch.Generator().manual_seed(0),
-        num_workers=0,
     )
     batches = list(loader)
     assert sum(len(b) for b in batches) == 7
@@ -521,7 +522,7 @@ def test_masked_folders_feed_the_batch_loader(tmp_path: Path, in_memory: str) ->
 
 def test_streamed_test_geometry_on_the_train_split_is_deterministic(tmp_path: Path) -> None:
     """Image sift runs the train split with test-time geometry: no RandomResizedCrop there."""
-    from engine.data.loader import geometry_for, make_loader
+    from engine.data.loader import Placement, geometry_for, make_loader
 
     base = write_oltr(tmp_path)
     bundle = build("oltr", base, train_list="train.txt", eval_list="test.txt", num_classes=3, image_size=16)
@@ -539,8 +540,7 @@ def test_streamed_test_geometry_on_the_train_split_is_deterministic(tmp_path: Pa
                     batch_size=4,
                     train_transform=False,
                     shuffle=False,
-                    device="cpu",
-                    num_workers=0,
+                    placement=Placement("cpu", num_workers=0),
                 )
             ]
         )

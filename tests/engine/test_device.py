@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from engine import device as dev
-from engine.data.loader import make_loader
-from engine.loop import train_one_epoch
+from engine.data.loader import Placement, make_loader
+from engine.loop import TrainParts, train_one_epoch
 from engine.schema.config import ConfigError, from_dict
 from engine.sinks import ListSink, NullSink
 from engine.train import Trainer, epoch_generator, run
@@ -179,27 +179,23 @@ def test_training_steps_make_no_host_sync(tmp_path, device, overrides) -> None:
         train_transform=True,
         shuffle=True,
         sampler=trainer.sampler,
-        device=trainer.runtime.device,
-        channels_last=trainer.runtime.channels_last,
+        placement=Placement(trainer.runtime.device, trainer.runtime.channels_last, num_workers=0),
         generator=epoch_generator(cfg.seed, 0),
-        num_workers=0,
     )
     batches = iter(loader.batches(0))
     first = next(batches)  # once per epoch: the split's device copy and the epoch's order
     with sync_is_an_error(device):
-        outcome = train_one_epoch(
+        parts = TrainParts(
             trainer.forward,
-            itertools.chain([first], batches),
             trainer.criterion,
             trainer.optimizer,
             trainer.runtime,
-            epoch=0,
-            lr=0.05,
             plugins=trainer.plugins,
             scaler=trainer.scaler,
             sink=NullSink(),
             nonfinite=cfg.nonfinite,
         )
+        outcome = train_one_epoch(parts, itertools.chain([first], batches), epoch=0, lr=0.05)
     assert [p.name for p in trainer.plugins] == (["kernels"] if overrides else [])
     assert outcome.next_step == len(loader) >= 10
     assert outcome.meters.count == len(trainer.data.train)

@@ -12,7 +12,7 @@ import torch
 from engine import distributed
 from engine.data.base import Split
 from engine.data.build import build_data
-from engine.data.loader import make_loader
+from engine.data.loader import Placement, make_loader
 from engine.samplers import build_sampler
 from engine.sinks import ListSink
 from engine.train import Trainer, run
@@ -35,11 +35,17 @@ def test_rank_shards_of_an_epoch_are_the_single_process_batches_with_the_same_au
     cfg = tiny_config(sampler={"name": sampler, **extra})
     data = build_data(cfg)
     order = build_sampler(cfg.sampler, data.train.labels, data.num_classes)
-    common = dict(batch_size=11, train_transform=True, shuffle=True, device="cpu", num_workers=0)
+    common = dict(batch_size=11, train_transform=True, shuffle=True)
 
     def epoch(shard):
+        placement = Placement("cpu", num_workers=0, shard=shard)
         loader = make_loader(
-            data, data.train, generator=torch.Generator().manual_seed(5), shard=shard, sampler=order, **common
+            data,
+            data.train,
+            generator=torch.Generator().manual_seed(5),
+            placement=placement,
+            sampler=order,
+            **common,
         )
         return list(loader.batches(0))
 
@@ -76,8 +82,7 @@ def test_streamed_splits_keep_their_workers_across_epochs() -> None:
             batch_size=5,
             train_transform=True,
             shuffle=True,
-            device="cpu",
-            num_workers=1,
+            placement=Placement("cpu", num_workers=1),
             generator=torch.Generator().manual_seed(seed),
         )
         batches = list(loader.batches(1))  # resumes at batch 1 as well
