@@ -145,3 +145,16 @@ def test_by_hand_datasets_say_what_to_obtain(project: Path) -> None:
     assert "ImageNet_LT_train.txt" in out.output and "image-net.org" in out.output
     unknown = invoke(project, "data", "get", "cifr10")
     assert unknown.exit_code == 2 and "cifar10" in unknown.output
+
+
+def test_the_tui_refuses_to_start_or_queue_it(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TUI's start and queue keys go through Dashboard.start_now / enqueue."""
+    from mdtui.views.dashboard import Dashboard
+
+    monkeypatch.setenv("MDTUI_FAKE_GPUS", "1")  # a free device: the start itself must refuse
+    board = Dashboard(project)
+    board.refresh(with_devices=False)
+    started, _, errors = board.start_now(["c10"])
+    assert started == [] and any("mdtui data get cifar10" in e for e in errors)
+    assert any("mdtui data get cifar10" in e for e in board.enqueue(["c10"]))
+    nothing_created(project)
