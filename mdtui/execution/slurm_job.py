@@ -98,7 +98,12 @@ def prepare(store: RunStore, run_id: str, run_dir: Path, env: dict[str, str] | N
         fields.update(error=None, ended_t=None, exit_code=None)
     store.update(run_id, **fields)
     if restarted(env):
-        for name in (EXIT_FILE, STOP_REQUEST):
+        # the previous attempt's ending, and the stop request its supervisor wrote for Slurm's own
+        # SIGTERM, are set aside; a stop mdtui asked for stays and stops this attempt (a stop that
+        # raced a requeue ends the run stopped, not run again)
+        request = read_json(run_dir / STOP_REQUEST)
+        asked = isinstance(request, dict) and request.get("by") not in (BY_SLURM, BY_TIME_LIMIT)
+        for name in (EXIT_FILE, *(() if asked else (STOP_REQUEST,))):
             if (run_dir / name).exists():
                 (run_dir / name).replace(run_dir / f"{name}.prev")
         resume = (run_dir / "checkpoints" / "last.pt").is_file()

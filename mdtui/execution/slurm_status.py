@@ -10,13 +10,14 @@ the jobs is ``mdtui.execution.slurm``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdtui.execution import slurm_job
 from mdtui.execution.ending import STOP_REQUEST, Ending, EngineEnd, decide, engine_end_from_events, settle
-from mdtui.runs.rundir import exit_fields, read_run_state
+from mdtui.runs.rundir import EXIT_FILE, exit_fields, read_run_state
 from mdtui.runs.status import FINISHED, LIVE, RunStatus
 from mdtui.system import slurm as slurm_cli
 from mdtui.system.fs import read_json
@@ -55,7 +56,7 @@ REQUEUE_WATCH_RUNS = 200
 
 
 def describe(job: Any) -> str:
-    """One line for the TUI / status: "PENDING (Priority)", "RUNNING on n3, 0:12 of 2:00"."""
+    """One line for the TUI / status: "PENDING (Priority)", "RUNNING on n3, 12m of 2h00m"."""
     state = job.state
     if state == "PENDING":
         return f"PENDING ({job.reason})" if job.reason and job.reason != "None" else "PENDING"
@@ -67,12 +68,14 @@ def describe(job: Any) -> str:
 
 
 def _clock(seconds: float) -> str:
-    """[D-]H:MM: minutes, so that a running job's line (stored in the index) changes once a minute,
-    not at every poll of every job."""
+    """ "12m", "1h05m", "2d 3h05m": whole minutes, so that a running job's line (stored in the index)
+    changes once a minute, not at every poll of every job; units spelled out ("0:20" read as
+    seconds)."""
     s = int(seconds)
     days, s = divmod(s, 86400)
-    text = f"{s // 3600}:{s % 3600 // 60:02d}"
-    return f"{days}-{text}" if days else text
+    hours, minutes = s // 3600, s % 3600 // 60
+    text = f"{hours}h{minutes:02d}m" if hours or days else f"{minutes}m"
+    return f"{days}d {text}" if days else text
 
 
 def job_ending(job: Any | None, end: EngineEnd, *, started: bool, job_id: str) -> Ending:
@@ -156,6 +159,8 @@ def poll_jobs(
         return []
     try:
         jobs = slurm_cli.job_states([str(r.job_id) for r in runs + ended])
+    except slurm_cli.SlurmUnavailable:
+        return _unreachable(store, runs, now)
     except slurm_cli.SlurmError:
         return []
     changed = []
@@ -166,13 +171,37 @@ def poll_jobs(
         if job.state in ("PENDING", "REQUEUED") and rec.status in REQUEUABLE:  # Slurm runs it again
             _requeued(store, rec, job)
             changed.append(store.get(rec.run_id) or rec)
-        elif job.state not in LIVE_JOB_STATES and describe(job) != rec.job_state:
-            # the run ended before its job did: what Slurm says now replaces "RUNNING on n3"
+        elif (job.state not in LIVE_JOB_STATES or (rec.job_state or "").startswith(UNREACHABLE)) and describe(
+            job
+        ) != rec.job_state:
+            # the run ended before its job did: what Slurm says now replaces "RUNNING on n3" (and
+            # a line from while the controller was unreachable)
             store.update(rec.run_id, run_json=False, job_state=describe(job))
     for rec in runs:
         new = _apply(store, rec, jobs.get(str(rec.job_id)), now)
         if new is not None and (new.status, new.error) != (rec.status, rec.error):
             changed.append(new)
+    return changed
+
+
+UNREACHABLE = "Slurm unreachable"
+
+
+def _unreachable(store: RunStore, runs: list[RunRecord], now: float) -> list[RunRecord]:
+    """The controller did not answer (within QUERY_TIMEOUT_S, one try per poll): each live run keeps
+    its status and says that it is Slurm's last known word, and since when nothing newer came. The
+    next poll that gets an answer replaces the line."""
+    changed = []
+    at = time.strftime("%H:%M:%S", time.localtime(now))
+    for rec in runs:
+        if (rec.job_state or "").startswith(UNREACHABLE):
+            continue
+        store.update(
+            rec.run_id,
+            run_json=False,
+            job_state=f"{UNREACHABLE} — last known state at {at}: {rec.job_state or 'none yet'}",
+        )
+        changed.append(store.get(rec.run_id) or rec)
     return changed
 
 
@@ -198,14 +227,33 @@ def _with_jobs(store: RunStore, statuses: Any, keep: Any) -> list[RunRecord]:
     return store.list_runs(run_ids=wanted) if wanted else []
 
 
+REQUEUED_NOTE = "requeued by Slurm"
+
+
+def requeued_note(job: Any) -> str:
+    """The note of a run whose job Slurm put back in its queue, with Slurm's current reason."""
+    reason = getattr(job, "reason", None)
+    return f"{REQUEUED_NOTE}; waiting for {reason}" if reason and reason != "None" else REQUEUED_NOTE
+
+
 def _requeued(store: RunStore, rec: RunRecord, job: Any) -> None:
-    """The job of an ended run is pending again: it will resume in its directory (slurm_job)."""
-    store.update(
-        rec.run_id,
-        status=RunStatus.QUEUED.value,
-        job_state=describe(job),
-        error=f"requeued by Slurm after: {rec.error}" if rec.error else "requeued by Slurm",
-        ended_t=None,
+    """The job of a run is pending again (a requeue, a preemption, a failed node): the attempt that
+    ran is over and the next one will resume in the same directory (slurm_job). The run is
+    ``queued`` again; nothing of the dead attempt (its pids, its ending) is read as the new one's."""
+    run_dir = Path(rec.run_dir)
+    request = read_json(run_dir / STOP_REQUEST)
+    by_slurm = isinstance(request, dict) and request.get("by") in (
+        slurm_job.BY_SLURM,
+        slurm_job.BY_TIME_LIMIT,
+    )
+    # the dead attempt's ending, and the stop request its supervisor wrote for Slurm's SIGTERM; a
+    # stop mdtui asked for stays: it applies to whatever attempt comes
+    for name, aside in ((EXIT_FILE, True), (STOP_REQUEST, by_slurm)):
+        if aside:
+            with contextlib.suppress(OSError):
+                (run_dir / name).replace(run_dir / f"{name}.prev")
+    store.begin_attempt(
+        rec.run_id, status=RunStatus.QUEUED.value, job_state=describe(job), error=requeued_note(job)
     )
 
 
@@ -251,6 +299,14 @@ def _live(store: RunStore, rec: RunRecord, job: Any) -> RunRecord | None:
             )
     elif job.state == "PENDING" and rec.status == RunStatus.BLOCKED:
         store.transition(rec.run_id, [RunStatus.BLOCKED.value], status=RunStatus.QUEUED.value, error=None)
+    elif job.state == "PENDING" and rec.status in LIVE:
+        # the attempt that ran is gone (its node failed, Slurm requeued it) and left no ending:
+        # the run waits for its next attempt, not "running" for good
+        _requeued(store, rec, job)
+        return store.get(rec.run_id)
+    elif job.state == "PENDING" and (rec.error or "").startswith(REQUEUED_NOTE):
+        if rec.error != requeued_note(job):  # Slurm's reason, as of this poll
+            store.update(rec.run_id, run_json=False, error=requeued_note(job))
     elif job.state == "RUNNING" and rec.status in (RunStatus.QUEUED, RunStatus.BLOCKED):
         # the supervisor records "running" itself once the engine starts
         store.transition(
@@ -260,8 +316,11 @@ def _live(store: RunStore, rec: RunRecord, job: Any) -> RunRecord | None:
             started_t=time.time(),
             error=None,
         )
+        rec = store.get(rec.run_id) or rec
     if text != rec.job_state:
         store.update(rec.run_id, run_json=False, **fields)
-    elif rec.status == RunStatus.RUNNING or (job.state == "PENDING" and rec.status == RunStatus.QUEUED):
+    elif (
+        rec.status == RunStatus.RUNNING or (job.state == "PENDING" and rec.status == RunStatus.QUEUED)
+    ) and (job.state != "PENDING" or not (rec.error or "").startswith(REQUEUED_NOTE)):
         return rec  # nothing changed: no second read of the index
     return store.get(rec.run_id)

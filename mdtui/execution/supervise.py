@@ -45,6 +45,7 @@ from typing import Any
 
 from mdtui.execution import ranks, slurm_job
 from mdtui.execution.ending import STOP_REQUEST, decide, engine_end_from_events, settle
+from mdtui.execution.node_store import RunDirStore
 from mdtui.runs.rundir import EXIT_FILE, RunEvents, metrics_from_state
 from mdtui.runs.status import RunStatus
 from mdtui.runs.store import RunStore
@@ -245,11 +246,18 @@ class Supervisor:
         self.run_dir = run_dir
         self.run_id = run_dir.name
         info = read_json(run_dir / "run.json") or {}
-        # the experiments file lets the results log find the run's group baseline
-        self.store = RunStore(run_dir.parent.parent, experiments_file=info.get("experiments_file") or None)
+        # the experiments file lets the results log find the run's group baseline; inside a Slurm job
+        # the supervisor writes its run directory only, never the index (mdtui.execution.node_store)
+        experiments = info.get("experiments_file") or None
+        self.store: RunStore | RunDirStore = (
+            RunDirStore(run_dir, experiments)
+            if slurm_job.active()
+            else RunStore(run_dir.parent.parent, experiments_file=experiments)
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.term_received = False
         self.killed = False
+        self.term_sent_t: float | None = None  # when this supervisor sent the engine its SIGTERM
         self.events = RunEvents(run_dir, self.run_id)
         self.state = self.events.state
         self.processes = 1  # torchrun starts the engine's ranks when > 1
@@ -275,14 +283,23 @@ class Supervisor:
             # under Slurm a TERM mdtui did not send is the time-limit warning or someone's scancel
             by = slurm_job.term_origin() if slurm_job.active() else "signal"
             atomic_write_json(self.run_dir / STOP_REQUEST, {"t": time.time(), "grace": grace, "by": by})
+        self._term_engine()
+
+    def _term_engine(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             log(f"stop requested: SIGTERM to engine group {self.proc.pid}")
             signal_group(self.proc.pid, signal.SIGTERM)
+            if self.term_sent_t is None:
+                self.term_sent_t = time.time()
 
     def _escalate(self, request: dict[str, Any]) -> None:
         if self.killed or self.proc is None or self.proc.poll() is not None:
             return
-        t = float(request.get("t") or time.time())
+        if self.term_sent_t is None:
+            # a stop request is a stop even when its signal never came (under Slurm mdtui's scancel
+            # fails while the controller is down): SIGTERM first, SIGKILL only after the grace
+            self._term_engine()
+        t = max(float(request.get("t") or time.time()), self.term_sent_t or time.time())
         grace = float(request.get("grace") if request.get("grace") is not None else DEFAULT_GRACE)
         if time.time() >= t + grace:
             log(f"the engine did not stop within {grace:g}s: SIGKILL to group {self.proc.pid}")

@@ -21,7 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from shutil import which
 
-COMMAND_TIMEOUT_S = 60.0
+COMMAND_TIMEOUT_S = 60.0  # sbatch, sinfo: may be slow on a busy controller
+# a poll's one squeue and a stop's scancel: a controller that does not answer within this is said to
+# be unreachable at once (the clients themselves retry for ~10 s per call)
+QUERY_TIMEOUT_S = 2.5
+SIGNAL_TIMEOUT_S = 5.0
 MAX_IDS_PER_CALL = 5000  # job ids on one squeue command line (~40 KB)
 
 # Slurm's terminal job states (squeue's %T / -O State spelling).
@@ -138,7 +142,13 @@ def available() -> bool:
     return which("sbatch") is not None and which("squeue") is not None
 
 
-def run(args: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
+def run(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = COMMAND_TIMEOUT_S,
+) -> str:
     """Run one Slurm command; its stdout, or SlurmError/SlurmUnavailable with the command and stderr."""
     cmd = [str(a) for a in args]
     conf = (env if env is not None else os.environ).get("SLURM_CONF")
@@ -154,13 +164,13 @@ def run(args: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] 
             text=True,
             cwd=cwd,
             env=dict(env) if env is not None else None,
-            timeout=COMMAND_TIMEOUT_S,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError as exc:
         raise SlurmUnavailable(f"{cmd[0]} not found: is Slurm installed here (and on PATH)?") from exc
     except subprocess.TimeoutExpired as exc:
-        raise SlurmUnavailable(f"{' '.join(cmd)} did not answer in {COMMAND_TIMEOUT_S:.0f} s") from exc
+        raise SlurmUnavailable(f"{' '.join(cmd[:2])} did not answer in {timeout:g} s") from exc
     if done.returncode != 0:
         err = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
         cls = SlurmUnavailable if any(m in err for m in _UNAVAILABLE) else SlurmError
@@ -197,7 +207,7 @@ def scancel(job_id: str, signal: str | None = None, *, full: bool = True, batch:
     elif full:
         args.append("--full")
     try:
-        run([*args, str(job_id)])
+        run([*args, str(job_id)], timeout=SIGNAL_TIMEOUT_S)
     except SlurmUnavailable:
         raise
     except SlurmError as exc:
@@ -227,7 +237,10 @@ def job_states(job_ids: Iterable[str]) -> dict[str, JobState]:
 def _job_states_call(ids: list[str]) -> dict[str, JobState]:
     fmt = ",".join(f"{name}:{_SEP}" for name in _JOB_FIELDS)
     try:
-        out = run(["squeue", "--noheader", "--states=all", f"--jobs={','.join(ids)}", f"--Format={fmt}"])
+        out = run(
+            ["squeue", "--noheader", "--states=all", f"--jobs={','.join(ids)}", f"--Format={fmt}"],
+            timeout=QUERY_TIMEOUT_S,
+        )
     except SlurmUnavailable:
         raise
     except SlurmError as exc:

@@ -141,8 +141,32 @@ class SlurmCluster:
                     raise AssertionError(f"node {node} did not come back: {state}")
                 time.sleep(0.2)
 
+    # ------------------------------------------------------------------ the controller
+
+    def controller_kill(self) -> None:
+        """SIGKILL slurmctld (its state is saved as it goes: a restart keeps every job)."""
+        pid_file = self.conf.parent.parent / "run" / "slurmctld.pid"
+        os.kill(int(pid_file.read_text().strip()), 9)
+        deadline = time.monotonic() + 10
+        while subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0:
+            if time.monotonic() > deadline:
+                raise AssertionError("slurmctld still answers 10 s after SIGKILL")
+            time.sleep(0.1)
+
+    def controller_start(self) -> None:
+        """Start slurmctld again from its saved state; returns once it answers."""
+        sbin = shutil.which("slurmctld") or "/usr/sbin/slurmctld"
+        subprocess.run([sbin, "-f", str(self.conf)], check=True, timeout=30)
+        deadline = time.monotonic() + 30
+        while subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise AssertionError("slurmctld did not answer 30 s after its restart")
+            time.sleep(0.2)
+
     def cleanup(self) -> None:
         """Cancel what this test submitted, wait until their resources are free, bring the node back."""
+        if subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0:
+            self.controller_start()  # a test that killed the controller and failed before its restart
         live = [j for j, s in slurm_cli.job_states(self.submitted).items() if not s.finished]
         for job_id in live:
             with contextlib.suppress(slurm_cli.SlurmError):

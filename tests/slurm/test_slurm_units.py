@@ -265,7 +265,10 @@ def test_slurm_end_states_map_honestly(job, end, started, status, words) -> None
 
 def test_describe_says_state_reason_node_and_time() -> None:
     assert describe(Job("PENDING", "Priority")) == "PENDING (Priority)"
-    assert describe(Job("RUNNING", node="n3", elapsed_s=724, limit_s=7200)) == "RUNNING on n3, 0:12 of 2:00"
+    # units spelled out: "0:00 of 0:20" read as seconds
+    assert describe(Job("RUNNING", node="n3", elapsed_s=724, limit_s=7200)) == "RUNNING on n3, 12m of 2h00m"
+    assert describe(Job("RUNNING", node="n3", elapsed_s=5, limit_s=1200)) == "RUNNING on n3, 0m of 20m"
+    assert describe(Job("RUNNING", node="n3", elapsed_s=90061, limit_s=None)) == "RUNNING on n3, 1d 1h01m"
 
 
 def test_a_term_near_the_time_limit_is_the_warning_else_someone_elses_scancel() -> None:
