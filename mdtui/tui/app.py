@@ -71,6 +71,7 @@ class MdtuiApp(App[str]):
         self._refreshing = False
         self._applied = False  # a first snapshot is on screen: later changes are news
         self._last_worker_error = ""
+        self._plan_loads = self.dashboard.plan_loads  # reads of experiments.toml already said
 
     def on_mount(self) -> None:
         settings = getattr(self.dashboard.plan, "settings", None)
@@ -117,6 +118,9 @@ class MdtuiApp(App[str]):
         previous, self.snapshot = self.snapshot, snapshot
         if self._applied:
             self._announce_endings(previous, snapshot)
+        if snapshot.plan_loads > self._plan_loads:  # edited outside the app: read again by itself
+            self._plan_loads = snapshot.plan_loads
+            self._say_plan_read("experiments.toml changed on disk")
         self._applied = True
         with self.batch_update():
             for screen in self.screen_stack:
@@ -374,16 +378,22 @@ class MdtuiApp(App[str]):
             return
         self.refresh(layout=True)
         self.dashboard.reload_plan()
+        self._plan_loads = self.dashboard.plan_loads
         if code:
             self.say(f"{editor} exited with status {code}", severity="warning")
-        if self.dashboard.plan_error:
-            self.say("experiments.toml has errors: see the top of the screen", severity="error")
-        else:
-            self.say("experiments.toml reloaded")
+        self._say_plan_read("experiments.toml")
         self.refresh_now(changed=True)
+
+    def _say_plan_read(self, what: str) -> None:
+        if self.dashboard.plan_error:
+            self.say(f"{what}: it has errors, see the top of the screen", severity="error")
+        else:
+            self.say(f"{what}: reloaded")
 
     def _reload(self) -> None:
         self.dashboard.reload_plan()
+        self._plan_loads = self.dashboard.plan_loads
+        self._say_plan_read("experiments.toml")
         self.refresh_now(changed=True)
 
     # ------------------------------------------------------------------ the queue

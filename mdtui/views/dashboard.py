@@ -86,6 +86,7 @@ class Snapshot:
     plan_error: str | None = None
     queue_paused: bool = False
     live_count: int = 0
+    plan_loads: int = 0  # how many times experiments.toml was read: a change says it was read again
 
 
 def _block_name(config: dict[str, Any], block: str) -> str:
@@ -202,6 +203,8 @@ class Dashboard:
         self._index_cache: tuple[list[Any], dict[str, tuple[int, str | None]], bool] | None = None
         self._knobs: dict[str, str] = {}
         self._processes: dict[str, int] = {}  # run id -> its config's distributed.processes
+        self.plan_loads = 0
+        self._plan_mark: tuple[int, int] = (-1, -1)
         self._pinned: dict[str, Path] = {}  # runs a detail screen shows: followed while it is open
         self._tail_losses: dict[str, tuple[tuple[int, int], float | None]] = {}  # run id -> (stat, loss)
         self.reload_plan()
@@ -215,6 +218,8 @@ class Dashboard:
         is built without those tables (and without what extends or comes ``from`` them).
         """
         self.left_out = ()
+        self.plan_loads += 1
+        self._plan_mark = _stat(self.plan_file())  # before reading: an edit meanwhile is seen next time
         try:
             plan = load_plan(self.plan_path)
         except ExperimentsError as exc:
@@ -239,6 +244,18 @@ class Dashboard:
         if self.store is None or Path(self.store.runs_dir) != Path(plan.settings.runs_dir).resolve():
             self.store = RunStore(plan.settings.runs_dir, experiments_file=plan.settings.path)
 
+    def plan_file(self) -> Path:
+        """The experiments.toml this dashboard shows (watched for edits made outside the app)."""
+        return Path(self.plan_path if self.plan_path is not None else default_path())
+
+    def reload_if_changed(self) -> bool:
+        """Read experiments.toml again when it changed on disk (an editor, git, another shell):
+        one ``stat`` per refresh. True when it was read again."""
+        if _stat(self.plan_file()) == self._plan_mark:
+            return False
+        self.reload_plan()
+        return True
+
     def stop_grace(self) -> float:
         """Seconds from SIGTERM to SIGKILL, as the launcher will apply them."""
         return stop_grace(self.plan.settings if self.plan is not None else None)
@@ -254,8 +271,13 @@ class Dashboard:
     # ------------------------------------------------------------------ refresh
 
     def refresh(self, *, with_devices: bool = True) -> Snapshot:
+        self.reload_if_changed()
         if self.store is None:  # no runs directory yet: the devices are still worth showing
-            return Snapshot(plan_error=self.plan_error, devices=self._devices() if with_devices else ())
+            return Snapshot(
+                plan_error=self.plan_error,
+                devices=self._devices() if with_devices else (),
+                plan_loads=self.plan_loads,
+            )
         now = time.monotonic()
         if now - self._liveness_t >= LIVENESS_SECONDS:
             # vanished supervisors -> exit.json's status or `lost`: psutil per live run, so not every tick
@@ -304,6 +326,7 @@ class Dashboard:
             plan_error=self.plan_error,
             queue_paused=paused,
             live_count=sum(1 for r in records if r.status in LIVE_STATUSES),
+            plan_loads=self.plan_loads,
         )
 
     def _devices(self) -> tuple[Any, ...]:
@@ -455,7 +478,9 @@ class Dashboard:
             if rec is not None and rec.status == "completed" and live_best is not None:
                 best_of[exp.name] = max(live_best, best_of.get(exp.name, live_best))
             best = best_of.get(exp.name)
-            partial = (live_best if live_best is not None else rec.best_acc1) if rec and best is None else None
+            partial = (
+                (live_best if live_best is not None else rec.best_acc1) if rec and best is None else None
+            )
             rows.append(
                 ExperimentRow(
                     name=exp.name,

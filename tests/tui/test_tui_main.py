@@ -376,3 +376,31 @@ def test_device_picker_names_holding_runs_by_their_distinct_ends_on_one_line() -
     assert labels["0"].endswith("mdtui: 3f36") and "20261201" not in labels["0"]
     assert labels["cpu"].endswith("mdtui: 9f36")
     assert all(len(label) <= 66 for label in labels.values())  # the picker's list is 66 columns at 80x24
+
+
+# ---------------------------------------------------------------------------------------------- issue 20
+
+
+async def test_an_outside_edit_of_experiments_toml_is_read_by_itself_keeping_the_selection(
+    project: Path,
+) -> None:
+    from tui_helpers import TINY_TOML
+
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot.experiments)
+        table = app.screen.query_one(ExperimentTable)
+        table.move_cursor(row=1)
+        await pilot.press("space")
+        assert table.selected == {"tiny-focal"}
+        project.write_text(TINY_TOML.replace("[experiment.tiny]", "[experiment.tiny]\nepochs = 'x'"))
+        await until(pilot, lambda: app.snapshot.plan_error and said(app, "changed on disk", "errors"))
+        assert app.screen.query_one("#plan-error").display
+        project.write_text(
+            TINY_TOML + '\n[experiment.tiny-ls]\ngroup = "demo"\nfrom = "tiny"\nloss = "ldam"\n'
+        )
+        await until(pilot, lambda: "tiny-ls" in table.keys() and not app.snapshot.plan_error)  # noqa: SIM118
+        assert said(app, "changed on disk: reloaded")
+        assert not app.screen.query_one("#plan-error").display
+        assert table.selected == {"tiny-focal"}  # back with its row once the file is fixed
+        assert table.current_key() == "tiny-focal"  # the cursor too

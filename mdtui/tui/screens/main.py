@@ -62,6 +62,9 @@ class MainScreen(Screen[None]):
         self.sort_index = 0
         self.sort_reverse = False
         self._empty: dict[str, str] = {}
+        # (selected, cursor) of the Experiments tab while experiments.toml has errors: the rows of
+        # broken tables leave the table meanwhile, and come back with the selection once it is fixed
+        self._kept: tuple[set[str], str | None] | None = None
         self.ready = False  # mounted: the app's first snapshot may arrive before (a worker gathers it)
 
     def compose(self) -> ComposeResult:
@@ -127,7 +130,13 @@ class MainScreen(Screen[None]):
             rows.sort(key=lambda r: (r.best_acc1 is None, -(r.best_acc1 or 0.0)), reverse=self.sort_reverse)
         elif self.sort_reverse:
             rows.reverse()
-        self.query_one(ExperimentTable).sync([(r.name, ExperimentTable.cells(r)) for r in rows])
+        table = self.query_one(ExperimentTable)
+        if self.snapshot.plan_error and self._kept is None:
+            self._kept = (set(table.selected), table.current_key())
+        table.sync([(r.name, ExperimentTable.cells(r)) for r in rows])
+        if not self.snapshot.plan_error and self._kept is not None:
+            (selected, current), self._kept = self._kept, None
+            table.restore(selected, current)
         if rows or not self.snapshot.experiments and not self.snapshot.plan_error:
             self._say_empty("experiments", "" if rows else "No experiments in experiments.toml yet.")
         elif not self.snapshot.experiments:

@@ -161,6 +161,14 @@ class SyncTable(DataTable):
         if current in self._rows:
             self.move_cursor(row=self._order.index(current), animate=False)
 
+    def restore(self, selected: set[str], current: str | None) -> None:
+        """Select ``selected`` again and put the cursor on ``current``, as far as those rows are shown."""
+        self.selected |= selected & set(self._order)
+        for key in selected & set(self._order):
+            self._set_cell(key, "sel")
+        if current in self._order:
+            self.move_cursor(row=self._order.index(current), animate=False)
+
     def sync(self, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Show ``rows``; rebuild only when the keys, their order or the column widths changed."""
         order = [key for key, _ in rows]
