@@ -107,6 +107,12 @@ def validate_cmd(
         ),
         soft_wrap=True,
     )
+    from mdtui.registry.slurm_options import time_limit_warnings
+
+    # valid, but a run would stop before it trains (the file stays ok: exit 0)
+    exps = ((e.name, e.slurm) for e in plan.experiments.values())
+    for warning in time_limit_warnings(plan.settings.slurm, exps):
+        console.print(Text.assemble(("warning", "yellow"), f" {warning}"), soft_wrap=True)
     if data:  # the pre-flight of `mdtui run` for every experiment (missing data: exit 1)
         from mdtui.commands.data import report_missing_data
 

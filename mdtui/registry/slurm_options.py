@@ -8,6 +8,7 @@ every other key of the file. Standard library only.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -56,6 +57,35 @@ class SlurmOptions:
 
 
 SLURM_KEYS = tuple(f.name for f in fields(SlurmOptions))
+# the least training time a job should have before Slurm's warning signal: less, and the run may stop
+# before its first epoch (Slurm may also send the warning up to a minute early)
+MIN_TRAINING_SECONDS = 60
+
+
+def time_limit_warning(options: SlurmOptions, where: str) -> str | None:
+    """Why ``options``' time limit leaves a run too little time before the warning, else None."""
+    limit = options.time_limit_seconds()
+    if limit is None or options.signal_seconds <= 0:
+        return None
+    if limit >= options.signal_seconds + MIN_TRAINING_SECONDS:
+        return None
+    return (
+        f"{where}: time = {options.time!r} ({limit} s) with signal_seconds = {options.signal_seconds}: "
+        f"Slurm's warning signal comes {max(0, limit - options.signal_seconds)} s after the start, and "
+        f"the run stops there (resumable). Give it a time limit of at least "
+        f"{options.signal_seconds + MIN_TRAINING_SECONDS} s, or a smaller signal_seconds"
+    )
+
+
+def time_limit_warnings(base: SlurmOptions, experiments: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
+    """``time_limit_warning`` for ``[settings.slurm]`` and for each experiment's own ``slurm`` table."""
+    found = [w for w in (time_limit_warning(base, "[settings.slurm]"),) if w]
+    for name, over in experiments:
+        if over and ("time" in over or "signal_seconds" in over):
+            warning = time_limit_warning(base.merged(over), f'experiment "{name}", key slurm')
+            if warning:
+                found.append(warning)
+    return found
 
 
 def time_seconds(text: str) -> int | None:

@@ -368,3 +368,28 @@ def test_a_run_that_ended_before_its_job_shows_slurm_s_final_word(tiny_plan, sto
     reconcile(store)
     assert store.get(rec.run_id).status == "completed"
     assert store.get(rec.run_id).slurm_line == "Slurm job 21: COMPLETED on n1, 0:01"
+
+
+def test_validate_warns_when_the_time_limit_leaves_no_time_before_the_warning(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mdtui.cli import app
+
+    path = tmp_path / "experiments.toml"
+    # 1 minute with the default signal_seconds = 120: the warning came 3 s after the start (issue #19)
+    path.write_text(
+        TINY_TOML.replace("[defaults]\n", "[settings.slurm]\ntime = 1\n\n[defaults]\n", 1)
+        + '\n[experiment.roomy]\ngroup = "g"\nslurm = { time = "0:10:00" }\n',
+        encoding="utf-8",
+    )
+    out = CliRunner().invoke(app, ["validate", str(path)], env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    assert "warning [settings.slurm]: time = '1' (60 s) with signal_seconds = 120" in out.output
+    assert "at least 180 s" in out.output and "roomy" not in out.output
+    path.write_text(
+        TINY_TOML + '\n[experiment.short]\ngroup = "g"\nslurm = { time = "2:30", signal_seconds = 100 }\n',
+        encoding="utf-8",
+    )
+    out = CliRunner().invoke(app, ["validate", str(path)], env={"COLUMNS": "400"})
+    assert out.exit_code == 0 and 'warning experiment "short", key slurm: time' in out.output, out.output
+    assert "at least 160 s" in out.output
