@@ -34,6 +34,8 @@ RANKS_KEY = "ranks"  # run.json: [{"rank", "pid", "start"}] of the current attem
 TAIL_LINES = 6
 TORCHRUN_FAILED = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError"
 # torchrun's own log lines ("W1201 20:01:04.864000 4601 site-packages/torch/...")
+# torchrun's banner when it sets OMP_NUM_THREADS (a framed paragraph): never a reason
+TORCHRUN_BANNER = re.compile(r"^(\*{5,}|Setting OMP_NUM_THREADS environment variable)")
 TORCHRUN_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ ")
 FAILURE_ENTRY = re.compile(
     r"rank\s*:\s*(?P<rank>\d+) \(local_rank: \d+\)\s*\n\s*exitcode\s*:\s*(?P<code>-?\d+) \(pid: (?P<pid>\d+)\)"
@@ -224,12 +226,18 @@ def culprit(failures: list[RankFailure]) -> RankFailure | None:
 
 
 def failure_reason(
-    run_dir: Path, stderr_offset: int = 0, rank_offsets: Mapping[int, int] | None = None
+    run_dir: Path,
+    stderr_offset: int = 0,
+    rank_offsets: Mapping[int, int] | None = None,
+    *,
+    engine_error: str | None = None,
 ) -> str | None:
     """The failing rank and its last stderr lines ("rank 1 failed (exit code 1): ..."), from what
     this attempt wrote (logs
     are appended across resumes: ``*_offset`` are their sizes when it started); None when torchrun
-    reported no failed rank."""
+    reported no failed rank. ``engine_error``: the engine's own error (rank 0's run_finished), which
+    says more than rank 0's stderr when rank 0 is the one that failed (its tail may be nothing but
+    torchrun's OMP_NUM_THREADS banner)."""
     text = read_from(Path(run_dir) / "stderr.log", stderr_offset)
     failure = culprit(parse_failures(text))
     if failure is None:
@@ -239,12 +247,14 @@ def failure_reason(
         what = f"rank {failure.rank} was killed by {name} (not sent by mdtui)"
     else:
         what = f"rank {failure.rank} failed (exit code {failure.exit_code})"
+    if failure.rank == 0 and engine_error:
+        return f"{what}: {engine_error}"
     if failure.rank == 0:
         lines = rank0_lines(text)
     else:
         offset = (rank_offsets or {}).get(failure.rank, 0)
         lines = read_from(rank_log(run_dir, failure.rank), offset).splitlines()
-    tail = [ln.rstrip() for ln in lines if ln.strip()][-TAIL_LINES:]
+    tail = [ln.rstrip() for ln in lines if ln.strip() and not TORCHRUN_BANNER.match(ln)][-TAIL_LINES:]
     return f"{what}: {' | '.join(tail)}" if tail else what
 
 

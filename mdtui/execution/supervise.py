@@ -490,7 +490,11 @@ class Supervisor:
         """The failing rank and its error when torchrun reported one (runs of N > 1 processes)."""
         if self.processes <= 1 or exit_code in (None, 0):
             return None
-        return ranks.failure_reason(self.run_dir, self.stderr_offset, self.rank_offsets)
+        # the engine's own error (rank 0's run_finished) wins over its stderr lines
+        engine_error = self.state.error if self.state.finished else None
+        return ranks.failure_reason(
+            self.run_dir, self.stderr_offset, self.rank_offsets, engine_error=engine_error
+        )
 
 
 def _rank_names(hit: list[ranks.RankProcess]) -> str:

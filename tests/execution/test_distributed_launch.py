@@ -463,3 +463,20 @@ def test_the_engine_s_ranks_stop_resume_and_fail_together(ddp_plan, ddp_store, m
     assert failed.status == "failed"
     assert failed.error.startswith("rank 1 was killed by SIGKILL (not sent by mdtui)")
     assert not any(ranks.group_alive(r.pid, r.start) for r in again)
+
+
+def test_rank_zero_s_own_engine_error_wins_over_torchrun_s_banner(tmp_path) -> None:
+    # rank 0 caught its error (run_finished{failed}) and printed nothing else: its stderr tail was
+    # torchrun's OMP_NUM_THREADS banner, which became the run's reason (issue #19)
+    banner = (
+        "*****************************************\n"
+        "Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, to avoid "
+        "your system being overloaded, please further tune the variable for optimal performance in "
+        "your application as needed.\n"
+        "*****************************************\n"
+    )
+    _write_failure(tmp_path, root=0, code=1, other=1, other_code=-15, rank0=banner)
+    reason = ranks.failure_reason(tmp_path, 0, engine_error="ValueError: bad batch on rank 0")
+    assert reason == "rank 0 failed (exit code 1): ValueError: bad batch on rank 0"
+    # without the engine's word, the banner is still no reason
+    assert "OMP_NUM_THREADS" not in (ranks.failure_reason(tmp_path, 0) or "")
