@@ -82,9 +82,11 @@ def should_retry(
 
 _ANSWERED: dict[str, str] = {}  # run id -> the ending this process already answered (no re-reading)
 _RESUMED: set[str] = set()  # runs this process resumed (the scheduler waits for them)
+_LAST_PASS: list[float] = []  # when this process's last pass began
 
 
 def ending_key(rec: RunRecord) -> str:
+    """Which ending of a run was answered (``watching`` builds the same text from index rows)."""
     return f"{rec.ended_t}:{rec.status}"
 
 
@@ -93,6 +95,7 @@ def retry_ended(
 ) -> list[str]:
     """Resume every recently lost or failed run that its policy allows; the run ids resumed."""
     now = time.time() if now is None else now
+    _LAST_PASS[:] = [now]
     resumed: list[str] = []
     for rec in store.list_runs(statuses=RETRYABLE):
         if (rec.ended_t or rec.created_t) < now - RECENT_SECONDS or _ANSWERED.get(rec.run_id) == ending_key(
@@ -141,10 +144,18 @@ def retry_ended(
 
 
 def watching(store: RunStore) -> bool:
-    """A run this process resumed is still live: the scheduler stays to retry it if it ends badly."""
+    """Keep the scheduler: a run this process resumed is still live (it may end badly again), or a
+    lost or failed run ended after the last pass began (the next pass decides about it before the
+    scheduler may exit)."""
     for run_id in list(_RESUMED):
         rec = store.get(run_id)
         if rec is not None and rec.status in LIVE:
             return True
         _RESUMED.discard(run_id)
-    return False
+    if not _LAST_PASS:  # no pass yet (a paused queue makes none): nothing to decide
+        return False
+    rows = store.index_rows(("run_id", "status", "ended_t"), statuses=RETRYABLE)  # raw rows: cheap per pass
+    return any(
+        (ended or 0.0) >= _LAST_PASS[-1] and _ANSWERED.get(run_id) != f"{ended}:{status}"
+        for run_id, status, ended in rows
+    )
