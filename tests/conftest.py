@@ -44,6 +44,57 @@ loss = { name = "fl", gamma = 2.0 }
 """
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A Rich console keeps the COLUMNS/LINES it was built under for good; without them it reads the
+    environment on every use. mdtui's module-level consoles (mdtui.commands.common) are built here,
+    before any test sets COLUMNS, so they follow each test's COLUMNS whichever test imports mdtui
+    first (under pytest-xdist every worker runs its own order of tests)."""
+    saved = {name: os.environ.pop(name) for name in ("COLUMNS", "LINES") if name in os.environ}
+    import mdtui.commands.common  # noqa: F401
+
+    os.environ.update(saved)
+
+
+# The fixtures of tests/slurm/conftest.py that reach the one real Slurm cluster of this machine
+# (other folders import them too).
+SLURM_FIXTURES = {"slurm_cluster", "slurm"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """How `python -m pytest` spreads the tests over pytest-xdist workers (`-n`, `--dist loadgroup`
+    in pyproject.toml): a group runs on one worker, in order.
+
+    - `slurm`: every test of the real cluster. They set nodes DOWN, count jobs and free GPUs, kill
+      the controller: concurrent tests on the same cluster would see each other. The group goes
+      first, as one worker's long queue of mostly waiting tests, so it never becomes the tail.
+    - one group per module with module-scoped fixtures (a torchrun run, a trained model shared by
+      its tests): spread over workers, each worker would build them again.
+    """
+    for item in items:
+        if SLURM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif _uses_module_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    items.sort(key=lambda item: not _in_group(item, "slurm"))  # stable: the order within is kept
+
+
+def _in_group(item: pytest.Item, name: str) -> bool:
+    return any(name in (*m.args, m.kwargs.get("name")) for m in item.iter_markers("xdist_group"))
+
+
+def _uses_module_fixtures(item: pytest.Item) -> bool:
+    """A fixture of module scope that the test asks for (autouse ones, such as a module's thread
+    setting, cost nothing to repeat)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(
+        d.scope == "module" and not getattr(d, "_autouse", False) and name in info.names_closure
+        for name, defs in info.name2fixturedefs.items()
+        for d in defs
+    )
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No MDTUI_* variable of the developer's shell leaks into a test."""
