@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import FAKE_ENGINE, TINY_TOML
 from typer.testing import CliRunner
 
 from mdtui.cli import app
@@ -24,16 +25,37 @@ def invoke(toml: Path, *args: str):
     return runner.invoke(app, ["-f", str(toml), *args], catch_exceptions=False)
 
 
-@pytest.fixture
-def runs(tiny_plan, store, fake_engine):
-    """tiny (completed), tiny-focal (completed, from tiny): the group "demo"."""
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory):
+    """tiny (completed), tiny-focal (completed, from tiny): the group "demo". Made once for the
+    module (the tests only read them) by real supervisors running the fake engine."""
+    from mdtui.registry.plan import load_plan
+    from mdtui.runs.store import RunStore
+
+    toml = tmp_path_factory.mktemp("export") / "experiments.toml"
+    toml.write_text(TINY_TOML, encoding="utf-8")
+    plan = load_plan(toml)
+    store = RunStore(plan.settings.runs_dir, experiments_file=toml)
     out = []
-    for name in ("tiny", "tiny-focal"):
-        rec = create_run_for(tiny_plan, store, tiny_plan.experiments[name], seed=0, devices=["cpu"])
-        assert supervise.wait_supervisor(supervise.launch(store, rec.run_id, devices=["cpu"]), timeout=30)
-        out.append(store.get(rec.run_id))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MDTUI_ENGINE_CMD", f"{sys.executable} {FAKE_ENGINE}")
+        mp.setenv("FAKE_EPOCH_SECONDS", "0.05")
+        for name in ("tiny", "tiny-focal"):
+            rec = create_run_for(plan, store, plan.experiments[name], seed=0, devices=["cpu"])
+            assert supervise.wait_supervisor(supervise.launch(store, rec.run_id, devices=["cpu"]), timeout=30)
+            out.append(store.get(rec.run_id))
     assert [r.status for r in out] == ["completed", "completed"]
-    return out
+    return toml, out
+
+
+@pytest.fixture
+def tiny_toml(made):
+    return made[0]
+
+
+@pytest.fixture
+def runs(made):
+    return made[1]
 
 
 def test_tensorboard_reads_back_scalars_hparams_and_per_class(tiny_toml, runs, tmp_path) -> None:

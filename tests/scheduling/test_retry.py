@@ -137,7 +137,7 @@ def epochs_of(run_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_a_simulated_reboot_resumes_lost_runs_and_the_queue_goes_on(tmp_path, live, monkeypatch) -> None:
-    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0.8")
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "1.0")
     toml = project(tmp_path, settings='on_lost = "resume"')
     plan = load_plan(toml)
     store = RunStore(plan.settings.runs_dir, experiments_file=toml)
