@@ -347,6 +347,22 @@ class MdtuiApp(App[str]):
             self._say_later(f"killing {', '.join(run_ids)}")
         self.call_from_thread(partial(self.refresh_now, changed=True))
 
+    @on(msg.ResumeRequested)
+    def _resume_requested(self, message: msg.ResumeRequested) -> None:
+        self._resume(message.run_ids)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _resume(self, run_ids: list[str]) -> None:
+        """Each run from its last.pt, refused as `mdtui run --resume` refuses (the reason is said)."""
+        for run_id in run_ids:
+            rec, refused = self.dashboard.resume(run_id)
+            if refused is not None:
+                self._say_later(f"cannot resume {run_id}: {refused}", severity="error", timeout=LONG)
+                continue
+            where = ",".join(rec.devices or []) or "a free device"
+            self._say_later(f"resuming {rec.experiment} ({run_id}) from its last.pt on {where}")
+        self.call_from_thread(partial(self.refresh_now, changed=True))
+
     @on(msg.MoveRequested)
     def _move_requested(self, message: msg.MoveRequested) -> None:
         try:
@@ -423,12 +439,14 @@ class MdtuiApp(App[str]):
         # experiments and runs come from ExperimentCommands (their names are not markup)
         yield from super().get_system_commands(screen)
         yield SystemCommand("Reload experiments.toml", "Read the registry again", self._reload)
-        yield SystemCommand(
-            "Pause the queue", "Nothing new starts until resumed", partial(self._queue, "pause")
-        )
-        yield SystemCommand(
-            "Resume the queue", "Start queued runs when devices fit", partial(self._queue, "resume")
-        )
+        if self.snapshot.queue_paused:  # only what can be done now
+            yield SystemCommand(
+                "Resume the queue", "Start queued runs when devices fit", partial(self._queue, "resume")
+            )
+        else:
+            yield SystemCommand(
+                "Pause the queue", "Nothing new starts until resumed", partial(self._queue, "pause")
+            )
 
     def action_help_quit(self) -> None:
         """Ctrl+C is copy in Textual; a user pressing it wants out: say how."""

@@ -42,6 +42,18 @@ class StopRequested(Message):
         self.run_ids = list(run_ids)
 
 
+# what `mdtui run --resume` may take up (the launcher refuses the rest, and says why)
+RESUMABLE = frozenset({"stopped", "failed", "lost"})
+
+
+class ResumeRequested(Message):
+    """Resume stopped / failed / lost runs from their last.pt (the CLI's `mdtui run --resume`)."""
+
+    def __init__(self, run_ids: list[str]) -> None:
+        super().__init__()
+        self.run_ids = run_ids
+
+
 class CancelRequested(Message):
     """Take queued runs out of the queue (no confirmation: nothing has started)."""
 

@@ -13,7 +13,7 @@ from typing import Any
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 
-from mdtui.tui.messages import OpenRunRequested, RunRequested
+from mdtui.tui.messages import RESUMABLE, OpenRunRequested, QueueRequested, ResumeRequested, RunRequested
 from mdtui.tui.text import markup_escape, visible
 
 MAX_EXPERIMENTS = 500
@@ -21,27 +21,60 @@ MAX_RUNS = 100
 
 
 class ExperimentCommands(Provider):
-    """ "Run <experiment>" for every experiment and "Open run <id>" for recent runs."""
+    """Run or queue an experiment or a whole group; open recent runs; resume the resumable ones.
+
+    A query of several words matches an entry whose title or description holds each word (fuzzily,
+    in any order): ``lt10 mislas`` finds the group ``lt10``'s experiment ``…mislas…``.
+    """
 
     def _entries(self) -> list[tuple[str, str, Callable[[], Any]]]:
         app: Any = self.app
         entries = []
         plan = getattr(app.dashboard, "plan", None)
+        post = app.post_message
         if plan is not None:
+            groups: dict[str, list[str]] = {}
             for exp in list(plan.experiments.values())[:MAX_EXPERIMENTS]:
-                message = RunRequested([exp.name])
+                groups.setdefault(exp.group, []).append(exp.name)
                 entries.append(
-                    (f"Run {exp.name}", f"{exp.group}: run now", partial(app.post_message, message))
+                    (
+                        f"Run {exp.name}",
+                        f"group {exp.group}: run now",
+                        partial(post, RunRequested([exp.name])),
+                    )
+                )
+                entries.append(
+                    (
+                        f"Queue {exp.name}",
+                        f"group {exp.group}: add to the queue",
+                        partial(post, QueueRequested([exp.name])),
+                    )
+                )
+            for group, names in groups.items():
+                if not group:
+                    continue
+                count = f"{len(names)} experiment{'s' if len(names) != 1 else ''}"
+                entries.append(
+                    (f"Run group {group}", f"{count}: run now", partial(post, RunRequested(names)))
+                )
+                entries.append(
+                    (
+                        f"Queue group {group}",
+                        f"{count}: add to the queue",
+                        partial(post, QueueRequested(names)),
+                    )
                 )
         for row in app.snapshot.runs[:MAX_RUNS]:
-            message = OpenRunRequested(row.run_id)
-            entries.append(
-                (
-                    f"Open run {row.run_id}",
-                    f"{row.experiment} ({row.status})",
-                    partial(app.post_message, message),
+            about = f"{row.experiment} ({row.status})"
+            entries.append((f"Open run {row.run_id}", about, partial(post, OpenRunRequested(row.run_id))))
+            if row.status in RESUMABLE:
+                entries.append(
+                    (
+                        f"Resume run {row.run_id}",
+                        f"{about}: from its last.pt",
+                        partial(post, ResumeRequested([row.run_id])),
+                    )
                 )
-            )
         return entries
 
     async def discover(self) -> Hits:
@@ -49,13 +82,24 @@ class ExperimentCommands(Provider):
             yield DiscoveryHit(Content(visible(title)), callback, text=title, help=markup_escape(help_text))
 
     async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
+        words = query.split()
+        if not words:
+            return
+        matchers = [self.matcher(word) for word in words]
         for title, help_text, callback in self._entries():
             shown = visible(title)
-            score, offsets = matcher.fuzzy_search.match(matcher.query, shown)
-            if score <= 0:
-                continue
-            content = Content(shown)
-            for offset in offsets:
-                content = content.stylize(matcher.match_style, offset, offset + 1)
-            yield Hit(score, content, callback, text=title, help=markup_escape(help_text))
+            about = visible(help_text)
+            score, offsets = 0.0, set()
+            for matcher in matchers:
+                in_title, where = matcher.fuzzy_search.match(matcher.query, shown)
+                in_about, _ = matcher.fuzzy_search.match(matcher.query, about)
+                if in_title <= 0 and in_about <= 0:
+                    break  # every word must be somewhere
+                score += max(in_title, in_about * 0.5)  # a hit in the title counts more
+                if in_title > 0:
+                    offsets.update(where)
+            else:
+                content = Content(shown)
+                for offset in sorted(offsets):
+                    content = content.stylize(matchers[0].match_style, offset, offset + 1)
+                yield Hit(score / len(matchers), content, callback, text=title, help=markup_escape(help_text))

@@ -551,6 +551,21 @@ class Dashboard:
                 errors.append(f"{run_id}: {exc}")
         return errors
 
+    def resume(self, run_id: str) -> tuple[Any, str | None]:
+        """Resume a stopped / failed / lost run from its last.pt, as `mdtui run --resume` does
+        (``mdtui.actions.resume``: the same refusals). Returns (its record, None), or (None, why
+        not: still live, its engine still alive, completed, no last.pt, no free device)."""
+        if self.plan is None or self.store is None:
+            return None, self.plan_error or "experiments.toml is not loaded"
+        reconcile(self.store)  # a run that just died is lost, not still running
+        rec = self.store.get(run_id)
+        if rec is None:
+            return None, f"run {run_id} is not in the index"
+        try:
+            return actions.resume(launcher_for(self.store, self.plan), rec), None
+        except LaunchError as exc:
+            return None, str(exc)
+
     def move(self, run_id: str, delta: int) -> None:
         ids = [e.run_id for e in scheduler.queue_entries(self.store)]
         if run_id in ids:

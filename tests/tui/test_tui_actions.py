@@ -326,3 +326,56 @@ async def test_P_pauses_and_resumes_the_queue(project: Path) -> None:
         assert "queue paused" in app.screen.sub_title
         await pilot.press("P")
         await until(pilot, lambda: not scheduler.is_paused(store) and not app.snapshot.queue_paused)
+
+
+# ---------------------------------------------------------------------------------------------- issue 20
+
+
+async def test_palette_matches_every_word_anywhere_and_offers_groups_queueing_and_one_pause_verb(
+    project: Path,
+) -> None:
+    from mdtui.tui.palette import ExperimentCommands
+
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot.experiments)
+        provider = ExperimentCommands(app.screen)
+
+        async def titles(query: str) -> list[str]:
+            return [str(hit.text) for hit in [h async for h in provider.search(query)]]
+
+        assert "Run tiny-focal" in await titles("demo focal")  # the group is in the description
+        assert "Run tiny-focal" in await titles("focal run")  # words in any order
+        assert await titles("focal nosuchword") == []
+        assert {"Run group demo", "Queue group demo", "Queue tiny"} <= set(await titles("demo"))
+        verbs = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Pause the queue" in verbs and "Resume the queue" not in verbs
+
+
+async def test_u_resumes_only_what_the_cli_would_and_says_why_not(project: Path) -> None:
+    """A stopped run without last.pt is refused with the CLI's reason; a completed run is no candidate."""
+    store = RunStore(project.parent / "runs", experiments_file=project)
+    from mdtui.registry.plan import engine_config, load_plan
+
+    plan = load_plan(project)
+    exp = plan.experiments["tiny"]
+    stopped = store.create_run(
+        exp, engine_config(plan, exp, run_id=None, seed=0), seed=0, devices=["cpu"], status="stopped"
+    )
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: stopped.run_id in runs_of(app))
+        await pilot.press("2")
+        table = app.screen.query_one(RunTable)
+        await until(pilot, lambda: stopped.run_id in table.keys())  # noqa: SIM118
+        await pilot.press("u")
+        await until(
+            pilot,
+            lambda: any("cannot resume" in n.message and "last.pt" in n.message for n in app._notifications),
+        )
+        store.update(stopped.run_id, status="completed")
+        await until(pilot, lambda: runs_of(app)[stopped.run_id].status == "completed")
+        await pilot.press("u")
+        await until(
+            pilot, lambda: any("No stopped, failed or lost run" in n.message for n in app._notifications)
+        )

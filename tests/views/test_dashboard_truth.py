@@ -111,3 +111,24 @@ def test_devices_show_before_the_first_run(tmp_path: Path) -> None:
     board = Dashboard(tmp_path / "experiments.toml")
     assert board.store is None
     assert len(board.refresh().devices) == 2
+
+
+def test_resume_from_the_dashboard_is_the_clis_resume(
+    tiny_toml: Path, tiny_plan: Any, store: Any, fake_engine: str, reap: list[int]
+) -> None:
+    from conftest import wait_for
+
+    rec = _run(store, tiny_plan, "tiny", "lost", started_t=1.0, ended_t=2.0)
+    board = Dashboard(tiny_toml)
+    assert board.resume(rec.run_id) == (
+        None,
+        f"run {rec.run_id} has no checkpoints/last.pt to resume from; start a new run instead",
+    )
+    (Path(rec.run_dir) / "checkpoints").mkdir(exist_ok=True)
+    (Path(rec.run_dir) / "checkpoints" / "last.pt").write_bytes(b"x")
+    resumed, refused = board.resume(rec.run_id)
+    assert refused is None and resumed.status in ("starting", "running")
+    reap.append(store.get(rec.run_id).supervisor_pid or 0)
+    wait_for(lambda: store.get(rec.run_id).status not in ("starting", "running"))
+    if store.get(rec.run_id).status == "completed":  # the fake engine finished: nothing left to resume
+        assert "already completed" in (board.resume(rec.run_id)[1] or "")

@@ -16,11 +16,12 @@ from mdtui.tui.widgets.vi_scroll import ViScroll
 HELP_WIDTH = 74
 
 KEYS_HELP = """\
-[b]Main screen[/b]
+[b]Main screen[/b]                  (q, escape or ? closes this help)
   j k ↑ ↓     move                 1 2        Experiments / Runs tab
   g G         first / last row (Home / End too)
   enter       open the run (an experiment opens its latest run)
-  space       select / unselect    escape     clear filter or selection
+  space       select, then down    escape     clear filter or selection
+  tab shift+tab  the other tab (Experiments / Runs)
   /           filter (enter keeps)
   s S         sort by the next column / reverse the order
   r           run the selection now (free devices; queued when all busy)
@@ -30,16 +31,19 @@ KEYS_HELP = """\
   x           cancel a queued run
   P           pause / resume the queue (running runs carry on)
   K           stop selected runs: SIGTERM, SIGKILL after the grace period
+  u           resume a stopped / failed / lost run from its last.pt
   l           log of the run       c          compare selected runs
   R           results: RESULTS.md and the report, rendered
-  e           edit experiments.toml in $EDITOR, then reload
+  e           edit experiments.toml in $EDITOR (edits made elsewhere are
+              read by themselves; ctrl+p "Reload" reads it now)
   ctrl+p      command palette      ?          this help
   q           quit: runs and the queue keep going
 [b]Run detail[/b]
   [ ]         previous / next tab: Charts Summary Config Artifacts Log
   l           log                  t          show stdout.log / stderr.log
   p           first Traceback / NaN / out-of-memory line in the log
-  K           stop this run        q escape   back
+  K           stop this run        u          resume it from last.pt
+  q escape    back
 [b]Compare[/b]
   a           all config keys / only those that differ
   q escape    back

@@ -25,6 +25,9 @@ class MainScreen(Screen[None]):
     BINDINGS = [
         Binding("1", "tab('experiments')", "Experiments", show=False, id="main.tab1"),
         Binding("2", "tab('runs')", "Runs", show=False, id="main.tab2"),
+        # tab switches tabs and keeps the keys on the table: focusing the tab strip (Textual's
+        # default) left j/k doing nothing, which reads as a frozen app
+        Binding("tab,shift+tab", "other_tab", "Other tab", show=False, id="main.othertab"),
         Binding(
             "space", "toggle", "Select", show=False, id="main.select", tooltip="Select or unselect the row"
         ),
@@ -33,6 +36,9 @@ class MainScreen(Screen[None]):
         Binding("d", "pick_devices", "Devices", id="main.devices", tooltip="Choose devices, then run"),
         Binding("a", "enqueue", "Queue", id="main.queue", tooltip="Add the selection to the queue"),
         Binding("K", "stop", "Stop", id="main.stop", tooltip="Stop the selected runs"),
+        Binding(
+            "u", "resume", "Resume", show=False, id="main.resume", tooltip="Resume a stopped/failed/lost run"
+        ),
         Binding("l", "logs", "Logs", show=False, id="main.logs", tooltip="Log of the run"),
         Binding(
             "c", "compare", "Compare", show=False, id="main.compare", tooltip="Compare the selected runs"
@@ -195,6 +201,9 @@ class MainScreen(Screen[None]):
         self.query_one(TabbedContent).active = tab
         self._active_table().focus()
 
+    def action_other_tab(self) -> None:
+        self.action_tab("experiments" if self._on_runs_tab() else "runs")
+
     def action_toggle(self) -> None:
         self._active_table().toggle_selected()
 
@@ -246,6 +255,17 @@ class MainScreen(Screen[None]):
             self.notify("Nothing running or queued is selected", severity="warning")
             return
         self.post_message(msg.StopRequested(chosen))
+
+    def action_resume(self) -> None:
+        runs = {r.run_id: r for r in self.snapshot.runs}
+        chosen = [k for k in self._chosen_runs() if k in runs and runs[k].status in msg.RESUMABLE]
+        if not chosen:
+            self.notify(
+                "No stopped, failed or lost run is selected (u resumes one from its last.pt)",
+                severity="warning",
+            )
+            return
+        self.post_message(msg.ResumeRequested(chosen))
 
     def action_compare(self) -> None:
         runs = self._chosen_runs()

@@ -29,7 +29,7 @@ from textual.widgets import (
 from engine.schema.events import RunState
 from mdtui.runs.disk import fmt_size, tree_size
 from mdtui.runs.status import FINISHED, LIVE
-from mdtui.tui.messages import StopRequested
+from mdtui.tui.messages import RESUMABLE, ResumeRequested, StopRequested
 from mdtui.tui.text import markup_escape, plain, visible
 from mdtui.tui.widgets.cells import fmt_pct, fmt_secs
 from mdtui.tui.widgets.metric_chart import MetricChart
@@ -106,6 +106,11 @@ def summary_text(
         lines.append(f"[b red]error:[/] {esc(state.error or record.error)}")
     if reason:
         lines.append(f"waiting: {esc(reason)}")
+    if record.status in RESUMABLE:  # say how to go on from here
+        if (Path(record.run_dir) / "checkpoints" / "last.pt").is_file():
+            lines.append("[b]u[/b] resumes it from checkpoints/last.pt (as `mdtui run --resume`)")
+        else:
+            lines.append("no checkpoints/last.pt to resume from: r on its experiment starts a new run")
     if getattr(record, "job_id", None):  # a Slurm run: state, reason, node, elapsed of the limit
         lines.append(esc(record.slurm_line))
     started = getattr(record, "started_t", None)
@@ -191,6 +196,7 @@ class RunDetailScreen(Screen[None]):
             "p", "problem", "First error", id="run.problem", tooltip="Jump to the first Traceback, NaN or OOM"
         ),
         Binding("K", "stop", "Stop", id="run.stop"),
+        Binding("u", "resume", "Resume", show=False, id="run.resume", tooltip="Resume from last.pt"),
         Binding("left_square_bracket", "cycle_tab(-1)", "Previous tab", show=False, id="run.prev"),
         Binding("right_square_bracket", "cycle_tab(1)", "Next tab", show=False, id="run.next"),
     ]
@@ -436,3 +442,6 @@ class RunDetailScreen(Screen[None]):
 
     def action_stop(self) -> None:
         self.post_message(StopRequested([self.run_id]))
+
+    def action_resume(self) -> None:
+        self.post_message(ResumeRequested([self.run_id]))  # the app says why, when it may not
