@@ -35,14 +35,11 @@ TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # (under pytest-xdist they also share one worker: tests/conftest.py's `slurm` group)
     for item in items:
         if {"slurm_cluster", "slurm"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slurm)
             item.add_marker(pytest.mark.slow)
-            # Under pytest-xdist (`-n`, --dist loadgroup) every test of the one cluster runs on one
-            # worker, one after another: tests set a node DOWN, count jobs and free GPUs, and cancel
-            # what they submitted, which concurrent tests on the same cluster would see.
-            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 def _missing_tools() -> list[str]:
@@ -198,13 +195,14 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         if up.returncode != 0:
             pytest.fail(f"tests/slurm/cluster.sh up --nodes 2 failed:\n{up.stdout}\n{up.stderr}")
         users["pids"].append(os.getpid())
-    env = _exports(up.stdout)
-    # every process a test starts (mdtui, the supervisor, the job) finds the cluster; GLOO_SOCKET_IFNAME
-    # names the link between the nodes
-    old = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    nodes = tuple(env.get("MDTUI_SLURM_NODES", "").split())
+    old: dict[str, str | None] = {}
     try:
+        env = _exports(up.stdout)
+        # every process a test starts (mdtui, the supervisor, the job) finds the cluster;
+        # GLOO_SOCKET_IFNAME names the link between the nodes
+        old = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        nodes = tuple(env.get("MDTUI_SLURM_NODES", "").split())
         yield SlurmCluster(
             conf=Path(env["SLURM_CONF"]),
             node=nodes[0],
@@ -213,7 +211,10 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         )
     finally:
         with _cluster_users() as users:
-            users["pids"] = [pid for pid in users["pids"] if pid != os.getpid()]
+            # one entry: a test module that imports this fixture gets an instance of its own, in
+            # the same process
+            with contextlib.suppress(ValueError):
+                users["pids"].remove(os.getpid())
             if not users["pids"] and users["ours"]:
                 _cluster_sh("down")
                 users["ours"] = False
