@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -54,7 +55,9 @@ class Terminal:
 
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
-    term = Terminal(f"mdtui-test-{tmp_path.name}")
+    # the socket name is unique on the machine: tmp_path.name repeats across pytest-xdist workers and
+    # across concurrent sessions, and close() kills the server behind it
+    term = Terminal(f"mdtui-test-{os.getpid()}-{tmp_path.name}")
     yield term
     term.close()
     kill_everything(tmp_path / "runs")
