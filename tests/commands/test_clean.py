@@ -70,7 +70,13 @@ def test_ages_and_sizes_read_and_print_as_people_write_them(tmp_path) -> None:
     assert tree_size(tmp_path) == 1024 and tree_size(tmp_path / "missing") == 0
 
 
-def test_gc_frees_only_what_nothing_needs(tiny_toml, tree) -> None:
+def test_gc_then_rm_on_a_tree_with_a_from_dependant(tiny_toml, tiny_plan, store, tree) -> None:
+    """One tree for both (each real run costs a second or more): gc first, then rm."""
+    gc_frees_only_what_nothing_needs(tiny_toml, tree)
+    rm_refuses_unfinished_runs_and_removes_finished_ones(tiny_toml, tiny_plan, store, tree)
+
+
+def gc_frees_only_what_nothing_needs(tiny_toml, tree) -> None:
     # sizes first: `status --all` has a column of them (piped: every value whole)
     header, *rows = invoke(tiny_toml, "status", "--all").output.splitlines()
     assert header.split()[-1] == "size"
@@ -118,7 +124,7 @@ def test_gc_refuses_bad_options(tiny_toml) -> None:
     assert bad.exit_code == 2 and "e.g. 14d" in bad.output
 
 
-def test_rm_refuses_unfinished_runs_and_removes_finished_ones(tiny_toml, tiny_plan, store, tree) -> None:
+def rm_refuses_unfinished_runs_and_removes_finished_ones(tiny_toml, tiny_plan, store, tree) -> None:
     refused = runner.invoke(app, ["-f", str(tiny_toml), "rm", "tiny-focal", "--yes"])
     assert (
         refused.exit_code == 2
