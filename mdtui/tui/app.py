@@ -136,7 +136,10 @@ class MdtuiApp(App[str]):
         before = {r.run_id: r.status for r in previous.runs}
         ended = False
         for row in snapshot.runs:
-            if row.status not in ENDINGS or before.get(row.run_id, "new") == row.status:
+            was = before.get(row.run_id)
+            # a row new to the list that is already over is news only when it failed (it started and
+            # failed between two looks); a finished run that scrolls into the list is not
+            if row.status not in ENDINGS or was == row.status or (was is None and row.status != "failed"):
                 continue
             ended = True
             if row.status == "failed":
