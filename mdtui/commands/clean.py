@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 RM_HELP = """Delete finished runs: their folders (checkpoints, logs, events) and their index rows.
 
-REF is a run id (or a unique part of one) or an experiment name, which means every run of it.
+Each RUN is a run id (or a unique part of one); an EXPERIMENT name means every run of it.
 Live and queued runs are refused (stop or cancel them first); nothing is removed then.
 RESULTS.md is the notebook and is not edited: a removed run's entry stays there."""
 
