@@ -100,7 +100,7 @@ def run_main(argv: list[str]) -> int:
         _rank_output_to_file(run_dir, rank)
     stdout = _events_only_stdout()
 
-    from engine.schema.config import ConfigError, from_dict
+    from engine.schema.validate import ConfigError, from_dict
     from engine.sinks import EventSink
 
     config_path = run_dir / "config.json"

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.schema.config import OptimConfig, require_block_in_range
+from engine.schema.config import OptimConfig
+from engine.schema.validate import require_block_in_range
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ import math
 import torch
 
 from engine.registry import Registry
-from engine.schema.config import SamplerConfig, require_block_in_range
+from engine.schema.config import SamplerConfig
+from engine.schema.validate import require_block_in_range
 
 
 class Sampler:

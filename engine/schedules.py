@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 
-from engine.schema.config import EngineConfig, ScheduleConfig, require_block_in_range
+from engine.schema.config import EngineConfig, ScheduleConfig
+from engine.schema.validate import require_block_in_range
 
 
 def lr_factor(epoch: int, cfg: ScheduleConfig, epochs: int) -> float:

@@ -10,7 +10,8 @@ from engine.data import DATASETS
 from engine.data.augment import resolve_rotation
 from engine.data.base import DataBundle, DataError, Split
 from engine.data.presets import Preset, class_counts, resolve_presentation
-from engine.schema.config import DataConfig, EngineConfig, require_block_in_range, resolve_data_root
+from engine.schema.config import DataConfig, EngineConfig, resolve_data_root
+from engine.schema.validate import require_block_in_range
 
 
 def data_root(cfg: DataConfig) -> Path | None:

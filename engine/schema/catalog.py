@@ -5,7 +5,7 @@ register themselves under the same names in ``engine.models``, ``engine.losses``
 a test checks that registries and catalogue agree, and another walks every range below with values
 just inside, on and just outside each bound to prove that what validates builds.
 
-This module is the one place where a range lives: ``engine.schema.config`` checks them when it
+This module is the one place where a range lives: ``engine.schema.validate`` checks them when it
 validates, and the engine's builders raise the same messages through ``bound_problem`` when they are
 handed a value directly (tests, plugins) -- they keep no ranges of their own.
 """

@@ -2,7 +2,7 @@
 
 Every problem is collected as a ``LocatedIssue`` (file, line, experiment, dotted key, message) and
 raised together at the end, so one ``mdtui validate`` shows all of them. The engine part of each
-experiment is validated by ``engine.schema.config.from_dict``, the function the engine itself runs.
+experiment is validated by ``engine.schema.validate.from_dict``, the function the engine itself runs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.schema import config as engine_cfg
+from engine.schema import validate as engine_validate
 from engine.schema.catalog import expand_bare_names
 from mdtui.registry.checks import RESUME_RETRIES
 from mdtui.registry.rules import (
@@ -148,7 +149,7 @@ class PlanBuilder:
     def read_top_level(self) -> None:
         for key in self.doc:
             if key not in ("settings", "defaults", "experiment"):
-                hint = engine_cfg.suggest(key, ("settings", "defaults", "experiment"))
+                hint = engine_validate.suggest(key, ("settings", "defaults", "experiment"))
                 self.report(
                     (key,),
                     None,
@@ -193,7 +194,7 @@ class PlanBuilder:
             elif key in ENGINE_TOP_KEYS:
                 engine[key] = value
             else:
-                hint = engine_cfg.suggest(key, (*ENGINE_TOP_KEYS, *allowed_manager))
+                hint = engine_validate.suggest(key, (*ENGINE_TOP_KEYS, *allowed_manager))
                 self.report(where, experiment, prefix + key, f'unknown key "{key}"{hint}')
         return expand_bare_names(engine), manager
 
@@ -235,7 +236,7 @@ class PlanBuilder:
                 )
                 self.report(where, table, f"sweep.{key}", f'cannot sweep "{key}": {why}')
             else:
-                hint = engine_cfg.suggest(key, SWEEPABLE)
+                hint = engine_validate.suggest(key, SWEEPABLE)
                 self.report(where, table, f"sweep.{key}", f'sweep key "{key}" is not a config key{hint}')
             self.manager[table]["sweep"] = {k: v for k, v in self.manager[table]["sweep"].items() if k != key}
             self.broken.add(table)
@@ -403,8 +404,8 @@ class PlanBuilder:
             root = str(engine_cfg.resolve_data_root(root, settings.path.parent))
             runnable = {**engine, "data": {**engine["data"], "root": root}}
         try:
-            cfg = engine_cfg.from_dict(runnable)
-        except engine_cfg.ConfigError as exc:
+            cfg = engine_validate.from_dict(runnable)
+        except engine_validate.ConfigError as exc:
             seen: set[str] = set()
             for issue in exc.issues:
                 if issue.key not in seen:  # a wrong type is also "out of range" once coerced: say it once

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from engine.schema.config import suggest
+from engine.schema.validate import suggest
 
 # key -> (check, what is expected): a check returns the value to keep, or None when it is not valid
 Checks = Mapping[str, tuple[Callable[[Any], Any], str]]

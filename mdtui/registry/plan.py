@@ -7,7 +7,7 @@ The file has three kinds of tables:
 * ``[experiment.NAME]``: manager keys -- ``extends``, ``sweep``, ``from``, ``group``, ``baseline``,
   ``tags``, ``description``, ``seeds``/``seed``, ``gpus``, ``paper`` (the published figures shown
   beside the measured ones) -- plus engine keys, validated by
-  ``engine.schema.config.from_dict``, the very function the engine runs, so "validate" and "run" agree.
+  ``engine.schema.validate.from_dict``, the very function the engine runs, so "validate" and "run" agree.
 
 How an experiment is built: ``[defaults]``, then its ``extends`` chain (root first), then the table
 itself, each merged over the previous one table by table; lists and scalars replace. A named block

@@ -633,7 +633,8 @@ def _json_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _config_is_leaky(config: dict[str, Any]) -> bool:
-    from engine.schema.config import ConfigError, from_dict, is_leaky
+    from engine.schema.config import is_leaky
+    from engine.schema.validate import ConfigError, from_dict
 
     try:
         return is_leaky(from_dict(config))

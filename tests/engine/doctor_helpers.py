@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.schema.config import from_dict
+from engine.schema.validate import from_dict
 
 
 @dataclass

@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from engine.schema.config import EngineConfig, from_dict
+from engine.schema.config import EngineConfig
+from engine.schema.validate import from_dict
 
 # Tiny models gain nothing from a second thread, and OpenMP threads spinning against other busy
 # processes (parallel test runs on 2 cores) slow these runs down twenty-fold.

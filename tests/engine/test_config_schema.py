@@ -14,14 +14,12 @@ from engine.schema.config import (
     OPTIM_PARAMS,
     SAMPLER_PARAMS,
     SCHEDULE_PARAMS,
-    ConfigError,
     EngineConfig,
     field_paths,
-    from_dict,
     is_leaky,
-    suggest,
     to_dict,
 )
+from engine.schema.validate import ConfigError, from_dict, suggest
 
 
 def issues(data: dict) -> dict[str, str]:

@@ -17,7 +17,7 @@ import torch
 from engine import device as dev
 from engine.data.loader import Placement, make_loader
 from engine.loop import TrainParts, train_one_epoch
-from engine.schema.config import ConfigError, from_dict
+from engine.schema.validate import ConfigError, from_dict
 from engine.sinks import ListSink, NullSink
 from engine.train import Trainer, epoch_generator, run
 from tests.engine.engine_helpers import tiny_config

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.schema.config import from_dict
+from engine.schema.validate import from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"

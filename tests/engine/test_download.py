@@ -10,8 +10,8 @@ from download_helpers import Mirror, cifar10_archive, serve_mirror, write_manife
 
 from engine import fetch
 from engine.data import cifar, stl10
-from engine.schema.config import from_dict
 from engine.schema.datasets import DOWNLOADS, REQUIRED_FILES, missing
+from engine.schema.validate import from_dict
 from engine.sinks import ListSink
 from engine.train import run
 from tests.engine.engine_helpers import TINY_DATA  # noqa: F401 - its import pins torch to one thread

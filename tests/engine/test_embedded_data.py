@@ -9,7 +9,7 @@ import torch
 
 from engine.data.build import build_data, data_root
 from engine.data.longtail import longtail_counts
-from engine.schema.config import from_dict
+from engine.schema.validate import from_dict
 
 
 def data(**block):

@@ -27,14 +27,13 @@ from engine.mixing import EpochMixer, MixDraws, cutmix_boxes, draw_mix, mix_batc
 from engine.models import build_model
 from engine.optim import build_optimizer, set_lr
 from engine.schema.config import (
-    ConfigError,
     DecoupleConfig,
     MixConfig,
     ModelConfig,
     OptimConfig,
     TauNormConfig,
-    from_dict,
 )
+from engine.schema.validate import ConfigError, from_dict
 
 LN2 = math.log(2.0)
 

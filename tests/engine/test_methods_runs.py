@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.decoupled import tau_normalised
-from engine.schema.config import from_dict
+from engine.schema.validate import from_dict
 from engine.sinks import ListSink
 from engine.train import run
 from tests.engine.engine_helpers import tiny_config

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from engine.schedules import lr_at, lr_factor
-from engine.schema.config import from_dict
+from engine.schema.validate import from_dict
 
 
 def cfg(schedule: dict, lr: float = 0.1, epochs: int = 200):

@@ -3,7 +3,7 @@
 For every number the catalogue bounds (engine/schema/catalog.py ``BOUNDS`` / ``NAME_BOUNDS``), for every
 implementation whose name takes it (every loss, sampler, schedule, optimiser, model, dataset), this
 builds configurations with values just inside, on and just outside each end of the range (plus inf
-and nan for floats) and asserts that ``engine.schema.config.from_dict`` -- what ``mdtui validate``
+and nan for floats) and asserts that ``engine.schema.validate.from_dict`` -- what ``mdtui validate``
 runs -- accepts exactly the values the engine's real builders build on tiny inputs:
 
 * losses: ``build_loss`` + a forward/backward pass whose loss must be finite;
@@ -49,7 +49,8 @@ from engine.schema.catalog import (
     Bound,
     bound_of,
 )
-from engine.schema.config import ConfigError, EngineConfig, ModelConfig, from_dict, require_block_in_range
+from engine.schema.config import EngineConfig, ModelConfig
+from engine.schema.validate import ConfigError, from_dict, require_block_in_range
 
 EMBEDDED = ("synthetic", "digits")
 BLOCKS = ("model", "data", "loss", "sampler", "optim", "schedule")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.schema.config import from_dict
+from engine.schema.validate import from_dict
 from mdtui.registry.plan import (
     ExperimentsError,
     engine_config,

@@ -3,7 +3,7 @@
 Documents are generated as data (random types for known keys, unknown keys, extends/from cycles,
 sweeps, hostile names) and written as TOML text by a small emitter below; some are then torn or
 spliced to exercise syntax errors. Every outcome is checked: a plan's configs pass
-``engine.schema.config.from_dict`` and its run directories stay inside ``runs_dir``; an error's issues all
+``engine.schema.validate.from_dict`` and its run directories stay inside ``runs_dir``; an error's issues all
 carry a line number and a message.
 """
 
@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.schema.config import LOSS_PARAMS, MODEL_NAMES, field_paths, from_dict
+from engine.schema.config import LOSS_PARAMS, MODEL_NAMES, field_paths
+from engine.schema.validate import from_dict
 from mdtui.registry.plan import ExperimentsError, Plan, load_plan
 from mdtui.system.fs import sanitize_name
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.schema.config import from_dict
+from engine.schema.validate import from_dict
 from mdtui.cli import app
 from mdtui.registry.plan import engine_config, load_plan, select_experiments
 from mdtui.registry.rules import PAPER_METRICS

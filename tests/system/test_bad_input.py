@@ -65,7 +65,7 @@ def _bad_checkpoints(tmp_path: Path) -> dict[str, Path]:
     """A good checkpoint of the tiny model and six broken ones."""
     import torch
 
-    from engine.schema.config import from_dict
+    from engine.schema.validate import from_dict
     from engine.sinks import ListSink
     from engine.train import run
 
@@ -104,7 +104,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_from_a_corrupt_checkpoint_fails_naming_the_file(
     tmp_path: Path, checkpoints, kind: str, capsys
 ) -> None:
-    from engine.schema.config import from_dict
+    from engine.schema.validate import from_dict
     from engine.sinks import ListSink
     from engine.train import run
 
@@ -122,7 +122,7 @@ def test_from_a_corrupt_checkpoint_fails_naming_the_file(
 def test_resume_from_a_corrupt_last_checkpoint_fails_and_keeps_it(
     tmp_path: Path, checkpoints, kind: str
 ) -> None:
-    from engine.schema.config import from_dict
+    from engine.schema.validate import from_dict
     from engine.sinks import ListSink
     from engine.train import run
 
@@ -139,7 +139,7 @@ def test_resume_from_a_corrupt_last_checkpoint_fails_and_keeps_it(
 
 
 def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path: Path, checkpoints) -> None:
-    from engine.schema.config import from_dict
+    from engine.schema.validate import from_dict
     from engine.sinks import ListSink
     from engine.train import run
 

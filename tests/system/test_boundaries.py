@@ -49,7 +49,7 @@ def test_engine_imports_no_manager_or_ui() -> None:
     assert leaked == []
 
 
-@pytest.mark.parametrize("module", ["engine.schema.events", "engine.schema.config"])
+@pytest.mark.parametrize("module", ["engine.schema.events", "engine.schema.config", "engine.schema.validate"])
 def test_protocol_and_config_are_torch_free(module: str) -> None:
     assert (
         imported(f"import {module}", {"torch", "torchvision", "numpy", "mdtui", "textual", "rich", "typer"})
