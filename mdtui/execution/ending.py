@@ -39,6 +39,7 @@ from mdtui.system.fs import atomic_write_json, read_json
 
 STOP_REQUEST = "stop-request.json"  # written by whoever asks a run to stop, before any signal
 NEVER_STARTED_KEY = "never_started"  # in exit.json: the engine never ran (no RESULTS.md line)
+RESULTS_PENDING_KEY = "results_pending"  # in exit.json: settled on a cluster node, results not yet logged
 
 
 @dataclass(frozen=True)
@@ -151,13 +152,18 @@ def settle(
     fields = final_fields(ending, end, state, time.time() if now is None else now)
     final = dataclasses.replace(rec, **fields)
     run_dir = Path(rec.run_dir)
+    # on a cluster node (mdtui.execution.node_store) the RESULTS.md line is the manager's to write
+    indexed = getattr(store, "indexes", True)
     if run_dir.is_dir():  # a folder deleted by hand stays deleted: only the index learns the end
         store.update_run_json(run_dir, fields)
-        if not end.never_started:
+        if not end.never_started and indexed:
             record_results(store, final)
         if ending.final:
             notify_ended(final)  # the user's notify command, once per ending (it claims it in run.json)
-            atomic_write_json(run_dir / EXIT_FILE, exit_record(final, ending, end, state, note))
+            info = exit_record(final, ending, end, state, note)
+            if not indexed and not end.never_started:
+                info[RESULTS_PENDING_KEY] = True
+            atomic_write_json(run_dir / EXIT_FILE, info)
     store.update(rec.run_id, run_json=False, **fields)
     return store.get(rec.run_id) or final
 
@@ -214,8 +220,9 @@ def converge(store: RunStore, rec: RunRecord) -> RunRecord:
     if isinstance(info, dict) and any(info.get(k) != v for k, v in fields.items()):
         store.update_run_json(run_dir, fields)
     final = dataclasses.replace(rec, **fields)
-    if not (read_json(run_dir / EXIT_FILE) or {}).get(NEVER_STARTED_KEY):
-        record_results(store, final, plots=False)
+    ending = read_json(run_dir / EXIT_FILE) or {}
+    if not ending.get(NEVER_STARTED_KEY):  # the node that settled it left its plots and line to us
+        record_results(store, final, plots=bool(ending.get(RESULTS_PENDING_KEY)))
     store.update(rec.run_id, run_json=False, **fields)
     return store.get(rec.run_id) or final
 

@@ -32,6 +32,7 @@ from mdtui.execution.ending import (
     settle,
 )
 from mdtui.execution.launching import on_cluster
+from mdtui.execution.node_store import adopt
 from mdtui.execution.ranks import ranks_alive
 from mdtui.runs.rundir import EXIT_FILE, exit_fields, read_run_state
 from mdtui.runs.status import LIVE, RunStatus
@@ -52,13 +53,7 @@ def reconcile(store: RunStore) -> list[RunRecord]:
     now = time.time()
     for rec in store.list_runs(statuses=[*LIVE, RunStatus.LOST]):
         if on_cluster(rec):
-            # a Slurm run: its supervisor runs on a node, where this host's pids mean nothing; its
-            # exit.json is the truth once written, else Slurm says (one query for all, below)
-            if rec.status in LIVE and exit_fields(Path(rec.run_dir)) is not None:
-                new = converge(store, rec)
-                if (new.status, new.error) != (rec.status, rec.error):
-                    changed.append(new)
-            continue
+            continue  # its supervisor runs on a node, where this host's pids mean nothing: below
         if rec.status == RunStatus.LOST:
             if not worth_a_second_look(rec):
                 continue
@@ -67,6 +62,12 @@ def reconcile(store: RunStore) -> list[RunRecord]:
         elif rec.supervisor_pid is None and rec.started_t and now - rec.started_t < LOST_GRACE_SECONDS:
             continue  # launched a moment ago; the supervisor has not recorded itself yet
         new = reconcile_run(store, rec, now)
+        if new is not None and (new.status, new.error) != (rec.status, rec.error):
+            changed.append(new)
+    # a Slurm run: its node writes its run directory only (node_store); what it wrote, then what
+    # Slurm says (one query for all)
+    for rec in slurm_status.slurm_runs(store):
+        new = adopt(store, rec)
         if new is not None and (new.status, new.error) != (rec.status, rec.error):
             changed.append(new)
     changed += slurm_status.poll_jobs(store, now=now)

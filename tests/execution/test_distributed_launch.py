@@ -451,7 +451,7 @@ def test_the_engine_s_ranks_stop_resume_and_fail_together(ddp_plan, ddp_store, m
     assert not any(ranks.group_alive(r.pid, r.start) for r in first)
     # resumed under torchrun again: --resume reaches every rank
     size = (run_dir / "events.jsonl").stat().st_size
-    pid = launcher.resume(stopped)
+    pid = launcher.resume(stopped).supervisor_pid
     wait_for(lambda: _stepped(run_dir, size), timeout=180)
     again = _recorded(run_dir)
     reap.extend(r.pid for r in again)
