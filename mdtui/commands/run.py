@@ -350,6 +350,18 @@ def resume_run(launcher: Launcher, ref: str, *, device: str | None) -> RunRecord
     return or_exit(lambda: actions.resume(launcher, rec, devices))
 
 
+def slurm_time_or_exit(launcher: Launcher, text: str) -> None:
+    """``--time``: the time limit of the jobs this command submits (Slurm only; exit 2 otherwise)."""
+    from mdtui.registry.slurm_options import CHECKS
+
+    value = CHECKS["time"][0](text)
+    if not hasattr(launcher, "time"):
+        usage_error("--time sets a Slurm job's time limit: use it with --launcher slurm")
+    if value is None:
+        usage_error(f"--time {text!r} is not a Slurm time limit; expected {CHECKS['time'][1]}")
+    launcher.time = value
+
+
 def select(plan: Plan, names: list[str]) -> list[Experiment]:
     """Experiments, swept tables or groups by name; unknown names exit 2 with the closest matches."""
     try:
@@ -368,11 +380,16 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
         resume: str | None = typer.Option(None, "--resume", help="Resume a stopped/failed run (id or name)."),
         launcher_name: str | None = typer.Option(None, "--launcher", help=LAUNCHER_HELP),
+        time_limit: str | None = typer.Option(
+            None, "--time", help='Slurm time limit of these jobs, e.g. "2:00:00" (over the experiments file).'
+        ),
     ) -> None:
         """Run experiments now (each seed once), showing progress; Ctrl-C stops cleanly."""
         plan = load_plan_or_exit(plan_file(ctx))
         store = open_store(plan)
         launcher = launcher_or_exit(store, plan, launcher_name)
+        if time_limit is not None:
+            slurm_time_or_exit(launcher, time_limit)
         if resume and names:
             usage_error("give either experiment names or --resume RUN, not both")
         if not resume and not names:
@@ -381,14 +398,26 @@ def register(app: typer.Typer) -> None:
             launched = [resume_run(launcher, resume, device=device)]
         elif detach or launcher.queues_itself:  # a backend that queues itself has taken them all
             launched = start_detached(launcher, plan, select(plan, names), device=device)
+            if not detach and len(launched) > 1:
+                # in the foreground each job is followed in turn, as its progress comes
+                print_launched(launcher, launched, as_json)
+                finals = [watch(launcher, rec, quiet=as_json) for rec in launched]
+                if as_json:
+                    print_json([r.to_json() for r in finals])
+                else:
+                    for final in finals:
+                        console.print(report_line(final), soft_wrap=True)
+                raise typer.Exit(exit_code_for(finals))
         else:
             records = run_foreground(plan, store, select(plan, names), device=device, as_json=as_json)
             if as_json:
                 print_json([r.to_json() for r in records])
             raise typer.Exit(exit_code_for(records))
-        if detach or launcher.queues_itself:
+        if detach:
             print_launched(launcher, launched, as_json)
             return
+        if launcher.queues_itself and not as_json:
+            print_launched(launcher, launched, as_json)  # its job id, then its progress
         rec = launched[0]
         final = watch(launcher, rec, quiet=as_json)
         wait_for_runs(launcher, [rec.run_id])

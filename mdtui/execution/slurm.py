@@ -168,12 +168,24 @@ class SlurmLauncher:
         self.store = store
         self.options = options or SlurmOptions()
         self.grace = grace
+        self.plan: Plan | None = None  # the experiments file as it is now (resume takes its options)
+        self.time: str | None = None  # `--time`: over every experiment's time limit
 
     @classmethod
     def for_plan(cls, store: RunStore, plan: Plan | None) -> SlurmLauncher:
         if plan is None:
             return cls(store)
-        return cls(store, plan.settings.slurm, grace=plan.settings.stop_grace_seconds)
+        launcher = cls(store, plan.settings.slurm, grace=plan.settings.stop_grace_seconds)
+        launcher.plan = plan
+        return launcher
+
+    def options_for(self, experiment: str, recorded: Any = None) -> SlurmOptions:
+        """The options a job of ``experiment`` is submitted with: the experiments file's as it is now
+        (``[settings.slurm]`` and the experiment's ``slurm`` table; those recorded in run.json when
+        the experiment is gone from the file), then ``--time``."""
+        exp = self.plan.experiments.get(experiment) if self.plan is not None else None
+        opts = self.options.merged(exp.slurm) if exp is not None else _options_from(recorded, self.options)
+        return opts.merged({"time": self.time}) if self.time else opts
 
     def configure(self, settings: object) -> None:
         self.options = getattr(settings, "slurm", None) or self.options
@@ -206,7 +218,7 @@ class SlurmLauncher:
             config["init_checkpoint"] = str(upstream_dir / "checkpoints" / "best.pt")
             atomic_write_json(config_path, config)
             self.store.update_run_json(Path(rec.run_dir), {"upstream": exp.upstream})
-        opts = self.options.merged(exp.slurm)
+        opts = self.options.merged(exp.slurm).merged({"time": self.time} if self.time else {})
         gpus = 0 if exp.config.get("device") == "cpu" else exp.gpus  # a CPU run asks Slurm for no GPU
         processes = int((exp.config.get("distributed") or {}).get("processes") or 0)
         self.store.update_run_json(
@@ -284,10 +296,14 @@ class SlurmLauncher:
             if (run_dir / name).exists():
                 (run_dir / name).replace(run_dir / f"{name}.prev")
         self.store.update_run_json(run_dir, {"resume": True})
-        if not isinstance((read_json(run_dir / "run.json") or {}).get("slurm"), dict):
-            self.store.update_run_json(
-                run_dir, {"launcher": "slurm", "slurm": {"options": dataclasses.asdict(self.options)}}
-            )
+        recorded = (read_json(run_dir / "run.json") or {}).get("slurm")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        # today's options, not those of the first submission: more time given to the experiment (or
+        # `--time`) is what a run that hit its time limit needs
+        options = self.options_for(rec.experiment, recorded.get("options"))
+        self.store.update_run_json(
+            run_dir, {"launcher": "slurm", "slurm": {**recorded, "options": dataclasses.asdict(options)}}
+        )
         return self.submit(rec.run_id, list(rec.devices))
 
     # ------------------------------------------------------------ the rest of the protocol

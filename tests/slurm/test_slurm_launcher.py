@@ -44,7 +44,8 @@ def project(tmp_path: Path, slurm, monkeypatch: pytest.MonkeyPatch):
     toml = tmp_path / "experiments.toml"
     text = SLOW_TOML.replace(
         "stop_grace_seconds = 10",
-        f'stop_grace_seconds = 10\nlauncher = "slurm"\n'
+        # a generous grace: on a loaded CI box an engine may need more than 10 s to save and stop
+        f'stop_grace_seconds = 40\nlauncher = "slurm"\n'
         f'[settings.slurm]\npython = "{sys.executable}"\nsignal_seconds = 50\n',
     )
     toml.write_text(text, encoding="utf-8")
@@ -56,7 +57,7 @@ def project(tmp_path: Path, slurm, monkeypatch: pytest.MonkeyPatch):
             subprocess.run(["scancel", "--full", str(rec.job_id)], capture_output=True, check=False)
 
 
-def _settled(launcher, run_id: str, statuses: set[str], timeout: float = 90.0):
+def _settled(launcher, run_id: str, statuses: set[str], timeout: float = 180.0):
     wait_for(lambda: launcher.poll(run_id) in statuses, timeout=timeout, interval=0.5)
     return launcher.store.get(run_id)
 
@@ -98,7 +99,7 @@ def test_stop_through_slurm_saves_last_pt_and_resume_completes(project) -> None:
     rec = launcher.start_new(plan, plan.experiments["long"], seed=0)
     wait_for(
         lambda: launcher.poll(rec.run_id) == "running" and _epochs(store.get(rec.run_id)) >= 1,
-        timeout=60,
+        timeout=150,
         interval=0.5,
     )
     runner = CliRunner()
@@ -116,9 +117,18 @@ def test_stop_through_slurm_saves_last_pt_and_resume_completes(project) -> None:
     config = json.loads(cfg.read_text())
     config["epochs"] = done + 2
     cfg.write_text(json.dumps(config))
-    resume = runner.invoke(app, ["-f", str(plan.settings.path), "run", "--resume", rec.run_id, "--json"])
+    # the experiment got more time since: resume takes the file as it is now, and --time over it
+    # (it reused run.json's options, and only editing run.json by hand gave a run more time)
+    toml = plan.settings.path
+    toml.write_text(toml.read_text() + 'slurm = { time = "30" }\n')
+    from mdtui.execution.slurm import SlurmLauncher
+    from mdtui.registry.plan import load_plan
+
+    assert SlurmLauncher.for_plan(store, load_plan(toml)).options_for("long").time == "30"
+    resume = runner.invoke(app, ["-f", str(toml), "run", "--resume", rec.run_id, "--time", "45", "--detach"])
     assert resume.exit_code == 0, resume.output
     assert store.get(rec.run_id).job_id != rec.job_id  # a new job, the same run directory
+    assert "#SBATCH --time=45" in (Path(final.run_dir) / "job.sbatch").read_text()
     resumed = _settled(launcher, rec.run_id, {"completed", "failed", "stopped", "lost"})
     assert resumed.status == "completed", resumed.error
     assert _entries(plan, rec.run_id) == 1
@@ -147,7 +157,7 @@ def test_requeue_mid_run_resumes_in_the_same_directory(project) -> None:
     rec = launcher.start_new(plan, exp, seed=0)
     wait_for(
         lambda: launcher.poll(rec.run_id) == "running" and _epochs(store.get(rec.run_id)) >= 2,
-        timeout=60,
+        timeout=150,
         interval=0.5,
     )
     subprocess.run(["scontrol", "requeue", str(rec.job_id)], check=True)
@@ -178,7 +188,7 @@ def test_from_chain_is_an_afterok_dependency_and_a_failed_upstream_blocks(projec
     down = launcher.start_new(plan, plan.experiments["tiny-focal"], seed=0)
     assert f"--dependency=afterok:{up.job_id}" in (Path(down.run_dir) / "job.sbatch").read_text()
     assert _settled(launcher, up.run_id, {"failed", "completed", "lost"}).status == "failed"
-    blocked = _settled(launcher, down.run_id, {"blocked"}, timeout=60)
+    blocked = _settled(launcher, down.run_id, {"blocked"}, timeout=150)
     assert "DependencyNeverSatisfied" in (blocked.error or "")
     assert launcher.stop(down.run_id)
     assert _settled(launcher, down.run_id, {"cancelled", "failed", "stopped"}).status == "cancelled"
@@ -190,7 +200,7 @@ def test_scancel_kill_and_a_node_going_down_end_honestly(project, slurm) -> None
     killed = launcher.start_new(plan, plan.experiments["long"], seed=0)
     wait_for(
         lambda: launcher.poll(killed.run_id) == "running" and _epochs(store.get(killed.run_id)) >= 1,
-        timeout=60,
+        timeout=150,
         interval=0.5,
     )
     subprocess.run(["scancel", "--signal=KILL", "--full", str(killed.job_id)], check=True)
@@ -202,12 +212,12 @@ def test_scancel_kill_and_a_node_going_down_end_honestly(project, slurm) -> None
     down = launcher.start_new(plan, plan.experiments["long"], seed=1)
     wait_for(
         lambda: launcher.poll(down.run_id) == "running" and _epochs(store.get(down.run_id)) >= 1,
-        timeout=60,
+        timeout=150,
         interval=0.5,
     )
     slurm.node_down("mdtui test")
     # Slurm requeues the job of a failed node: the run waits in Slurm's queue, resumable, not lost
-    wait_for(lambda: launcher.poll(down.run_id) == "queued", timeout=60, interval=0.5)
+    wait_for(lambda: launcher.poll(down.run_id) == "queued", timeout=150, interval=0.5)
     assert "requeued" in (store.get(down.run_id).error or "")
     assert (Path(down.run_dir) / "checkpoints" / "last.pt").is_file()
 
@@ -219,7 +229,7 @@ def test_two_gloo_ranks_in_one_job_complete(project) -> None:
     tiny = plan.experiments["tiny"]
     exp = dataclasses.replace(tiny, config={**tiny.config, "distributed": {"processes": 2}})
     rec = launcher.start_new(plan, exp, seed=0)
-    final = _settled(launcher, rec.run_id, {"completed", "failed", "lost", "stopped"}, timeout=120)
+    final = _settled(launcher, rec.run_id, {"completed", "failed", "lost", "stopped"}, timeout=240)
     assert final.status == "completed", final.error
     info = __import__("json").loads((Path(final.run_dir) / "run.json").read_text())
     assert "torch.distributed.run" in info["command"] and "2" in info["command"]
@@ -237,7 +247,7 @@ def test_cli_submits_with_launcher_slurm_and_status_and_tui_show_the_job(project
     assert added.exit_code == 0, added.output
     rec = store.list_runs(experiment="tiny")[0]
     assert rec.job_id and str(rec.job_id) in added.output
-    wait_for(lambda: launcher.poll(rec.run_id) == "completed", timeout=90, interval=0.5)
+    wait_for(lambda: launcher.poll(rec.run_id) == "completed", timeout=180, interval=0.5)
     status = runner.invoke(app, ["-f", str(toml), "status"], env={"COLUMNS": "300"})
     assert f"Slurm job {rec.job_id}" in status.output, status.output
     dashboard = Dashboard(toml)
@@ -256,3 +266,20 @@ def test_cli_submits_with_launcher_slurm_and_status_and_tui_show_the_job(project
     assert refused.exit_code == 1 and "sbatch refused the job" in refused.output
     assert "Invalid partition" in refused.output, refused.output
     assert store.list_runs(experiment="tiny")[0].status == "failed"
+
+
+def test_run_in_the_foreground_follows_the_slurm_run_and_detach_returns_at_once(project) -> None:
+    plan, store, launcher = project
+    toml = str(plan.settings.path)
+    runner = CliRunner()
+    # it returned once submitted; now it follows the job as it does a local run, to its end
+    out = runner.invoke(app, ["-f", toml, "run", "tiny"], env={"COLUMNS": "300"})
+    assert out.exit_code == 0, out.output
+    rec = store.list_runs(experiment="tiny")[0]
+    assert rec.status == "completed" and f"completed tiny run {rec.run_id}" in out.output, out.output
+    assert _entries(plan, rec.run_id) == 1
+    detached = runner.invoke(app, ["-f", toml, "run", "tiny", "--detach", "--json"])
+    assert detached.exit_code == 0, detached.output
+    assert {r.status for r in store.list_runs(experiment="tiny")} & {"queued", "starting", "running"}
+    bad = runner.invoke(app, ["-f", toml, "run", "tiny", "--time", "soon"])
+    assert bad.exit_code == 2 and "--time 'soon' is not a Slurm time limit" in bad.output, bad.output

@@ -237,7 +237,8 @@ def _end(**kw) -> EngineEnd:
     ("job", "end", "started", "status", "words"),
     [
         (Job("CANCELLED"), _end(stop_requested=True), False, RunStatus.CANCELLED, "before it started"),
-        (Job("CANCELLED"), _end(), False, RunStatus.FAILED, "outside mdtui"),
+        # cancelled from outside before it started: like mdtui's stop of a pending job (issue #19)
+        (Job("CANCELLED"), _end(), False, RunStatus.CANCELLED, "outside mdtui"),
         (Job("CANCELLED"), _end(stop_requested=True), True, RunStatus.STOPPED, "cancelled by mdtui"),
         (Job("CANCELLED"), _end(event_status="stopped"), True, RunStatus.FAILED, "outside mdtui"),
         (Job("FAILED"), _end(stop_requested=True), True, RunStatus.STOPPED, "scancel --signal=KILL"),
@@ -342,7 +343,7 @@ def test_reconcile_asks_slurm_once_and_never_reads_node_pids(tiny_plan, store, m
     assert lost.status == "lost" and "no longer knows job 13" in lost.error
     assert (Path(lost.run_dir) / "exit.json").is_file()
     assert store.get(running.run_id).status == "running"
-    assert store.get(running.run_id).job_state == "RUNNING on n2, 0:00"
+    assert store.get(running.run_id).job_state == "RUNNING on n2, 0m"
     # the local ledger: a Slurm run holds nothing of this machine's devices
     assert all(r.run_id != running.run_id for r in ledger.reservations(store))
 
@@ -367,7 +368,73 @@ def test_a_run_that_ended_before_its_job_shows_slurm_s_final_word(tiny_plan, sto
     jobs["21"] = Job("COMPLETED", node="n1", elapsed_s=90)
     reconcile(store)
     assert store.get(rec.run_id).status == "completed"
-    assert store.get(rec.run_id).slurm_line == "Slurm job 21: COMPLETED on n1, 0:01"
+    assert store.get(rec.run_id).slurm_line == "Slurm job 21: COMPLETED on n1, 1m"
+
+
+def test_a_requeued_job_is_a_new_attempt_with_slurm_s_current_reason(tiny_plan, store, monkeypatch) -> None:
+    """A node failed under a running run, and its supervisor never wrote an ending: Slurm has the job
+    pending again. The run is queued (not "running" for good), the dead attempt's pids are gone, and
+    the note follows Slurm's reason at every poll (it stayed frozen)."""
+    from mdtui.execution import slurm_status as slurm
+    from mdtui.execution.reconcile import reconcile
+
+    jobs = {"31": Job("PENDING", "BeginTime")}
+    monkeypatch.setattr(slurm.slurm_cli, "job_states", lambda ids: {i: jobs[i] for i in ids if i in jobs})
+    rec = _slurm_run(store, tiny_plan, "31", status="running")
+    store.update(rec.run_id, supervisor_pid=999_999, pid=999_998, job_state="RUNNING on n1, 3m")
+    reconcile(store)
+    now = store.get(rec.run_id)
+    assert now.status == "queued" and now.supervisor_pid is None and now.pid is None
+    assert now.error == "requeued by Slurm; waiting for BeginTime" and now.job_state == "PENDING (BeginTime)"
+    jobs["31"] = Job("PENDING", "Priority")
+    reconcile(store)
+    assert store.get(rec.run_id).error == "requeued by Slurm; waiting for Priority"
+    jobs["31"] = Job("RUNNING", node="n2", elapsed_s=1)
+    reconcile(store)
+    assert store.get(rec.run_id).status == "starting" and store.get(rec.run_id).error is None
+
+
+def test_an_unreachable_controller_is_said_with_the_last_known_state(tiny_plan, store, monkeypatch) -> None:
+    from mdtui.execution import slurm_status as slurm
+    from mdtui.execution.reconcile import reconcile
+    from mdtui.system import slurm as slurm_cli
+
+    def down(ids):
+        raise slurm_cli.SlurmUnavailable("squeue --noheader did not answer in 2.5 s")
+
+    monkeypatch.setattr(slurm.slurm_cli, "job_states", down)
+    rec = _slurm_run(store, tiny_plan, "41", status="running")
+    store.update(rec.run_id, job_state="RUNNING on n1, 3m")
+    reconcile(store)
+    line = store.get(rec.run_id).slurm_line
+    assert store.get(rec.run_id).status == "running"  # its last known state, said to be that
+    assert line.startswith("Slurm job 41: Slurm unreachable — last known state at ") and line.endswith(
+        ": RUNNING on n1, 3m"
+    ), line
+    reconcile(store)
+    assert store.get(rec.run_id).slurm_line == line  # the time it was last known stays
+    monkeypatch.setattr(
+        slurm.slurm_cli, "job_states", lambda ids: {"41": Job("RUNNING", node="n1", elapsed_s=240)}
+    )
+    reconcile(store)
+    assert store.get(rec.run_id).slurm_line == "Slurm job 41: RUNNING on n1, 4m"
+
+
+def test_the_squeue_of_a_poll_gives_up_quickly(monkeypatch) -> None:
+    """A controller that does not answer: one short try per poll (squeue retried for ~12 s)."""
+    from mdtui.system import slurm as slurm_cli
+
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen["timeout"] = kw.get("timeout")
+        raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
+
+    monkeypatch.setenv("SLURM_CONF", __file__)  # any existing file
+    monkeypatch.setattr(slurm_cli.subprocess, "run", fake_run)
+    with pytest.raises(slurm_cli.SlurmUnavailable, match="did not answer in 2.5 s"):
+        slurm_cli.job_states(["1"])
+    assert seen["timeout"] == slurm_cli.QUERY_TIMEOUT_S <= 2.5
 
 
 def test_validate_warns_when_the_time_limit_leaves_no_time_before_the_warning(tmp_path: Path) -> None:
