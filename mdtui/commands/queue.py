@@ -26,7 +26,7 @@ from mdtui.commands.common import (
     usage_error,
 )
 from mdtui.commands.run import launcher_or_exit, or_exit, parse_devices, print_launched
-from mdtui.execution import ledger
+from mdtui.execution import ledger, slurm_status
 from mdtui.execution.backends import LAUNCHER_HELP, backend_for
 from mdtui.execution.launching import LaunchRefused
 from mdtui.registry.plan import Plan, default_path
@@ -46,7 +46,7 @@ from mdtui.system import gpus, slurm
 from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
 
 if TYPE_CHECKING:
-    from mdtui.runs.store import RunStore
+    from mdtui.runs.store import RunRecord, RunStore
 
 queue_app = typer.Typer(
     help="The run queue: runs start when their devices are free and their upstreams have completed.",
@@ -82,14 +82,27 @@ def queue_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
     entries = queue_entries(store)
     paused = is_paused(store)
     running = scheduler_running(store.runs_dir)
+    # runs a backend that queues itself holds (Slurm jobs, as of the last poll): not in mdtui's queue,
+    # but waiting or running all the same
+    held = slurm_status.slurm_runs(store)
     if as_json:
-        print_json({"paused": paused, "scheduler": running, "entries": [e.to_json() for e in entries]})
+        print_json(
+            {
+                "paused": paused,
+                "scheduler": running,
+                "entries": [e.to_json() for e in entries],
+                "slurm": [r.to_json() for r in held],
+            }
+        )
         return
     state = ("paused", "yellow") if paused else "active"
     scheduler = "running" if running else "idle"
     console.print(Text.assemble("queue ", state, f"; scheduler {scheduler}; {len(entries)} entries"))
+    if held:
+        _print_held(held)
     if not entries:
-        console.print("nothing queued (add runs with `mdtui queue add NAME...`)")
+        if not held:
+            console.print("nothing queued (add runs with `mdtui queue add NAME...`)")
         return
     table = Table(box=None, header_style="bold")
     for column in ("pos", "run", "experiment", "status", "devices", "why / where"):
@@ -98,6 +111,19 @@ def queue_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
         wanted = ",".join(e.devices) if e.devices else f"{e.gpus} any"
         devices = ",".join(e.assigned) if e.assigned else wanted
         table.add_row(str(e.position or "-"), e.run_id, e.experiment, e.status, devices, e.reason or "")
+    console.print(table)
+
+
+def _print_held(held: list[RunRecord]) -> None:
+    console.print(
+        f"Slurm holds {len(held)} run(s) (its queue, not this one; `mdtui queue cancel RUN` or "
+        "`mdtui stop RUN` cancels one):"
+    )
+    table = Table(box=None, header_style="bold")
+    for column in ("run", "experiment", "status", "Slurm"):
+        table.add_column(column)
+    for rec in held:
+        table.add_row(rec.run_id, rec.experiment, rec.status, rec.slurm_line or "")
     console.print(table)
 
 

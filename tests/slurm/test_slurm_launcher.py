@@ -247,6 +247,10 @@ def test_cli_submits_with_launcher_slurm_and_status_and_tui_show_the_job(project
     assert added.exit_code == 0, added.output
     rec = store.list_runs(experiment="tiny")[0]
     assert rec.job_id and str(rec.job_id) in added.output
+    # `mdtui queue` said "0 entries ... add runs with `mdtui queue add`" right after this (issue #19)
+    listed = runner.invoke(app, ["-f", str(toml), "queue"], env={"COLUMNS": "300"})
+    assert "Slurm holds 1 run(s)" in listed.output and rec.run_id in listed.output, listed.output
+    assert "nothing queued" not in listed.output
     wait_for(lambda: launcher.poll(rec.run_id) == "completed", timeout=180, interval=0.5)
     status = runner.invoke(app, ["-f", str(toml), "status"], env={"COLUMNS": "300"})
     assert f"Slurm job {rec.job_id}" in status.output, status.output
@@ -257,7 +261,7 @@ def test_cli_submits_with_launcher_slurm_and_status_and_tui_show_the_job(project
     assert len(started) == 1 and not queued and not errors
     assert store.get(started[0]).job_id
     bad = runner.invoke(app, ["-f", str(toml), "run", "tiny", "--launcher", "pbs"])
-    assert bad.exit_code == 2 and '--launcher must be "local" or "slurm"' in bad.output
+    assert bad.exit_code == 2 and "--launcher must be 'local' or 'slurm'" in bad.output, bad.output
     # what sbatch refuses is said as Slurm says it, and the run is not left waiting
     toml.write_text(
         toml.read_text().replace("signal_seconds = 50", 'signal_seconds = 50\npartition = "nope"')
