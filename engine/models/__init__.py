@@ -79,10 +79,25 @@ def build_model(
             f"model {cfg.name} needs inputs of at least {model.min_input_size} px, got {image_size} px "
             "(data.image_size)"
         )
-    if normed_head:
+    apply_init(model, cfg.init)
+    if normed_head:  # after apply_init: the cosine head keeps its unit rows, as in LDAM-DRW
         head = model.get_submodule(model.head)
         model.set_submodule(model.head, NormedLinear(head.in_features, head.out_features))
     return model
+
+
+@torch.no_grad()
+def apply_init(model: nn.Module, init: str) -> None:
+    """``model.init``: "default" keeps PyTorch's initialisers; "kaiming_normal" draws every Conv2d and
+    Linear weight from kaiming_normal_ (fan_in, gain sqrt(2)) and leaves biases and BatchNorm as
+    PyTorch sets them -- the ``_weights_init`` of LDAM-DRW's and MiSLAS's CIFAR ResNets."""
+    if init == "default":
+        return
+    if init != "kaiming_normal":
+        raise ModelBuildError(f'model.init: {init!r} is not one of "default", "kaiming_normal"')
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight)
 
 
 def _addressable(model: nn.Module) -> AddressableModel:

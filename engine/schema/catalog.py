@@ -31,7 +31,7 @@ MODEL_NAMES = (
     "resnext50",
     "wideresnet28_10",
 )
-MODEL_PARAMS: dict[str, set[str]] = {name: {"in_channels", "num_classes"} for name in MODEL_NAMES}
+MODEL_PARAMS: dict[str, set[str]] = {name: {"in_channels", "num_classes", "init"} for name in MODEL_NAMES}
 # The smallest square input (px) each model's forward pass accepts (the models' ``min_input_size``;
 # a test builds every model and compares).
 MODEL_MIN_INPUT: dict[str, int] = {

@@ -68,6 +68,10 @@ class ModelConfig:
     name: str = "resnet32"
     in_channels: int | None = None  # None: taken from the dataset
     num_classes: int | None = None  # None: taken from the dataset
+    # "default": PyTorch's own initialisers (the Model Doctor reference); "kaiming_normal": every
+    # Conv2d and Linear weight kaiming_normal_ (fan_in, ReLU gain), as LDAM-DRW's and MiSLAS's CIFAR
+    # ResNets do (engine/models/__init__.py apply_init)
+    init: Literal["default", "kaiming_normal"] = "default"
 
 
 @dataclass(frozen=True)

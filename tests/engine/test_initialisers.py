@@ -60,3 +60,20 @@ def test_tau_norm_divides_each_class_vector_by_its_norm_to_the_tau() -> None:
     assert torch.allclose(tau_normalised(weight, 0.0), weight)
     assert torch.allclose(tau_normalised(weight, 1.0).norm(dim=1), torch.ones(2))
     assert torch.allclose(tau_normalised(weight, 0.5)[0], weight[0] / 5.0**0.5)
+
+
+def test_kaiming_normal_init_is_ldam_drw_s_and_default_is_pytorch_s() -> None:
+    """LDAM-DRW / MiSLAS: kaiming_normal_ (fan_in, gain sqrt 2) on every Conv2d and Linear weight;
+    "default": PyTorch's kaiming_uniform_(a=sqrt 5), std 1/sqrt(3 fan_in)."""
+    torch.manual_seed(2)
+    for init, std_of in (
+        ("kaiming_normal", lambda fan: (2.0 / fan) ** 0.5),
+        ("default", lambda fan: (1 / (3 * fan)) ** 0.5),
+    ):
+        model = build_model(ModelConfig(name="resnet32", init=init), 3, 100)
+        conv = model.get_submodule("layer3.4.conv2")  # 64 x 64 x 3 x 3: fan_in 576
+        assert abs(conv.weight.std().item() / std_of(576) - 1) < 0.05, init
+        linear = model.get_submodule("linear")  # fan_in 64, 6400 weights
+        assert abs(linear.weight.std().item() / std_of(64) - 1) < 0.05, init
+    cosine = build_model(ModelConfig(name="resnet32", init="kaiming_normal"), 3, 10, normed_head=True)
+    assert torch.allclose(cosine.get_submodule("linear").weight.norm(dim=1), torch.ones(10), atol=1e-6)
