@@ -154,3 +154,42 @@ def test_snapshot_detail_plain_run_files(snap_compare, project: Path, size: tupl
     write_plain_files(Path(RunStore(Path("runs")).get(DONE).run_dir))
     keys = ("right_square_bracket",) * 3
     assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=detail(DONE, *keys))
+
+
+LONG_NAMES = """
+[experiment.cifar10-lt100-resnet32-refl-mislas-calibrated-baseline]
+group = "demo"
+from = "tiny"
+
+[experiment.cifar10-lt100-resnet32-refl-mislas-calibrated-label-aware]
+group = "demo"
+from = "tiny"
+loss = "ldam"
+"""
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_compare_long_names(snap_compare, project: Path, size: tuple[int, int]) -> None:
+    """Two experiments whose names differ only at their end, and a third run: every legend entry
+    whole, and the header names each run by what tells it apart."""
+    from detail_helpers import write_run
+
+    from mdtui.registry.plan import load_plan
+    from mdtui.runs.store import RunStore
+
+    project.write_text(project.read_text() + LONG_NAMES)
+    plan = load_plan(project)
+    store = RunStore(plan.settings.runs_dir, experiments_file=project)
+    ids = ["20250101-180000-gggg", "20250101-190000-hhhh"]
+    for run_id, name, accs in zip(
+        ids, list(plan.experiments)[-2:], ([50.0, 60.0], [52.0, 58.5]), strict=True
+    ):
+        write_run(store, plan, name, run_id, accs=accs, status="completed", total=2, offset=20_000)
+
+    async def run_before(pilot: Any) -> None:
+        await settled(pilot)
+        pilot.app.post_message(CompareRequested([*ids, DONE]))
+        await until(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
+        await pilot.pause(0.4)
+
+    assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=run_before)

@@ -24,10 +24,12 @@ from textual.widgets import Footer, Header, Static
 
 from mdtui.results.compare import MISSING, compare_runs, comparison_rows, flatten_config, format_config_value
 from mdtui.system.fs import read_json
-from mdtui.tui.text import visible
+from mdtui.tui.text import distinct_cuts, visible
 from mdtui.tui.widgets.metric_chart import MetricChart
 from mdtui.tui.widgets.vi_scroll import ViScroll
 
+WIDE = 100  # from this width the chart legends name the experiments too
+LEGEND_NAME = 24  # characters of an experiment's name in a chart legend
 IGNORED = ("run_id", "experiment")  # differ by construction; the column headers name them
 
 
@@ -122,7 +124,10 @@ class CompareScreen(Screen[None]):
         comparison = compare_runs(self._records, configs)
         _, rows = comparison_rows(comparison)
         self._metrics = rows[len(comparison.config_rows) :]
-        self.labels = {r.run_id: f"{r.experiment} {r.run_id[-4:]}" for r in self._records}
+        # chart legends: experiment names cut (in the middle, keeping what tells them apart) so that
+        # each entry fits half an 80-column screen whole, and the run id's end
+        names = distinct_cuts([r.experiment for r in self._records], LEGEND_NAME)
+        self.labels = {r.run_id: f"{names[r.experiment]} {r.run_id[-4:]}" for r in self._records}
         self._draw_table()
         self.query_one("#diff-scroll").focus()
         self.refresh_view()
@@ -131,7 +136,9 @@ class CompareScreen(Screen[None]):
         """The table, laid out at the width there is (a Rich table in a Static would not get its height)."""
         if not self.is_mounted:
             return
-        width = max(self.query_one("#diff-scroll").scrollable_content_region.width - 2, 20)
+        # less the Static's padding and a vertical scrollbar's room: a table as wide as the view
+        # wrapped its header rule onto a line of its own once the rows needed the scrollbar
+        width = max(self.query_one("#diff-scroll").scrollable_content_region.width - 4, 20)
         self.table = self._table(width)
         console = Console(width=width, force_terminal=True, color_system="truecolor", legacy_windows=False)
         with console.capture() as captured:
@@ -154,8 +161,12 @@ class CompareScreen(Screen[None]):
             caption_justify="left",
         )
         table.add_column("", style="bold", no_wrap=True, min_width=key_width)
+        # each run's column: its id (or its end) over its experiment's name, cut to the column's width
+        # so that the names still tell the runs apart (folded, a long name took five header lines)
+        column = max((width - key_width) // max(len(self._records), 1) - 2, 8)
+        names = distinct_cuts([visible(r.experiment) for r in self._records], column)
         for rec, label in zip(self._records, ids, strict=True):
-            table.add_column(Text(f"{visible(label)}\n{visible(rec.experiment)}"), overflow="fold")
+            table.add_column(Text(f"{visible(label)}\n{names[visible(rec.experiment)]}"), overflow="fold")
         blank = [""] * len(self._records)
         table.add_row(Text("config", style="bold underline"), *blank)
         if not any(differs for _, _, differs in rows):
@@ -182,7 +193,9 @@ class CompareScreen(Screen[None]):
             if state is None:
                 continue
             xs = [float(e.epoch + 1) for e in state.epochs]
-            label = self.labels.get(run_id, run_id)
+            # narrow: the legend names runs by their ids' ends, as the table's headers above do, so
+            # that the legend stays on two lines and leaves the charts their height
+            label = self.labels.get(run_id, run_id) if self.size.width >= WIDE else f"…{run_id[-4:]}"
             acc[label] = (xs, [e.eval_acc1 for e in state.epochs])  # type: ignore[misc]
             loss[label] = (xs, [e.train_loss for e in state.epochs])  # type: ignore[misc]
         self.query_one("#cmp-acc1", MetricChart).show(acc)

@@ -25,18 +25,28 @@ COLORS: tuple[tuple[int, int, int], ...] = (
     (100, 220, 220),
 )
 NO_DATA = "no data yet"
-NBSP = "\u00a0"
 
 
-def legend_markup(title: str, labels: list[str]) -> str:
-    """``title  ━ a  ━ b`` with each mark in its series' colour (labels escaped: they are user text)."""
+def legend_markup(title: str, labels: list[str], width: int | None = None) -> str:
+    """``title  ━━ a  ━━ b`` with each mark in its series' colour (labels escaped: they are user text).
+
+    With ``width``, lines are broken between entries only, never inside one: a mark stays with its
+    whole label (Rich would wrap at any space, no-break ones included, leaving a mark alone)."""
     colors = COLORS * (len(labels) // len(COLORS) + 1)
-    # no-break spaces: a wrapped legend keeps each mark together with its whole label
-    marks = [
-        f"[rgb({r},{g},{b})]━━[/]{NBSP}{escape(label).replace(' ', NBSP)}"
+    entries = [(len(title), f"[b]{escape(title)}[/b]")]
+    entries += [
+        (len(label) + 3, f"[rgb({r},{g},{b})]━━[/] {escape(label)}")
         for label, (r, g, b) in zip(labels, colors, strict=False)
     ]
-    return "  ".join([f"[b]{escape(title)}[/b]", *marks])
+    lines: list[list[str]] = [[]]
+    used = 0
+    for size, markup in entries:
+        if width is not None and lines[-1] and used + 2 + size > width:
+            lines.append([])
+            used = 0
+        used += size + (2 if lines[-1] else 0)
+        lines[-1].append(markup)
+    return "\n".join("  ".join(line) for line in lines)
 
 
 class MetricChart(Vertical):
@@ -44,7 +54,7 @@ class MetricChart(Vertical):
 
     DEFAULT_CSS = """
     MetricChart { height: 1fr; min-height: 6; }
-    MetricChart > .legend { height: auto; max-height: 2; padding: 0 1; }
+    MetricChart > .legend { height: auto; max-height: 4; padding: 0 1; }
     MetricChart > PlotextPlot { height: 1fr; }
     MetricChart > .empty { height: 1fr; content-align: center middle; color: $text-muted; }
     """
@@ -54,6 +64,7 @@ class MetricChart(Vertical):
         self._title = title
         self._xlabel = xlabel
         self._series: Series = {}
+        self._labels: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Static(legend_markup(self._title, []), classes="legend")
@@ -75,6 +86,14 @@ class MetricChart(Vertical):
         if self.is_mounted:
             self._draw()
 
+    def _show_legend(self) -> None:
+        width = self.size.width - 2 if self.size.width else None  # the legend's padding
+        self.query_one(".legend", Static).update(legend_markup(self._title, self._labels, width))
+
+    def on_resize(self) -> None:
+        if self.is_mounted:
+            self._show_legend()
+
     def _draw(self) -> None:
         plot = self.query_one(PlotextPlot)
         drawn = [
@@ -82,7 +101,8 @@ class MetricChart(Vertical):
             for label, (xs, ys) in self._series.items()
         ]
         drawn = [(label, points) for label, points in drawn if points]
-        self.query_one(".legend", Static).update(legend_markup(self._title, [label for label, _ in drawn]))
+        self._labels = [label for label, _ in drawn]
+        self._show_legend()
         plot.display = bool(drawn)
         self.query_one(".empty", Static).display = not drawn
         plt = plot.plt
