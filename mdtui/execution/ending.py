@@ -42,6 +42,29 @@ NEVER_STARTED_KEY = "never_started"  # in exit.json: the engine never ran (no RE
 RESULTS_PENDING_KEY = "results_pending"  # in exit.json: settled on a cluster node, results not yet logged
 
 
+# who sent a stop signal that mdtui did not (stop-request.json's "by", written by the supervisor of a
+# Slurm job that got Slurm's SIGTERM): the time-limit warning, or someone else's scancel / a requeue
+BY_TIME_LIMIT = "slurm time limit"
+BY_SLURM = "slurm"
+TIME_LIMIT_REASON = "time limit"
+CANCELLED_REASON = (
+    "cancelled outside mdtui: the job got SIGTERM from Slurm (scancel by a user or an admin, a requeue "
+    "or a preemption); last.pt was saved, resume with `mdtui run --resume`"
+)
+
+
+@dataclass(frozen=True)
+class SlurmEnd:
+    """What Slurm says of a run's job when the run's supervisor left no ending (exit.json)."""
+
+    job_id: str
+    state: str | None  # Slurm's end state (CANCELLED, TIMEOUT, NODE_FAIL...); None: Slurm forgot the job
+    reason: str | None = None
+    node: str | None = None
+    exit_code: int | None = None
+    started: bool = True  # the run's engine ever ran (else the job ended while pending)
+
+
 @dataclass(frozen=True)
 class EngineEnd:
     """What is known about how a run's engine ended (or that it has not)."""
@@ -62,6 +85,8 @@ class EngineEnd:
     # the engine never ran (launch failed, the backend refused the run, cancelled while pending):
     # nothing to record in RESULTS.md (see ``end_unstarted``)
     never_started: bool = False
+    term_by: str | None = None  # BY_TIME_LIMIT / BY_SLURM: Slurm, not mdtui, sent the stop signal
+    slurm: SlurmEnd | None = None  # Slurm's word on a job whose supervisor wrote no ending
 
 
 @dataclass(frozen=True)
@@ -76,11 +101,90 @@ def decide(end: EngineEnd) -> Ending:
 
     * ``completed``: the engine said so (run_finished{completed}) and exited 0 -- or its exit code is
       unknown because the supervisor is gone and the engine has exited;
-    * ``stopped``: mdtui asked for the stop (stop-request.json);
+    * ``stopped``: mdtui asked for the stop (stop-request.json), or Slurm's time-limit warning came
+      (reason "time limit");
     * ``lost``: the supervisor vanished and the engine did not end by itself (it was stopped by its
       parent's death, killed with it, or still runs: then the decision is not final);
-    * ``failed``: any other end.
+    * ``failed``: any other end, also a stop signal from Slurm that mdtui did not ask for.
+
+    Under Slurm, what Slurm says is input too: who sent the stop signal (``term_by``), and the job's
+    end state when the supervisor could not write the ending (``slurm``, see ``_slurm_ending``).
     """
+    if end.slurm is not None:
+        return _slurm_ending(end, end.slurm)
+    return _signal_origin(_engine_ending(end), end.term_by)
+
+
+def _signal_origin(ending: Ending, term_by: str | None) -> Ending:
+    """A stop whose signal came from Slurm, not from mdtui."""
+    if ending.status != RunStatus.STOPPED or term_by not in (BY_TIME_LIMIT, BY_SLURM):
+        return ending
+    if term_by == BY_TIME_LIMIT:
+        reason = TIME_LIMIT_REASON if not ending.error else f"{TIME_LIMIT_REASON}; {ending.error}"
+        return dataclasses.replace(ending, error=reason)
+    return Ending(RunStatus.FAILED, CANCELLED_REASON)
+
+
+def _slurm_ending(end: EngineEnd, job: SlurmEnd) -> Ending:
+    """How a Slurm run ended when its supervisor could not write exit.json: from the engine's own
+    events (as for a local supervisor that vanished) and Slurm's end state, named in the reason."""
+    state = job.state
+    slurm_reason = f"{state} ({job.reason})" if job.reason not in (None, "", "None") else state
+    if not job.started:
+        if end.stop_requested:
+            return Ending(RunStatus.CANCELLED, "cancelled before it started")
+        if state == "CANCELLED":  # a pending run cancelled by anyone ends alike (end_unstarted)
+            return Ending(
+                RunStatus.CANCELLED, "the job was cancelled outside mdtui before it started (scancel)"
+            )
+        if state is None:
+            return Ending(RunStatus.LOST, f"Slurm no longer knows job {job.job_id} and the run never started")
+        return Ending(
+            RunStatus.FAILED,
+            f"the job ended {slurm_reason} before the run started; see {job.job_id}'s slurm-*.err",
+        )
+    base = _engine_ending(end)
+    if base.status == RunStatus.COMPLETED:
+        return base
+    if state is None:
+        return Ending(
+            RunStatus.LOST, f"Slurm no longer knows job {job.job_id} and the run left no exit record"
+        )
+    why = {
+        "CANCELLED": (
+            (RunStatus.STOPPED, "cancelled by mdtui (scancel)")
+            if end.stop_requested
+            else (RunStatus.FAILED, "cancelled outside mdtui (scancel by a user or an admin)")
+        ),
+        # mdtui's kill (scancel --signal=KILL) ends the batch shell by SIGKILL: Slurm says FAILED
+        "FAILED": (RunStatus.STOPPED, "killed by mdtui (scancel --signal=KILL)")
+        if end.stop_requested
+        else None,
+        "TIMEOUT": (
+            RunStatus.STOPPED,
+            "time limit: Slurm ended the job (TIMEOUT) before the supervisor could",
+        ),
+        "NODE_FAIL": (
+            RunStatus.LOST,
+            f"its node {job.node} failed (NODE_FAIL)" if job.node else "its node failed (NODE_FAIL)",
+        ),
+        "PREEMPTED": (RunStatus.LOST, "preempted by Slurm (PREEMPTED)"),
+        "OUT_OF_MEMORY": (RunStatus.FAILED, "out of memory: the job went over its mem limit (OUT_OF_MEMORY)"),
+        "BOOT_FAIL": (RunStatus.LOST, "its node failed to boot (BOOT_FAIL)"),
+        "DEADLINE": (RunStatus.STOPPED, "its deadline passed (DEADLINE)"),
+    }.get(state)
+    if why is None:
+        why = (
+            RunStatus.LOST if base.status == RunStatus.LOST else RunStatus.FAILED,
+            f"the job ended {slurm_reason} (exit code {job.exit_code}) without the supervisor's exit record",
+        )
+    status, reason = why
+    detail = f"; {base.error}" if base.error and status != RunStatus.STOPPED else ""
+    return Ending(status, reason + detail)
+
+
+def _engine_ending(end: EngineEnd) -> Ending:
+    """The ending from the engine's and the supervisor's facts alone."""
     if end.engine_alive:
         pid = f"engine pid {end.engine_pid} " if end.engine_pid else "its engine "
         return Ending(RunStatus.LOST, f"the supervisor vanished ({pid}is still running)", final=False)

@@ -25,7 +25,6 @@ Run as ``python -m mdtui.execution.slurm_job`` it is the job script's helper on 
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import shlex
@@ -35,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mdtui.execution.ending import STOP_REQUEST, Ending
+# who sent a stop (the names live with the one decision that reads them)
+from mdtui.execution.ending import BY_SLURM, BY_TIME_LIMIT, STOP_REQUEST, Ending
 from mdtui.registry.slurm_options import time_seconds
 from mdtui.runs.rundir import EXIT_FILE
 from mdtui.runs.status import RunStatus
@@ -53,13 +53,6 @@ ENV_SIGNAL = "MDTUI_SLURM_SIGNAL"  # seconds before the limit the warning is ask
 # Slurm may send the warning up to 60 s early (its event resolution); a TERM this close to the end
 # of the allowed time is the warning, not someone's scancel
 SIGNAL_SLACK_SECONDS = 90
-BY_TIME_LIMIT = "slurm time limit"
-BY_SLURM = "slurm"
-TIME_LIMIT_REASON = "time limit"
-CANCELLED_REASON = (
-    "cancelled outside mdtui: the job got SIGTERM from Slurm (scancel by a user or an admin, a requeue "
-    "or a preemption); last.pt was saved, resume with `mdtui run --resume`"
-)
 
 
 def active(env: dict[str, str] | None = None) -> bool:
@@ -127,15 +120,11 @@ def term_origin(now: float | None = None, env: dict[str, str] | None = None) -> 
     return BY_SLURM
 
 
-def adjust(ending: Ending, request: dict[str, Any] | None) -> Ending:
-    """The ending of a run whose stop came from Slurm rather than from mdtui."""
+def term_by(request: dict[str, Any] | None) -> str | None:
+    """Who sent the stop signal when Slurm did (a stop request this supervisor wrote for it), else
+    None: what ``ending.decide`` takes to tell Slurm's stop from mdtui's."""
     by = (request or {}).get("by")
-    if ending.status != RunStatus.STOPPED or by not in (BY_TIME_LIMIT, BY_SLURM):
-        return ending
-    if by == BY_TIME_LIMIT:
-        reason = TIME_LIMIT_REASON if not ending.error else f"{TIME_LIMIT_REASON}; {ending.error}"
-        return dataclasses.replace(ending, error=reason)
-    return dataclasses.replace(ending, status=RunStatus.FAILED, error=CANCELLED_REASON)
+    return by if by in (BY_TIME_LIMIT, BY_SLURM) else None
 
 
 def job_exit_status(ending: Ending) -> int:

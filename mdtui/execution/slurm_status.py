@@ -3,7 +3,7 @@
 ``poll_jobs`` asks Slurm about every live Slurm run in ONE query and maps what it says: PENDING ->
 ``queued`` (``blocked`` when an upstream failed: DependencyNeverSatisfied), RUNNING -> ``starting``
 until the supervisor records itself. When the supervisor wrote ``exit.json`` that is the truth (as
-locally); Slurm's end state decides only when it could not (``job_ending``), and a job Slurm no longer
+locally); Slurm's end state decides only when it could not (``ending.decide`` given a ``SlurmEnd``), and a job Slurm no longer
 knows without an exit record is ``lost``. ``reconcile`` calls ``poll_jobs``; the launcher that submits
 the jobs is ``mdtui.execution.slurm``.
 """
@@ -15,9 +15,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdtui.execution import slurm_job
-from mdtui.execution.ending import STOP_REQUEST, Ending, EngineEnd, decide, engine_end_from_events, settle
-from mdtui.runs.rundir import EXIT_FILE, exit_fields, read_run_state
+from mdtui.execution.ending import (
+    BY_SLURM,
+    BY_TIME_LIMIT,
+    STOP_REQUEST,
+    SlurmEnd,
+    decide,
+    engine_end_from_events,
+    settle,
+)
+from mdtui.runs.rundir import EVENTS_FILE, EXIT_FILE, exit_fields, read_run_state
 from mdtui.runs.status import FINISHED, LIVE, RunStatus
 from mdtui.system import slurm as slurm_cli
 from mdtui.system.fs import read_json
@@ -76,69 +83,6 @@ def _clock(seconds: float) -> str:
     hours, minutes = s // 3600, s % 3600 // 60
     text = f"{hours}h{minutes:02d}m" if hours or days else f"{minutes}m"
     return f"{days}d {text}" if days else text
-
-
-def job_ending(job: Any | None, end: EngineEnd, *, started: bool, job_id: str) -> Ending:
-    """How a Slurm run ended when its supervisor could not write exit.json: from the engine's own
-    events (as for a local supervisor that vanished) and Slurm's end state, named in the reason.
-
-    ``job``: Slurm's record of the job (None: Slurm no longer knows it); ``started``: the supervisor
-    ever ran (it records its pid), else the job ended while pending."""
-    state = job.state if job is not None else None
-    slurm_reason = (
-        f"{state} ({job.reason})" if job is not None and job.reason not in (None, "", "None") else state
-    )
-    base = decide(end)
-    if not started:
-        if end.stop_requested:
-            return Ending(RunStatus.CANCELLED, "cancelled before it started")
-        if state == "CANCELLED":  # a pending run cancelled by anyone ends alike (ending.end_unstarted)
-            return Ending(
-                RunStatus.CANCELLED, "the job was cancelled outside mdtui before it started (scancel)"
-            )
-        if job is None:
-            return Ending(RunStatus.LOST, f"Slurm no longer knows job {job_id} and the run never started")
-        return Ending(
-            RunStatus.FAILED,
-            f"the job ended {slurm_reason} before the run started; see {job_id}'s slurm-*.err",
-        )
-    if base.status == RunStatus.COMPLETED:
-        return base
-    if job is None:
-        return Ending(RunStatus.LOST, f"Slurm no longer knows job {job_id} and the run left no exit record")
-    why = {
-        "CANCELLED": (
-            (RunStatus.STOPPED, "cancelled by mdtui (scancel)")
-            if end.stop_requested
-            else (RunStatus.FAILED, "cancelled outside mdtui (scancel by a user or an admin)")
-        ),
-        # mdtui's kill (scancel --signal=KILL) ends the batch shell by SIGKILL: Slurm says FAILED
-        "FAILED": (RunStatus.STOPPED, "killed by mdtui (scancel --signal=KILL)")
-        if end.stop_requested
-        else None,
-        "TIMEOUT": (
-            RunStatus.STOPPED,
-            "time limit: Slurm ended the job (TIMEOUT) before the supervisor could",
-        ),
-        "NODE_FAIL": (
-            RunStatus.LOST,
-            f"its node {getattr(job, 'node', '') or ''} failed (NODE_FAIL)".replace("node  ", "node "),
-        ),
-        "PREEMPTED": (RunStatus.LOST, "preempted by Slurm (PREEMPTED)"),
-        "OUT_OF_MEMORY": (RunStatus.FAILED, "out of memory: the job went over its mem limit (OUT_OF_MEMORY)"),
-        "BOOT_FAIL": (RunStatus.LOST, "its node failed to boot (BOOT_FAIL)"),
-        "DEADLINE": (RunStatus.STOPPED, "its deadline passed (DEADLINE)"),
-    }.get(state or "")
-    status, reason = (
-        why
-        if why is not None
-        else (
-            RunStatus.LOST if base.status == RunStatus.LOST else RunStatus.FAILED,
-            f"the job ended {slurm_reason} (exit code {getattr(job, 'exit_code', None)}) without the supervisor's exit record",
-        )
-    )
-    detail = f"; {base.error}" if base.error and status != RunStatus.STOPPED else ""
-    return Ending(status, reason + detail)
 
 
 # --------------------------------------------------------------------------- polling
@@ -242,10 +186,7 @@ def _requeued(store: RunStore, rec: RunRecord, job: Any) -> None:
     ``queued`` again; nothing of the dead attempt (its pids, its ending) is read as the new one's."""
     run_dir = Path(rec.run_dir)
     request = read_json(run_dir / STOP_REQUEST)
-    by_slurm = isinstance(request, dict) and request.get("by") in (
-        slurm_job.BY_SLURM,
-        slurm_job.BY_TIME_LIMIT,
-    )
+    by_slurm = isinstance(request, dict) and request.get("by") in (BY_SLURM, BY_TIME_LIMIT)
     # the dead attempt's ending, and the stop request its supervisor wrote for Slurm's SIGTERM; a
     # stop mdtui asked for stays: it applies to whatever attempt comes
     for name, aside in ((EXIT_FILE, True), (STOP_REQUEST, by_slurm)):
@@ -268,15 +209,24 @@ def _apply(store: RunStore, rec: RunRecord, job: Any | None, now: float) -> RunR
     # a stop request the supervisor wrote for Slurm's own SIGTERM (a scancel, a time limit) is not
     # mdtui asking
     request = read_json(run_dir / STOP_REQUEST)
-    asked = isinstance(request, dict) and request.get("by") not in (
-        slurm_job.BY_SLURM,
-        slurm_job.BY_TIME_LIMIT,
+    asked = isinstance(request, dict) and request.get("by") not in (BY_SLURM, BY_TIME_LIMIT)
+    # the engine ever ran: this attempt's supervisor recorded itself, or an earlier attempt left events
+    # (a requeued run whose next attempt was cancelled while pending has trained, and is stopped)
+    started = (
+        rec.supervisor_pid is not None or rec.status == RunStatus.RUNNING or (run_dir / EVENTS_FILE).is_file()
     )
-    started = rec.supervisor_pid is not None or rec.status == RunStatus.RUNNING
+    said = SlurmEnd(
+        job_id=str(rec.job_id),
+        state=job.state if job is not None else None,
+        reason=job.reason if job is not None else None,
+        node=getattr(job, "node", None),
+        exit_code=getattr(job, "exit_code", None),
+        started=started,
+    )
     end = engine_end_from_events(
-        state, stop_requested=asked, supervisor_vanished=True, never_started=not started
+        state, stop_requested=asked, supervisor_vanished=True, never_started=not started, slurm=said
     )
-    ending = job_ending(job, end, started=started, job_id=str(rec.job_id))
+    ending = decide(end)
     store.update(
         rec.run_id, run_json=False, job_state=describe(job) if job is not None else "gone from Slurm"
     )

@@ -475,8 +475,9 @@ class Supervisor:
             error=error,
             stderr_tail=stderr_tail(self.run_dir / "stderr.log"),
             rank_error=self._rank_error(exit_code),
+            term_by=slurm_job.term_by(self._stop_request()),  # a stop Slurm asked for, not mdtui
         )
-        ending = slurm_job.adjust(decide(end), self._stop_request())  # a stop Slurm asked for
+        ending = decide(end)
         # logged before the ending is written: exit.json is the last write into the run directory
         log(f"engine exited with {exit_code}; status {ending.status}")
         rec = self.store.get(self.run_id)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from mdtui.execution import ending, slurm_status, supervise
+from mdtui.execution import ending, supervise
 from mdtui.execution.launcher import LocalLauncher
 from mdtui.execution.launching import LaunchError, SubmitError
 from mdtui.execution.reconcile import reconcile
@@ -79,9 +78,11 @@ def test_a_job_sbatch_refuses_ends_the_run_failed_with_slurm_s_words(tiny_plan, 
 
 @pytest.mark.parametrize("asked_by_mdtui", [True, False])
 def test_a_pending_job_cancelled_by_anyone_is_cancelled(asked_by_mdtui: bool) -> None:
-    end = ending.EngineEnd(stop_requested=asked_by_mdtui, supervisor_vanished=True, never_started=True)
-    job = SimpleNamespace(state="CANCELLED", reason="None", node="", exit_code="0:15")
-    decided = slurm_status.job_ending(job, end, started=False, job_id="12")
+    said = ending.SlurmEnd(job_id="12", state="CANCELLED", started=False)
+    end = ending.EngineEnd(
+        stop_requested=asked_by_mdtui, supervisor_vanished=True, never_started=True, slurm=said
+    )
+    decided = ending.decide(end)
     assert decided.status == RunStatus.CANCELLED
 
 

@@ -3,6 +3,7 @@ the supervisor's reading of a SIGTERM inside a job."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from mdtui.execution import slurm_job
-from mdtui.execution.ending import Ending, EngineEnd
+from mdtui.execution.ending import Ending, EngineEnd, SlurmEnd, decide
 from mdtui.execution.slurm import JobSpec, job_script
-from mdtui.execution.slurm_status import describe, job_ending
+from mdtui.execution.slurm_status import describe
 from mdtui.registry.slurm_options import SlurmOptions, time_seconds
 from mdtui.runs.status import RunStatus
 from tests.conftest import TINY_TOML
@@ -258,7 +259,15 @@ def _end(**kw) -> EngineEnd:
     ],
 )
 def test_slurm_end_states_map_honestly(job, end, started, status, words) -> None:
-    ending = job_ending(job, end, started=started, job_id="7")
+    said = SlurmEnd(
+        job_id="7",
+        state=job.state if job else None,
+        reason=job.reason if job else None,
+        node=job.node if job else None,
+        exit_code=job.exit_code if job else None,
+        started=started,
+    )
+    ending = decide(dataclasses.replace(end, slurm=said))  # one decision, Slurm's word as input
     assert ending.status == status
     if words:
         assert words in (ending.error or "")
@@ -279,10 +288,16 @@ def test_a_term_near_the_time_limit_is_the_warning_else_someone_elses_scancel() 
     assert (
         slurm_job.term_origin(now=10**9, env={**env, "MDTUI_SLURM_LEFT": "UNLIMITED"}) == slurm_job.BY_SLURM
     )
-    stopped = Ending(RunStatus.STOPPED)
-    assert slurm_job.adjust(stopped, {"by": slurm_job.BY_TIME_LIMIT}).error == "time limit"
-    assert slurm_job.adjust(stopped, {"by": slurm_job.BY_SLURM}).status == RunStatus.FAILED
-    assert slurm_job.adjust(stopped, {"by_pid": 1}) == stopped
+    # the supervisor's stop request names who sent the signal; decide reads it
+    stopped = EngineEnd(event_status="stopped", exit_code=0, stop_requested=True)
+    by = slurm_job.term_by
+    assert (
+        decide(dataclasses.replace(stopped, term_by=by({"by": slurm_job.BY_TIME_LIMIT}))).error
+        == "time limit"
+    )
+    cancelled = decide(dataclasses.replace(stopped, term_by=by({"by": slurm_job.BY_SLURM})))
+    assert cancelled.status == RunStatus.FAILED and "cancelled outside mdtui" in cancelled.error
+    assert decide(dataclasses.replace(stopped, term_by=by({"by_pid": 1}))) == Ending(RunStatus.STOPPED)
 
 
 def test_inside_a_job_the_granted_gpus_are_kept() -> None:
