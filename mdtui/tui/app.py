@@ -257,16 +257,21 @@ class MdtuiApp(App[str]):
     def _start(self, names: list[str], devices: list[str] | None) -> None:
         started, queued, errors = self.dashboard.start_now(names, devices)
         if started:
-            self._say_later(f"started {len(started)}: {', '.join(started)}")
-        if queued:
-            self._say_later(
-                f"queued {', '.join(queued)}: no free device (runs_per_device) or its upstream has not"
-                " finished; it starts by itself when it can",
-                timeout=LONG,
-            )
+            self._say_later("started " + ", ".join(self._started_line(run_id) for run_id in started))
+        for name in queued:  # each with its own reason: the app knows which one holds it back
+            self._say_later(f"queued {name}: {self.dashboard.why_queued(name)}", timeout=LONG)
         for error in errors:
             self._say_later(error, severity="error", timeout=LONG)
         self.call_from_thread(partial(self.refresh_now, changed=True))
+
+    def _started_line(self, run_id: str) -> str:
+        """``tiny (…-ab12) on GPU 0``: the experiment, the run id's end, where it runs."""
+        rec = self.dashboard.store.get(run_id) if self.dashboard.store is not None else None
+        if rec is None:
+            return run_id
+        devices = [str(d) for d in rec.devices or []]
+        where = "the CPU" if devices in ([], ["cpu"]) else f"GPU {','.join(d for d in devices if d != 'cpu')}"
+        return f"{rec.experiment} (…{run_id[-4:]}) on {where}"
 
     @work(thread=True, group="control", exit_on_error=False)
     def _enqueue(self, names: list[str], devices: list[str] | None) -> None:

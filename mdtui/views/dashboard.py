@@ -551,6 +551,19 @@ class Dashboard:
                 errors.append(f"{run_id}: {exc}")
         return errors
 
+    def why_queued(self, name: str) -> str:
+        """Why ``start_now`` queued ``name`` instead of starting it, in words (the app knows which)."""
+        exp = self.plan.experiments.get(name) if self.plan is not None else None
+        upstream = getattr(exp, "upstream", None)
+        if upstream and self.store is not None and self.store.latest_completed(upstream) is None:
+            live = self.store.list_runs(experiment=upstream, statuses=LIVE | WAITING, limit=1)
+            if live:
+                return (
+                    f"it waits for its upstream {upstream} ({live[0].status} as {live[0].run_id}) to complete"
+                )
+            return f"its upstream {upstream} has no completed run: the queue runs {upstream} first, then it"
+        return "no free device now (runs_per_device); it starts by itself when one frees up"
+
     def resume(self, run_id: str) -> tuple[Any, str | None]:
         """Resume a stopped / failed / lost run from its last.pt, as `mdtui run --resume` does
         (``mdtui.actions.resume``: the same refusals). Returns (its record, None), or (None, why

@@ -159,7 +159,7 @@ async def test_a_failed_run_is_announced_with_its_reason(
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.snapshot.experiments)
         await pilot.press("r")
-        started = await until(pilot, lambda: said(app, "started 1"))
+        started = await until(pilot, lambda: said(app, "started tiny (…"))
         assert started.timeout <= 5  # it covers the GPU panel: gone in seconds, not 45
         failed = await until(pilot, lambda: said(app, "failed"), 30)
         assert "tiny" in failed.message and "fake failure at epoch 1" in failed.message
@@ -184,7 +184,7 @@ async def test_r_on_the_busy_cpu_queues_and_says_so_and_x_says_cancelled(
         await pilot.press("r")
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("y")
-        await until(pilot, lambda: said(app, "queued tiny"))
+        await until(pilot, lambda: said(app, "queued tiny: no free device now"))
         queued = await until(pilot, lambda: [r for r in app.snapshot.runs if r.status == "queued"], 15)
         assert [r.status for r in app.snapshot.runs].count("running") == 1
         await pilot.press("2")

@@ -132,3 +132,16 @@ def test_resume_from_the_dashboard_is_the_clis_resume(
     wait_for(lambda: store.get(rec.run_id).status not in ("starting", "running"))
     if store.get(rec.run_id).status == "completed":  # the fake engine finished: nothing left to resume
         assert "already completed" in (board.resume(rec.run_id)[1] or "")
+
+
+def test_why_a_start_was_queued_names_the_one_reason(tiny_toml: Path, tiny_plan: Any, store: Any) -> None:
+    board = Dashboard(tiny_toml)
+    assert board.why_queued("tiny").startswith("no free device now")
+    assert board.why_queued("tiny-focal") == (
+        "its upstream tiny has no completed run: the queue runs tiny first, then it"
+    )
+    upstream = _run(store, tiny_plan, "tiny", "running", started_t=1.0)
+    assert (
+        board.why_queued("tiny-focal")
+        == f"it waits for its upstream tiny (running as {upstream.run_id}) to complete"
+    )
