@@ -281,7 +281,9 @@ def print_run_table(runs: list[Any], *, sizes: bool = False) -> None:
     rows: list[list[Cell]] = []
     for r in runs:
         epochs = f"{r.epochs_done}/{r.total_epochs}" if r.total_epochs else str(r.epochs_done or "-")
-        note = (r.error or "") if r.status in (RunStatus.FAILED, RunStatus.LOST) else r.note
+        # the reason whenever there is one: also a stopped run's "time limit", a queued run's
+        # "requeued by Slurm; waiting for ..."
+        note = r.error if r.error and r.status != RunStatus.COMPLETED else r.note
         if r.slurm_line:  # a Slurm run: its job and what Slurm last said of it
             note = f"{r.slurm_line}; {note}" if note else r.slurm_line
         rows.append(

@@ -97,6 +97,10 @@ class RunRecord:
         state = self.job_state or "-"
         if self.status in FINISHED and state.split(" ", 1)[0] not in SLURM_FINISHED_STATES:
             return f"Slurm job {self.job_id}"
+        if self.status in (RunStatus.STOPPED, RunStatus.CANCELLED):
+            # the batch shell of a stopped run exits 1 (so that afterok holds its dependants): Slurm's
+            # "FAILED" would contradict the run's own status
+            return f"Slurm job {self.job_id}"
         return f"Slurm job {self.job_id}: {state}"
 
     def to_json(self) -> dict[str, Any]:

@@ -475,3 +475,22 @@ def test_validate_warns_when_the_time_limit_leaves_no_time_before_the_warning(tm
     out = CliRunner().invoke(app, ["validate", str(path)], env={"COLUMNS": "400"})
     assert out.exit_code == 0 and 'warning experiment "short", key slurm: time' in out.output, out.output
     assert "at least 160 s" in out.output
+
+
+def test_a_stopped_slurm_run_says_why_and_not_slurm_s_failed(tiny_plan, store, monkeypatch) -> None:
+    """A stopped run's note read "Slurm job 2: FAILED" (its batch shell exits 1), and its reason
+    "time limit" was not shown in `mdtui status` (issue #19)."""
+    import time
+
+    from typer.testing import CliRunner
+
+    from mdtui.cli import app
+    from mdtui.execution import slurm_status
+
+    monkeypatch.setattr(slurm_status.slurm_cli, "job_states", lambda ids: {})
+    rec = _slurm_run(store, tiny_plan, "2", status="stopped")
+    store.update(rec.run_id, job_state="FAILED on n1, 1m", error="time limit", ended_t=time.time())
+    assert store.get(rec.run_id).slurm_line == "Slurm job 2"
+    out = CliRunner().invoke(app, ["-f", str(tiny_plan.settings.path), "status"], env={"COLUMNS": "300"})
+    assert out.exit_code == 0, out.output
+    assert "Slurm job 2; time limit" in out.output and "FAILED" not in out.output, out.output
