@@ -40,6 +40,6 @@ async def test_a_run_that_completes_while_open_is_a_toast_and_a_bell_at_80x24(
 
 def test_the_summary_shows_the_size_on_disk_once_there_are_checkpoints() -> None:
     rec = RunRecord(run_id="r1", experiment="tiny", status="completed", devices=["cpu"])
-    text = summary_text(RunState(run_id="r1"), rec, disk=(48_000_000, 47_000_000))
-    assert text.splitlines()[2] == "disk 45.8 MiB, checkpoints 44.8 MiB (mdtui gc frees them)"
-    assert "disk" not in summary_text(RunState(run_id="r1"), rec, disk=(2_000, 0))
+    text = summary_text(RunState(run_id="r1"), rec, disk=47_000_000)
+    assert text.splitlines()[2] == "checkpoints 44.8 MiB on disk (mdtui gc frees them)"
+    assert "on disk" not in summary_text(RunState(run_id="r1"), rec, disk=0)

@@ -91,17 +91,18 @@ def summary_text(
     reason: str | None = None,
     now: float | None = None,
     *,
-    disk: tuple[int, int] | None = None,
+    disk: int | None = None,
 ) -> str:
     """The Summary tab (markup: every value from a file or the user is escaped); the error comes first.
-    ``disk``: (the run folder's size, its checkpoints' size), shown once it has checkpoints."""
+    ``disk``: the bytes of its checkpoints (what ``mdtui gc`` frees), shown once it has any; the whole
+    folder's size is in ``mdtui status --all`` (it moves with run.json, so snapshots leave it out)."""
     esc = markup_escape
     lines = [
         f"[b]{esc(state.run_id or record.run_id)}[/b]  experiment [b]{esc(record.experiment)}[/b]",
         f"status {record.status}   device {esc(','.join(map(str, record.devices)) or '-')}   seed {record.seed}",
     ]
-    if disk is not None and disk[1]:
-        lines.append(f"disk {fmt_size(disk[0])}, checkpoints {fmt_size(disk[1])} (mdtui gc frees them)")
+    if disk:
+        lines.append(f"checkpoints {fmt_size(disk)} on disk (mdtui gc frees them)")
     if state.error or record.error:
         lines.append(f"[b red]error:[/] {esc(state.error or record.error)}")
     if reason:
@@ -233,7 +234,7 @@ class RunDetailScreen(Screen[None]):
         self._artifacts_t = 0.0  # when the run folder was last listed
         self._run_dir: Path | None = None
         self._ready = False  # composed and mounted: the app's timer may call refresh_view before that
-        self._disk: tuple[float, tuple[int, int]] | None = None  # (when measured, (folder, checkpoints))
+        self._disk: tuple[float, int] | None = None  # (when measured, the checkpoints' bytes)
 
     def _tab_for(self, run_id: str) -> str:
         """Where a run opens: a run that ended in an error on Summary (the error), any other on Charts."""
@@ -310,12 +311,12 @@ class RunDetailScreen(Screen[None]):
         log.poll()
         self._show_log_source(log)
 
-    def _disk_size(self, rec: Any) -> tuple[int, int]:
-        """(the run folder's size, its checkpoints'), walked at most every few seconds (refresh_view
-        runs several times a second)."""
+    def _disk_size(self, rec: Any) -> int:
+        """The run's checkpoints' bytes, walked at most every few seconds (refresh_view runs several
+        times a second)."""
         now = time.monotonic()
         if self._disk is None or now - self._disk[0] > DISK_SECONDS:
-            self._disk = (now, (tree_size(rec.run_dir), tree_size(Path(rec.run_dir) / "checkpoints")))
+            self._disk = (now, tree_size(Path(rec.run_dir) / "checkpoints"))
         return self._disk[1]
 
     def _list_artifacts(self, state: RunState, run_dir: Path) -> None:
