@@ -117,7 +117,7 @@ def _print_terminal_report(
     **_: object,
 ) -> None:
     """The report as Rich tables fitted to the terminal's width (``--format table``)."""
-    from mdtui.results.render import terminal_pivots, terminal_tables
+    from mdtui.results.render.terminal import terminal_pivots, terminal_tables
     from mdtui.results.report import build_pivots, build_tables
 
     width = console.width

@@ -4,7 +4,7 @@ One table per group, one row per experiment: its runs (seeds) aggregated, the kn
 metrics, and the difference to the group's baseline; or, with ``pivot``, a grid of one metric over
 two config keys (e.g. loss.name x loss.threshold). Only the index is read (no run directory is
 opened), so ten thousand runs render in well under a second. This module builds the tables;
-``mdtui.results.render`` writes them as markdown, csv, json or LaTeX.
+``mdtui.results.render`` writes them as markdown, csv, json, LaTeX or terminal tables.
 """
 
 from __future__ import annotations
@@ -365,6 +365,4 @@ def render_seeds_needed(
     if fmt not in ("md", "json"):
         raise ReportError(f'--seeds-needed writes md or json, not "{fmt}"')
     tables = build_tables(store, plan, selectors, metric=metric, agg="mean", baseline=True)
-    if fmt == "json":
-        return report_render.seeds_needed_json(tables, [seeds_needed_rows(t) for t in tables])
-    return report_render.seeds_needed_md(tables, [seeds_needed_rows(t) for t in tables])
+    return report_render.render_seeds_needed(tables, [seeds_needed_rows(t) for t in tables], fmt)

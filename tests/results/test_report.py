@@ -443,7 +443,7 @@ def test_cli_report_format_md_on_a_terminal_and_table_when_piped(cli, on_a_termi
 def test_terminal_pivot_folds_stats_before_cutting(project):
     from rich.console import Console
 
-    from mdtui.results.render import terminal_pivots
+    from mdtui.results.render.terminal import terminal_pivots
     from mdtui.results.report import build_pivots
 
     plan, store = project
