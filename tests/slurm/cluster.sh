@@ -112,7 +112,9 @@ write_config() {  # write_config COUNT
 NodeName=node2 NodeAddr=$NET.2 CPUs=$cpus RealMemory=$mem Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=debug Nodes=node1 Default=YES MaxTime=INFINITE State=UP
 PartitionName=$MULTI_PARTITION Nodes=node1,node2 MaxTime=INFINITE State=UP"
-        printf '127.0.0.1 localhost\n%s.1 node1\n%s.2 node2\n' "$NET" "$NET" >"$DIR/etc/hosts"
+        # node1 runs on this host, whose own name must resolve there as a real host's does (to its
+        # address, not loopback): torchrun and gloo look it up
+        printf '127.0.0.1 localhost\n%s.1 node1 %s\n%s.2 node2\n' "$NET" "$(hostname -s)" "$NET" >"$DIR/etc/hosts"
     else
         node="$(hostname -s)"
         ctld="$node(127.0.0.1)"
