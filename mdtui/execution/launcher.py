@@ -6,13 +6,12 @@ stays inside it: place a new run with the ledger in one atomic step (``places_de
 process group of a run whose supervisor died (a stop of an ``orphan``), and wait for a supervisor.
 
 The stop grace comes from ``[settings] stop_grace_seconds`` (``stop_grace``), whose default is the
-one in ``mdtui.registry.spec.Settings``; CPU-thread splitting comes from ``[settings]
+one in ``mdtui.registry.spec.STOP_GRACE_SECONDS``; CPU-thread splitting comes from ``[settings]
 runs_per_device`` and the run's process count (``mdtui.execution.ranks``) through ``submit``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import socket
@@ -24,7 +23,7 @@ from mdtui.execution import ledger, ranks, supervise
 from mdtui.execution.ending import end_unstarted
 from mdtui.execution.launching import Launcher, LaunchError, LaunchRefused, NoDevice, StopTarget
 from mdtui.execution.reconcile import reconcile
-from mdtui.registry.spec import Settings
+from mdtui.registry.spec import STOP_GRACE_SECONDS
 from mdtui.runs.prepare import create_run_for
 from mdtui.runs.status import LIVE, RunStatus
 from mdtui.system.fs import atomic_write_json
@@ -34,9 +33,7 @@ if TYPE_CHECKING:
     from mdtui.registry.plan import Experiment, Plan
     from mdtui.runs.store import RunRecord, RunStore
 
-DEFAULT_STOP_GRACE: float = next(
-    f.default for f in dataclasses.fields(Settings) if f.name == "stop_grace_seconds"
-)
+DEFAULT_STOP_GRACE: float = STOP_GRACE_SECONDS
 EXIT_FILE = supervise.EXIT_FILE
 STOP_REQUEST = supervise.STOP_REQUEST
 SUPERVISOR_MODULE = supervise.__name__  # `python -m mdtui.execution.supervise RUN_DIR`

@@ -28,6 +28,7 @@ from mdtui.execution.launching import LaunchRefused, StopTarget, SubmitError
 from mdtui.execution.reconcile import reconcile
 from mdtui.execution.slurm_status import POLLED
 from mdtui.registry.slurm_options import SlurmOptions
+from mdtui.registry.spec import STOP_GRACE_SECONDS
 from mdtui.runs.prepare import create_run_for
 from mdtui.runs.rundir import EXIT_FILE
 from mdtui.runs.status import RunStatus
@@ -60,7 +61,7 @@ class JobSpec:
     processes: int = 0  # distributed.processes (0: one per GPU)
     dependency: tuple[str, ...] = ()  # upstream job ids (afterok)
     workdir: Path | None = None  # where the job starts (the experiments file's directory)
-    grace: float = 30.0  # the supervisor's stop grace (SIGTERM -> SIGKILL of the engine)
+    grace: float = STOP_GRACE_SECONDS  # the supervisor's stop grace (SIGTERM -> SIGKILL of the engine)
 
 
 def sbatch_lines(spec: JobSpec) -> list[str]:
@@ -164,7 +165,9 @@ class SlurmLauncher:
     queues_itself = True  # Slurm holds each job until it can run: no mdtui queue, no ledger
     places_devices = False  # Slurm grants the GPUs (gpus = N asks for them)
 
-    def __init__(self, store: RunStore, options: SlurmOptions | None = None, *, grace: float = 30.0) -> None:
+    def __init__(
+        self, store: RunStore, options: SlurmOptions | None = None, *, grace: float = STOP_GRACE_SECONDS
+    ) -> None:
         self.store = store
         self.options = options or SlurmOptions()
         self.grace = grace

@@ -46,6 +46,7 @@ from typing import Any
 from mdtui.execution import ranks, slurm_job
 from mdtui.execution.ending import STOP_REQUEST, decide, engine_end_from_events, settle
 from mdtui.execution.node_store import RunDirStore
+from mdtui.registry.spec import STOP_GRACE_SECONDS
 from mdtui.runs.rundir import EXIT_FILE, RunEvents, metrics_from_state
 from mdtui.runs.status import RunStatus
 from mdtui.runs.store import RunStore
@@ -57,7 +58,7 @@ __all__ = ["EXIT_FILE", "STOP_REQUEST"]  # re-exported: where callers have alway
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 POLL_SECONDS = 0.2
 PROGRESS_SECONDS = 2.0
-DEFAULT_GRACE = 30.0
+DEFAULT_GRACE = STOP_GRACE_SECONDS  # the supervisor's own, when no stop request names one
 STDERR_TAIL_LINES = 6
 LOG_PREFIX = "[mdtui.execution.supervise]"
 

@@ -21,6 +21,10 @@ from mdtui.registry.checks import (
 )
 from mdtui.registry.slurm_options import LAUNCHERS, SlurmOptions, check_slurm_table
 
+# Seconds between a stop's SIGTERM and its SIGKILL unless [settings] stop_grace_seconds says otherwise:
+# the one default for `mdtui stop`, the queue, the TUI, Ctrl-C, the supervisor and Slurm jobs.
+STOP_GRACE_SECONDS = 30.0
+
 __all__ = [
     "DATA_ROOT_ENV",
     "Experiment",
@@ -80,7 +84,7 @@ class Settings:
     max_utilization: int = 90
     device_order: tuple[str, ...] = ()
     sweep_limit: int = 256
-    stop_grace_seconds: float = 30.0
+    stop_grace_seconds: float = STOP_GRACE_SECONDS
     launcher: str = "local"  # "local" | "slurm": where runs execute (--launcher overrides)
     slurm: SlurmOptions = SlurmOptions()  # [settings.slurm]
     notify: tuple[str, ...] = ()  # a command run when a run ends (mdtui.execution.notify)
