@@ -60,6 +60,9 @@ def pytest_configure(config: pytest.Config) -> None:
 SLURM_FIXTURES = {"slurm_cluster", "slurm"}
 
 
+# tryfirst: pytest-xdist's worker reads the xdist_group markers in a hook of its own (registered after
+# this file), which must see the markers added here.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """How `python -m pytest` spreads the tests over pytest-xdist workers (`-n`, `--dist loadgroup`
     in pyproject.toml): a group runs on one worker, in order.
