@@ -484,3 +484,49 @@ async def test_summary_elapsed_is_the_wall_time_status_shows(project: Path) -> N
         summary = str(screen.query_one("#summary-text").render())
         assert "elapsed 3m00s" in summary  # started_t to ended_t, as `mdtui status` counts
         assert "training time 3m00s" in summary and " time 3m00s," not in summary.replace("training time", "")
+
+
+async def test_the_selection_ends_with_the_action_that_took_it(project: Path) -> None:
+    app = MdtuiApp(project)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settled(pilot)
+        await pilot.press("2", "space", "space")
+        table = app.screen.query_one("#run-table")
+        assert len(table.selected) == 2
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CompareScreen))
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, MainScreen))
+        assert table.selected == set()  # the next key acts on the row under the cursor
+
+
+def test_a_reason_that_says_waiting_is_not_prefixed_again() -> None:
+    class Rec:
+        run_id, experiment, status, devices, seed, leaky, error, note = (
+            "r",
+            "e",
+            "queued",
+            [],
+            0,
+            False,
+            None,
+            "",
+        )
+
+    text = summary_text(RunState(), Rec(), "waiting for 1 device (0: reserved by r2)")
+    assert "waiting for 1 device" in text and "waiting: waiting" not in text
+
+
+async def test_a_queued_run_opens_on_summary_and_says_the_queue_is_paused(project: Path) -> None:
+    from mdtui.registry.plan import load_plan
+    from mdtui.scheduling import scheduler
+
+    store = RunStore(project.parent / "runs", experiments_file=project)
+    scheduler.pause(store)
+    (queued,) = scheduler.enqueue(store, load_plan(project), ["tiny-focal"])
+    app = MdtuiApp(project)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: queued.run_id in {r.run_id for r in app.snapshot.runs})
+        screen = await open_detail(pilot, queued.run_id)
+        assert screen.query_one("#run-tabs").active == "summary"
+        await until(pilot, lambda: "the queue is paused" in str(screen.query_one("#summary-text").render()))

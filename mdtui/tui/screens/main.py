@@ -236,9 +236,15 @@ class MainScreen(Screen[None]):
         self.notify(f"No experiment under the cursor to {verb}", severity="warning")
         return None
 
+    def _done_with_selection(self) -> None:
+        """An action took the selection: it ends with it, so that the next key acts on the row under
+        the cursor (a K after queueing two experiments ignored the running run it was on)."""
+        self._active_table().clear_selection()
+
     def action_run_now(self) -> None:
         if (names := self._experiments_or_say("run")) is not None:
             self.post_message(msg.RunRequested(names))
+            self._done_with_selection()
 
     def action_pick_devices(self) -> None:
         if (names := self._experiments_or_say("run")) is not None:
@@ -247,6 +253,7 @@ class MainScreen(Screen[None]):
     def action_enqueue(self) -> None:
         if (names := self._experiments_or_say("queue")) is not None:
             self.post_message(msg.QueueRequested(names))
+            self._done_with_selection()
 
     def action_stop(self) -> None:
         runs = {r.run_id: r for r in self.snapshot.runs}
@@ -255,6 +262,7 @@ class MainScreen(Screen[None]):
             self.notify("Nothing running or queued is selected", severity="warning")
             return
         self.post_message(msg.StopRequested(chosen))
+        self._done_with_selection()
 
     def action_resume(self) -> None:
         runs = {r.run_id: r for r in self.snapshot.runs}
@@ -266,6 +274,7 @@ class MainScreen(Screen[None]):
             )
             return
         self.post_message(msg.ResumeRequested(chosen))
+        self._done_with_selection()
 
     def action_compare(self) -> None:
         runs = self._chosen_runs()
@@ -273,6 +282,7 @@ class MainScreen(Screen[None]):
             self.notify("Select two or more runs (space) to compare", severity="warning")
             return
         self.post_message(msg.CompareRequested(runs))
+        self._done_with_selection()
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -320,6 +330,7 @@ class MainScreen(Screen[None]):
         chosen = [k for k in self._chosen_runs() if k in runs and runs[k].status in WAITING]
         if chosen:
             self.post_message(msg.CancelRequested(chosen))
+            self._done_with_selection()
         else:
             self.notify(
                 "No queued run is selected (x cancels queued runs; K stops running ones)", severity="warning"

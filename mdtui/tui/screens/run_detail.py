@@ -28,7 +28,7 @@ from textual.widgets import (
 
 from engine.schema.events import RunState
 from mdtui.runs.disk import fmt_size, tree_size
-from mdtui.runs.status import FINISHED, LIVE
+from mdtui.runs.status import FINISHED, LIVE, WAITING
 from mdtui.tui.messages import RESUMABLE, ResumeRequested, StopRequested
 from mdtui.tui.text import markup_escape, plain, visible
 from mdtui.tui.widgets.cells import fmt_pct, fmt_secs
@@ -41,7 +41,8 @@ from mdtui.views.progress import StepProgress, run_eta, step_progress
 # Below this many rows the four charts would be a few rows each: show loss and acc1 only, taller.
 COMPACT_ROWS = 28
 # Runs that ended with an error open on Summary, where the error is (their charts are mostly empty).
-OPEN_ON_SUMMARY = frozenset({"failed", "lost"})
+# Runs that wait (queued, blocked) have no charts yet: Summary says why they wait.
+OPEN_ON_SUMMARY = frozenset({"failed", "lost", "queued", "blocked"})
 STREAMS = ("stdout", "stderr")
 ARTIFACT_SECONDS = 2.0  # how often the run folder is listed again for the Artifacts tab
 DISK_SECONDS = 5.0  # how often the Summary tab measures the run folder again
@@ -105,8 +106,8 @@ def summary_text(
         lines.append(f"checkpoints {fmt_size(disk)} on disk (mdtui gc frees them)")
     if state.error or record.error:
         lines.append(f"[b red]error:[/] {esc(state.error or record.error)}")
-    if reason:
-        lines.append(f"waiting: {esc(reason)}")
+    if reason:  # the scheduler's reason often begins with "waiting" already
+        lines.append(esc(reason) if reason.lower().startswith("waiting") else f"waiting: {esc(reason)}")
     if record.status in RESUMABLE:  # say how to go on from here
         if (Path(record.run_dir) / "checkpoints" / "last.pt").is_file():
             lines.append("[b]u[/b] resumes it from checkpoints/last.pt (as `mdtui run --resume`)")
@@ -303,6 +304,9 @@ class RunDetailScreen(Screen[None]):
             self.query_one(f"#chart-{name}", MetricChart).show(series[name])
         rows = getattr(snapshot, "runs", ()) if snapshot is not None else ()
         reason = next((r.reason for r in rows if r.run_id == self.run_id), None)
+        if getattr(snapshot, "queue_paused", False) and rec.status in WAITING:
+            # paused, nothing starts it: the scheduler's own reason is beside the point
+            reason = "the queue is paused; P (or `mdtui queue resume`) lets it start"
         self.query_one("#summary-text", Static).update(
             summary_text(state, rec, reason, disk=self._disk_size(rec))
         )
