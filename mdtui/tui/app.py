@@ -41,6 +41,7 @@ from mdtui.tui.screens.main import MainScreen
 from mdtui.tui.screens.run_detail import RunDetailScreen
 from mdtui.tui.text import one_line, visible
 from mdtui.views.dashboard import Dashboard, Snapshot
+from mdtui.views.template import write_template
 
 REFRESH_SECONDS = 0.4
 DEVICE_REFRESH_SECONDS = 2.0
@@ -222,6 +223,11 @@ class MdtuiApp(App[str]):
         if self.dashboard.plan is not None:
             self.say(f"cannot {verb}: every experiment in experiments.toml has errors (shown at the top)")
             return True
+        if self.dashboard.plan_missing:
+            self.say(
+                f"cannot {verb}: there is no experiments.toml here yet; press e to start from the template"
+            )
+            return True
         self.say(
             f"cannot {verb}: experiments.toml has errors (shown at the top); press e to edit it",
             severity="error",
@@ -383,11 +389,42 @@ class MdtuiApp(App[str]):
 
     @on(msg.EditRequested)
     def edit_experiments(self) -> None:
-        """Open experiments.toml in $VISUAL / $EDITOR (the app steps aside), then reload it."""
+        """Open experiments.toml in $VISUAL / $EDITOR (the app steps aside), then reload it; in a
+        folder without one, offer the template (the demo group) instead of an empty buffer."""
+        path = self._plan_path()
+        if not path.exists():
+            self.push_screen(
+                ConfirmDialog(
+                    f"There is no {path.name} here yet: mdtui's experiments live in that file. Start"
+                    " from the template (the demo group: four small runs on built-in digits data)?",
+                    [str(path.resolve())],
+                    yes="Use the template",
+                    danger=False,
+                ),
+                self._create_then_edit,
+            )
+            return
+        self._edit(path)
+
+    def _plan_path(self) -> Path:
         path = self.dashboard.plan_path or getattr(
             getattr(self.dashboard.plan, "settings", None), "path", None
         )
-        path = Path(path) if path else Path("experiments.toml")
+        return Path(path) if path else Path("experiments.toml")
+
+    def _create_then_edit(self, template: bool | None) -> None:
+        path = self._plan_path()
+        if template:
+            try:
+                write_template(path)
+            except FileExistsError:
+                pass  # written meanwhile (another shell): edit what is there
+            except OSError as exc:
+                self.say(f"cannot write {path}: {exc}", severity="error", timeout=LONG)
+                return
+        self._edit(path)
+
+    def _edit(self, path: Path) -> None:
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
         command = [*shlex.split(editor), str(path)]
         try:
@@ -413,6 +450,9 @@ class MdtuiApp(App[str]):
             self.say(f"{what}: it has errors, see the top of the screen", severity="error")
         else:
             self.say(f"{what}: reloaded")
+
+    def _from_template(self) -> None:
+        self._create_then_edit(True)
 
     def _reload(self) -> None:
         self.dashboard.reload_plan()
@@ -447,6 +487,12 @@ class MdtuiApp(App[str]):
         # experiments and runs come from ExperimentCommands (their names are not markup)
         yield from super().get_system_commands(screen)
         yield SystemCommand("Reload experiments.toml", "Read the registry again", self._reload)
+        if self.snapshot.plan_missing:
+            yield SystemCommand(
+                "Create experiments.toml from the template",
+                "The demo group: four small runs on built-in digits data",
+                self._from_template,
+            )
         if self.snapshot.queue_paused:  # only what can be done now
             yield SystemCommand(
                 "Resume the queue", "Start queued runs when devices fit", partial(self._queue, "resume")

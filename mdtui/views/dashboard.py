@@ -86,6 +86,7 @@ class Snapshot:
     plan_error: str | None = None
     queue_paused: bool = False
     live_count: int = 0
+    plan_missing: bool = False  # no experiments.toml at all (an empty folder): not an error to fix
     plan_loads: int = 0  # how many times experiments.toml was read: a change says it was read again
 
 
@@ -248,6 +249,10 @@ class Dashboard:
         """The experiments.toml this dashboard shows (watched for edits made outside the app)."""
         return Path(self.plan_path if self.plan_path is not None else default_path())
 
+    @property
+    def plan_missing(self) -> bool:
+        return self._plan_mark == (-1, -1)  # as of the last read: no file there
+
     def reload_if_changed(self) -> bool:
         """Read experiments.toml again when it changed on disk (an editor, git, another shell):
         one ``stat`` per refresh. True when it was read again."""
@@ -277,6 +282,7 @@ class Dashboard:
                 plan_error=self.plan_error,
                 devices=self._devices() if with_devices else (),
                 plan_loads=self.plan_loads,
+                plan_missing=self.plan_missing,
             )
         now = time.monotonic()
         if now - self._liveness_t >= LIVENESS_SECONDS:
@@ -327,6 +333,7 @@ class Dashboard:
             queue_paused=paused,
             live_count=sum(1 for r in records if r.status in LIVE_STATUSES),
             plan_loads=self.plan_loads,
+            plan_missing=self.plan_missing,
         )
 
     def _devices(self) -> tuple[Any, ...]:

@@ -404,3 +404,19 @@ async def test_an_outside_edit_of_experiments_toml_is_read_by_itself_keeping_the
         assert not app.screen.query_one("#plan-error").display
         assert table.selected == {"tiny-focal"}  # back with its row once the file is fixed
         assert table.current_key() == "tiny-focal"  # the cursor too
+
+
+async def test_e_in_an_empty_folder_offers_the_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDITOR", "true")  # the "editor" exits at once
+    path = tmp_path / "experiments.toml"
+    app = MdtuiApp(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot.plan_missing and app.snapshot.devices)
+        assert "No experiments.toml here yet" in str(app.screen.query_one("#plan-error").render())
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until(pilot, lambda: {e.name for e in app.snapshot.experiments} >= {"demo-ce", "demo-refl"})
+        assert not app.snapshot.plan_error and not app.screen.query_one("#plan-error").display

@@ -171,3 +171,18 @@ def test_snapshot_broken_toml(snap_compare, snapshot_project: Path) -> None:
         await pilot.pause(0.3)
 
     assert snap_compare(MdtuiApp(snapshot_project), terminal_size=(80, 24), run_before=broken)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_snapshot_empty_folder(
+    snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]
+) -> None:
+    """A first start where there is nothing: what the file is, how to begin; the GPUs all the same."""
+    monkeypatch.setenv("MDTUI_FAKE_GPUS", GPUS)
+    monkeypatch.chdir(tmp_path)
+
+    async def run_before(pilot: Any) -> None:
+        await until(pilot, lambda: pilot.app.snapshot.devices)
+        await pilot.pause(0.3)
+
+    assert snap_compare(MdtuiApp(Path("experiments.toml")), terminal_size=size, run_before=run_before)

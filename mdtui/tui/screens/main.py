@@ -104,7 +104,13 @@ class MainScreen(Screen[None]):
         self.snapshot = snapshot
         error = self.query_one("#plan-error", Static)
         error.display = bool(snapshot.plan_error)
-        if snapshot.plan_error:
+        if snapshot.plan_missing:  # an empty folder: nothing is wrong yet, say what to do
+            error.update(
+                "[b]No experiments.toml here yet[/b]: mdtui reads its experiments from that file.\n"
+                "Press [b]e[/b] to start from the template (the demo group: four small runs on built-in"
+                " digits data), or run mdtui in the folder that has one (or pass -f PATH)."
+            )
+        elif snapshot.plan_error:
             error.update(
                 "[b]experiments.toml has errors[/b] (press e to edit; runs and the queue keep working):\n"
                 + markup_escape(snapshot.plan_error)
@@ -145,6 +151,8 @@ class MainScreen(Screen[None]):
             table.restore(selected, current)
         if rows or not self.snapshot.experiments and not self.snapshot.plan_error:
             self._say_empty("experiments", "" if rows else "No experiments in experiments.toml yet.")
+        elif self.snapshot.plan_missing:
+            self._say_empty("experiments", "No experiments yet: press e to start from the template.")
         elif not self.snapshot.experiments:
             self._say_empty("experiments", "No experiments to show: experiments.toml has errors (above).")
         else:
