@@ -47,7 +47,7 @@ from typing import Any
 
 from engine.schema.datasets import DOWNLOADS, Download, ManifestError, data_mirror, manifest_path, sums_for
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SCRATCH = ".mdtui-downloads"
 CHUNK = 1 << 16
 PROGRESS_EVERY_S = 0.25
@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             emit("failed", name, message=f"{exc.filename or root}: {exc.strerror or exc}")
             status = EXIT_FAILED
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole group: the part file stays for a resume
+            emit("failed", name, message="interrupted; `mdtui data get` again resumes the download")
+            return EXIT_INTERRUPTED
     return status
 
 

@@ -85,6 +85,14 @@ def test_a_cut_transfer_resumes_with_a_range_request(tmp_path, mirror, capsys):
     assert missing("cifar10", tmp_path / "data") == []
 
 
+def test_a_server_ignoring_range_sends_it_whole_and_the_part_starts_over(tmp_path, mirror, capsys):
+    mirror.truncate_next, mirror.honour_range = 1, False
+    assert get(tmp_path / "data", mirror) == 0
+    starts = [e for e in events(capsys) if e["event"] == "start"]
+    assert [s["resumed_from"] for s in starts] == [0, 0]
+    assert missing("cifar10", tmp_path / "data") == []
+
+
 def test_a_corrupted_download_is_fetched_again_never_unpacked(tmp_path, mirror, capsys):
     mirror.corrupt_next = 1
     code = get(tmp_path / "data", mirror)
