@@ -32,7 +32,7 @@ from mdtui.execution.backends import launcher_of
 from mdtui.execution.launching import StopTarget
 from mdtui.execution.reconcile import reconcile
 from mdtui.runs.rundir import RunOutput
-from mdtui.runs.status import FINISHED, RunStatus
+from mdtui.runs.status import FINISHED, LIVE, WAITING, RunStatus
 from mdtui.runs.status_style import status_style
 from mdtui.system.terminal import Cell, Column, print_table
 
@@ -402,8 +402,13 @@ def logs_cmd(
     """Print a run's output (events rendered as text); --follow tails it live."""
     plan = load_plan_or_exit(plan_file(ctx))
     store = open_store(plan)
-    rec = resolve_run_or_exit(store, run)
+    rec = _run_with_output(store, resolve_run_or_exit(store, run), run)
     output = RunOutput(rec.run_dir, "stderr" if stderr else "stdout")
+    if not output.path.exists() and not (follow and rec.status in LIVE | WAITING):
+        never = rec.status in ("cancelled", "created", "queued", "blocked") and not rec.started_t
+        why = "it never started" if never else f"no {output.path.name} was written"
+        console.print(f"run {rec.run_id} ({rec.experiment}, {rec.status}) has no output: {why}", style="dim")
+        return
     try:
         while True:
             got_lines = False
@@ -427,6 +432,23 @@ def logs_cmd(
         shown = text if raw else format_log_line(text)
         if shown is not None:
             console.print(shown, markup=False, highlight=False, soft_wrap=True)
+
+
+def _run_with_output(store: Any, rec: Any, ref: str) -> Any:
+    """For an experiment name, its latest run that started: a cancelled or queued entry that never ran
+    must not hide the earlier run that has a full log (a run id asks for that run, whatever it is)."""
+    if ref != rec.experiment or rec.started_t:
+        return rec
+    started = next((r for r in store.list_runs(experiment=rec.experiment) if r.started_t), None)
+    if started is None:
+        return rec
+    console.print(
+        f"(the latest run of {rec.experiment}, {rec.run_id}, is {rec.status} and never started;"
+        f" showing {started.run_id})",
+        style="dim",
+        soft_wrap=True,
+    )
+    return started
 
 
 @app.command("reindex")

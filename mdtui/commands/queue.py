@@ -44,6 +44,7 @@ from mdtui.scheduling.scheduler import (
 )
 from mdtui.system import gpus, slurm
 from mdtui.system.processes import LOGOUT_WARNING, logout_kills_processes
+from mdtui.system.terminal import Cell, Column, print_table
 
 if TYPE_CHECKING:
     from mdtui.runs.store import RunRecord, RunStore
@@ -97,21 +98,31 @@ def queue_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
         return
     state = ("paused", "yellow") if paused else "active"
     scheduler = "running" if running else "idle"
-    console.print(Text.assemble("queue ", state, f"; scheduler {scheduler}; {len(entries)} entries"))
+    count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+    console.print(Text.assemble("queue ", state, f"; scheduler {scheduler}; {count}"))
     if held:
         _print_held(held)
     if not entries:
         if not held:
             console.print("nothing queued (add runs with `mdtui queue add NAME...`)")
         return
-    table = Table(box=None, header_style="bold")
-    for column in ("pos", "run", "experiment", "status", "devices", "why / where"):
-        table.add_column(column)
+    rows: list[list[Cell]] = []
     for e in entries:
         wanted = ",".join(e.devices) if e.devices else f"{e.gpus} any"
         devices = ",".join(e.assigned) if e.assigned else wanted
-        table.add_row(str(e.position or "-"), e.run_id, e.experiment, e.status, devices, e.reason or "")
-    console.print(table)
+        rows.append([str(e.position or "-"), e.run_id, e.experiment, e.status, devices, e.reason or ""])
+    # fitted to a terminal, whole when piped (`mdtui queue | cat`), as `mdtui status` and `list` are
+    print_table(console, QUEUE_COLUMNS, rows)
+
+
+QUEUE_COLUMNS = (
+    Column("pos", cut="none"),
+    Column("run", cut="middle", min_width=10, grow=1),
+    Column("experiment", cut="middle", min_width=16, grow=2),
+    Column("status", cut="none"),
+    Column("devices", cut="none", drop=2),
+    Column("why / where", cut="end", min_width=12, drop=1),
+)
 
 
 def _print_held(held: list[RunRecord]) -> None:
