@@ -25,9 +25,9 @@ BACKENDS: dict[str, type[LocalLauncher] | type[SlurmLauncher]] = {
     SlurmLauncher.name: SlurmLauncher,
 }
 assert set(BACKENDS) == set(LAUNCHERS), "every launcher name [settings] accepts has a backend"
-LAUNCHER_HELP = (
-    f"Where the runs execute: {' or '.join(map(repr, LAUNCHERS))} (default: \\[settings] launcher)."
-)
+QUOTED = " or ".join(f'"{name}"' for name in LAUNCHERS)
+# \\[ keeps Rich's markup in --help from reading [settings] as a tag (it printed "(default:  launcher)")
+LAUNCHER_HELP = f"Where the runs execute: {QUOTED} (default: \\[settings] launcher)."
 
 
 def backend_for(plan: Plan | None, flag: str | None = None) -> type[LocalLauncher] | type[SlurmLauncher]:

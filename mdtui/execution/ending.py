@@ -267,6 +267,8 @@ def settle(
             info = exit_record(final, ending, end, state, note)
             if not indexed and not end.never_started:
                 info[RESULTS_PENDING_KEY] = True
+            if getattr(store, "attempt", None):  # which job attempt ended (node_store.reopen)
+                info["attempt"] = store.attempt
             atomic_write_json(run_dir / EXIT_FILE, info)
     store.update(rec.run_id, run_json=False, **fields)
     return store.get(rec.run_id) or final

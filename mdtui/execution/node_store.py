@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mdtui.execution.ending import converge
-from mdtui.runs.rundir import exit_fields
+from mdtui.runs.rundir import EXIT_FILE, exit_fields
 from mdtui.runs.status import LIVE, WAITING, RunStatus
 from mdtui.runs.store import FIELDS, RunRecord, RunStore
 from mdtui.system.fs import atomic_write_json, file_lock, read_json
@@ -91,6 +91,32 @@ class RunDirStore:
     @staticmethod
     def update_run_json(run_dir: Path, fields: dict[str, Any]) -> None:
         RunStore.update_run_json(run_dir, fields)
+
+    @property
+    def attempt(self) -> str:
+        return attempt_id()
+
+
+def reopen(store: RunStore, rec: RunRecord) -> RunRecord | None:
+    """An ended Slurm run whose job began a new attempt between two polls (Slurm ran a requeued job
+    at once): live again, with this attempt's fields. None when nothing new began.
+
+    The new attempt's node set the ended attempt's exit.json aside (``exit.json.prev``, naming its
+    attempt) and writes its own attempt id into run.json's ``node`` fields."""
+    run_dir = Path(rec.run_dir)
+    if rec.status not in (RunStatus.FAILED, RunStatus.LOST) or (run_dir / EXIT_FILE).exists():
+        return None
+    info = read_json(run_dir / "run.json")
+    node = info.get(NODE_KEY) if isinstance(info, dict) else None
+    ended = read_json(run_dir / f"{EXIT_FILE}.prev")
+    if not isinstance(node, dict) or not isinstance(ended, dict) or not ended.get("attempt"):
+        return None
+    attempt = str(node.get("attempt") or "")
+    if attempt == ended["attempt"] or attempt.split(":", 1)[0] != str(rec.job_id):
+        return None
+    # the index only (run_json=False): run.json is the node's, and says this attempt already
+    store.begin_attempt(rec.run_id, run_json=False, status=RunStatus.STARTING.value)
+    return adopt(store, store.get(rec.run_id)) or store.get(rec.run_id)
 
 
 def adopt(store: RunStore, rec: RunRecord) -> RunRecord | None:

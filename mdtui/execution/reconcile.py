@@ -32,7 +32,7 @@ from mdtui.execution.ending import (
     settle,
 )
 from mdtui.execution.launching import on_cluster
-from mdtui.execution.node_store import adopt
+from mdtui.execution.node_store import adopt, reopen
 from mdtui.execution.ranks import ranks_alive
 from mdtui.runs.rundir import EXIT_FILE, exit_fields, read_run_state
 from mdtui.runs.status import LIVE, RunStatus
@@ -69,6 +69,10 @@ def reconcile(store: RunStore) -> list[RunRecord]:
     for rec in slurm_status.slurm_runs(store):
         new = adopt(store, rec)
         if new is not None and (new.status, new.error) != (rec.status, rec.error):
+            changed.append(new)
+    for rec in slurm_status.recently_ended(store, now):
+        new = reopen(store, rec)
+        if new is not None:
             changed.append(new)
     changed += slurm_status.poll_jobs(store, now=now)
     return changed

@@ -114,3 +114,25 @@ def test_a_node_that_cannot_open_the_index_still_ends_its_run_right_in_it(
     assert log.count(rec.run_id) == 1  # the manager wrote the line the node left to it
     exit_info = (Path(final.run_dir) / EXIT_FILE).read_text(encoding="utf-8")
     assert RESULTS_PENDING_KEY in exit_info
+
+
+def test_an_ended_run_whose_job_began_a_new_attempt_is_live_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from mdtui.execution.node_store import reopen
+
+    plan, store = _project(tmp_path)
+    rec = store.create_run(plan.experiments["tiny"], {"epochs": 3}, seed=0, devices=[], status="queued")
+    store.update(rec.run_id, job_id="7", status="failed", error="cancelled outside mdtui")
+    ended = {"run_id": rec.run_id, "status": "failed", "attempt": "7:0"}
+    (Path(rec.run_dir) / "exit.json.prev").write_text(json.dumps(ended), encoding="utf-8")
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    RunDirStore(rec.run_dir).update(rec.run_id, status="running", pid=11)  # the same attempt: no
+    assert reopen(store, store.get(rec.run_id)) is None
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # Slurm ran the requeued job before a poll saw it
+    RunDirStore(rec.run_dir).update(rec.run_id, status="running", pid=12)
+    live = reopen(store, store.get(rec.run_id))
+    assert (live.status, live.pid, live.error) == ("running", 12, None)
