@@ -16,6 +16,7 @@ from rich.text import Text
 
 from mdtui.registry.plan import ExperimentsError, Plan, load_plan
 from mdtui.runs.store import RunRecord, RunStore
+from mdtui.system.formats import fmt_pct as fmt_pct  # the CLI's accuracies (cli, run)
 from mdtui.system.terminal import SafeConsole
 
 # Consoles resolve sys.stdout / sys.stderr at write time, so CliRunner captures them. They read no
@@ -92,11 +93,6 @@ def print_json(data: Any) -> None:
     """Machine output: plain JSON on stdout, never wrapped or coloured by Rich."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
-
-
-def fmt_pct(value: float | None, digits: int = 2) -> str:
-    """``61.23%`` for an accuracy in percent, ``-`` when unknown."""
-    return "-" if value is None else f"{value:.{digits}f}%"
 
 
 def fmt_duration(seconds: float | None) -> str:

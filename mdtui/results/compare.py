@@ -105,7 +105,7 @@ def compare_runs(records: Sequence[RunRecord], configs: Sequence[dict[str, Any]]
 
 
 def format_config_value(value: Any) -> str:
-    from mdtui.results.markdown import format_value
+    from mdtui.system.formats import format_value
 
     return "(unset)" if value is MISSING else format_value(value)
 

@@ -17,6 +17,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,6 @@ from mdtui.results.markdown import (
     INCOMPLETE_HEADING,
     LOG_PREAMBLE,
     append_entry,
-    format_knobs,
     headings,
     insert_in_section,
     lock_path,
@@ -37,6 +37,7 @@ from mdtui.results.markdown import (
 from mdtui.results.stats import Delta, delta_interval, format_delta, summarize
 from mdtui.runs.rundir import RunEvents
 from mdtui.runs.status import INCOMPLETE, RunStatus
+from mdtui.system.formats import fmt_pct, format_knobs
 from mdtui.system.fs import atomic_write_json, atomic_write_text, file_lock, read_json
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ if TYPE_CHECKING:
 ENTRY_FILE = "results_entry.json"  # in the run directory: the line mdtui last wrote for the run
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}%"
+_pct = partial(fmt_pct, missing="–")  # RESULTS.md: an unknown figure is a dash
 
 
 # --------------------------------------------------------------------------- entries (pure)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from mdtui.system.fs import atomic_write_text, file_lock, git_ignored_dir
 
@@ -47,23 +46,6 @@ def md_code(text: str) -> str:
     fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def format_value(value: Any) -> str:
-    """A knob value as people write it: ``0.4``, ``1e-05``, ``cosine``, ``true``, ``[160, 180]``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}={format_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def format_knobs(knobs: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={format_value(value)}" for key, value in knobs.items())
 
 
 # --------------------------------------------------------------------------- headings (pure)

@@ -31,6 +31,7 @@ from mdtui.runs.rundir import EVENTS_FILE, read_tail_state
 from mdtui.runs.status import FINISHED, LIVE, WAITING
 from mdtui.runs.store import DB_NAME, RunStore
 from mdtui.scheduling import scheduler
+from mdtui.system.formats import format_knobs
 from mdtui.system.fs import read_json
 from mdtui.system.gpus import list_devices
 from mdtui.views.monitor import RunMonitor
@@ -112,10 +113,6 @@ def _stat(path: Path) -> tuple[int, int]:
     except OSError:
         return (-1, -1)
     return (st.st_size, st.st_mtime_ns)
-
-
-def format_knobs(knobs: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in knobs.items())
 
 
 def partial_plan(path: Path | None, error: ExperimentsError) -> tuple[Any, tuple[str, ...]]:

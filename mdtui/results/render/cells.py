@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mdtui.results.markdown import format_value
 from mdtui.results.stats import format_delta
 from mdtui.results.tables import GroupTable, Row, Stat
+from mdtui.system.formats import format_value
 
 DASH = "–"
 

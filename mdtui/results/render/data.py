@@ -8,9 +8,9 @@ import io
 import json
 from typing import Any
 
-from mdtui.results.markdown import format_value
 from mdtui.results.stats import SeedsNeeded
 from mdtui.results.tables import GroupTable, PivotTable, Row, Stat
+from mdtui.system.formats import format_value
 
 
 def seeds_needed_json(tables: list[GroupTable], needed: list[list[tuple[Row, SeedsNeeded]]]) -> str:

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from rich.text import Text
 
 from mdtui.runs.status_style import STATUS_STYLE, status_style
+from mdtui.system import formats
 from mdtui.tui.text import visible
 
 __all__ = ["STATUS_STYLE"]  # the widgets' import of the one status style (mdtui.runs.status_style)
 
 SPARK = "▁▂▃▄▅▆▇█"
-
 
 
 def sparkline(values: Sequence[float | None], width: int = 12) -> str:
@@ -34,8 +35,8 @@ def sparkline(values: Sequence[float | None], width: int = 12) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1)))] for v in vals)
 
 
-def fmt_pct(value: float | None) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) else ""
+# A table cell: the column's header names the unit, an unknown value leaves the cell empty.
+fmt_pct = partial(formats.fmt_pct, unit="", missing="")
 
 
 def fmt_loss(value: float | None) -> str:
