@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-CLI_VERBS = (["validate"], ["list"], ["status"], ["report"])
+CLI_VERBS = (["validate"], ["list"], ["status"], ["report"], ["data", "--no-verify"])
 TUI_SIZE = (120, 40)
 
 
