@@ -405,7 +405,7 @@ def logs_cmd(
     rec = _run_with_output(store, resolve_run_or_exit(store, run), run)
     output = RunOutput(rec.run_dir, "stderr" if stderr else "stdout")
     if not output.path.exists() and not (follow and rec.status in LIVE | WAITING):
-        never = rec.status in ("cancelled", "created", "queued", "blocked") and not rec.started_t
+        never = rec.status in (RunStatus.CANCELLED, RunStatus.CREATED, *WAITING) and not rec.started_t
         why = "it never started" if never else f"no {output.path.name} was written"
         console.print(f"run {rec.run_id} ({rec.experiment}, {rec.status}) has no output: {why}", style="dim")
         return

@@ -140,13 +140,17 @@ class MdtuiApp(App[str]):
             was = before.get(row.run_id)
             # a row new to the list that is already over is news only when it failed (it started and
             # failed between two looks); a finished run that scrolls into the list is not
-            if row.status not in ENDINGS or was == row.status or (was is None and row.status != "failed"):
+            if (
+                row.status not in ENDINGS
+                or was == row.status
+                or (was is None and row.status != RunStatus.FAILED)
+            ):
                 continue
             ended = True
-            if row.status == "failed":
+            if row.status == RunStatus.FAILED:
                 reason = one_line(row.error) or "see its log (l)"
                 self.say(f"{row.experiment} failed ({row.run_id}): {reason}", severity="error", timeout=LONG)
-            elif row.status == "completed":
+            elif row.status == RunStatus.COMPLETED:
                 best = f": best acc1 {row.best:.2f}%" if row.best is not None else ""
                 self.say(f"{row.experiment} completed ({row.run_id}){best}", timeout=LONG)
             else:
@@ -373,8 +377,7 @@ class MdtuiApp(App[str]):
             if refused is not None:
                 self._say_later(f"cannot resume {run_id}: {refused}", severity="error", timeout=LONG)
                 continue
-            where = ",".join(rec.devices or []) or "a free device"
-            self._say_later(f"resuming {rec.experiment} ({run_id}) from its last.pt on {where}")
+            self._say_later(f"resuming {self._started_line(run_id)} from its last.pt")
         self.call_from_thread(partial(self.refresh_now, changed=True))
 
     @on(msg.MoveRequested)

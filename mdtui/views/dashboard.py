@@ -28,7 +28,7 @@ from mdtui.execution.reconcile import reconcile
 from mdtui.registry.build import PlanBuilder
 from mdtui.registry.plan import ExperimentsError, default_path, find_experiment, knobs, load_plan
 from mdtui.runs.rundir import EVENTS_FILE, read_tail_state
-from mdtui.runs.status import FINISHED, LIVE, WAITING
+from mdtui.runs.status import FINISHED, LIVE, WAITING, RunStatus
 from mdtui.runs.store import DB_NAME, RunStore
 from mdtui.scheduling import scheduler
 from mdtui.system.formats import format_knobs
@@ -308,7 +308,7 @@ class Dashboard:
         )
         best_of: dict[str, float] = {}
         for rec in records:  # a run stopped after 1 of 5 epochs is no result: completed runs only
-            if rec.status != "completed" or rec.best_acc1 is None:
+            if rec.status != RunStatus.COMPLETED or rec.best_acc1 is None:
                 continue
             if rec.best_acc1 > best_of.get(rec.experiment, float("-inf")):
                 best_of[rec.experiment] = rec.best_acc1
@@ -479,7 +479,7 @@ class Dashboard:
                     knob_text = format_knobs(exp.sweep_point)
                 self._knobs[exp.name] = knob_text
             live_best = state.best_acc1 if state else None
-            if rec is not None and rec.status == "completed" and live_best is not None:
+            if rec is not None and rec.status == RunStatus.COMPLETED and live_best is not None:
                 best_of[exp.name] = max(live_best, best_of.get(exp.name, live_best))
             best = best_of.get(exp.name)
             partial = (

@@ -98,3 +98,45 @@ def test_the_walk_finds_each_spelling(tmp_path: Path, source: str) -> None:
 def test_a_live_status_is_not_a_terminal_write() -> None:
     call = ast.parse("store.update(run_id, status=RunStatus.RUNNING.value)").body[0].value  # type: ignore[attr-defined]
     assert not any(_terminal(v) for v in _status_values(call))
+
+
+STATUS_VALUES = {s.value for s in RunStatus}
+
+
+def _is_status_ref(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "status") or (
+        isinstance(node, ast.Name) and node.id == "status"
+    )
+
+
+def _spelled(node: ast.expr) -> bool:
+    """A status written as a string: ``"failed"``, or a tuple/list/set holding one."""
+    if isinstance(node, ast.Constant):
+        return node.value in STATUS_VALUES
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_spelled(e) for e in node.elts)
+    return False
+
+
+def spelled_statuses(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(_is_status_ref(o) for o in operands) and any(_spelled(o) for o in operands):
+                hits.append(f"{path}:{node.lineno}: {ast.unparse(node)[:120]}")
+    return hits
+
+
+def test_a_status_is_compared_as_a_run_status_never_as_a_string() -> None:
+    """``RunStatus`` is the one spelling of a status (mdtui.runs.status): a typo in a string compare
+    would silently never match."""
+    hits = [hit for path in sorted(PACKAGE.rglob("*.py")) for hit in spelled_statuses(path)]
+    assert hits == [], "statuses spelled as strings (use RunStatus):\n" + "\n".join(hits)
+
+
+def test_the_compare_walk_finds_a_spelled_status(tmp_path: Path) -> None:
+    module = tmp_path / "probe.py"
+    module.write_text('ok = rec.status in ("queued", "blocked") or status == "failed"\n', encoding="utf-8")
+    assert len(spelled_statuses(module)) == 2

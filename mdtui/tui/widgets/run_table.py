@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
+from mdtui.runs.status import LIVE
 from mdtui.tui.widgets.cells import STATUS_STYLE, Column, fmt_loss, fmt_pct, fmt_secs, short_run_id
 from mdtui.tui.widgets.sync_table import SyncTable
 from mdtui.views.dashboard import RunRow
@@ -14,7 +15,7 @@ from mdtui.views.dashboard import RunRow
 
 def run_status(row: RunRow, now: float) -> Text:
     """``running``, ``queued #3``, or ``stopping (12s)``: the seconds left before SIGKILL."""
-    if row.stop_deadline is not None and row.status in ("starting", "running"):
+    if row.stop_deadline is not None and row.status in LIVE:
         return Text(f"stopping ({max(0, round(row.stop_deadline - now))}s)", style=STATUS_STYLE["stopping"])
     status = row.status + (f" #{row.queue_pos}" if row.queue_pos else "")
     return Text(status, style=STATUS_STYLE.get(row.status, ""))
