@@ -45,6 +45,7 @@ from engine.schema.datasets import (
     dataset_name,
     manifest_path,
     manual_key,
+    missing,
     needs,
     sums_for,
 )
@@ -166,10 +167,7 @@ def by_hand_rows(name: str, plan: Plan | None) -> list[dict[str, Any]]:
         if wanted in seen:
             continue
         seen.add(wanted)
-        kinds = {n.path: n.kind for n in needs(data, root) or []}
-        absent = [
-            p for p in wanted if root is None or not (p.is_file() if kinds[p] == "file" else p.is_dir())
-        ]
+        absent = missing(data, root)
         state = "present" if not absent else ("no data root" if root is None else "missing")
         rows.append(
             {
