@@ -18,6 +18,7 @@ from rich.text import Text
 
 from mdtui.runs.status_style import STATUS_STYLE, status_style
 from mdtui.system import formats
+from mdtui.system.text import fit_widths
 from mdtui.tui.text import visible
 
 __all__ = ["STATUS_STYLE"]  # the widgets' import of the one status style (mdtui.runs.status_style)
@@ -124,14 +125,15 @@ def fit_columns(
         if elastic:
             widths[elastic[0].key] += spare
         return [(c, widths[c.key]) for c in columns if c in shown]
-    # every elastic column up to its comfort first (the name, then the knobs), then up to its content
+    # Every elastic column up to its comfort first (the name, then the knobs), then up to its content:
+    # the CLI's allocator (mdtui.system.text.fit_widths), a lower ``elastic`` number served first.
+    total = sum(widths[c.key] for c in elastic) + spare
     for full in (False, True):
-        for column in elastic:
-            wanted = _wanted(column, content)
-            target = wanted if full else min(column.comfort, wanted)
-            grow = max(0, min(spare, target - widths[column.key]))
-            widths[column.key] += grow
-            spare -= grow
+        targets = [_wanted(c, content) if full else min(c.comfort, _wanted(c, content)) for c in elastic]
+        floors = [widths[c.key] for c in elastic]
+        natural = [max(target, floor) for target, floor in zip(targets, floors, strict=True)]
+        grown = fit_widths(natural, floors, total, [-c.elastic for c in elastic]) or floors
+        widths.update({c.key: w for c, w in zip(elastic, grown, strict=True)})
     return [(c, widths[c.key]) for c in columns if c in shown]
 
 
