@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 from mdtui.results.markdown import md_code, md_escape
-from mdtui.results.render.cells import (
-    agg_words,
-    delta_text,
-    has_notes,
-    n_header,
-    paper_text,
-    stat_text,
-    table_caption,
-    value_text,
-)
+from mdtui.results.render import cells as shared  # the text every format shares
 from mdtui.results.stats import SeedsNeeded
 from mdtui.results.tables import GroupTable, PivotTable, Row
 
@@ -34,25 +25,28 @@ def _md_experiment(row: Row) -> str:
 
 
 def md_table(table: GroupTable, agg: str) -> list[str]:
-    header = ["experiment", *(md_cell_code(k) for k in table.knob_keys), *table.metrics, n_header(agg)]
+    header = ["experiment", *(md_cell_code(k) for k in table.knob_keys), *table.metrics, shared.n_header(agg)]
     align = ["---", *(":---" for _ in table.knob_keys), *("---:" for _ in table.metrics), "---:"]
     if table.baseline:
         header.append(f"Δ {table.headline}")
         align.append("---:")
-    notes = has_notes(table)
+    notes = shared.has_notes(table)
     if notes:
         header.append("note")
         align.append("---")
     lines = [md_row(header), md_row(align)]
     for row in table.rows:
-        cells = [_md_experiment(row), *(md_escape(value_text(row.values.get(k))) for k in table.knob_keys)]
+        cells = [
+            _md_experiment(row),
+            *(md_escape(shared.value_text(row.values.get(k))) for k in table.knob_keys),
+        ]
         for metric in table.metrics:
-            text = stat_text(row.stats[metric])
+            text = shared.stat_text(row.stats[metric])
             text = f"**{text}**" if metric in row.best else text
-            cells.append(text + paper_text(row, metric))
+            cells.append(text + shared.paper_text(row, metric))
         cells.append(str(max(s.n for s in row.stats.values())))
         if table.baseline:
-            cells.append(delta_text(row))
+            cells.append(shared.delta_text(row))
         if notes:
             cells.append(md_escape("; ".join(row.notes)))
         lines.append(md_row(cells))
@@ -62,14 +56,14 @@ def md_table(table: GroupTable, agg: str) -> list[str]:
 def md_pivot(table: PivotTable) -> list[str]:
     corner = f"{md_cell_code(table.row_key)} \\\\ {md_cell_code(table.col_key)}"
     lines = [
-        md_row([corner, *(md_escape(value_text(c)) for c in table.col_values)]),
+        md_row([corner, *(md_escape(shared.value_text(c)) for c in table.col_values)]),
         md_row([":---", *("---:" for _ in table.col_values)]),
     ]
     for i, value in enumerate(table.row_values):
-        cells = [md_escape(value_text(value))]
+        cells = [md_escape(shared.value_text(value))]
         for j in range(len(table.col_values)):
             stat = table.cells.get((i, j))
-            text = stat_text(stat) if stat is not None else ""
+            text = shared.stat_text(stat) if stat is not None else ""
             if stat is not None and (i, j) in table.best:
                 text = f"**{text}**"
             cells.append(text)
@@ -109,7 +103,12 @@ def seeds_needed_md(tables: list[GroupTable], needed: list[list[tuple[Row, Seeds
             ]
             for row, answer in rows:
                 seeds = f"{row.stats[h].n} vs {table.baseline_seeds.n}"
-                cells = [md_cell_code(row.experiment), stat_text(row.stats[h]), delta_text(row), seeds]
+                cells = [
+                    md_cell_code(row.experiment),
+                    shared.stat_text(row.stats[h]),
+                    shared.delta_text(row),
+                    seeds,
+                ]
                 lines.append(md_row([*cells, md_escape(answer.text())]))
             lines += [
                 "",
@@ -122,7 +121,7 @@ def seeds_needed_md(tables: list[GroupTable], needed: list[list[tuple[Row, Seeds
 
 def md_tables(tables: list[GroupTable], agg: str) -> str:
     blocks = [
-        "\n".join([f"## {md_escape(t.group)}", "", *md_table(t, agg), "", table_caption(t, agg)])
+        "\n".join([f"## {md_escape(t.group)}", "", *md_table(t, agg), "", shared.table_caption(t, agg)])
         for t in tables
     ]
     return "\n\n".join(blocks) + "\n"
@@ -131,9 +130,9 @@ def md_tables(tables: list[GroupTable], agg: str) -> str:
 def md_pivots(tables: list[PivotTable], agg: str) -> str:
     blocks = []
     for table in tables:
-        caption = f"{table.metric} by {table.row_key} × {table.col_key}, {agg_words(agg)}"
+        caption = f"{table.metric} by {table.row_key} × {table.col_key}, {shared.agg_words(agg)}"
         if table.baseline_stat is not None:
-            caption += f"; baseline {md_code(table.baseline or '')}: {stat_text(table.baseline_stat)}"
+            caption += f"; baseline {md_code(table.baseline or '')}: {shared.stat_text(table.baseline_stat)}"
         blocks.append(
             "\n".join([f"## {md_escape(table.group)}", "", *md_pivot(table), "", md_escape_caption(caption)])
         )
