@@ -253,7 +253,7 @@ def _say_paused_queue(store: Any, runs: list[Any]) -> None:
     waiting = sum(1 for r in runs if r.status in WAITING)
     if waiting and scheduler.is_paused(store):
         console.print(
-            f"the queue is paused: {waiting} queued run{'s' if waiting != 1 else ''} wait until "
+            f"the queue is paused: {waiting} queued run{'s wait' if waiting != 1 else ' waits'} until "
             "`mdtui queue resume`",
             style="yellow",
             soft_wrap=True,

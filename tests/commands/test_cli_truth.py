@@ -15,7 +15,7 @@ def test_status_says_the_queue_is_paused(tiny_toml: Path, tiny_plan: Any, store:
     scheduler.enqueue(store, tiny_plan, ["tiny"])
     scheduler.pause(store)
     out = CliRunner().invoke(app, ["-f", str(tiny_toml), "status"], catch_exceptions=False).output
-    assert "the queue is paused: 1 queued run wait" in " ".join(out.split())
+    assert "the queue is paused: 1 queued run waits until" in " ".join(out.split())
     scheduler.resume(store)
     out = CliRunner().invoke(app, ["-f", str(tiny_toml), "status"], catch_exceptions=False).output
     assert "paused" not in out

@@ -530,3 +530,4 @@ async def test_a_queued_run_opens_on_summary_and_says_the_queue_is_paused(projec
         screen = await open_detail(pilot, queued.run_id)
         assert screen.query_one("#run-tabs").active == "summary"
         await until(pilot, lambda: "the queue is paused" in str(screen.query_one("#summary-text").render()))
+        assert screen.query_one("#progress").has_class("hidden")  # not "0 %": it has not begun

@@ -346,7 +346,9 @@ class RunDetailScreen(Screen[None]):
             done += min(1.0, progress.step / progress.steps_per_epoch)
         if total:
             bar.update(total=total, progress=done)
-        bar.set_class(not total and (ended or rec.status not in LIVE), "hidden")
+        # a waiting run has not begun (0 % reads as started), and an animated bar for one that
+        # ended without a total would look busy
+        bar.set_class(rec.status in WAITING or not total and (ended or rec.status not in LIVE), "hidden")
         line = self.query_one("#step-line", Static)
         text = step_line(progress) if progress is not None else ""
         eta = run_eta(state, time.time()) if rec.status in LIVE else None
