@@ -37,7 +37,7 @@ from mdtui.results.markdown import (
 from mdtui.results.stats import Delta, delta_interval, format_delta, summarize
 from mdtui.runs.rundir import RunEvents
 from mdtui.runs.status import INCOMPLETE, RunStatus
-from mdtui.system.formats import fmt_pct, format_knobs
+from mdtui.system.formats import fmt_paper, fmt_pct, format_knobs
 from mdtui.system.fs import atomic_write_json, atomic_write_text, file_lock, read_json
 
 if TYPE_CHECKING:
@@ -109,8 +109,7 @@ def format_entry_base(f: EntryFacts) -> str:
 
 
 def _paper(f: EntryFacts, metric: str) -> str:
-    figure = f.paper.get(metric)
-    return "" if figure is None else f" (paper {figure:g})"
+    return fmt_paper(f.paper.get(metric))
 
 
 def format_incomplete_base(f: EntryFacts) -> str:

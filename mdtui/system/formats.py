@@ -1,7 +1,8 @@
 """One formatter per kind of value mdtui shows, so the CLI, the TUI and RESULTS.md agree.
 
 * ``fmt_pct``: an accuracy already in percent (``61.23%``); callers choose the unit and the
-  placeholder for an unknown value (a TUI cell drops the ``%`` its header carries).
+  placeholder for an unknown value (a TUI cell drops the ``%`` its header carries). ``fmt_paper``:
+  the published figure printed beside a measured one.
 * ``format_value`` / ``format_knobs``: a config value as experiments.toml spells it (``true``,
   ``1e-05``, ``[160, 180]``), and the knobs that tell an experiment from its group's baseline.
 """
@@ -16,6 +17,11 @@ def fmt_pct(value: float | None, *, digits: int = 2, unit: str = "%", missing: s
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return missing
     return f"{value:.{digits}f}{unit}"
+
+
+def fmt_paper(figure: float | None) -> str:
+    """`` (paper 82.5)`` after a measured figure whose experiment names the published one, else ``""``."""
+    return "" if figure is None else f" (paper {figure:g})"
 
 
 def format_value(value: Any) -> str:

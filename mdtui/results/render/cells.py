@@ -6,7 +6,7 @@ from typing import Any
 
 from mdtui.results.stats import format_delta
 from mdtui.results.tables import GroupTable, Row, Stat
-from mdtui.system.formats import format_value
+from mdtui.system.formats import fmt_paper, format_value
 
 DASH = "–"
 
@@ -34,8 +34,7 @@ def delta_text(row: Row) -> str:
 
 def paper_text(row: Row, metric: str) -> str:
     """`` (paper 82.5)`` after a measured figure whose experiment names the published one."""
-    figure = row.paper.get(metric)
-    return "" if figure is None else f" (paper {figure:g})"
+    return fmt_paper(row.paper.get(metric))
 
 
 def has_intervals(table: GroupTable) -> bool:
