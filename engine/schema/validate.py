@@ -79,69 +79,89 @@ def _describe(value: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, key: str, issues: list[Issue]) -> Any:
+    """``value`` as the field type ``tp``; a mismatch adds an ``Issue`` and gives a placeholder."""
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
         if value is None:
             return None
         # `doctor = {}` style optional blocks and `str | None` fields: try the one non-None type.
-        return _coerce(value, args[0], key, issues)
+        return _coerce(value, next(a for a in get_args(tp) if a is not type(None)), key, issues)
     if origin is Literal:
-        allowed = get_args(tp)
-        if value not in allowed or isinstance(value, bool):
-            choices = ", ".join(repr(a) for a in allowed)
-            hint = suggest(str(value), [str(a) for a in allowed]) if isinstance(value, str) else ""
-            issues.append(Issue(key, f"{_describe(value)} is not one of {choices}{hint}"))
-            return allowed[0]
-        return value
+        return _coerce_choice(value, get_args(tp), key, issues)
     if origin is tuple:
-        (item_tp, *_rest) = get_args(tp)
-        items = value if isinstance(value, list) else [value] if not isinstance(value, dict) else None
-        if items is None:
-            issues.append(Issue(key, f"expected {_type_name(tp)}, got {_describe(value)}"))
-            return ()
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]", issues) for i, v in enumerate(items))
+        return _coerce_list(value, tp, key, issues)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             issues.append(Issue(key, f"expected a table, got {_describe(value)}"))
             return tp()
         return _build(tp, value, key, issues)
-    if tp is bool:
-        if not isinstance(value, bool):
-            issues.append(Issue(key, f"expected true or false, got {_describe(value)}"))
-            return False
+    scalar = _SCALARS.get(tp)
+    return value if scalar is None else scalar(value, key, issues)
+
+
+def _coerce_choice(value: Any, allowed: tuple[Any, ...], key: str, issues: list[Issue]) -> Any:
+    if value in allowed and not isinstance(value, bool):
         return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if not (isinstance(value, float) and value.is_integer()):
-                issues.append(Issue(key, f"expected an integer, got {_describe(value)}"))
-                return 0
-            value = int(value)
-        if not -(2**63) <= value < 2**63:  # TOML integers are unbounded; the index stores int64
-            issues.append(Issue(key, f"{value} is out of range (a 64-bit integer)"))
-            return 0
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            issues.append(Issue(key, f"expected a number, got {_describe(value)}"))
-            return 0.0
-        try:
-            number = float(value)
-        except OverflowError:  # TOML integers are unbounded; a float is not
-            issues.append(Issue(key, f"{value} is too large for a number"))
-            return 0.0
-        if not math.isfinite(number):  # TOML allows inf and nan; no parameter means them
-            issues.append(Issue(key, f"must be a finite number, got {value}"))
-            return 0.0
-        return number
-    if tp is str:
-        if isinstance(value, int) and not isinstance(value, bool) and "layer" in key.split(".")[-1]:
-            return str(value)  # reference integer layer keys: layers = [-1] or [20, 21]
-        if not isinstance(value, str):
-            issues.append(Issue(key, f"expected a string, got {_describe(value)}"))
-            return ""
-        return value
+    choices = ", ".join(repr(a) for a in allowed)
+    hint = suggest(str(value), [str(a) for a in allowed]) if isinstance(value, str) else ""
+    issues.append(Issue(key, f"{_describe(value)} is not one of {choices}{hint}"))
+    return allowed[0]
+
+
+def _coerce_list(value: Any, tp: Any, key: str, issues: list[Issue]) -> tuple[Any, ...]:
+    """A TOML list (or one bare item, as ``layers = "last_conv"``) as a tuple of the item type."""
+    (item_tp, *_rest) = get_args(tp)
+    items = value if isinstance(value, list) else [value] if not isinstance(value, dict) else None
+    if items is None:
+        issues.append(Issue(key, f"expected {_type_name(tp)}, got {_describe(value)}"))
+        return ()
+    return tuple(_coerce(v, item_tp, f"{key}[{i}]", issues) for i, v in enumerate(items))
+
+
+def _coerce_bool(value: Any, key: str, issues: list[Issue]) -> bool:
+    if not isinstance(value, bool):
+        issues.append(Issue(key, f"expected true or false, got {_describe(value)}"))
+        return False
     return value
+
+
+def _coerce_int(value: Any, key: str, issues: list[Issue]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if not (isinstance(value, float) and value.is_integer()):
+            issues.append(Issue(key, f"expected an integer, got {_describe(value)}"))
+            return 0
+        value = int(value)
+    if not -(2**63) <= value < 2**63:  # TOML integers are unbounded; the index stores int64
+        issues.append(Issue(key, f"{value} is out of range (a 64-bit integer)"))
+        return 0
+    return value
+
+
+def _coerce_float(value: Any, key: str, issues: list[Issue]) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        issues.append(Issue(key, f"expected a number, got {_describe(value)}"))
+        return 0.0
+    try:
+        number = float(value)
+    except OverflowError:  # TOML integers are unbounded; a float is not
+        issues.append(Issue(key, f"{value} is too large for a number"))
+        return 0.0
+    if not math.isfinite(number):  # TOML allows inf and nan; no parameter means them
+        issues.append(Issue(key, f"must be a finite number, got {value}"))
+        return 0.0
+    return number
+
+
+def _coerce_str(value: Any, key: str, issues: list[Issue]) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and "layer" in key.split(".")[-1]:
+        return str(value)  # reference integer layer keys: layers = [-1] or [20, 21]
+    if not isinstance(value, str):
+        issues.append(Issue(key, f"expected a string, got {_describe(value)}"))
+        return ""
+    return value
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str, issues: list[Issue]) -> Any:
