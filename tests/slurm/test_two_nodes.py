@@ -85,7 +85,7 @@ def _events(run_dir: str) -> list[dict]:
 def test_two_nodes_one_gloo_process_each_complete_with_one_event_stream(cluster_project) -> None:
     plan, store, launcher, cluster = cluster_project
     tiny = plan.experiments["tiny"]
-    config = {**tiny.config, "epochs": 2, "distributed": {"processes": 1}}
+    config = {**tiny.config, "epochs": 1, "distributed": {"processes": 1}}
     exp = dataclasses.replace(tiny, nodes=2, config=config)
     rec = _start(launcher, plan, exp)
     script = (Path(rec.run_dir) / "job.sbatch").read_text()
