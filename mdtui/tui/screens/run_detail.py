@@ -79,6 +79,12 @@ def summary_fields(summary: dict[str, Any]) -> str:
             parts.append(f"training time {fmt_secs(value)}")
         elif key == "best_epoch" and isinstance(value, int):
             parts.append(f"best epoch {value + 1}")
+        elif key == "leaky":
+            continue  # said on a line of its own when true
+        elif key == "selected_on":
+            parts.append(f"best epoch chosen on the {value} split")
+        elif isinstance(value, bool):
+            parts.append(f"{key.replace('_', ' ')}: {'yes' if value else 'no'}")
         elif isinstance(value, float):
             parts.append(f"{key} {value:.2f}")
         else:

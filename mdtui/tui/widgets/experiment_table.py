@@ -23,11 +23,14 @@ class ExperimentTable(SyncTable):
     # status and result first, the recipe after; names and knobs take the width there is
     COLUMNS = (
         Column("sel", "", 2),
-        Column("name", "experiment", 14, comfort=30, elastic=1, middle=True),
+        # names before knobs: two sweep points differ in their names first (200 columns cut them
+        # while the knobs took 60)
+        Column("name", "experiment", 14, comfort=48, elastic=1, middle=True),
         Column("status", "status", 10, fit=12),
         Column("best", "best", 7, right=True),
         Column("curve", " acc1 curve", 14),
-        Column("knobs", "knobs", 22, priority=1, comfort=60, elastic=2),
+        # cut in the middle, keeping what tells rows apart: the swept key is at the end
+        Column("knobs", "knobs", 22, priority=1, comfort=60, elastic=2, middle=True),
         Column("loss", "loss", 6, priority=2, fit=14),
         Column("model", "model", 7, priority=3, fit=16),
         Column("data", "data", 8, priority=4, fit=22),

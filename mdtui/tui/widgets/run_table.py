@@ -16,7 +16,9 @@ from mdtui.views.dashboard import RunRow
 def run_status(row: RunRow, now: float) -> Text:
     """``running``, ``queued #3``, or ``stopping (12s)``: the seconds left before SIGKILL."""
     if row.stop_deadline is not None and row.status in LIVE:
-        return Text(f"stopping ({max(0, round(row.stop_deadline - now))}s)", style=STATUS_STYLE["stopping"])
+        left = max(0, round(row.stop_deadline - now))
+        # the seconds right-aligned in two cells: the column does not jump as they count down
+        return Text(f"stopping ({left:>2}s)", style=STATUS_STYLE["stopping"])
     status = row.status + (f" #{row.queue_pos}" if row.queue_pos else "")
     return Text(status, style=STATUS_STYLE.get(row.status, ""))
 
