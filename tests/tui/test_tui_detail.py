@@ -531,3 +531,10 @@ async def test_a_queued_run_opens_on_summary_and_says_the_queue_is_paused(projec
         assert screen.query_one("#run-tabs").active == "summary"
         await until(pilot, lambda: "the queue is paused" in str(screen.query_one("#summary-text").render()))
         assert screen.query_one("#progress").has_class("hidden")  # not "0 %": it has not begun
+
+
+def test_the_summary_line_reads_as_words_not_python() -> None:
+    from mdtui.tui.screens.run_detail import summary_fields
+
+    line = summary_fields({"best_acc1": 61.5, "selected_on": "test", "leaky": False, "seconds": 31.0})
+    assert line == "best_acc1 61.50, best epoch chosen on the test split, training time 0m31s"
