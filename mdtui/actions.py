@@ -57,9 +57,10 @@ def start(
     """
     outcome = Outcome()
     to_queue: list[str] = []
+    failed: set[str] = set()  # experiments whose remaining seeds are skipped after an error
     store = launcher.store
     for exp, seed in planned_runs(plan, exps):
-        if exp.name in to_queue or any(exp.name in e for e in outcome.errors):
+        if exp.name in to_queue or exp.name in failed:
             continue
         if (
             when_busy == "queue"
@@ -80,7 +81,8 @@ def start(
         except (RunSetupError, LaunchError) as exc:
             if when_busy == "raise":
                 raise
-            outcome.errors.append(f"{exp.name}: {exc}" if exp.name not in str(exc) else str(exc))
+            failed.add(exp.name)
+            outcome.errors.append(str(exc))
     outcome.deferred = to_queue
     if to_queue:
         queued = enqueue(launcher, plan, to_queue, devices=devices, collect=True)
