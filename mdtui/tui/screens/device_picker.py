@@ -71,8 +71,8 @@ class DevicePickerDialog(ModalScreen[list[str] | None]):
             )
             yield Static(plain(f"Devices for {shown}"), id="question")
             yield Static(
-                "space picks [x] / unpicks [ ], enter runs on the picked (or the highlighted) device,"
-                " escape cancels",
+                # one line inside an 80-column screen's dialog
+                "space: pick [x] / unpick · enter: run on them · escape: cancel",
                 id="details",
                 markup=False,
             )
