@@ -538,3 +538,11 @@ def test_the_summary_line_reads_as_words_not_python() -> None:
 
     line = summary_fields({"best_acc1": 61.5, "selected_on": "test", "leaky": False, "seconds": 31.0})
     assert line == "best_acc1 61.50, best epoch chosen on the test split, training time 0m31s"
+
+
+async def test_a_one_epoch_chart_says_its_values_instead_of_a_lone_dot(project: Path) -> None:
+    app = MdtuiApp(project)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_detail(pilot, FAILED)  # one epoch: train loss 2.0, eval loss 2.2
+        chart = screen.query_one("#chart-loss", MetricChart)
+        assert str(chart.query_one(".empty").render()) == "epoch 1: train 2  eval 2.2"

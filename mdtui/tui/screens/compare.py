@@ -201,6 +201,10 @@ class CompareScreen(Screen[None]):
         self.query_one("#cmp-acc1", MetricChart).show(acc)
         self.query_one("#cmp-loss", MetricChart).show(loss)
 
+    def on_unmount(self) -> None:
+        for run_id in self.run_ids:  # followed for these charts only: the view follows what it shows
+            self.dashboard.unpin(run_id)
+
     def action_toggle_all(self) -> None:
         self.show_all = not self.show_all
         self._draw_table()

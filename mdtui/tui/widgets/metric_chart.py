@@ -103,8 +103,17 @@ class MetricChart(Vertical):
         drawn = [(label, points) for label, points in drawn if points]
         self._labels = [label for label, _ in drawn]
         self._show_legend()
+        empty = self.query_one(".empty", Static)
+        if drawn and all(len(points) == 1 for _, points in drawn) and len({p[0][0] for _, p in drawn}) == 1:
+            # one point each (a run's first epoch): a lone dot on an invented axis says less than the values
+            x = drawn[0][1][0][0]
+            values = "  ".join(f"{label} {points[0][1]:.4g}" for label, points in drawn)
+            empty.update(escape(f"{self._xlabel} {x:g}: {values}"))  # labels are user text
+            plot.display, empty.display = False, True
+            return
+        empty.update(NO_DATA)
         plot.display = bool(drawn)
-        self.query_one(".empty", Static).display = not drawn
+        empty.display = not drawn
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
