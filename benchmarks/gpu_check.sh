@@ -39,7 +39,8 @@ unset MDTUI_FAKE_GPUS  # pretend GPUs would make the engine train on the CPU
 import json, sys
 from pathlib import Path
 from engine.data.longtail import longtail_counts
-from engine.schema.config import ConfigError, from_dict, to_dict
+from engine.schema.config import to_dict
+from engine.schema.validate import ConfigError, from_dict
 
 out = Path(sys.argv[1])
 common = {"model": "resnet32", "device": "cuda", "precision": "auto", "batch_size": 128,
