@@ -546,3 +546,26 @@ async def test_a_one_epoch_chart_says_its_values_instead_of_a_lone_dot(project: 
         screen = await open_detail(pilot, FAILED)  # one epoch: train loss 2.0, eval loss 2.2
         chart = screen.query_one("#chart-loss", MetricChart)
         assert str(chart.query_one(".empty").render()) == "epoch 1: train 2  eval 2.2"
+
+
+async def test_an_open_detail_follows_the_runs_new_attempt(project: Path) -> None:
+    """The run failed at start; a new attempt (resumed from a shell, or requeued) runs it to the end:
+    the open detail shows that attempt, not the frozen first one."""
+    from detail_helpers import epoch_events
+
+    from engine.schema.events import encode
+
+    app = MdtuiApp(project)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_detail(pilot, CRASHED)
+        assert not screen.query_one("#progress").percentage
+        store = RunStore(project.parent / "runs")
+        events = [make_event("run_started", CRASHED, t=T0 + 9500, total_epochs=3, steps_per_epoch=4)]
+        events += epoch_events(CRASHED, [50.0, 60.0, 70.0], T0 + 9500)
+        events.append(make_event("run_finished", CRASHED, t=T0 + 9700, status="completed", summary={}))
+        with (run_dir(project, CRASHED) / "events.jsonl").open("a") as fh:
+            fh.write("".join(encode(e) + "\n" for e in events))
+        store.update(CRASHED, status="completed", error=None, total_epochs=3, epochs_done=3)
+        await until(pilot, lambda: screen.query_one("#chart-acc1", MetricChart).has_data)  # from its events
+        assert screen.query_one("#progress").percentage == 1.0 and "completed" in screen.sub_title
+        assert "best acc1 70.00" in str(screen.query_one("#summary-text").render())
