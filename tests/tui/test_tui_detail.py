@@ -569,3 +569,9 @@ async def test_an_open_detail_follows_the_runs_new_attempt(project: Path) -> Non
         await until(pilot, lambda: screen.query_one("#chart-acc1", MetricChart).has_data)  # from its events
         assert screen.query_one("#progress").percentage == 1.0 and "completed" in screen.sub_title
         assert "best acc1 70.00" in str(screen.query_one("#summary-text").render())
+
+
+def test_an_eta_under_a_second_reads_soon() -> None:
+    from mdtui.tui.widgets.cells import fmt_eta
+
+    assert (fmt_eta(None), fmt_eta(0.2), fmt_eta(61)) == ("", "soon", "1m01s")

@@ -31,7 +31,7 @@ from mdtui.runs.disk import fmt_size, tree_size
 from mdtui.runs.status import FINISHED, LIVE, WAITING
 from mdtui.tui.messages import RESUMABLE, ResumeRequested, StopRequested
 from mdtui.tui.text import markup_escape, plain, visible
-from mdtui.tui.widgets.cells import fmt_pct, fmt_secs
+from mdtui.tui.widgets.cells import fmt_eta, fmt_pct, fmt_secs
 from mdtui.tui.widgets.metric_chart import MetricChart
 from mdtui.tui.widgets.run_log import RunLog, file_has_problem
 from mdtui.tui.widgets.vi_scroll import ViScroll
@@ -359,7 +359,7 @@ class RunDetailScreen(Screen[None]):
         text = step_line(progress) if progress is not None else ""
         eta = run_eta(state, time.time()) if rec.status in LIVE else None
         if eta is not None:
-            text += (" · " if text else "") + f"run ETA {fmt_secs(eta)}"
+            text += (" · " if text else "") + f"run ETA {fmt_eta(eta)}"
         line.update(text)
         line.display = bool(text)
 

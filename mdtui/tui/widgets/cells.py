@@ -57,6 +57,14 @@ def fmt_secs(value: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def fmt_eta(value: float | None) -> str:
+    """An ETA: under a second left reads "soon", not a ``0m00s`` that stays while the last epoch's
+    evaluation and checkpoints are written."""
+    if value is None:
+        return ""
+    return "soon" if value < 1 else fmt_secs(value)
+
+
 def status_text(status: str) -> Text:
     return Text(status, style=status_style(status))
 

@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 
 from mdtui.runs.status import LIVE
-from mdtui.tui.widgets.cells import STATUS_STYLE, Column, fmt_loss, fmt_pct, fmt_secs, short_run_id
+from mdtui.tui.widgets.cells import STATUS_STYLE, Column, fmt_eta, fmt_loss, fmt_pct, fmt_secs, short_run_id
 from mdtui.tui.widgets.sync_table import SyncTable
 from mdtui.views.dashboard import RunRow
 
@@ -47,7 +47,7 @@ class RunTable(SyncTable):
             row.epoch,
             fmt_pct(row.acc1),
             fmt_pct(row.best),
-            fmt_secs(row.eta),
+            fmt_eta(row.eta),
             " " + row.devices,
             fmt_loss(row.loss),
             fmt_secs(row.elapsed),
