@@ -55,6 +55,17 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(saved)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for `-n auto` (pyproject addopts): one per core the process may use, plus one for
+    the `slurm` group, whose tests mostly wait on the cluster (3 on a 2-core box); at most 8 in all,
+    as each worker holds its own torch and test processes."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return min(cores, 7) + 1
+
+
 # The fixtures of tests/slurm/conftest.py that reach the one real Slurm cluster of this machine
 # (other folders import them too).
 SLURM_FIXTURES = {"slurm_cluster", "slurm"}
