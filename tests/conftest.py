@@ -85,6 +85,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
       its tests): spread over workers, each worker would build them again.
     """
     for item in items:
+        if any(item.iter_markers("xdist_group")):  # a group the test names itself stands
+            continue
         if SLURM_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("slurm"))
         elif _uses_module_fixtures(item):
