@@ -575,3 +575,24 @@ def test_an_eta_under_a_second_reads_soon() -> None:
     from mdtui.tui.widgets.cells import fmt_eta
 
     assert (fmt_eta(None), fmt_eta(0.2), fmt_eta(61)) == ("", "soon", "1m01s")
+
+
+def test_many_medium_few_only_for_a_long_tail() -> None:
+    class Rec:
+        run_id, experiment, status, devices, seed, leaky, error, note = (
+            "r",
+            "e",
+            "completed",
+            [],
+            0,
+            False,
+            None,
+            "",
+        )
+
+    def last_eval(**shots: float) -> str:
+        state = apply_event(RunState(), make_event("epoch", "r", epoch=0, eval={"acc1": 50.0, **shots}))
+        return next(line for line in summary_text(state, Rec()).splitlines() if line.startswith("last eval"))
+
+    assert last_eval(many=50.0) == "last eval: acc1 50.00"  # balanced: one group, acc1 again
+    assert last_eval(many=70.0, few=20.0) == "last eval: acc1 50.00  many 70.00  few 20.00"

@@ -133,11 +133,11 @@ def summary_text(
     lines.append(f"best acc1 {fmt_pct(state.best_acc1) or '-'}{best_epoch}")
     last = state.last_eval or {}
     if last:
-        parts = [
-            f"{k} {fmt_pct(last.get(k))}"
-            for k in ("acc1", "acc5", "many", "medium", "few")
-            if last.get(k) is not None
-        ]
+        shots = [k for k in ("many", "medium", "few") if last.get(k) is not None]
+        # balanced data puts every class in one group, whose accuracy is acc1 again: only a long
+        # tail (classes in two groups or more) makes many/medium/few worth reading
+        keys = ["acc1", "acc5", *(shots if len(shots) > 1 else [])]
+        parts = [f"{k} {fmt_pct(last.get(k))}" for k in keys if last.get(k) is not None]
         lines.append("last eval: " + "  ".join(parts))
     if state.extra_losses:
         lines.append(
