@@ -146,6 +146,7 @@ def test_kill_9_real_engine_mid_checkpoint_then_resume(tmp_path: Path, monkeypat
     import torch
 
     from mdtui.commands.run import resume_run
+    from mdtui.execution.backends import launcher_for
 
     monkeypatch.delenv("MDTUI_ENGINE_CMD", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -170,7 +171,7 @@ def test_kill_9_real_engine_mid_checkpoint_then_resume(tmp_path: Path, monkeypat
     _integrity(store)
     assert rec.run_id in _results_intact(plan.settings.results_log)
 
-    _launcher, rec2, pid2 = resume_run(plan, store, rec.run_id, device=None)
+    pid2 = resume_run(launcher_for(store, plan), rec.run_id, device=None).supervisor_pid
     assert supervise.wait_supervisor(pid2, timeout=120)
     done = store.get(rec.run_id)
     assert done.status == "completed", done.error
@@ -593,6 +594,7 @@ def test_a_resumed_run_killed_again_reports_the_new_reason(
     """The events of an earlier session (its error, its run_finished) must not speak for the resumed one."""
     from engine.schema.events import reduce_events
     from mdtui.commands.run import resume_run
+    from mdtui.execution.backends import launcher_for
 
     plan, store = _project(tmp_path)
     cleanup.append(store)
@@ -602,7 +604,7 @@ def test_a_resumed_run_killed_again_reports_the_new_reason(
     assert store.get(rec.run_id).error == "fake failure at epoch 1"
     monkeypatch.setenv("FAKE_FAIL_AT", "-1")
     monkeypatch.setenv("FAKE_EPOCH_SECONDS", "20")
-    _launcher, _, pid = resume_run(plan, store, rec.run_id, device=None)
+    pid = resume_run(launcher_for(store, plan), rec.run_id, device=None).supervisor_pid
     running = wait_for(lambda: _engine_running(store, rec.run_id), timeout=20)
     events_path = Path(rec.run_dir) / "events.jsonl"
     wait_for(lambda: events_path.read_text().count('"run_started"') == 2)
