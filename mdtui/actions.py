@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from mdtui.execution.backends import launcher_of, queue_launcher
 from mdtui.execution.launching import Launcher, LaunchError, LaunchRefused, NoDevice, StopTarget
 from mdtui.registry.plan import select_experiments
-from mdtui.runs.prepare import RunSetupError, dependency_order, seeds_of
+from mdtui.runs.prepare import RunSetupError, dependency_order, require_data, seeds_of
 from mdtui.runs.status import WAITING
 from mdtui.scheduling import scheduler
 
@@ -59,7 +59,18 @@ def start(
     to_queue: list[str] = []
     failed: set[str] = set()  # experiments whose remaining seeds are skipped after an error
     store = launcher.store
-    for exp, seed in planned_runs(plan, exps):
+    runs = planned_runs(plan, exps)
+    # Pre-flight for every experiment before the first run starts: `mdtui run a b` with b's dataset
+    # missing starts nothing, and the TUI never shows a data-less experiment as queued.
+    for exp in {exp.name: exp for exp, _ in runs}.values():
+        try:
+            require_data(plan, exp)
+        except RunSetupError as exc:
+            if when_busy == "raise":
+                raise
+            failed.add(exp.name)
+            outcome.errors.append(str(exc))
+    for exp, seed in runs:
         if exp.name in to_queue or exp.name in failed:
             continue
         if (

@@ -158,3 +158,25 @@ def test_the_tui_refuses_to_start_or_queue_it(project: Path, monkeypatch: pytest
     assert started == [] and any("mdtui data get cifar10" in e for e in errors)
     assert any("mdtui data get cifar10" in e for e in board.enqueue(["c10"]))
     nothing_created(project)
+
+
+def test_run_of_several_starts_none_when_one_lacks_its_data(project: Path) -> None:
+    """The pre-flight covers every named experiment before the first run starts."""
+    ran = invoke(project, "run", "digits", "c10", "--detach")
+    assert ran.exit_code != 0 and "mdtui data get cifar10" in ran.output
+    nothing_created(project)
+
+
+def test_the_tui_never_shows_a_data_less_experiment_as_queued(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no free device the TUI queues what it cannot start; a missing dataset is an error instead."""
+    from mdtui.views.dashboard import Dashboard
+
+    monkeypatch.setenv("MDTUI_FAKE_GPUS", "")  # no GPU: the CPU only, which the TUI does not pick alone
+    board = Dashboard(project)
+    board.refresh(with_devices=False)
+    started, deferred, errors = board.start_now(["c10"])
+    assert started == [] and "c10" not in deferred
+    assert any("mdtui data get cifar10" in e for e in errors)
+    nothing_created(project)
