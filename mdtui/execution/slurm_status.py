@@ -24,6 +24,7 @@ from mdtui.execution.ending import (
     engine_end_from_events,
     settle,
 )
+from mdtui.execution.node_store import NODE_KEY
 from mdtui.runs.rundir import EVENTS_FILE, EXIT_FILE, exit_fields, read_run_state
 from mdtui.runs.status import FINISHED, LIVE, RunStatus
 from mdtui.system import slurm as slurm_cli
@@ -210,11 +211,7 @@ def _apply(store: RunStore, rec: RunRecord, job: Any | None, now: float) -> RunR
     # mdtui asking
     request = read_json(run_dir / STOP_REQUEST)
     asked = isinstance(request, dict) and request.get("by") not in (BY_SLURM, BY_TIME_LIMIT)
-    # the engine ever ran: this attempt's supervisor recorded itself, or an earlier attempt left events
-    # (a requeued run whose next attempt was cancelled while pending has trained, and is stopped)
-    started = (
-        rec.supervisor_pid is not None or rec.status == RunStatus.RUNNING or (run_dir / EVENTS_FILE).is_file()
-    )
+    started = ever_ran(rec, job, run_dir)
     said = SlurmEnd(
         job_id=str(rec.job_id),
         state=job.state if job is not None else None,
@@ -233,6 +230,29 @@ def _apply(store: RunStore, rec: RunRecord, job: Any | None, now: float) -> RunR
     return settle(
         store, rec, ending, end, state, note=f"decided from Slurm's record of job {rec.job_id}", now=now
     )
+
+
+def ever_ran(rec: RunRecord, job: Any | None, run_dir: Path) -> bool:
+    """Whether the job ever ran on a node, from facts that outlive it (never from the index's pids,
+    which the manager sets only if a poll saw the attempt alive: a job that starts and dies between
+    two polls without an exit.json has none).
+
+    Any one suffices: the node's supervisor wrote run.json's ``node`` fields for this job; the engine
+    left events (an earlier attempt counts: a requeued run cancelled while pending again has
+    trained); Slurm opened the job's slurm-<id>.out/.err on its node (it does when the batch script
+    starts); Slurm counts time used; or a poll saw it running."""
+    if rec.supervisor_pid is not None or rec.status in (RunStatus.RUNNING, RunStatus.STARTING):
+        return True
+    info = read_json(run_dir / "run.json")
+    node = info.get(NODE_KEY) if isinstance(info, dict) else None
+    if isinstance(node, dict) and str(node.get("attempt", "")).split(":", 1)[0] == str(rec.job_id):
+        return True
+    with contextlib.suppress(OSError):
+        if (run_dir / EVENTS_FILE).stat().st_size > 0:
+            return True
+    if any((run_dir / f"slurm-{rec.job_id}.{kind}").exists() for kind in ("out", "err")):
+        return True
+    return job is not None and bool(getattr(job, "elapsed_s", None))
 
 
 def _live(store: RunStore, rec: RunRecord, job: Any) -> RunRecord | None:

@@ -494,3 +494,48 @@ def test_a_stopped_slurm_run_says_why_and_not_slurm_s_failed(tiny_plan, store, m
     out = CliRunner().invoke(app, ["-f", str(tiny_plan.settings.path), "status"], env={"COLUMNS": "300"})
     assert out.exit_code == 0, out.output
     assert "Slurm job 2; time limit" in out.output and "FAILED" not in out.output, out.output
+
+
+@pytest.mark.parametrize("fact", ["node_wrote_run_json", "events", "slurm_log", "slurm_elapsed"])
+def test_a_job_that_started_and_died_between_two_polls_did_start(tiny_plan, store, monkeypatch, fact) -> None:
+    """The index never saw the attempt alive (no supervisor pid: only a poll that sees it adopts it)
+    and no exit.json was written; whether it started is read from what survives it: its run
+    directory or Slurm's time used. A run that started is never "cancelled ... before it started"."""
+    from mdtui.execution import slurm_status as slurm
+    from mdtui.execution.node_store import NODE_KEY
+    from mdtui.execution.reconcile import reconcile
+    from mdtui.system.fs import atomic_write_json, read_json
+
+    rec = _slurm_run(store, tiny_plan, "51")
+    run_dir = Path(rec.run_dir)
+    elapsed = 0
+    if fact == "node_wrote_run_json":
+        info = read_json(run_dir / "run.json")
+        atomic_write_json(run_dir / "run.json", {**info, NODE_KEY: {"attempt": "51:0", "status": "running"}})
+    elif fact == "events":
+        (run_dir / "events.jsonl").write_text('{"event": "run_started"}\n', encoding="utf-8")
+    elif fact == "slurm_log":
+        (run_dir / "slurm-51.err").write_text("", encoding="utf-8")
+    else:
+        elapsed = 4
+    jobs = {"51": Job("CANCELLED", node="n1", elapsed_s=elapsed)}
+    monkeypatch.setattr(slurm.slurm_cli, "job_states", lambda ids: {i: jobs[i] for i in ids if i in jobs})
+    reconcile(store)
+    final = store.get(rec.run_id)
+    assert final.status == "failed" and "cancelled outside mdtui (scancel" in final.error, final.error
+    assert "before it started" not in final.error
+    assert json.loads((run_dir / "exit.json").read_text(encoding="utf-8")).get("never_started") is not True
+
+
+def test_a_job_cancelled_while_pending_never_started(tiny_plan, store, monkeypatch) -> None:
+    """The counterpart: nothing in the run directory, no time used: it never started."""
+    from mdtui.execution import slurm_status as slurm
+    from mdtui.execution.reconcile import reconcile
+
+    rec = _slurm_run(store, tiny_plan, "52")
+    monkeypatch.setattr(
+        slurm.slurm_cli, "job_states", lambda ids: {"52": Job("CANCELLED", node=None, elapsed_s=0)}
+    )
+    reconcile(store)
+    final = store.get(rec.run_id)
+    assert final.status == "cancelled" and "before it started" in final.error, final.error
