@@ -14,6 +14,7 @@ from typing import Any
 import typer
 from rich.text import Text
 
+from mdtui import actions
 from mdtui.commands.common import (
     EXIT_FAILED,
     console,
@@ -29,11 +30,12 @@ from mdtui.commands.common import (
 )
 from mdtui.execution import ranks
 from mdtui.execution.backends import launcher_of
-from mdtui.execution.launching import StopTarget
+from mdtui.execution.launching import StopDeferred, StopTarget
 from mdtui.execution.reconcile import reconcile
 from mdtui.runs.rundir import RunOutput
 from mdtui.runs.status import FINISHED, LIVE, WAITING, RunStatus
 from mdtui.runs.status_style import status_style
+from mdtui.scheduling.scheduler import QueueError
 from mdtui.system.terminal import Cell, Column, print_table
 
 app = typer.Typer(
@@ -321,7 +323,15 @@ def stop_cmd(
     reconcile(store)
     rec = resolve_run_or_exit(store, run)
     launcher = launcher_of(store, rec, plan)
-    target = launcher.stop_target(rec)  # None: nothing to stop (a run in mdtui's queue: `queue cancel`)
+    if rec.status in WAITING and not launcher.queues_itself:
+        # waiting in mdtui's own queue: nothing runs yet, stopping it cancels it (as the TUI's stop)
+        try:
+            outcome = actions.cancel(store, plan, rec.run_id)
+        except QueueError:
+            fail(f"run {rec.run_id} ({rec.experiment}) is {rec.status} but not in mdtui's queue")
+        console.print(f"run {rec.run_id} ({rec.experiment}): {outcome} (it was waiting in mdtui's queue)")
+        return
+    target = launcher.stop_target(rec)  # None: nothing to stop
     orphan = target == StopTarget.ORPHAN  # its supervisor died; the engine trains on
     if target is None:
         fail(f"run {rec.run_id} ({rec.experiment}) is not running (status: {rec.status})")
@@ -331,13 +341,19 @@ def stop_cmd(
             f"run {rec.run_id} is {rec.status} but its engine (pid {rec.pid}) still runs: "
             f"stopping it (SIGKILL after {seconds:g}s)"
         )
-    if not launcher.stop(rec.run_id, grace=seconds, wait=wait):
+    try:
+        sent = launcher.stop(rec.run_id, grace=seconds, wait=wait)
+    except StopDeferred as deferred:
+        fail(str(deferred))  # exit 1: recorded, but nothing is cancelled yet
+    if not sent:
         reconcile(store)
         fail(f"run {rec.run_id} has no live process to signal; it is now {store.get(rec.run_id).status}")
     if wait or orphan:
         reconcile(store)  # an orphan's engine has just ended: take its own ending if it wrote one
         final = store.get(rec.run_id) or rec
         console.print(f"run {rec.run_id} ({rec.experiment}): {final.status}")
+    elif target == StopTarget.PENDING:
+        console.print(f"cancelled run {rec.run_id} ({rec.experiment}) while its job waited in Slurm's queue")
     else:
         console.print(
             f"stopping run {rec.run_id} ({rec.experiment}); it saves last.pt and ends within {seconds:g}s"

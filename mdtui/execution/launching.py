@@ -40,6 +40,12 @@ class SubmitError(LaunchError):
     """The backend refused the run (sbatch said no); the message is the backend's."""
 
 
+class StopDeferred(LaunchError):
+    """The stop is recorded (the run's stop request) but the backend could not be told now (Slurm's
+    controller does not answer); the message says what applies it and what to do. Nothing was
+    cancelled yet: the CLI exits 1."""
+
+
 class StopTarget(str, Enum):
     """What a stop reaches, for a run that has anything to stop."""
 
@@ -93,7 +99,7 @@ class Launcher(Protocol):
 
     def stop(self, run_id: str, *, wait: bool = False, grace: float | None = None) -> bool:
         """Ask the run to stop (it saves last.pt), killed after the grace. True if anything was
-        signalled or cancelled."""
+        signalled or cancelled; ``StopDeferred`` when the stop is only recorded for later."""
 
     def kill(self, run_id: str) -> bool:
         """Stop the run now, without a grace period. True if signalled."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdtui.execution import slurm_job, supervise
 from mdtui.execution.ending import STOP_REQUEST, end_unstarted
-from mdtui.execution.launching import LaunchRefused, StopTarget, SubmitError
+from mdtui.execution.launching import LaunchRefused, StopDeferred, StopTarget, SubmitError
 from mdtui.execution.reconcile import reconcile
 from mdtui.execution.slurm_status import POLLED
 from mdtui.registry.slurm_options import SlurmOptions
@@ -369,7 +369,13 @@ class SlurmLauncher:
             # records "stopped"; it escalates to SIGKILL after the grace itself
             sent = slurm_cli.scancel(job_id, "TERM")
         except slurm_cli.SlurmUnavailable:
-            return not pending  # the running attempt's supervisor reads the request itself
+            if not pending:
+                return True  # the running attempt's supervisor reads the request itself
+            raise StopDeferred(
+                f"Slurm is unreachable, so job {job_id} of run {run_id} is not cancelled yet; the stop "
+                f"request is recorded in {rec.run_dir} and stops the run as soon as the job starts. "
+                "Run `mdtui stop` again when Slurm answers to cancel the job while it waits"
+            ) from None
         except slurm_cli.SlurmError:
             # refused: the job went back to pending in between (a requeue): cancel it there
             sent = _scancel(job_id)

@@ -539,3 +539,51 @@ def test_a_job_cancelled_while_pending_never_started(tiny_plan, store, monkeypat
     reconcile(store)
     final = store.get(rec.run_id)
     assert final.status == "cancelled" and "before it started" in final.error, final.error
+
+
+def test_stop_of_a_pending_job_with_slurm_unreachable_says_the_request_waits(
+    tiny_plan, store, monkeypatch
+) -> None:
+    """Controller down, job pending: nothing could be cancelled, but the stop request is kept and
+    applies if the job starts. It said "has no live process to signal"."""
+    from typer.testing import CliRunner
+
+    from mdtui.cli import app
+    from mdtui.execution import slurm_status
+    from mdtui.execution.ending import STOP_REQUEST
+    from mdtui.system import slurm as slurm_cli
+
+    def down(ids):
+        raise slurm_cli.SlurmUnavailable("squeue did not answer in 2.5 s")
+
+    monkeypatch.setattr(slurm_status.slurm_cli, "job_states", down)
+    monkeypatch.setattr(slurm_cli, "scancel", lambda *a, **k: pytest.fail("scancel while unreachable"))
+    rec = _slurm_run(store, tiny_plan, "61")
+    out = CliRunner().invoke(
+        app, ["-f", str(tiny_plan.settings.path), "stop", rec.run_id], env={"COLUMNS": "400"}
+    )
+    assert out.exit_code == 1, out.output
+    text = " ".join(out.output.split())
+    assert "Slurm is unreachable, so job 61" in text and "not cancelled yet" in text, text
+    assert "stops the run as soon as the job starts" in text and "`mdtui stop` again" in text
+    assert "no live process" not in text
+    assert (Path(rec.run_dir) / STOP_REQUEST).is_file()
+    assert store.get(rec.run_id).status == "queued"  # nothing happened to it yet
+
+
+def test_stop_of_a_run_waiting_in_mdtui_s_queue_cancels_it(tiny_plan, store) -> None:
+    """`mdtui stop` said "not running" for a queued local run; it cancels it, as the TUI's stop does."""
+    from typer.testing import CliRunner
+
+    from mdtui.cli import app
+    from mdtui.scheduling import scheduler
+
+    rec = scheduler.enqueue(store, tiny_plan, ["tiny"])[0]
+    out = CliRunner().invoke(
+        app, ["-f", str(tiny_plan.settings.path), "stop", rec.run_id], env={"COLUMNS": "400"}
+    )
+    assert out.exit_code == 0, out.output
+    assert f"run {rec.run_id} (tiny): cancelled" in out.output
+    final = store.get(rec.run_id)
+    assert (final.status, final.error) == ("cancelled", "cancelled from the queue")
+    assert scheduler.queue_entries(store) == []
