@@ -28,7 +28,7 @@ from mdtui.commands.common import (
     print_json,
     resolve_run_or_exit,
 )
-from mdtui.execution import ranks
+from mdtui.execution import ranks, slurm_status
 from mdtui.execution.backends import launcher_of
 from mdtui.execution.launching import StopDeferred, StopTarget
 from mdtui.execution.reconcile import reconcile
@@ -245,6 +245,11 @@ def status_cmd(
         return
     print_run_table(runs, sizes=show_all)
     _say_paused_queue(store, runs)
+    outage = slurm_status.outage(runs)
+    if outage:
+        console.print(
+            f"{outage}: the Slurm runs above show their last known state", style="yellow", soft_wrap=True
+        )
 
 
 def _say_paused_queue(store: Any, runs: list[Any]) -> None:

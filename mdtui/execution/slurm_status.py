@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +131,20 @@ def poll_jobs(
 
 
 UNREACHABLE = "Slurm unreachable"
+UNREACHABLE_AT = f"{UNREACHABLE} — last known state at "  # then HH:MM:SS, ": " and that state
+
+
+def outage(records: Iterable[RunRecord]) -> str | None:
+    """ "Slurm unreachable — last known state at T" while the last poll found the controller silent
+    (T: when its runs' states were last known, the earliest of them), for the screens that show many
+    runs (the TUI's main screen, `mdtui status`); None while Slurm answers or no Slurm run waits or
+    runs. Read from the index (``_unreachable`` marks the runs), so every reader agrees."""
+    times = [
+        r.job_state[len(UNREACHABLE_AT) :].split(": ", 1)[0]
+        for r in records
+        if r.status in POLLED and (r.job_state or "").startswith(UNREACHABLE_AT)
+    ]
+    return f"{UNREACHABLE_AT}{min(times)}" if times else None
 
 
 def _unreachable(store: RunStore, runs: list[RunRecord], now: float) -> list[RunRecord]:
@@ -144,7 +159,7 @@ def _unreachable(store: RunStore, runs: list[RunRecord], now: float) -> list[Run
         store.update(
             rec.run_id,
             run_json=False,
-            job_state=f"{UNREACHABLE} — last known state at {at}: {rec.job_state or 'none yet'}",
+            job_state=f"{UNREACHABLE_AT}{at}: {rec.job_state or 'none yet'}",
         )
         changed.append(store.get(rec.run_id) or rec)
     return changed

@@ -20,7 +20,7 @@ else:  # Python 3.10 (pyproject's oldest): the same parser as the `tomli` packag
 
 from engine.schema.events import RunState
 from mdtui import actions
-from mdtui.execution import ranks
+from mdtui.execution import ranks, slurm_status
 from mdtui.execution.backends import launcher_for
 from mdtui.execution.launcher import STOP_REQUEST, stop_grace
 from mdtui.execution.launching import LaunchError, LaunchRefused
@@ -89,6 +89,8 @@ class Snapshot:
     live_count: int = 0
     plan_missing: bool = False  # no experiments.toml at all (an empty folder): not an error to fix
     plan_loads: int = 0  # how many times experiments.toml was read: a change says it was read again
+    # "Slurm unreachable — last known state at T" while the controller does not answer (slurm_status)
+    slurm_outage: str | None = None
 
 
 def _block_name(config: dict[str, Any], block: str) -> str:
@@ -331,6 +333,7 @@ class Dashboard:
             live_count=sum(1 for r in records if r.status in LIVE_STATUSES),
             plan_loads=self.plan_loads,
             plan_missing=self.plan_missing,
+            slurm_outage=slurm_status.outage(records),
         )
 
     def _devices(self) -> tuple[Any, ...]:

@@ -587,3 +587,33 @@ def test_stop_of_a_run_waiting_in_mdtui_s_queue_cancels_it(tiny_plan, store) -> 
     final = store.get(rec.run_id)
     assert (final.status, final.error) == ("cancelled", "cancelled from the queue")
     assert scheduler.queue_entries(store) == []
+
+
+def test_status_says_slurm_is_unreachable_under_its_table(tiny_plan, store, monkeypatch) -> None:
+    """The note column (cut or dropped on a narrow terminal) was the only place that said it."""
+    import time
+
+    from typer.testing import CliRunner
+
+    from mdtui.cli import app
+    from mdtui.execution import slurm_status
+    from mdtui.system import slurm as slurm_cli
+
+    def down(ids):
+        raise slurm_cli.SlurmUnavailable("squeue did not answer in 2.5 s")
+
+    monkeypatch.setattr(slurm_status.slurm_cli, "job_states", down)
+    rec = _slurm_run(store, tiny_plan, "81", status="running")
+    store.update(rec.run_id, job_state="RUNNING on n1, 3m")
+    start = time.monotonic()
+    out = CliRunner().invoke(app, ["-f", str(tiny_plan.settings.path), "status"], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    assert time.monotonic() - start < 5.0
+    last = out.output.strip().splitlines()[-1]
+    assert last.startswith("Slurm unreachable — last known state at ") and last.endswith(
+        ": the Slurm runs above show their last known state"
+    ), out.output
+    assert slurm_status.outage([store.get(rec.run_id)]) == last.split(": the Slurm runs")[0]
+    monkeypatch.setattr(slurm_status.slurm_cli, "job_states", lambda ids: {"81": Job("RUNNING", elapsed_s=9)})
+    out = CliRunner().invoke(app, ["-f", str(tiny_plan.settings.path), "status"], env={"COLUMNS": "80"})
+    assert out.exit_code == 0 and "unreachable" not in out.output, out.output

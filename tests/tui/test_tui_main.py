@@ -420,3 +420,36 @@ async def test_e_in_an_empty_folder_offers_the_template(
         await pilot.press("y")
         await until(pilot, lambda: {e.name for e in app.snapshot.experiments} >= {"demo-ce", "demo-refl"})
         assert not app.snapshot.plan_error and not app.screen.query_one("#plan-error").display
+
+
+async def test_the_main_screen_says_slurm_is_unreachable_within_a_poll(project: Path, monkeypatch) -> None:
+    """Controller down: only a run's detail said "Slurm unreachable — last known state at T"; the main
+    screen says it too (its subtitle, on every tab) at the next poll, and stops saying it once Slurm
+    answers again."""
+    import time
+
+    from mdtui.execution import slurm_status
+    from mdtui.registry.plan import load_plan
+    from mdtui.runs.prepare import create_run_for
+    from mdtui.runs.store import RunStore
+    from mdtui.system import slurm as slurm_cli
+    from mdtui.system.slurm import JobState
+
+    def down(ids):
+        raise slurm_cli.SlurmUnavailable("squeue did not answer in 2.5 s")
+
+    monkeypatch.setattr(slurm_status.slurm_cli, "job_states", down)
+    plan = load_plan(project)
+    store = RunStore(project.parent / "runs")
+    rec = create_run_for(plan, store, plan.experiments["tiny"], seed=0, devices=[], status="running")
+    store.update(rec.run_id, job_id="71", job_state="RUNNING on n1, 3m")
+    app = MdtuiApp(project)
+    async with app.run_test(size=SIZE) as pilot:
+        start = time.monotonic()
+        await until(pilot, lambda: "Slurm unreachable — last known state at " in app.screen.sub_title)
+        assert time.monotonic() - start < 5.0  # the first poll (LIVENESS_SECONDS = 2) says it
+        assert app.snapshot.slurm_outage and app.snapshot.slurm_outage in app.screen.sub_title
+        answer = JobState("71", "RUNNING", None, "n1", 240, None, None, None, 0)
+        monkeypatch.setattr(slurm_status.slurm_cli, "job_states", lambda ids: {"71": answer})
+        await until(pilot, lambda: "Slurm unreachable" not in app.screen.sub_title)
+        assert app.snapshot.slurm_outage is None

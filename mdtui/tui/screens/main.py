@@ -119,7 +119,9 @@ class MainScreen(Screen[None]):
         self._show_runs()
         self.query_one(GpuPanel).show(snapshot.devices, snapshot.holders)
         paused = " · queue paused" if snapshot.queue_paused else ""
-        self.sub_title = f"{snapshot.live_count} running{paused}"
+        # the Slurm runs' states are as last known: said on every tab, not only in a run's detail
+        outage = f" · {snapshot.slurm_outage}" if snapshot.slurm_outage else ""
+        self.sub_title = f"{snapshot.live_count} running{paused}{outage}"
 
     def _matches(self, *fields: str) -> bool:
         needle = self.filter_text.lower()
