@@ -36,10 +36,10 @@ from typing import Any
 
 # who sent a stop (the names live with the one decision that reads them)
 from mdtui.execution.ending import BY_SLURM, BY_TIME_LIMIT, STOP_REQUEST, Ending
-from mdtui.registry.slurm_options import time_seconds
 from mdtui.runs.rundir import EXIT_FILE
 from mdtui.runs.status import RunStatus
 from mdtui.runs.store import RunStore
+from mdtui.system import slurm as slurm_cli
 from mdtui.system.fs import read_json
 
 ENV_FLAG = "MDTUI_SLURM"  # set to "1" by the job script
@@ -112,7 +112,7 @@ def term_origin(now: float | None = None, env: dict[str, str] | None = None) -> 
         warn = float(env.get(ENV_SIGNAL) or 0)
     except ValueError:
         return BY_SLURM
-    left = time_seconds(env.get(ENV_LEFT) or "")  # None for UNLIMITED, or when squeue failed
+    left = slurm_cli.parse_duration(env.get(ENV_LEFT) or "")  # None for UNLIMITED, or when squeue failed
     if left is None and (env.get(ENV_LIMIT) or "").isdigit():
         left = int(env[ENV_LIMIT])
     if left is not None and started == started and now >= started + left - warn - SIGNAL_SLACK_SECONDS:

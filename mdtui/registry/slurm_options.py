@@ -13,11 +13,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from mdtui.registry.checks import check_table
+from mdtui.system.slurm import parse_duration  # Slurm's one time parser: --time as sbatch reads it
 
 LAUNCHERS = ("local", "slurm")
 DEFAULT_SIGNAL_SECONDS = 120
 # Slurm's --time forms: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
-_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _MEM = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
 
 
@@ -53,7 +53,7 @@ class SlurmOptions:
         return replace(self, **values)
 
     def time_limit_seconds(self) -> int | None:
-        return time_seconds(self.time) if self.time is not None else None
+        return parse_duration(self.time) if self.time is not None else None
 
 
 SLURM_KEYS = tuple(f.name for f in fields(SlurmOptions))
@@ -88,25 +88,6 @@ def time_limit_warnings(base: SlurmOptions, experiments: Iterable[tuple[str, dic
     return found
 
 
-def time_seconds(text: str) -> int | None:
-    """Seconds of a Slurm --time value, None when it is not one."""
-    m = _TIME.match(text.strip())
-    if not m:
-        return None
-    days, a, b, c = m.groups()
-    d = int(days or 0)
-    if days is None:  # minutes | minutes:seconds | hours:minutes:seconds
-        if b is None:
-            s = int(a) * 60
-        elif c is None:
-            s = int(a) * 60 + int(b)
-        else:
-            s = int(a) * 3600 + int(b) * 60 + int(c)
-    else:  # days-hours[:minutes[:seconds]]
-        s = int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
-    return d * 86400 + s
-
-
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -118,7 +99,7 @@ def _text(v: Any) -> str | None:
 def _check_time(v: Any) -> str | None:
     if _is_int(v) and v >= 1:
         return str(v)  # minutes, as sbatch reads a bare number
-    if isinstance(v, str) and (secs := time_seconds(v)) is not None and secs > 0:
+    if isinstance(v, str) and (secs := parse_duration(v)) is not None and secs > 0:
         return v.strip()
     return None
 

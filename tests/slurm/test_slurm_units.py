@@ -16,8 +16,9 @@ from mdtui.execution import slurm_job
 from mdtui.execution.ending import Ending, EngineEnd, SlurmEnd, decide
 from mdtui.execution.slurm import JobSpec, job_script
 from mdtui.execution.slurm_status import describe
-from mdtui.registry.slurm_options import SlurmOptions, time_seconds
+from mdtui.registry.slurm_options import SlurmOptions
 from mdtui.runs.status import RunStatus
+from mdtui.system.slurm import parse_duration
 from tests.conftest import TINY_TOML
 
 
@@ -111,12 +112,12 @@ def test_experiment_slurm_and_nodes_are_validated(tmp_path: Path) -> None:
 
 
 def test_time_values_read_as_slurm_reads_them() -> None:
-    assert time_seconds("90") == 90 * 60
-    assert time_seconds("59:58") == 59 * 60 + 58
-    assert time_seconds("2:00:00") == 7200
-    assert time_seconds("1-00") == 86400
-    assert time_seconds("1-02:03:04") == 86400 + 7384
-    assert time_seconds("UNLIMITED") is None
+    assert parse_duration("90") == 90 * 60
+    assert parse_duration("59:58") == 59 * 60 + 58
+    assert parse_duration("2:00:00") == 7200
+    assert parse_duration("1-00") == 86400
+    assert parse_duration("1-02:03:04") == 86400 + 7384
+    assert parse_duration("UNLIMITED") is None
 
 
 def test_job_script_carries_every_option_and_runs_the_supervisor(tmp_path: Path) -> None:

@@ -184,9 +184,10 @@ def test_mdtui_gpus_without_a_reachable_slurm_says_so_and_exits_2(fake_bin, monk
     monkeypatch.setenv("PATH", str(fake_bin))  # no sinfo here
     result = CliRunner().invoke(app, ["gpus", "--launcher", "slurm"], catch_exceptions=False)
     assert result.exit_code == 2
-    assert "cannot ask Slurm for its partitions" in result.output and "--launcher local" in result.output
+    # the backend is refused before any query (backends.backend_for: no Slurm commands here)
+    assert "sbatch is not on PATH" in result.output and "--launcher local" in result.output
     bad = CliRunner().invoke(app, ["gpus", "--launcher", "pbs"], catch_exceptions=False)
-    assert bad.exit_code == 2 and '"local" or "slurm"' in bad.output
+    assert bad.exit_code == 2 and "must be 'local' or 'slurm', not 'pbs'" in bad.output
 
 
 def test_a_huge_poll_is_split_to_stay_under_the_argument_limit(fake_bin, monkeypatch) -> None:
