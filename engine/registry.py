@@ -3,7 +3,7 @@
 A registration may carry *traits*: facts about the implementation that other parts of the engine
 ask by name (``@LOSSES.register("ldam", normed_head=True)``), so they are declared once, next to
 the code, instead of in a list elsewhere. The names and parameters a registry must provide are
-declared in ``engine/schema/catalog.py``; tests/engine/test_registry_catalog.py checks that the two
+declared in ``engine/schema/catalog.py``; tests/engine/schema/test_registry_catalog.py checks that the two
 agree (docs/extending.md).
 """
 

@@ -244,7 +244,7 @@ def gpus_cmd(
     except LaunchRefused as exc:
         usage_error(str(exc))
     if not backend.places_devices:  # the cluster places runs: what its partitions have free
-        _slurm_partitions(as_json)
+        _slurm_partitions(backend.name, as_json)
         return
     try:
         devices = gpus.list_devices()
@@ -287,17 +287,17 @@ def gpus_cmd(
     console.print(table)
 
 
-def _slurm_partitions(as_json: bool) -> None:
+def _slurm_partitions(launcher: str, as_json: bool) -> None:
     """`mdtui gpus` on a Slurm cluster: per partition, its nodes and GPUs (free = on nodes taking jobs)."""
     try:
         parts = slurm.partitions()
     except slurm.SlurmError as exc:
         usage_error(
-            f"launcher slurm: cannot ask Slurm for its partitions: {exc}; run mdtui on a machine of the "
+            f"launcher {launcher}: cannot ask Slurm for its partitions: {exc}; run mdtui on a machine of the "
             "cluster, or use --launcher local"
         )
     if as_json:
-        print_json({"launcher": "slurm", "t": time.time(), "partitions": [p.to_dict() for p in parts]})
+        print_json({"launcher": launcher, "t": time.time(), "partitions": [p.to_dict() for p in parts]})
         return
     table = Table(box=None, header_style="bold")
     for column in ("partition", "state", "nodes", "GPUs", "in use", "free for a run"):

@@ -227,7 +227,7 @@ class SlurmLauncher:
         self.store.update_run_json(
             Path(rec.run_dir),
             {
-                "launcher": "slurm",
+                "launcher": self.name,
                 "slurm": {
                     "options": dataclasses.asdict(opts),
                     "gpus": gpus,
@@ -305,7 +305,7 @@ class SlurmLauncher:
         # `--time`) is what a run that hit its time limit needs
         options = self.options_for(rec.experiment, recorded.get("options"))
         self.store.update_run_json(
-            run_dir, {"launcher": "slurm", "slurm": {**recorded, "options": dataclasses.asdict(options)}}
+            run_dir, {"launcher": self.name, "slurm": {**recorded, "options": dataclasses.asdict(options)}}
         )
         return self.submit(rec.run_id, list(rec.devices))
 

@@ -23,7 +23,7 @@ from mdtui import actions
 from mdtui.execution import ranks, slurm_status
 from mdtui.execution.backends import launcher_for
 from mdtui.execution.launcher import STOP_REQUEST, stop_grace
-from mdtui.execution.launching import LaunchError, LaunchRefused
+from mdtui.execution.launching import LaunchError, LaunchRefused, on_cluster
 from mdtui.execution.reconcile import reconcile
 from mdtui.registry.build import PlanBuilder
 from mdtui.registry.plan import ExperimentsError, default_path, find_experiment, knobs, load_plan
@@ -432,8 +432,7 @@ class Dashboard:
     @staticmethod
     def _slurm_label(rec: Any) -> str:
         """A Slurm run's job id in the device column ("#1093"): Slurm, not mdtui, placed it."""
-        job = getattr(rec, "job_id", None)
-        return f"#{job}" if job else ""
+        return f"#{rec.job_id}" if on_cluster(rec) else ""
 
     def _run_row(self, rec: Any, queued: tuple[int, str | None] | None) -> RunRow:
         state = self.monitor.state(rec.run_id)

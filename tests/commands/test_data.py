@@ -132,7 +132,7 @@ def test_listing_get_and_validate(project: Path, mirror: Mirror, monkeypatch: py
 
 
 def test_a_failed_download_fails_the_command(project: Path, mirror: Mirror) -> None:
-    """(Corrupted and cut downloads: tests/engine/test_download.py; here the exit status and message.)"""
+    """(Corrupted and cut downloads: tests/engine/data/test_download.py; here the exit status and message.)"""
     mirror.files.clear()
     got = invoke(project, "data", "get", "cifar10", "--mirror", mirror.url)
     assert got.exit_code == 1 and "HTTP 404" in got.output

@@ -420,7 +420,7 @@ def test_method_keys_validate_with_clear_messages() -> None:
 
 def _method_cases() -> list[tuple[str, object]]:
     from engine.schema.catalog import BOUNDS
-    from tests.engine.test_schema_agreement import boundary_values
+    from tests.engine.schema.test_schema_agreement import boundary_values
 
     keys = [k for k in BOUNDS if k.split(".")[0] in ("mix", "decouple", "tau_norm")]
     assert sorted(keys) == ["decouple.classifier_lr_factor", "mix.alpha", "mix.prob", "tau_norm.taus"]

@@ -10,7 +10,7 @@ on any that points nowhere:
 * the old citation styles ("spec section 3.3", "DESIGN.md section 7") that named documents
   outside the repository;
 * a module path, dotted (``mdtui.runs.store``, ``engine.losses.LOSSES``) or as a file path
-  (``engine/loop.py``, ``tests/engine/test_losses.py``, ``docs/``), that does not exist.
+  (``engine/loop.py``, ``tests/engine/losses/test_losses.py``, ``docs/``), that does not exist.
 """
 
 from __future__ import annotations

@@ -119,8 +119,9 @@ def summary_text(
             lines.append("[b]u[/b] resumes it from checkpoints/last.pt (as `mdtui run --resume`)")
         else:
             lines.append("no checkpoints/last.pt to resume from: r on its experiment starts a new run")
-    if getattr(record, "job_id", None):  # a Slurm run: state, reason, node, elapsed of the limit
-        lines.append(esc(record.slurm_line))
+    slurm_line = getattr(record, "slurm_line", None)  # a Slurm run: state, reason, node, elapsed of the limit
+    if slurm_line:
+        lines.append(esc(slurm_line))
     started = getattr(record, "started_t", None)
     if started:  # the same wall time as `mdtui status` (the summary's is training time)
         ended = record.ended_t if record.status in FINISHED else None

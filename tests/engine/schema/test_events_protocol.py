@@ -25,7 +25,7 @@ from engine.schema.events import (
     reduce_events,
 )
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "events"
 
 
 def reduce_fixture(name: str) -> RunState:
