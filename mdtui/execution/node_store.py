@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from mdtui.execution.ending import converge
+from mdtui.runs.record import RunRecord
 from mdtui.runs.rundir import EXIT_FILE, exit_fields
 from mdtui.runs.status import LIVE, WAITING, RunStatus
-from mdtui.runs.store import FIELDS, RunRecord, RunStore
-from mdtui.system.fs import atomic_write_json, file_lock, read_json
+from mdtui.runs.store import RunStore
+from mdtui.runs.writer import rewrite_run_json, update_run_json
+from mdtui.system.fs import read_json
 
 # what the node's supervisor records of a live attempt, taken into the index by the manager
 ADOPTED = (
@@ -67,9 +69,7 @@ class RunDirStore:
         data = read_json(self.run_dir / "run.json")
         if not isinstance(data, dict) or data.get("run_id") != run_id:
             return None
-        values = {name: data[name] for name in FIELDS if name in data}
-        values["run_dir"] = self.run_dir
-        return RunRecord(**values)
+        return RunRecord.from_run_json(data, self.run_dir)
 
     def update(self, run_id: str, *, run_json: bool = True, **fields: Any) -> None:
         """run.json only; ``run_json=False`` (an index-only write) is nothing to do here.
@@ -79,18 +79,19 @@ class RunDirStore:
         this node's ``running``), and reads what the node said from there (``adopt``)."""
         if not run_json or not fields:
             return
-        with file_lock(self.run_dir / ".run.lock"):
-            data = read_json(self.run_dir / "run.json") or {}
-            attempt = attempt_id()
+        attempt = attempt_id()
+
+        def record(data: dict[str, Any]) -> None:
             node = data.get(NODE_KEY)
             node = node if isinstance(node, dict) and node.get("attempt") == attempt else {"attempt": attempt}
             data.update(fields)
             data[NODE_KEY] = {**node, **fields}
-            atomic_write_json(self.run_dir / "run.json", data)
+
+        rewrite_run_json(self.run_dir, record)
 
     @staticmethod
     def update_run_json(run_dir: Path, fields: dict[str, Any]) -> None:
-        RunStore.update_run_json(run_dir, fields)
+        update_run_json(run_dir, fields)
 
     @property
     def attempt(self) -> str:

@@ -1,4 +1,5 @@
-"""Run directories, the SQLite index and reconciliation (mdtui/runs/store.py, mdtui/system/fs.py)."""
+"""Run directories, the SQLite index and reconciliation (mdtui/runs/store.py, index.py, writer.py,
+rebuild.py, mdtui/system/fs.py)."""
 
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ def test_create_run_writes_a_complete_run_directory(store: RunStore, tiny_plan) 
 
 
 def test_git_info_records_commit_and_dirty_flag(tmp_path: Path) -> None:
-    from mdtui.runs.store import git_info
+    from mdtui.system.processes import git_info
 
     env = {
         **os.environ,
@@ -352,9 +353,9 @@ def _runs_sql_uses(path: Path, root: Path) -> list[str]:
 
 def test_only_the_store_runs_sql_on_the_runs_table() -> None:
     root = Path(__file__).resolve().parents[2]
-    store_py = root / "mdtui" / "runs" / "store.py"
+    index_py = root / "mdtui" / "runs" / "index.py"
     offenders = [
-        u for p in sorted((root / "mdtui").rglob("*.py")) if p != store_py for u in _runs_sql_uses(p, root)
+        u for p in sorted((root / "mdtui").rglob("*.py")) if p != index_py for u in _runs_sql_uses(p, root)
     ]
     assert not offenders, "ask mdtui.runs.store (transition, index_rows, ...):\n" + "\n".join(offenders)
 
