@@ -12,8 +12,10 @@ Stdlib only: the CLI (through ``mdtui.system.terminal``) and the TUI can both us
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
+from collections.abc import Iterable
 
 ELLIPSIS = "…"
 
@@ -98,8 +100,61 @@ def ellipsize(text: str, width: int, *, middle: bool = False) -> str:
     room = width - 1
     if not middle:
         return _head(text, room) + ELLIPSIS
-    head = room // 2
-    return _head(text, head) + ELLIPSIS + _tail(text, room - head)
+    return middle_cut(text, width, keep_end=room - room // 2)
+
+
+def middle_cut_at(text: str, width: int, keep_end: int | None = None) -> tuple[int, int]:
+    """How many characters of the start and of the end of ``text`` stay when it is cut in the middle
+    to ``width`` cells (one of them the ``…``); ``(len(text), 0)`` when it fits.
+
+    ``keep_end``: the cells of the end kept; by default a little more than half of what fits, since
+    sweep points and run ids differ at their ends (``…[loss.gamma=2]``, ``…-ab12``). The one rule for
+    a middle cut: ``middle_cut`` uses it on strings, the TUI's cells on styled text.
+    """
+    if cell_width(text) <= width:
+        return len(text), 0
+    room = max(0, width - 1)
+    tail_cells = min(room, keep_end if keep_end is not None else (room + 1) // 2 + room // 6)
+    return len(_head(text, room - tail_cells)), len(_tail(text, tail_cells)) if tail_cells else 0
+
+
+def middle_cut(text: str, width: int, keep_end: int | None = None) -> str:
+    """``text`` in at most ``width`` cells, cut in the middle: the start and the distinguishing end
+    stay (``middle_cut_at``)."""
+    if width <= 0:
+        return ""
+    head, tail = middle_cut_at(text, width, keep_end)
+    if tail == 0 and head == len(text):
+        return text
+    return text[:head] + ELLIPSIS + (text[len(text) - tail :] if tail else "")
+
+
+def distinct_cuts(texts: Iterable[str], width: int) -> dict[str, str]:
+    """Each text cut to ``width`` (middle cut) so that different texts stay different.
+
+    Sweep variants differ in the middle as often as at the end (``r32-c10lt-refl-cos[loss.threshold=0.5]``
+    and ``r32-c10lt-refl-step[loss.threshold=0.5]``): where the default cuts collide, more of the end
+    is kept (and less of the start) until the group tells apart.
+    """
+    cuts = {t: middle_cut(t, width) for t in set(texts)}
+    groups: dict[str, list[str]] = {}
+    for text, cut in cuts.items():
+        groups.setdefault(cut, []).append(text)
+    default_keep = middle_cut_at("x" * (width + 1), width)[1]
+    for group in groups.values():
+        if len(group) < 2 or width < 3:
+            continue
+        for keep in range(default_keep + 1, width - 1):
+            trial = {t: middle_cut(t, width, keep_end=keep) for t in group}
+            if len(set(trial.values())) == len(group):
+                cuts.update(trial)
+                break
+        else:  # too narrow to keep the end that far: drop what the group shares at the start instead
+            shared = len(os.path.commonprefix(group))
+            trial = {t: ELLIPSIS + middle_cut(t[shared:], width - 1) for t in group}
+            if len(set(trial.values())) == len(group):
+                cuts.update(trial)
+    return cuts
 
 
 # An expanded sweep name: ``table[key=value,key=value]``; values may hold commas (lists), keys do not.

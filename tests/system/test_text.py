@@ -49,3 +49,22 @@ def test_fit_widths_cuts_the_widest_first_and_serves_priority_first() -> None:
     assert fit_widths([40, 30, 5], [10, 10, 5], 50) == [23, 22, 5]
     assert fit_widths([40, 30, 5], [10, 10, 5], 50, [1, 0, 0]) == [35, 10, 5]
     assert fit_widths([40, 10, 5], [10, 4, 5], 18) is None  # even the floors are too wide
+
+
+def test_cli_and_tui_cut_names_in_the_middle_by_one_rule_and_escape_alike() -> None:
+    from mdtui.system.text import distinct_cuts, middle_cut
+    from mdtui.tui.text import visible
+    from mdtui.tui.widgets.cells import render_cell
+
+    name = "r32-c10lt-refl-cos[loss.threshold=0.2]"
+    for width in range(6, len(name) + 2):
+        cut = middle_cut(name, width)
+        assert cell_width(cut) <= width and (cut == name or "…" in cut)
+        # a TUI cell (one space of it separates columns) is the same cut
+        assert render_cell(name, width + 1, middle=True).plain == cut
+    assert middle_cut(name, 20) == "r32-c1…hreshold=0.2]"  # more of the end than of the start
+    assert middle_cut("日本語の名前です", 7) == "日…です"  # cut by cells: wide characters count two
+    cuts = distinct_cuts(["r32-c10lt-refl-cos[t=0.5]", "r32-c10lt-refl-step[t=0.5]"], 12)
+    assert len(set(cuts.values())) == 2
+    hostile = "x\x1b[31m\r\u202ey\n\tz"
+    assert visible(hostile) == escape_control(hostile, multiline=True) == "x\\x1b[31m\\r\\u202ey\n\tz"

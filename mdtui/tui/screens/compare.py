@@ -24,7 +24,8 @@ from textual.widgets import Footer, Header, Static
 
 from mdtui.results.compare import MISSING, compare_runs, comparison_rows, flatten_config, format_config_value
 from mdtui.system.fs import read_json
-from mdtui.tui.text import distinct_cuts, visible
+from mdtui.system.text import distinct_cuts
+from mdtui.tui.text import visible
 from mdtui.tui.widgets.metric_chart import MetricChart
 from mdtui.tui.widgets.vi_scroll import ViScroll
 

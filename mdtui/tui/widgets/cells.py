@@ -18,7 +18,8 @@ from rich.text import Text
 
 from mdtui.runs.status_style import STATUS_STYLE, status_style
 from mdtui.system import formats
-from mdtui.system.text import fit_widths
+from mdtui.system.text import cell_width as text_cells
+from mdtui.system.text import fit_widths, middle_cut_at
 from mdtui.tui.text import visible
 
 __all__ = ["STATUS_STYLE"]  # the widgets' import of the one status style (mdtui.runs.status_style)
@@ -146,7 +147,7 @@ def fit_columns(
 
 
 def cell_width(value: Any) -> int:
-    return value.cell_len if isinstance(value, Text) else len(visible(value))
+    return value.cell_len if isinstance(value, Text) else text_cells(visible(value))
 
 
 def render_cell(value: Any, width: int, right: bool = False, middle: bool = False) -> Text:
@@ -158,8 +159,7 @@ def render_cell(value: Any, width: int, right: bool = False, middle: bool = Fals
     room = width - 1  # one space always separates columns
     if text.cell_len > room:
         if middle and room >= 5:
-            tail = (room - 1 + 1) // 2 + (room - 1) // 6
-            head = room - 1 - tail
+            head, tail = middle_cut_at(text.plain, room)  # the CLI's middle cut, kept styles
             start, _, end = text.divide([head, len(text) - tail])
             text = start + Text("…") + end
         else:

@@ -9,7 +9,8 @@ from textual import events
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from mdtui.tui.text import distinct_cuts, visible
+from mdtui.system.text import distinct_cuts
+from mdtui.tui.text import visible
 from mdtui.tui.widgets.cells import Column, cell_width, fit_columns, render_cell
 
 SCROLLBAR = 1  # the vertical scrollbar of a full table (app.tcss: scrollbar-size-vertical)
