@@ -26,7 +26,7 @@ from mdtui.execution.ending import (
     settle,
 )
 from mdtui.execution.node_store import NODE_KEY
-from mdtui.runs.rundir import EVENTS_FILE, EXIT_FILE, exit_fields, read_run_state
+from mdtui.runs.rundir import EVENTS_FILE, EXIT_FILE, OUTPUT_FILES, exit_fields, read_run_state
 from mdtui.runs.status import FINISHED, LIVE, RunStatus
 from mdtui.system import slurm as slurm_cli
 from mdtui.system.fs import read_json
@@ -226,7 +226,7 @@ def _apply(store: RunStore, rec: RunRecord, job: Any | None, now: float) -> RunR
     # mdtui asking
     request = read_json(run_dir / STOP_REQUEST)
     asked = isinstance(request, dict) and request.get("by") not in (BY_SLURM, BY_TIME_LIMIT)
-    started = ever_ran(rec, job, run_dir)
+    started = ever_ran(rec, run_dir)
     said = SlurmEnd(
         job_id=str(rec.job_id),
         state=job.state if job is not None else None,
@@ -247,27 +247,28 @@ def _apply(store: RunStore, rec: RunRecord, job: Any | None, now: float) -> RunR
     )
 
 
-def ever_ran(rec: RunRecord, job: Any | None, run_dir: Path) -> bool:
-    """Whether the job ever ran on a node, from facts that outlive it (never from the index's pids,
-    which the manager sets only if a poll saw the attempt alive: a job that starts and dies between
-    two polls without an exit.json has none).
+def ever_ran(rec: RunRecord, run_dir: Path) -> bool:
+    """Whether the run ever started on a node, from facts that outlive it: never from the index's
+    pids alone, which the manager sets only if a poll saw the attempt alive (a job that starts and
+    dies between two polls without an exit.json has none).
 
-    Any one suffices: the node's supervisor wrote run.json's ``node`` fields for this job; the engine
-    left events (an earlier attempt counts: a requeued run cancelled while pending again has
-    trained); Slurm opened the job's slurm-<id>.out/.err on its node (it does when the batch script
-    starts); Slurm counts time used; or a poll saw it running."""
+    Any one suffices: the node's supervisor recorded itself in run.json's ``node`` fields for this
+    job (its first act); the supervisor or the engine wrote stdout.log / stderr.log or events (an
+    earlier attempt counts: a requeued run cancelled while pending again has trained); a poll saw
+    it running. Slurm's own traces say only that the batch script ran, not the run: slurm-<id>.err
+    exists and TimeUsed reads 0:00 for a script that failed at once (tried on the test cluster), and
+    such a job keeps "ended FAILED before the run started; see slurm-*.err"."""
     if rec.supervisor_pid is not None or rec.status in (RunStatus.RUNNING, RunStatus.STARTING):
         return True
     info = read_json(run_dir / "run.json")
     node = info.get(NODE_KEY) if isinstance(info, dict) else None
     if isinstance(node, dict) and str(node.get("attempt", "")).split(":", 1)[0] == str(rec.job_id):
         return True
-    with contextlib.suppress(OSError):
-        if (run_dir / EVENTS_FILE).stat().st_size > 0:
-            return True
-    if any((run_dir / f"slurm-{rec.job_id}.{kind}").exists() for kind in ("out", "err")):
-        return True
-    return job is not None and bool(getattr(job, "elapsed_s", None))
+    for name in (EVENTS_FILE, *OUTPUT_FILES.values()):
+        with contextlib.suppress(OSError):
+            if (run_dir / name).stat().st_size > 0:
+                return True
+    return False
 
 
 def _live(store: RunStore, rec: RunRecord, job: Any) -> RunRecord | None:

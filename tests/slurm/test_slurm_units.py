@@ -497,11 +497,11 @@ def test_a_stopped_slurm_run_says_why_and_not_slurm_s_failed(tiny_plan, store, m
     assert "Slurm job 2; time limit" in out.output and "FAILED" not in out.output, out.output
 
 
-@pytest.mark.parametrize("fact", ["node_wrote_run_json", "events", "slurm_log", "slurm_elapsed"])
+@pytest.mark.parametrize("fact", ["node_wrote_run_json", "events", "supervisor_log"])
 def test_a_job_that_started_and_died_between_two_polls_did_start(tiny_plan, store, monkeypatch, fact) -> None:
     """The index never saw the attempt alive (no supervisor pid: only a poll that sees it adopts it)
-    and no exit.json was written; whether it started is read from what survives it: its run
-    directory or Slurm's time used. A run that started is never "cancelled ... before it started"."""
+    and no exit.json was written; whether it started is read from what survives it in its run
+    directory. A run that started is never "cancelled ... before it started"."""
     from mdtui.execution import slurm_status as slurm
     from mdtui.execution.node_store import NODE_KEY
     from mdtui.execution.reconcile import reconcile
@@ -509,23 +509,41 @@ def test_a_job_that_started_and_died_between_two_polls_did_start(tiny_plan, stor
 
     rec = _slurm_run(store, tiny_plan, "51")
     run_dir = Path(rec.run_dir)
-    elapsed = 0
     if fact == "node_wrote_run_json":
         info = read_json(run_dir / "run.json")
         atomic_write_json(run_dir / "run.json", {**info, NODE_KEY: {"attempt": "51:0", "status": "running"}})
     elif fact == "events":
         (run_dir / "events.jsonl").write_text('{"event": "run_started"}\n', encoding="utf-8")
-    elif fact == "slurm_log":
-        (run_dir / "slurm-51.err").write_text("", encoding="utf-8")
     else:
-        elapsed = 4
-    jobs = {"51": Job("CANCELLED", node="n1", elapsed_s=elapsed)}
+        (run_dir / "stderr.log").write_text("[mdtui-supervisor] starting torchrun\n", encoding="utf-8")
+    # as Slurm says it of a job that ran for under a second: TimeUsed 0:00
+    jobs = {"51": Job("CANCELLED", node="n1", elapsed_s=0)}
     monkeypatch.setattr(slurm.slurm_cli, "job_states", lambda ids: {i: jobs[i] for i in ids if i in jobs})
     reconcile(store)
     final = store.get(rec.run_id)
     assert final.status == "failed" and "cancelled outside mdtui (scancel" in final.error, final.error
     assert "before it started" not in final.error
     assert json.loads((run_dir / "exit.json").read_text(encoding="utf-8")).get("never_started") is not True
+
+
+def test_a_batch_script_that_failed_before_the_supervisor_is_a_run_that_never_started(
+    tiny_plan, store, monkeypatch
+) -> None:
+    """Slurm ran the script (its slurm-<id>.err exists) but the supervisor never recorded itself
+    (an interpreter missing on the node): the run did not start, and the reason points at the log."""
+    from mdtui.execution import slurm_status as slurm
+    from mdtui.execution.reconcile import reconcile
+
+    rec = _slurm_run(store, tiny_plan, "53")
+    (Path(rec.run_dir) / "slurm-53.err").write_text("python: not found\n", encoding="utf-8")
+    monkeypatch.setattr(
+        slurm.slurm_cli,
+        "job_states",
+        lambda ids: {"53": Job("FAILED", node="n1", elapsed_s=0, exit_code=127)},
+    )
+    reconcile(store)
+    final = store.get(rec.run_id)
+    assert final.status == "failed" and "before the run started; see 53's slurm-*.err" in final.error
 
 
 def test_a_job_cancelled_while_pending_never_started(tiny_plan, store, monkeypatch) -> None:
