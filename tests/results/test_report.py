@@ -454,3 +454,23 @@ def test_terminal_pivot_folds_stats_before_cutting(project):
         text = out.getvalue()
         assert "73.00" in text and all(len(line.rstrip()) <= width for line in text.splitlines())
     assert "±1.41" in text and "loss.name \\ loss.threshold" not in text  # folded, then the corner cut
+
+
+def test_terminal_report_without_baseline_results_names_its_knobs_and_says_why_no_delta(fresh_project):
+    from rich.console import Console
+
+    from mdtui.results.render.terminal import terminal_tables
+
+    plan, store = fresh_project
+    for n in (1, 2, 3):
+        store.update(rid(n), status="failed")  # ce, the baseline, has no result now
+    tables = build_tables(store, plan, [LT])
+    out = io.StringIO()
+    Console(file=out, width=88).print(*terminal_tables(tables, agg="mean", width=88))
+    text = out.getvalue()
+    header = text.splitlines()[1]
+    # named knob headers (shortened), not k1, k2: err1 and acc5 go first; no Δ column of dashes, the
+    # footer says why
+    assert "threshold" in header and "k1" not in header and "Δ" not in header
+    assert "baseline ce has no result yet" in " ".join(text.split())
+    assert all(len(line.rstrip()) <= 88 for line in text.splitlines())

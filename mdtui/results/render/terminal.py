@@ -104,7 +104,8 @@ def _term_group(table: GroupTable, agg: str, shape: _Shape) -> tuple[list[Column
         for m in table.metrics
     ]
     columns.append(Column(n_header(agg), cut="none", justify="right", drop=_DROP_N))
-    if table.baseline:
+    deltas = _has_deltas(table)
+    if deltas:
         columns.append(Column(f"Δ {table.headline}", cut="none", justify="right", drop=_DROP_DELTA))
     notes = has_notes(table)
     if notes:
@@ -115,12 +116,18 @@ def _term_group(table: GroupTable, agg: str, shape: _Shape) -> tuple[list[Column
         cells: list[Cell] = [name, *(value_text(row.values.get(k)) for k in table.knob_keys)]
         cells += [_term_metric(row, m, shape.fold_stats) for m in table.metrics]
         cells.append(str(max(s.n for s in row.stats.values())))
-        if table.baseline:
+        if deltas:
             cells.append(_term_delta(row, shape.fold_stats))
         if notes:
             cells.append(" ".join("; ".join(row.notes).split()))
         rows.append(cells)
     return columns, rows
+
+
+def _has_deltas(table: GroupTable) -> bool:
+    """A Δ column only where there is something to subtract: a baseline that never ran (or whose
+    runs all failed) would fill it with dashes and push the knob names out (the footer says why)."""
+    return bool(table.baseline) and table.baseline_seeds is not None
 
 
 def _term_pivot(table: PivotTable, agg: str, shape: _Shape) -> tuple[list[Column], list[list[Cell]]]:
@@ -138,14 +145,26 @@ def _term_pivot(table: PivotTable, agg: str, shape: _Shape) -> tuple[list[Column
     return columns, rows
 
 
+# Columns a reader misses less than the knobs' names: err1 is 100 - acc1, acc5 and the notes are
+# secondary. A shape with named knobs that fits by leaving only these out beats numbered knobs.
+_SPARED_FOR_NAMES = {"err1", "acc5", "note"}
+
+
 def _fitted(build, table, agg: str, width: int) -> tuple[_Shape, list[Column], list[list[Cell]], Layout]:
-    """The least compact shape whose table fits ``width`` (else the most compact, columns dropped)."""
+    """The least compact shape with named knob headers that fits ``width``, else that fits by
+    leaving out the fewest of err1, acc5 and the note; else numbered knobs (``k1``), columns dropped if need be."""
+    tried = []
     for shape in _SHAPES:
         columns, rows = build(table, agg, shape)
-        layout = fit_table(columns, rows, width)
-        if layout.fits:
-            break
-    return shape, columns, rows, layout
+        tried.append((shape, columns, rows, fit_table(columns, rows, width)))
+    named = [t for t in tried if t[0].knob_headers != "index"]
+    for fitted in named:
+        if fitted[3].fits:
+            return fitted
+    spared = [t for t in named if not t[3].overflow and set(t[3].dropped) <= _SPARED_FOR_NAMES]
+    if spared:  # the one that leaves out the fewest (the least compact of those)
+        return min(spared, key=lambda t: len(t[3].dropped))
+    return tried[-1]
 
 
 def _footer(parts: list[str], dropped: list[str], width: int) -> Text:
@@ -169,6 +188,8 @@ def terminal_tables(tables: list[GroupTable], *, agg: str, width: int) -> list[R
         parts = [table_caption(table, agg)]
         if any(row.is_baseline for row in table.rows):
             parts.append("* baseline")
+        if table.baseline and not _has_deltas(table):
+            parts.append(f"no Δ: baseline {table.baseline} has no result yet")
         full = dict(zip(_knob_headers(table.knob_keys, shape.knob_headers), table.knob_keys, strict=True))
         shown = {columns[i].header for i in layout.keep}
         legend = [f"{h} = {k}" for h, k in full.items() if h != k and h in shown]
