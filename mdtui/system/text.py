@@ -91,7 +91,7 @@ def _tail(text: str, cells: int) -> str:
 def ellipsize(text: str, width: int, *, middle: bool = False) -> str:
     """``text`` cut to at most ``width`` cells with a visible ``…`` (unchanged when it fits).
 
-    ``middle`` keeps the start and the (slightly longer) end: ``r32-c10…hold=0.5]``.
+    ``middle`` keeps the start and the (longer) end: ``r32-c…old=0.5]`` (``middle_cut``).
     """
     if cell_width(text) <= width:
         return text
@@ -100,7 +100,7 @@ def ellipsize(text: str, width: int, *, middle: bool = False) -> str:
     room = width - 1
     if not middle:
         return _head(text, room) + ELLIPSIS
-    return middle_cut(text, width, keep_end=room - room // 2)
+    return middle_cut(text, width)
 
 
 def middle_cut_at(text: str, width: int, keep_end: int | None = None) -> tuple[int, int]:

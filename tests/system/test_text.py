@@ -40,7 +40,7 @@ def test_shorten_name_keeps_the_sweep_point_of_siblings_apart() -> None:
         assert len(set(cut)) == len(names), (width, cut)
     assert shorten_name(names[0], 43) == "r32-c10lt-refl-cos[threshold=0.5,lr=1e-05]"
     assert shorten_name("x[schedule.milestones=[160,180]]", 26) == "x[milestones=[160,180]]"  # list values
-    assert shorten_name("plain-long-experiment-name", 12) == "plain…t-name"
+    assert shorten_name("plain-long-experiment-name", 12) == "plai…nt-name"  # the TUI's cut: more end
 
 
 def test_fit_widths_cuts_the_widest_first_and_serves_priority_first() -> None:
