@@ -145,8 +145,8 @@ def retry_ended(
 
 def watching(store: RunStore) -> bool:
     """Keep the scheduler: a run this process resumed is still live (it may end badly again), or a
-    lost or failed run ended after the last pass began (the next pass decides about it before the
-    scheduler may exit)."""
+    recent lost or failed ending has not been answered by a pass yet (the next pass decides about it
+    before the scheduler may exit)."""
     for run_id in list(_RESUMED):
         rec = store.get(run_id)
         if rec is not None and rec.status in LIVE:
@@ -154,8 +154,14 @@ def watching(store: RunStore) -> bool:
         _RESUMED.discard(run_id)
     if not _LAST_PASS:  # no pass yet (a paused queue makes none): nothing to decide
         return False
-    rows = store.index_rows(("run_id", "status", "ended_t"), statuses=RETRYABLE)  # raw rows: cheap per pass
+    # Every recent ending a pass has not answered yet, whenever it ended: a run's ended_t is taken
+    # before its row is committed, so a run can end "before" a pass began and still be missed by that
+    # pass's query (seen under load: a failed run was never retried and the scheduler exited).
+    oldest = _LAST_PASS[-1] - RECENT_SECONDS
+    rows = store.index_rows(
+        ("run_id", "status", "ended_t", "created_t"), statuses=RETRYABLE
+    )  # cheap per pass
     return any(
-        (ended or 0.0) >= _LAST_PASS[-1] and _ANSWERED.get(run_id) != f"{ended}:{status}"
-        for run_id, status, ended in rows
+        (ended or created or 0.0) >= oldest and _ANSWERED.get(run_id) != f"{ended}:{status}"
+        for run_id, status, ended, created in rows
     )

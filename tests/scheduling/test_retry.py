@@ -63,6 +63,26 @@ def test_a_run_that_fails_the_same_way_without_progress_is_not_retried_again() -
     assert same_failure("exit code 137 after 12 s", "exit code 1 after 3 s") and not same_failure("a", "b")
 
 
+def test_an_ending_committed_after_a_pass_began_keeps_the_scheduler_for_one_more_pass(
+    tmp_path, monkeypatch
+) -> None:
+    """A run's ended_t is taken before its row is committed: a failure can carry a time before the
+    pass that missed it. The scheduler must stay for another pass until the ending is answered."""
+    from mdtui.scheduling import retry
+
+    plan = load_plan(project(tmp_path))
+    store = RunStore(plan.settings.runs_dir)
+    rec = store.create_run(plan.experiments["tiny"], {}, seed=0, devices=["cpu"])
+    monkeypatch.setattr(retry, "_LAST_PASS", [1_000_000.0])
+    monkeypatch.setattr(retry, "_ANSWERED", {})
+    monkeypatch.setattr(retry, "_RESUMED", set())
+    # the pass began at t=1e6 and saw nothing; the failure it missed ended at t=1e6 - 1
+    store.update(rec.run_id, status="failed", ended_t=1_000_000.0 - 1, error="boom")
+    assert retry.watching(store)
+    retry._ANSWERED[rec.run_id] = retry.ending_key(store.get(rec.run_id))  # a later pass answered it
+    assert not retry.watching(store)
+
+
 def test_on_lost_and_retries_are_validated_and_resolved(tmp_path) -> None:
     plan = load_plan(project(tmp_path, settings='on_lost = "resume"', tiny="retries = { failed = 1 }"))
     assert plan.settings.on_lost == "resume"

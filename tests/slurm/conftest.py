@@ -141,7 +141,15 @@ class SlurmCluster:
     # ------------------------------------------------------------------ the controller
 
     def controller_kill(self) -> None:
-        """SIGKILL slurmctld (its state is saved as it goes: a restart keeps every job)."""
+        """SIGKILL slurmctld once its job state is on disk, so that a restart knows every job.
+
+        slurmctld saves job state from a thread that batches changes (up to ~5 s under load): a
+        SIGKILL right after a submission loses that job, and the restarted controller answers
+        "Invalid job id" for it (seen in CI). That loss is Slurm's own; these tests are about what
+        mdtui does while the controller is away, so they kill it after a save that includes every
+        change so far: a no-op update of a live job schedules one, and the file's mtime says it ran.
+        """
+        self._save_job_state()
         pid_file = self.conf.parent.parent / "run" / "slurmctld.pid"
         os.kill(int(pid_file.read_text().strip()), 9)
         deadline = time.monotonic() + 10
@@ -149,6 +157,28 @@ class SlurmCluster:
             if time.monotonic() > deadline:
                 raise AssertionError("slurmctld still answers 10 s after SIGKILL")
             time.sleep(0.1)
+
+    def _save_job_state(self) -> None:
+        live = subprocess.run(
+            ["squeue", "-h", "-t", "PD,R,CG", "-o", "%i"], capture_output=True, text=True, timeout=30
+        ).stdout.split()
+        if not live:
+            return  # nothing a restart could lose
+        state = self.conf.parent.parent / "state" / "job_state"
+        before = state.stat().st_mtime if state.is_file() else 0.0
+        # file times come from the kernel's coarse clock, a few ms behind time.time()
+        asked = time.time() - 0.05
+        subprocess.run(
+            ["scontrol", "update", f"JobId={live[0]}", "Comment=mdtui-test-state-save"],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        deadline = time.monotonic() + 30
+        while not (state.is_file() and state.stat().st_mtime != before and state.stat().st_mtime >= asked):
+            if time.monotonic() > deadline:
+                raise AssertionError("slurmctld did not save its job state within 30 s")
+            time.sleep(0.05)
 
     def controller_start(self) -> None:
         """Start slurmctld again from its saved state; returns once it answers."""
