@@ -133,6 +133,28 @@ def find_ranks(launcher_pid: int) -> list[RankProcess]:
             found.append(RankProcess(rank, child.pid, child.create_time()))
         except (psutil.Error, OSError, ValueError):
             continue
+    return _in_rank_order(found)
+
+
+def merge_sightings(known: Iterable[RankProcess], found: Iterable[RankProcess]) -> list[RankProcess]:
+    """The ranks to record after a new look at torchrun's children (``found``, from ``find_ranks``).
+
+    A named rank stays once seen: after torchrun is gone the record is the only way to reach it.
+    A child without a RANK counts only while torchrun still has it: it is a rank between its fork
+    and its exec (a later look names it, same pid and start) or a short-lived helper of torchrun's
+    own; importing torch runs ``/sbin/ldconfig -p`` (ctypes.util.find_library), which a look during
+    torchrun's start-up catches. Kept, such a helper stayed in run.json as an extra, unnamed "rank"
+    for the whole attempt. A named rank is never replaced by an unnamed sighting of itself (an
+    exiting process's environment reads empty)."""
+    merged = {(r.pid, r.start): r for r in known if r.rank is not None}
+    for rank in found:
+        key = (rank.pid, rank.start)
+        if rank.rank is not None or key not in merged:
+            merged[key] = rank
+    return _in_rank_order(merged.values())
+
+
+def _in_rank_order(found: Iterable[RankProcess]) -> list[RankProcess]:
     return sorted(found, key=lambda r: (r.rank is None, r.rank or 0, r.pid))
 
 

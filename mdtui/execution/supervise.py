@@ -317,12 +317,10 @@ class Supervisor:
         own, so only this list lets the supervisor and the ledger reach them once torchrun is gone."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        known = {(r.pid, r.start): r for r in self.ranks}
-        # a child seen between its fork and its exec has no RANK yet: the next look names it
-        found = {(r.pid, r.start): r for r in ranks.find_ranks(self.proc.pid)}
-        merged = {**known, **{k: r for k, r in found.items() if r.rank is not None or k not in known}}
-        if merged != known:
-            self.ranks = list(merged.values())
+        # a child without a RANK is dropped once torchrun no longer has it (ranks.merge_sightings)
+        seen = ranks.merge_sightings(self.ranks, ranks.find_ranks(self.proc.pid))
+        if seen != self.ranks:
+            self.ranks = seen
             self.store.update_run_json(self.run_dir, {ranks.RANKS_KEY: [r.to_json() for r in self.ranks]})
 
     def _signal_ranks(self, sig: int) -> None:

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import REPO, TINY_TOML, wait_for
@@ -282,6 +283,34 @@ def _recorded(run_dir: Path, count: int = 2) -> list[ranks.RankProcess]:
 
 def _gone(pid: int) -> bool:
     return process_start_time(pid) is None
+
+
+# --------------------------------------------------------------------------- recording the ranks
+
+HELPER = ranks.RankProcess(None, 900, 10.0)  # torchrun's `ldconfig -p` (import torch): no RANK
+RANK0_UNNAMED = ranks.RankProcess(None, 901, 11.0)  # rank 0 between its fork and its exec
+RANK0, RANK1 = ranks.RankProcess(0, 901, 11.0), ranks.RankProcess(1, 902, 11.0)
+
+
+def test_an_unnamed_child_torchrun_no_longer_has_is_no_rank() -> None:
+    assert ranks.merge_sightings([], [HELPER, RANK0_UNNAMED]) == [HELPER, RANK0_UNNAMED]
+    # the helper exited; rank 0 was exec'd (same pid and start): named now
+    assert ranks.merge_sightings([HELPER, RANK0_UNNAMED], [RANK0, RANK1]) == [RANK0, RANK1]
+    # a named rank stays recorded when torchrun no longer lists it, and is never un-named
+    assert ranks.merge_sightings([RANK0, RANK1], [RANK0_UNNAMED]) == [RANK0, RANK1]
+
+
+def test_the_supervisor_records_only_the_ranks_of_torchrun(ddp_plan, ddp_store, monkeypatch) -> None:
+    # CI: a look during torchrun's start-up caught the short-lived `ldconfig -p` that importing torch
+    # runs; it stayed in run.json as a third, unnamed rank for the whole attempt
+    rec = create_run_for(ddp_plan, ddp_store, ddp_plan.experiments["ddp"], seed=0, devices=["cpu"])
+    watcher = supervise.Supervisor(Path(rec.run_dir))
+    watcher.proc = SimpleNamespace(pid=899, poll=lambda: None)  # torchrun, still running
+    looks = iter([[HELPER], [HELPER, RANK0_UNNAMED], [RANK0, RANK1]])
+    monkeypatch.setattr(ranks, "find_ranks", lambda pid: next(looks))
+    for _ in range(3):
+        watcher._track_ranks()
+    assert ranks.recorded_ranks(Path(rec.run_dir)) == [RANK0, RANK1]
 
 
 @pytest.mark.slow
