@@ -38,11 +38,15 @@ from mdtui.runs.store import RunRecord, RunStore
 from mdtui.system.fs import atomic_write_json, read_json
 
 STOP_REQUEST = "stop-request.json"  # written by whoever asks a run to stop, before any signal
+# written by a Slurm job's supervisor for a SIGTERM mdtui did not send (``"by"`` below), never into
+# stop-request.json: a stop mdtui asked for must never be overwritten, or set aside with a dead
+# attempt's bookkeeping, by an attempt that got Slurm's SIGTERM (a requeue) at the same moment
+SLURM_TERM = "slurm-term.json"
 NEVER_STARTED_KEY = "never_started"  # in exit.json: the engine never ran (no RESULTS.md line)
 RESULTS_PENDING_KEY = "results_pending"  # in exit.json: settled on a cluster node, results not yet logged
 
 
-# who sent a stop signal that mdtui did not (stop-request.json's "by", written by the supervisor of a
+# who sent a stop signal that mdtui did not (slurm-term.json's "by", written by the supervisor of a
 # Slurm job that got Slurm's SIGTERM): the time-limit warning, or someone else's scancel / a requeue
 BY_TIME_LIMIT = "slurm time limit"
 BY_SLURM = "slurm"

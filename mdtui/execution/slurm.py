@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdtui.execution import slurm_job, supervise
-from mdtui.execution.ending import STOP_REQUEST, end_unstarted
+from mdtui.execution.ending import SLURM_TERM, STOP_REQUEST, end_unstarted
 from mdtui.execution.launching import LaunchRefused, StopDeferred, StopTarget, SubmitError
 from mdtui.execution.reconcile import reconcile
-from mdtui.execution.slurm_status import POLLED
+from mdtui.execution.slurm_status import POLLED, requeued
 from mdtui.registry.slurm_options import SlurmOptions
 from mdtui.registry.spec import STOP_GRACE_SECONDS
 from mdtui.runs.prepare import create_run_for
@@ -295,7 +295,7 @@ class SlurmLauncher:
             raise LaunchRefused(
                 f"run {rec.run_id} has no checkpoints/last.pt to resume from; start a new run instead"
             )
-        for name in (EXIT_FILE, STOP_REQUEST):  # the old ending must not be read as the new one
+        for name in (EXIT_FILE, STOP_REQUEST, SLURM_TERM):  # the old ending is not the new one's
             if (run_dir / name).exists():
                 (run_dir / name).replace(run_dir / f"{name}.prev")
         self.store.update_run_json(run_dir, {"resume": True})
@@ -363,6 +363,11 @@ class SlurmLauncher:
             # and Slurm refuses to signal a pending job (it would run again, stop request unread)
             job = slurm_cli.job_states([job_id]).get(job_id)
             pending = job.state == "PENDING" if job is not None else pending
+            if pending and job is not None and not _pending(rec):
+                # Slurm requeued the job since the index last looked: the attempt that ran is over,
+                # and its ending ("cancelled outside mdtui", for the requeue's SIGTERM) is not the
+                # run's. Set aside before the cancel, so that the run ends as this stop says
+                requeued(self.store, rec, job)
             if pending:
                 return slurm_cli.scancel(job_id)
             # the batch shell is the supervisor: it stops the engine (which gets the TERM too) and

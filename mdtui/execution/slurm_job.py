@@ -11,7 +11,9 @@ Inside a job the supervisor
   ``SLURM_RESTART_COUNT`` > 0) from ``checkpoints/last.pt`` in the same run directory;
 * tells a SIGTERM mdtui did not send apart: near the job's time limit it is the warning (the run ends
   ``stopped``, reason "time limit", resumable); otherwise someone else cancelled or requeued the job
-  (``failed``, saying so). mdtui's own stop writes ``stop-request.json`` before it signals.
+  (``failed``, saying so), recorded in ``slurm-term.json``. mdtui's own stop writes
+  ``stop-request.json`` before it signals; the two files are never the same, so neither overwrites
+  the other when a stop and a requeue come at once.
 
 Run as ``python -m mdtui.execution.slurm_job`` it is the job script's helper on the nodes:
 
@@ -25,6 +27,7 @@ Run as ``python -m mdtui.execution.slurm_job`` it is the job script's helper on 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shlex
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 # who sent a stop (the names live with the one decision that reads them)
-from mdtui.execution.ending import BY_SLURM, BY_TIME_LIMIT, STOP_REQUEST, Ending
+from mdtui.execution.ending import BY_SLURM, BY_TIME_LIMIT, SLURM_TERM, Ending
 from mdtui.runs.rundir import EXIT_FILE
 from mdtui.runs.status import RunStatus
 from mdtui.runs.store import RunStore
@@ -91,16 +94,19 @@ def prepare(store: RunStore, run_id: str, run_dir: Path, env: dict[str, str] | N
         fields.update(error=None, ended_t=None, exit_code=None)
     store.update(run_id, **fields)
     if restarted(env):
-        # the previous attempt's ending, and the stop request its supervisor wrote for Slurm's own
-        # SIGTERM, are set aside; a stop mdtui asked for stays and stops this attempt (a stop that
-        # raced a requeue ends the run stopped, not run again)
-        request = read_json(run_dir / STOP_REQUEST)
-        asked = isinstance(request, dict) and request.get("by") not in (BY_SLURM, BY_TIME_LIMIT)
-        for name in (EXIT_FILE, *(() if asked else (STOP_REQUEST,))):
-            if (run_dir / name).exists():
-                (run_dir / name).replace(run_dir / f"{name}.prev")
+        set_aside_attempt(run_dir)
         resume = (run_dir / "checkpoints" / "last.pt").is_file()
         store.update_run_json(run_dir, {"resume": resume, "slurm_restarts": int(env["SLURM_RESTART_COUNT"])})
+
+
+def set_aside_attempt(run_dir: Path) -> None:
+    """An attempt of the job is over and another one comes: its ending and its record of Slurm's
+    SIGTERM are set aside (``*.prev``), so neither is read as the next attempt's. A stop mdtui asked
+    for (stop-request.json) stays: it applies to whatever attempt comes, and stops it at once (a
+    stop that raced a requeue ends the run stopped, not run again)."""
+    for name in (EXIT_FILE, SLURM_TERM):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / name).replace(run_dir / f"{name}.prev")
 
 
 def term_origin(now: float | None = None, env: dict[str, str] | None = None) -> str:
@@ -120,10 +126,10 @@ def term_origin(now: float | None = None, env: dict[str, str] | None = None) -> 
     return BY_SLURM
 
 
-def term_by(request: dict[str, Any] | None) -> str | None:
-    """Who sent the stop signal when Slurm did (a stop request this supervisor wrote for it), else
-    None: what ``ending.decide`` takes to tell Slurm's stop from mdtui's."""
-    by = (request or {}).get("by")
+def term_by(term: dict[str, Any] | None) -> str | None:
+    """Who sent the stop signal when Slurm did (the slurm-term.json this supervisor wrote for it),
+    else None: what ``ending.decide`` takes to tell Slurm's stop from mdtui's."""
+    by = (term or {}).get("by")
     return by if by in (BY_TIME_LIMIT, BY_SLURM) else None
 
 

@@ -16,9 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mdtui.execution import slurm_job
 from mdtui.execution.ending import (
-    BY_SLURM,
-    BY_TIME_LIMIT,
     STOP_REQUEST,
     SlurmEnd,
     decide,
@@ -26,7 +25,7 @@ from mdtui.execution.ending import (
     settle,
 )
 from mdtui.execution.node_store import NODE_KEY
-from mdtui.runs.rundir import EVENTS_FILE, EXIT_FILE, OUTPUT_FILES, exit_fields, read_run_state
+from mdtui.runs.rundir import EVENTS_FILE, OUTPUT_FILES, exit_fields, read_run_state
 from mdtui.runs.status import FINISHED, LIVE, RunStatus
 from mdtui.system import slurm as slurm_cli
 from mdtui.system.fs import read_json
@@ -115,7 +114,7 @@ def poll_jobs(
         if job is None:
             continue
         if job.state in ("PENDING", "REQUEUED") and rec.status in REQUEUABLE:  # Slurm runs it again
-            _requeued(store, rec, job)
+            requeued(store, rec, job)
             changed.append(store.get(rec.run_id) or rec)
         elif (job.state not in LIVE_JOB_STATES or (rec.job_state or "").startswith(UNREACHABLE)) and describe(
             job
@@ -196,19 +195,12 @@ def requeued_note(job: Any) -> str:
     return f"{REQUEUED_NOTE}; waiting for {reason}" if reason and reason != "None" else REQUEUED_NOTE
 
 
-def _requeued(store: RunStore, rec: RunRecord, job: Any) -> None:
+def requeued(store: RunStore, rec: RunRecord, job: Any) -> None:
     """The job of a run is pending again (a requeue, a preemption, a failed node): the attempt that
     ran is over and the next one will resume in the same directory (slurm_job). The run is
     ``queued`` again; nothing of the dead attempt (its pids, its ending) is read as the new one's."""
-    run_dir = Path(rec.run_dir)
-    request = read_json(run_dir / STOP_REQUEST)
-    by_slurm = isinstance(request, dict) and request.get("by") in (BY_SLURM, BY_TIME_LIMIT)
-    # the dead attempt's ending, and the stop request its supervisor wrote for Slurm's SIGTERM; a
-    # stop mdtui asked for stays: it applies to whatever attempt comes
-    for name, aside in ((EXIT_FILE, True), (STOP_REQUEST, by_slurm)):
-        if aside:
-            with contextlib.suppress(OSError):
-                (run_dir / name).replace(run_dir / f"{name}.prev")
+    # the dead attempt's ending and its record of Slurm's SIGTERM; a stop mdtui asked for stays
+    slurm_job.set_aside_attempt(Path(rec.run_dir))
     store.begin_attempt(
         rec.run_id, status=RunStatus.QUEUED.value, job_state=describe(job), error=requeued_note(job)
     )
@@ -222,10 +214,8 @@ def _apply(store: RunStore, rec: RunRecord, job: Any | None, now: float) -> RunR
     if exit_fields(run_dir) is not None:  # the supervisor finished between the two looks
         return None
     state = read_run_state(run_dir)
-    # a stop request the supervisor wrote for Slurm's own SIGTERM (a scancel, a time limit) is not
-    # mdtui asking
-    request = read_json(run_dir / STOP_REQUEST)
-    asked = isinstance(request, dict) and request.get("by") not in (BY_SLURM, BY_TIME_LIMIT)
+    # mdtui asked (Slurm's own SIGTERM, a scancel or a time limit, is recorded in slurm-term.json)
+    asked = isinstance(read_json(run_dir / STOP_REQUEST), dict)
     started = ever_ran(rec, run_dir)
     said = SlurmEnd(
         job_id=str(rec.job_id),
@@ -288,7 +278,7 @@ def _live(store: RunStore, rec: RunRecord, job: Any) -> RunRecord | None:
     elif job.state == "PENDING" and rec.status in LIVE:
         # the attempt that ran is gone (its node failed, Slurm requeued it) and left no ending:
         # the run waits for its next attempt, not "running" for good
-        _requeued(store, rec, job)
+        requeued(store, rec, job)
         return store.get(rec.run_id)
     elif job.state == "PENDING" and (rec.error or "").startswith(REQUEUED_NOTE):
         if rec.error != requeued_note(job):  # Slurm's reason, as of this poll

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from mdtui.execution import ranks, slurm_job
-from mdtui.execution.ending import STOP_REQUEST, decide, engine_end_from_events, settle
+from mdtui.execution.ending import SLURM_TERM, STOP_REQUEST, decide, engine_end_from_events, settle
 from mdtui.execution.node_store import RunDirStore
 from mdtui.registry.spec import STOP_GRACE_SECONDS
 from mdtui.runs.rundir import EXIT_FILE, RunEvents, metrics_from_state
@@ -272,18 +272,33 @@ class Supervisor:
         # only a flag: the main loop (which sleeps at most POLL_SECONDS) does the work
         self.term_received = True
 
-    def _stop_request(self) -> dict[str, Any] | None:
+    def _asked(self) -> dict[str, Any] | None:
+        """The stop request mdtui (or, locally, a plain SIGTERM to this supervisor) wrote."""
         data = read_json(self.run_dir / STOP_REQUEST)
         return data if isinstance(data, dict) else None
+
+    def _slurm_term(self) -> dict[str, Any] | None:
+        """The record of a SIGTERM Slurm sent this attempt (the time-limit warning, a scancel or a
+        requeue mdtui did not ask for); None outside a Slurm job."""
+        data = read_json(self.run_dir / SLURM_TERM) if slurm_job.active() else None
+        return data if isinstance(data, dict) else None
+
+    def _stop_request(self) -> dict[str, Any] | None:
+        """The stop this supervisor acts on (its grace, its escalation): mdtui's, else Slurm's."""
+        return self._asked() or self._slurm_term()
 
     def _handle_term(self) -> None:
         """A SIGTERM to the supervisor is a stop request too (e.g. `kill <supervisor pid>`)."""
         self.term_received = False
-        if self._stop_request() is None:
-            grace = float(os.environ.get("MDTUI_STOP_GRACE", DEFAULT_GRACE))
-            # under Slurm a TERM mdtui did not send is the time-limit warning or someone's scancel
-            by = slurm_job.term_origin() if slurm_job.active() else "signal"
-            atomic_write_json(self.run_dir / STOP_REQUEST, {"t": time.time(), "grace": grace, "by": by})
+        grace = float(os.environ.get("MDTUI_STOP_GRACE", DEFAULT_GRACE))
+        if slurm_job.active():
+            # a TERM mdtui did not send is the time-limit warning or someone's scancel / requeue;
+            # recorded in a file of its own, so a request mdtui writes at the same moment stays
+            if self._slurm_term() is None:
+                by = slurm_job.term_origin()
+                atomic_write_json(self.run_dir / SLURM_TERM, {"t": time.time(), "grace": grace, "by": by})
+        elif self._asked() is None:
+            atomic_write_json(self.run_dir / STOP_REQUEST, {"t": time.time(), "grace": grace, "by": "signal"})
         self._term_engine()
 
     def _term_engine(self) -> None:
@@ -474,7 +489,9 @@ class Supervisor:
             error=error,
             stderr_tail=stderr_tail(self.run_dir / "stderr.log"),
             rank_error=self._rank_error(exit_code),
-            term_by=slurm_job.term_by(self._stop_request()),  # a stop Slurm asked for, not mdtui
+            # a stop Slurm asked for, not mdtui; mdtui's request wins when both came (a stop that
+            # raced a requeue ends stopped)
+            term_by=None if self._asked() else slurm_job.term_by(self._slurm_term()),
         )
         ending = decide(end)
         # logged before the ending is written: exit.json is the last write into the run directory

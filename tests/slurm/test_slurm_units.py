@@ -636,3 +636,104 @@ def test_status_says_slurm_is_unreachable_under_its_table(tiny_plan, store, monk
     monkeypatch.setattr(slurm_status.slurm_cli, "job_states", lambda ids: {"81": Job("RUNNING", elapsed_s=9)})
     out = CliRunner().invoke(app, ["-f", str(tiny_plan.settings.path), "status"], env={"COLUMNS": "80"})
     assert out.exit_code == 0 and "unreachable" not in out.output, out.output
+
+
+def test_a_stop_that_races_a_requeue_ends_stopped_though_the_dead_attempt_said_cancelled_outside(
+    tiny_plan, store, monkeypatch
+) -> None:
+    """The interleaving CI hit (issue 19, finding 1): `scontrol requeue` SIGTERMs the running attempt,
+    whose supervisor records Slurm's SIGTERM and writes its ending ("failed: cancelled outside mdtui")
+    before Slurm shows the job PENDING; no poll saw that gap, so the index still says running when
+    `mdtui stop` cancels the pending job. The dead attempt's ending is not the run's: it ends stopped."""
+    from mdtui.execution import slurm_status
+    from mdtui.execution.ending import BY_SLURM, CANCELLED_REASON, SLURM_TERM, STOP_REQUEST
+    from mdtui.execution.node_store import NODE_KEY
+    from mdtui.execution.slurm import SlurmLauncher
+    from mdtui.system import slurm as slurm_cli
+
+    jobs = {"71": Job("PENDING", "BeginTime")}
+    cancels: list[tuple] = []
+
+    def scancel(job_id, signal=None):
+        cancels.append((job_id, signal))
+        jobs[job_id] = Job("CANCELLED", node="n1", elapsed_s=5)
+        return True
+
+    monkeypatch.setattr(
+        slurm_status.slurm_cli, "job_states", lambda ids: {i: jobs[i] for i in ids if i in jobs}
+    )
+    monkeypatch.setattr(slurm_cli, "scancel", scancel)
+    rec = _slurm_run(store, tiny_plan, "71", status="running")
+    store.update(rec.run_id, job_state="RUNNING on n1, 0m", started_t=1.0)
+    run_dir = Path(rec.run_dir)
+    # what the requeued attempt's supervisor left (its node fields, Slurm's SIGTERM, its ending)
+    store.update_run_json(run_dir, {NODE_KEY: {"attempt": "71:0", "status": "running"}})
+    (run_dir / SLURM_TERM).write_text(json.dumps({"t": 1.0, "grace": 60.0, "by": BY_SLURM}))
+    dead = {"run_id": rec.run_id, "status": "failed", "error": CANCELLED_REASON, "stop_requested": True}
+    (run_dir / "exit.json").write_text(json.dumps({**dead, "results_pending": True, "attempt": "71:0"}))
+
+    assert SlurmLauncher(store).stop(rec.run_id)
+    assert cancels == [("71", None)]  # a pending job: a plain scancel
+    assert json.loads((run_dir / STOP_REQUEST).read_text())["by"] == "mdtui (scancel)"
+    assert json.loads((run_dir / "exit.json.prev").read_text())["attempt"] == "71:0"  # set aside
+    final = SlurmLauncher(store).poll(rec.run_id) and store.get(rec.run_id)
+    assert final.status == "stopped", final.error
+    assert "outside mdtui" not in (final.error or "") and "cancelled by mdtui" in final.error
+
+
+def test_slurm_s_sigterm_never_overwrites_a_stop_mdtui_asked_for_at_the_same_moment(
+    tiny_plan, store, monkeypatch
+) -> None:
+    """The supervisor of a Slurm job that gets Slurm's SIGTERM (a requeue) records it while mdtui's
+    stop writes its request: mdtui's request is written between the supervisor's look and its write.
+    It stays mdtui's, the attempt ends stopped (not "cancelled outside mdtui"), and the next attempt
+    sets Slurm's record aside but keeps the request (so it stops at once)."""
+    from mdtui.execution import slurm_job
+    from mdtui.execution.ending import SLURM_TERM, STOP_REQUEST
+    from mdtui.execution.supervise import Supervisor
+
+    rec = _slurm_run(store, tiny_plan, "81", status="running")
+    run_dir = Path(rec.run_dir)
+    env = {"MDTUI_SLURM": "1", "SLURM_JOB_ID": "81", "SLURM_RESTART_COUNT": "0"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    asked = {"t": 2.0, "grace": 60.0, "by": "mdtui (scancel)"}
+
+    def mdtui_stops_meanwhile() -> str:  # called between the supervisor's look and its write
+        (run_dir / STOP_REQUEST).write_text(json.dumps(asked))
+        return slurm_job.BY_SLURM
+
+    monkeypatch.setattr(slurm_job, "term_origin", mdtui_stops_meanwhile)
+    supervisor = Supervisor(run_dir)
+    supervisor._handle_term()
+    assert json.loads((run_dir / STOP_REQUEST).read_text()) == asked
+    assert json.loads((run_dir / SLURM_TERM).read_text())["by"] == slurm_job.BY_SLURM
+    supervisor._finish(exit_code=0, sig=None, stop_requested=supervisor._stop_request() is not None)
+    ending = json.loads((run_dir / "exit.json").read_text())
+    assert ending["status"] == "stopped" and "outside mdtui" not in (ending["error"] or ""), ending
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # Slurm runs the job again
+    slurm_job.prepare(supervisor.store, rec.run_id, run_dir)
+    assert json.loads((run_dir / STOP_REQUEST).read_text()) == asked
+    assert not (run_dir / SLURM_TERM).exists() and (run_dir / f"{SLURM_TERM}.prev").is_file()
+    assert not (run_dir / "exit.json").exists()
+
+
+def test_slurm_s_own_sigterm_still_ends_the_run_cancelled_outside_mdtui(
+    tiny_plan, store, monkeypatch
+) -> None:
+    """The counterpart: nobody in mdtui asked; Slurm's SIGTERM (someone's scancel) is said as such."""
+    from mdtui.execution import slurm_job
+    from mdtui.execution.ending import CANCELLED_REASON, STOP_REQUEST
+    from mdtui.execution.supervise import Supervisor
+
+    rec = _slurm_run(store, tiny_plan, "82", status="running")
+    run_dir = Path(rec.run_dir)
+    monkeypatch.setenv("MDTUI_SLURM", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "82")
+    monkeypatch.setattr(slurm_job, "term_origin", lambda: slurm_job.BY_SLURM)
+    supervisor = Supervisor(run_dir)
+    supervisor._handle_term()
+    assert not (run_dir / STOP_REQUEST).exists()
+    supervisor._finish(exit_code=0, sig=None, stop_requested=supervisor._stop_request() is not None)
+    ending = json.loads((run_dir / "exit.json").read_text())
+    assert (ending["status"], ending["error"]) == ("failed", CANCELLED_REASON), ending
