@@ -73,6 +73,14 @@ def torchrun(run_dir: Path, processes: int = 2, *extra: str, pythonpath: str = "
     )
 
 
+def ranks_said(run_dir: Path) -> str:
+    """What ranks k > 0 printed (their fds go to stderr.rank{k}.log, not to torchrun's stderr): a
+    failed assertion shows the rank's own message, e.g. the cause of a SIGABRT."""
+    return "".join(
+        f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(run_dir.glob("stderr.rank*.log"))
+    )
+
+
 def rank1_hook(folder: Path, action: str, epoch: int, step: int) -> str:
     """A sitecustomize.py (run at interpreter start in every process of the run) that makes rank 1
     do ``action`` at the start of (epoch, step): a deterministic stop or failure, no timing race."""
@@ -165,7 +173,7 @@ def start(tmp_path_factory) -> dict[str, torch.Tensor]:
 def double(tmp_path_factory) -> Path:
     run_dir = write_run(tmp_path_factory.mktemp("double") / "run", config())
     code, err = finish(torchrun(run_dir))
-    assert code == 0, err[-3000:]
+    assert code == 0, err[-3000:] + ranks_said(run_dir)
     return run_dir
 
 
@@ -211,7 +219,7 @@ def test_stop_on_one_rank_then_resume_with_one_or_two_processes(single, start, t
     # rank 1 alone receives SIGTERM during step 2 of epoch 1: both ranks finish that step and stop
     hook = rank1_hook(tmp_path / "hook", "os.kill(os.getpid(), signal.SIGTERM)", 1, 2)
     code, err = finish(torchrun(run_dir, pythonpath=hook))
-    assert code == 0, err[-3000:]
+    assert code == 0, err[-3000:] + ranks_said(run_dir)
     assert events(run_dir, "run_finished")[-1]["status"] == "stopped"
     assert [(e["epoch"], e["step"]) for e in events(run_dir, "step")][-1] == (1, 2)
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
@@ -231,7 +239,7 @@ def test_stop_on_one_rank_then_resume_with_one_or_two_processes(single, start, t
     )
     assert code == 0, err[-3000:]
     code, err = finish(torchrun(run_dir, 2, "--resume"))
-    assert code == 0, err[-3000:]
+    assert code == 0, err[-3000:] + ranks_said(run_dir)
     for resumed in (run_dir, one):
         assert events(resumed, "run_finished")[-1]["status"] == "completed"
         close(
@@ -268,7 +276,7 @@ def test_model_doctor_masks_and_channel_loss_match_one_process(tmp_path) -> None
     assert run(cfg, tmp_path / "one", sink) == "completed", sink.events[-1]
     run_dir = write_run(tmp_path / "two", cfg)
     code, err = finish(torchrun(run_dir))
-    assert code == 0, err[-3000:]
+    assert code == 0, err[-3000:] + ranks_said(run_dir)
     mask = "artifacts/doctor/mask_layer3.4.conv2.npy"
     assert np.array_equal(np.load(tmp_path / "one" / mask), np.load(run_dir / mask))
     steps = events(run_dir, "step")
