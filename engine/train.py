@@ -340,6 +340,8 @@ class Trainer:
                 val.pop("confusion", None)
                 fields["val"] = {k: val[k] for k in ("loss", "acc1", "acc5")}
                 fields["best_val_acc1"] = self.selection.score
+            # the epoch's numbers are logged before its checkpoint: a disk that fills while saving
+            # must not cost them (a kill in between resumes from the epoch before)
             self.sink.emit("epoch", **fields)
             if improved:
                 self.write_confusion(confusion, epoch)

@@ -210,8 +210,15 @@ def test_scancel_kill_and_a_node_going_down_end_honestly(project, slurm) -> None
     assert (Path(final.run_dir) / "exit.json").is_file() and _epochs(final) >= 1
 
     down = launcher.start_new(plan, plan.experiments["long"], seed=1)
+    checkpoint = Path(down.run_dir) / "checkpoints" / "last.pt"
+    # the epoch event comes before its last.pt (a full disk must not cost the epoch's numbers):
+    # the node goes down only once a checkpoint exists, else the requeued job starts afresh
     wait_for(
-        lambda: launcher.poll(down.run_id) == "running" and _epochs(store.get(down.run_id)) >= 1,
+        lambda: (
+            launcher.poll(down.run_id) == "running"
+            and _epochs(store.get(down.run_id)) >= 1
+            and checkpoint.is_file()
+        ),
         timeout=150,
         interval=0.5,
     )
@@ -219,7 +226,7 @@ def test_scancel_kill_and_a_node_going_down_end_honestly(project, slurm) -> None
     # Slurm requeues the job of a failed node: the run waits in Slurm's queue, resumable, not lost
     wait_for(lambda: launcher.poll(down.run_id) == "queued", timeout=150, interval=0.5)
     assert "requeued" in (store.get(down.run_id).error or "")
-    assert (Path(down.run_dir) / "checkpoints" / "last.pt").is_file()
+    assert checkpoint.is_file()
 
 
 def test_two_gloo_ranks_in_one_job_complete(project) -> None:
