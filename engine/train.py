@@ -10,6 +10,7 @@ seeded by (seed, epoch), so a resumed run replays exactly what the uninterrupted
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import math
@@ -203,9 +204,15 @@ class Trainer:
         if resume:
             self.load_last()
         self.grad_sync = None
-        self.forward = self.wrap_parallel(self.model)
+        wrapped = self.wrap_parallel(self.model)
+        # Evaluation needs no gradient sync, and DDP's forward may broadcast buffers: a rank whose
+        # shard of an eval batch is empty (eval_batch_size below the world) skips that forward, and
+        # the ranks' collectives would pair up wrongly and hang. It goes through the bare model
+        # (evaluate_split shares rank 0's buffers itself).
+        self.forward, self.eval_forward = wrapped, self.model
         if cfg.compile:
-            self.forward = torch.compile(self.forward)
+            self.forward = torch.compile(wrapped)
+            self.eval_forward = self.forward if wrapped is self.model else torch.compile(self.model)
 
     def wrap_parallel(self, model: nn.Module) -> nn.Module:
         """DDP over the ranks; with plugins (Model Doctor's channel loss is a double backward, which DDP
@@ -402,7 +409,12 @@ class Trainer:
             placement=self.placement,
         )
         return evaluate(
-            self.forward, loader, self.criterion, self.runtime, self.data.num_classes, self.data.train_counts
+            self.eval_forward,
+            loader,
+            self.criterion,
+            self.runtime,
+            self.data.num_classes,
+            self.data.train_counts,
         )
 
     def write_confusion(self, confusion: torch.Tensor, epoch: int) -> None:
@@ -504,6 +516,10 @@ def run(
         print(f"rank {rank}: {error}", file=sys.stderr, flush=True)
     summary = trainer.summary()
     sink.emit("run_finished", status=status, summary=summary, error=error)
-    del trainer  # its DDP wrapper holds the process group: released before the group is destroyed
+    # Its DDP wrapper holds the process group and must go before the group does. DDP lies in
+    # reference cycles, so only a collection frees it; left to interpreter exit, its reducer was
+    # torn down after gloo's threads in no set order (a rank's SIGABRT, once in CI).
+    del trainer
+    gc.collect()
     distributed.destroy(in_step=error is None)
     return status

@@ -99,6 +99,28 @@ def rank1_hook(folder: Path, action: str, epoch: int, step: int) -> str:
     return str(folder)
 
 
+def ddp_census_hook(folder: Path) -> str:
+    """A sitecustomize.py that makes every rank print how many DistributedDataParallel objects are
+    alive when it leaves its process group (one left over outlives the group it holds). Automatic
+    collection is off, so the count does not depend on when the last one happened to run."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if os.environ.get('RANK'):\n"
+        "    import gc\n"
+        "    gc.disable()\n"
+        "    import engine.distributed as d\n"
+        "    from torch.nn.parallel import DistributedDataParallel as DDP\n"
+        "    real = d.destroy\n"
+        "    def destroy(**kw):\n"
+        "        alive = sum(isinstance(o, DDP) for o in gc.get_objects())\n"
+        "        print(f'DDP alive at destroy: {alive}', file=sys.stderr, flush=True)\n"
+        "        return real(**kw)\n"
+        "    d.destroy = destroy\n"
+    )
+    return str(folder)
+
+
 def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
@@ -212,6 +234,19 @@ def test_sharded_evaluation_equals_one_process_on_the_same_weights(double, tmp_p
     # (sums of up to 576 float32 terms per layer, ~33 layers: ~1e-5 relative at most). 1e-4 relative;
     # one of the 18 test samples counted twice or missing moves the mean loss by percents.
     assert again["loss"] == pytest.approx(last["loss"], rel=1e-4, abs=0)
+
+
+def test_eval_batches_smaller_than_the_world_complete(tmp_path) -> None:
+    """eval_batch_size 1 on 2 ranks: rank 1's shard of every eval batch is empty. Through DDP, rank
+    0's first eval forward broadcast the buffers with no partner and both ranks hung."""
+    cfg = config(epochs=1, eval_batch_size=1, distributed={"processes": 2, "sync_bn": False})
+    run_dir = write_run(tmp_path / "run", cfg)
+    code, err = finish(torchrun(run_dir, pythonpath=ddp_census_hook(tmp_path / "hook")), timeout=90)
+    assert code == 0, err[-3000:] + ranks_said(run_dir)
+    (epoch,) = events(run_dir, "epoch")
+    assert epoch["eval"]["count"] == 18  # every test sample, all on rank 0
+    # each rank's DDP wrapper was freed before its process group was destroyed
+    assert "DDP alive at destroy: 0" in err and "DDP alive at destroy: 0" in ranks_said(run_dir)
 
 
 def test_stop_on_one_rank_then_resume_with_one_or_two_processes(single, start, tmp_path) -> None:
