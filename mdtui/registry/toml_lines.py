@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+from collections.abc import Callable
 
 KeyPath = tuple[str, ...]
 # No experiments file needs more than a handful of levels (doctor.mask.combine_with is 3); a few
@@ -143,33 +144,25 @@ class _Scanner:
 
     def container(self, ch: str, path: KeyPath | None) -> None:
         if ch == "[":
-            self.i += 1
-            while self.i < len(self.text):
-                self.skip_blank(newlines=True)
-                if self.peek() in ("]", ""):
-                    self.i += 1
-                    return
-                if self.peek() == ",":
-                    self.i += 1
-                    continue
-                before = self.i
-                self.value(None)
-                if self.i == before:  # a stray `}` in an array: step over it, never loop on it
-                    self.i += 1
+            self.items("]", lambda: self.value(None))
         elif ch == "{":
-            self.i += 1
-            while self.i < len(self.text):
-                self.skip_blank(newlines=True)
-                if self.peek() in ("}", ""):
-                    self.i += 1
-                    return
-                if self.peek() == ",":
-                    self.i += 1
-                    continue
-                before = self.i
-                self.key_value(path)
-                if self.i == before:  # a stray `]` in an inline table: step over it, never loop on it
-                    self.i += 1
+            self.items("}", lambda: self.key_value(path))
+
+    def items(self, close: str, item: Callable[[], None]) -> None:
+        """An array's values or an inline table's pairs, up to ``close``."""
+        self.i += 1
+        while self.i < len(self.text):
+            self.skip_blank(newlines=True)
+            if self.peek() in (close, ""):
+                self.i += 1
+                return
+            if self.peek() == ",":
+                self.i += 1
+                continue
+            before = self.i
+            item()
+            if self.i == before:  # a stray closer of the other kind: step over it, never loop on it
+                self.i += 1
 
     def key_value(self, table: KeyPath | None) -> None:
         start = self.i
