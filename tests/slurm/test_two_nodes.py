@@ -65,9 +65,14 @@ def _settled(launcher, run_id: str, statuses: set[str], timeout: float = 180.0):
 
 
 def _running_with_epochs(launcher, run_id: str, epochs: int = 1, timeout: float = 150.0) -> None:
+    """Running, with ``epochs`` epochs done and (from one on) a last.pt to resume from: the epoch's
+    event precedes its checkpoint, and a node that fails in between requeues a fresh start."""
+
     def ready() -> bool:
         rec = launcher.store.get(run_id)
-        return launcher.poll(run_id) == "running" and read_run_state(Path(rec.run_dir)).epochs_done >= epochs
+        done = read_run_state(Path(rec.run_dir)).epochs_done >= epochs
+        saved = epochs == 0 or (Path(rec.run_dir) / "checkpoints" / "last.pt").is_file()
+        return launcher.poll(run_id) == "running" and done and saved
 
     wait_for(ready, timeout=timeout, interval=0.3)
 
