@@ -15,7 +15,7 @@ from tui_helpers import until
 from engine.schema.events import RunState, apply_event, make_event
 from mdtui.runs.store import RunStore
 from mdtui.tui.app import MdtuiApp
-from mdtui.tui.screens.compare import CompareScreen, config_rows
+from mdtui.tui.screens.compare import WIDE, CompareScreen, config_rows
 from mdtui.tui.screens.help import HELP_WIDTH, KEYS_HELP, HelpScreen
 from mdtui.tui.screens.main import MainScreen
 from mdtui.tui.screens.results import ResultsScreen
@@ -355,6 +355,26 @@ async def test_compare_fits_100_columns_shows_only_differences_and_scrolls(proje
         await until(pilot, lambda: scroll.scroll_y == scroll.max_scroll_y)
         await pilot.press("q")
         await until(pilot, lambda: isinstance(app.screen, MainScreen))
+
+
+async def test_compare_draws_its_charts_without_waiting_for_the_app_refresh(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table and both charts come with the screen's first layout: the charts said "no data yet"
+    for finished runs until the app's next periodic refresh (a snapshot test caught it under load)."""
+    from mdtui.tui import app as app_module
+
+    monkeypatch.setattr(app_module, "REFRESH_SECONDS", 3600.0)  # the refresh at start, then none
+    app = MdtuiApp(project)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        app.post_message(_compare([DONE, FOCAL]))
+        screen = await until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen)
+        await until(pilot, lambda: screen.table is not None)
+        acc, loss = screen.query_one("#cmp-acc1", MetricChart), screen.query_one("#cmp-loss", MetricChart)
+        assert acc.has_data and loss.has_data
+        assert screen.size.width >= WIDE
+        assert set(acc._series) == {screen.labels[DONE], screen.labels[FOCAL]}  # the wide legend
 
 
 def _compare(run_ids: list[str]) -> Any:

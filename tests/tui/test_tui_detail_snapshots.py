@@ -80,13 +80,20 @@ def test_snapshot_detail_log(snap_compare, project: Path, size: tuple[int, int])
     assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=run_before)
 
 
+async def compare_drawn(pilot: Any) -> None:
+    """The compare screen laid out: its table and charts are drawn together on its first Resize
+    (a fixed pause raced it under load and caught the charts still saying "no data yet")."""
+    screen = await until(pilot, lambda: isinstance(pilot.app.screen, CompareScreen) and pilot.app.screen)
+    await until(pilot, lambda: screen.table is not None)  # type: ignore[union-attr]
+    await pilot.pause()
+
+
 @pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
 def test_snapshot_compare(snap_compare, project: Path, size: tuple[int, int]) -> None:
     async def run_before(pilot: Any) -> None:
         await settled(pilot)
         pilot.app.post_message(CompareRequested([DONE, FOCAL, FAILED]))
-        await until(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
-        await pilot.pause(0.4)
+        await compare_drawn(pilot)
 
     assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=run_before)
 
@@ -189,7 +196,6 @@ def test_snapshot_compare_long_names(snap_compare, project: Path, size: tuple[in
     async def run_before(pilot: Any) -> None:
         await settled(pilot)
         pilot.app.post_message(CompareRequested([*ids, DONE]))
-        await until(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
-        await pilot.pause(0.4)
+        await compare_drawn(pilot)
 
     assert snap_compare(MdtuiApp(project), terminal_size=size, run_before=run_before)

@@ -102,6 +102,7 @@ class CompareScreen(Screen[None]):
         self._flats: list[dict[str, Any]] = []
         self._metrics: list[list[str]] = []
         self.table: Table | None = None
+        self._ready = False  # mounted: the app's timer may call refresh_view before that
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -129,9 +130,11 @@ class CompareScreen(Screen[None]):
         # each entry fits half an 80-column screen whole, and the run id's end
         names = distinct_cuts([r.experiment for r in self._records], LEGEND_NAME)
         self.labels = {r.run_id: f"{names[r.experiment]} {r.run_id[-4:]}" for r in self._records}
-        self._draw_table()
+        self._ready = True
         self.query_one("#diff-scroll").focus()
-        self.refresh_view()
+        # the table and the legends need the laid-out width: both are drawn on the first Resize,
+        # which follows the mount (is_mounted is still False here: a table drawn now was skipped,
+        # and the charts waited for the app's next refresh, showing "no data yet" till then)
 
     def _draw_table(self) -> None:
         """The table, laid out at the width there is (a Rich table in a Static would not get its height)."""
@@ -183,9 +186,10 @@ class CompareScreen(Screen[None]):
 
     def on_resize(self, event: Resize) -> None:
         self._draw_table()
+        self.refresh_view()
 
     def refresh_view(self, snapshot: Any = None) -> None:
-        if self.table is None:  # not mounted yet: the app's timer can come first
+        if not self._ready:
             return
         acc: dict[str, tuple[list[float], list[float]]] = {}
         loss: dict[str, tuple[list[float], list[float]]] = {}
