@@ -40,8 +40,8 @@ def detail(run_id: str, *keys: str) -> Any:
     async def run_before(pilot: Any) -> None:
         await settled(pilot)
         pilot.app.open_run(run_id)
-        await until(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen))
-        await pilot.pause(0.2)  # mounted: its tabs take the keys
+        # mounted (its tabs take the keys, its charts are drawn): a fixed pause raced it under load
+        await until(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen) and pilot.app.screen._ready)
         if keys:
             await pilot.press(*keys)
         await pilot.pause(0.4)
