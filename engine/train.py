@@ -47,6 +47,7 @@ from engine.plugins import RunContext, TrainPlugin
 from engine.samplers import build_sampler
 from engine.schedules import lr_at
 from engine.schema.config import EngineConfig, is_leaky, to_dict
+from engine.schema.validate import KERNELS_ONE_PROCESS
 from engine.selection import SHOT_KEYS, Selection
 from engine.sinks import EventSink
 
@@ -153,10 +154,7 @@ class Trainer:
                 "warning",
             )
         if self.world.enabled and cfg.kernels is not None:
-            raise RunError(
-                "kernels: per-class fine-tuning splits batches by class, which differs between ranks; "
-                "run it in one process (distributed.processes = 1, or one GPU)"
-            )
+            raise RunError(f"{KERNELS_ONE_PROCESS}: start it on one device (or distributed.processes = 1)")
         self.data = build_data(cfg)
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         if self.data.label_map and self.world.is_main:

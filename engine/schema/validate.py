@@ -264,9 +264,19 @@ def _compile_issues(cfg: EngineConfig) -> list[Issue]:
     return []
 
 
+# Why a kernel run has one process: said by validation (here and in mdtui's registry, which knows the
+# GPUs a run gets) and, for a run started on several devices all the same, by the engine at start.
+KERNELS_ONE_PROCESS = (
+    "per-class kernel fine-tuning (kernels) splits batches by class, which differs between ranks, so it "
+    "runs in one process"
+)
+
+
 def _method_issues(cfg: EngineConfig) -> list[Issue]:
     """The long-tail methods' cross-key rules (issue #15)."""
     out: list[Issue] = []
+    if cfg.kernels is not None and cfg.distributed.processes > 1:
+        out.append(Issue("distributed.processes", f"{KERNELS_ONE_PROCESS}: set distributed.processes = 1"))
     if cfg.tau_norm is not None:
         taus = cfg.tau_norm.taus
         if not taus:

@@ -412,6 +412,16 @@ class PlanBuilder:
                     seen.add(issue.key)
                     self.report_key(table, name, issue.key, issue.message)
             return None
+        gpus, nodes = manager.get("gpus", 1), manager.get("nodes", 1)
+        if cfg.kernels is not None and self.ranks(cfg, gpus, nodes) > 1:
+            self.report_key(
+                table,
+                name,
+                "kernels",
+                f"{engine_validate.KERNELS_ONE_PROCESS}: this experiment gets {gpus} GPU(s) on {nodes} "
+                "node(s), a process each; set gpus = 1 and nodes = 1",
+            )
+            return None
         resolved = engine_cfg.to_dict(cfg)
         for key in ("run_id", "seed", "init_checkpoint", "cache_dir"):
             resolved.pop(key, None)
@@ -431,8 +441,8 @@ class PlanBuilder:
             sweep_point=dict(point),
             config=resolved,
             line=header_line,
-            gpus=manager.get("gpus", 1),
-            nodes=manager.get("nodes", 1),
+            gpus=gpus,
+            nodes=nodes,
             slurm=check_slurm_table(manager.get("slurm", {}), "slurm")[0],  # values as sbatch takes them
             written=engine,
             paper=dict(manager.get("paper", {})),
@@ -444,6 +454,15 @@ class PlanBuilder:
                 **manager.get("retries", {}),
             },
         )
+
+    @staticmethod
+    def ranks(cfg: Any, gpus: object, nodes: object) -> int:
+        """How many processes a run of ``cfg`` gets from ``gpus`` / ``nodes`` (one per GPU per node
+        unless distributed.processes says; 1 when that is > 1, which is the engine's own check, or
+        when gpus/nodes are invalid, which their own rules report)."""
+        if cfg.distributed.processes > 1 or not (isinstance(gpus, int) and isinstance(nodes, int)):
+            return 1
+        return (cfg.distributed.processes or gpus) * nodes
 
     # ------------------------------------------------------------------ references between experiments
     def resolve_references(

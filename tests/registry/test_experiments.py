@@ -107,6 +107,35 @@ def test_wrong_type_is_located_on_its_key(tmp_path):
     assert issue.line == line_of(tmp_path / "experiments.toml", 'lr = "fast"')
 
 
+def test_kernels_on_several_processes_is_refused_where_the_ranks_come_from(tmp_path):
+    """Per-class kernel fine-tuning runs in one process: refused by validation, not at the run's start."""
+    body = """
+    [experiment.by_gpus]
+    gpus = 2
+    kernels = { layers = ["20..29"] }
+    [experiment.by_processes]
+    distributed = { processes = 2 }
+    kernels = { layers = ["20..29"] }
+    [experiment.by_nodes]
+    nodes = 2
+    distributed = { processes = 1 }
+    kernels = { layers = ["20..29"] }
+    [experiment.one_process_on_two_gpus]
+    gpus = 2
+    distributed = { processes = 1 }
+    kernels = { layers = ["20..29"] }
+    """
+    found = {i.experiment: i for i in issues_of(tmp_path, body)}
+    assert set(found) == {"by_gpus", "by_processes", "by_nodes"}  # one process on two GPUs is fine
+    path = tmp_path / "experiments.toml"
+    assert found["by_gpus"].key == "kernels" and "gets 2 GPU(s) on 1 node(s)" in found["by_gpus"].message
+    assert found["by_gpus"].line == line_of(path, "kernels = ")
+    assert found["by_processes"].key == "distributed.processes"
+    assert "set distributed.processes = 1" in found["by_processes"].message
+    assert "on 2 node(s)" in found["by_nodes"].message
+    assert all("runs in one process" in i.message for i in found.values())
+
+
 @pytest.mark.parametrize(
     ("line", "key", "valid"),
     [
