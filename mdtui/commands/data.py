@@ -71,6 +71,8 @@ data_app = typer.Typer(
 VERIFIED_FILE = ".mdtui-verified.json"  # per dataset folder: files whose MD5 matched, by size+mtime
 BY_HAND = ("oltr", "image_folder", "image_mask")
 
+ROOT_HELP = f"data root (default: ${DATA_ROOT_ENV}, else data_root in \\[settings])."  # \[: not markup
+
 
 def _plan(ctx: typer.Context) -> Plan | None:
     """The experiments file when there is a valid one; ``mdtui data`` works without one too."""
@@ -225,9 +227,7 @@ DATA_COLUMNS = (
 @data_app.callback(invoke_without_command=True)
 def data_cmd(
     ctx: typer.Context,
-    root: Path | None = typer.Option(
-        None, "--root", help=f"data root (default: ${DATA_ROOT_ENV} or [settings])."
-    ),
+    root: Path | None = typer.Option(None, "--root", help=ROOT_HELP),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check MD5 sums of downloaded datasets."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -290,9 +290,7 @@ def print_by_hand(key: str) -> None:
 def get_cmd(
     ctx: typer.Context,
     names: list[str] = typer.Argument(..., help=f"datasets: {', '.join(DOWNLOADS)} (or a by-hand one)"),
-    root: Path | None = typer.Option(
-        None, "--root", help=f"data root (default: ${DATA_ROOT_ENV} or [settings])."
-    ),
+    root: Path | None = typer.Option(None, "--root", help=ROOT_HELP),
     mirror: str | None = typer.Option(
         None,
         "--mirror",

@@ -44,7 +44,7 @@ def export_cmd(
     """Export runs' curves: TensorBoard event files (scalars per epoch and step, hyper-parameters,
     per-class accuracy), or one CSV per metric plus summary.json.
 
-    TensorBoard: `tensorboard --logdir DIR`; it needs `pip install 'mdtui[tensorboard]'`."""
+    TensorBoard: `tensorboard --logdir DIR`; it needs `pip install 'mdtui\\[tensorboard]'`."""
     if fmt not in FORMATS:
         usage_error(f'--format "{fmt}": expected one of {", ".join(FORMATS)}')
     if out.exists() and not out.is_dir():
