@@ -518,6 +518,7 @@ def run(
     # reference cycles, so only a collection frees it; left to interpreter exit, its reducer was
     # torn down after gloo's threads in no set order (a rank's SIGABRT, once in CI).
     del trainer
-    gc.collect()
+    if distributed.world().enabled:
+        gc.collect()
     distributed.destroy(in_step=error is None)
     return status
