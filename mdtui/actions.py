@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from engine.schema.validate import KERNELS_ONE_PROCESS
 from mdtui.execution import ranks
 from mdtui.execution.backends import launcher_of, queue_launcher
 from mdtui.execution.launching import Launcher, LaunchError, LaunchRefused, NoDevice, StopTarget
@@ -67,7 +66,9 @@ def start(
     for exp in {exp.name: exp for exp, _ in runs}.values():
         try:
             require_data(plan, exp)
-            require_one_process_for_kernels(exp, devices)
+            refusal = ranks.one_process_refusal(exp.config, ranks.process_count(exp.config, devices or []))
+            if refusal:
+                raise RunSetupError(f"{exp.name}: {refusal}")
         except RunSetupError as exc:
             if when_busy == "raise":
                 raise
@@ -103,15 +104,6 @@ def start(
         outcome.queued, outcome.errors = queued.queued, outcome.errors + queued.errors
         outcome.scheduler_pid = queued.scheduler_pid
     return outcome
-
-
-def require_one_process_for_kernels(exp: Experiment, devices: list[str] | None) -> None:
-    """Pre-flight: a kernel experiment started on several GPUs by hand (``--device 0,1``) would get a
-    process per GPU, which the engine refuses at start (validation covers ``gpus`` / ``nodes``)."""
-    if devices and exp.config.get("kernels") and ranks.process_count(exp.config, devices) > 1:
-        raise RunSetupError(
-            f"{exp.name}: {KERNELS_ONE_PROCESS}: start it on one device, not {','.join(devices)}"
-        )
 
 
 def enqueue(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.schema.validate import KERNELS_ONE_PROCESS
 from mdtui.system.fs import read_json
 from mdtui.system.gpus import CPU_ID
 from mdtui.system.processes import boot_id, group_has_live_member, process_alive, process_start_time
@@ -56,6 +57,15 @@ def processes_for(wanted: int, devices: Iterable[str]) -> int:
     if wanted > 0:
         return wanted
     return max(1, sum(1 for d in devices if d and str(d) != CPU_ID))
+
+
+def one_process_refusal(config: Mapping[str, Any] | None, processes: int) -> str | None:
+    """Why a run of ``config`` cannot have ``processes`` processes, or None: kernel fine-tuning runs
+    in one (validation refuses gpus / nodes that would give it more; this covers devices and
+    ``--gpus`` given by hand, before any run exists rather than at the engine's start)."""
+    if processes > 1 and (config or {}).get("kernels"):
+        return f"{KERNELS_ONE_PROCESS}; it would get {processes}: give it one device"
+    return None
 
 
 def configured(config: Mapping[str, Any] | None) -> int:

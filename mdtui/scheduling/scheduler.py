@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdtui.execution import ledger
+from mdtui.execution import ledger, ranks
 from mdtui.execution.backends import queue_launcher
 from mdtui.execution.ending import end_unstarted
 from mdtui.execution.launcher import find_supervisor
@@ -83,7 +83,13 @@ def enqueue(
     policy = ledger.Policy.from_settings(plan.settings)
     snapshot = gpus_snapshot()
     for exp in exps:
-        problem = ledger.never_fits(snapshot, policy, gpus or exp.gpus, devices)
+        count = gpus or exp.gpus
+        processes = (
+            ranks.process_count(exp.config, devices) if devices else ranks.configured(exp.config) or count
+        )
+        problem = ledger.never_fits(snapshot, policy, count, devices) or ranks.one_process_refusal(
+            exp.config, processes
+        )
         if problem:
             raise QueueError(f"{exp.name}: {problem}")
     records = []

@@ -109,18 +109,22 @@ def test_bare_mdtui_opens_the_tui_with_the_chosen_file(
     assert result.exit_code == 0 and opened == [tiny_toml]
 
 
-def test_a_kernel_run_on_two_gpus_is_refused_before_it_exists(
+def test_a_kernel_run_on_two_gpus_by_hand_is_refused_before_it_exists(
     tiny_toml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Validation covers gpus / nodes; `--device 0,1` by hand would give it two processes."""
+    """Validation covers gpus / nodes; `--device 0,1` or `queue add --gpus 2` by hand would give it two
+    processes, which the engine would refuse only at start."""
     monkeypatch.setenv("MDTUI_FAKE_GPUS", "0,1")
     kernels = '\n[experiment.kt]\ngroup = "demo"\nkernels = { layers = ["20..29"] }\n'
     tiny_toml.write_text(tiny_toml.read_text() + kernels)
-    result = invoke(tiny_toml, "run", "kt", "--device", "0,1", "--detach")
-    assert result.exit_code != 0 and "runs in one process" in " ".join(result.output.split()), result.output
-    assert "start it on one device, not 0,1" in " ".join(result.output.split())
     runs = tiny_toml.parent / "runs"
-    assert not [p for p in runs.glob("*/*") if p.is_dir()] if runs.exists() else True
+    for args in (["run", "kt", "--device", "0,1", "--detach"], ["queue", "add", "kt", "--gpus", "2"]):
+        result = invoke(tiny_toml, *args)
+        said = " ".join(result.output.split())
+        assert result.exit_code != 0 and "runs in one process; it would get 2: give it one device" in said, (
+            said
+        )
+        assert not [p for p in runs.glob("*/*") if p.is_dir()] if runs.exists() else True
 
 
 @pytest.mark.slow
