@@ -171,3 +171,13 @@ def reap() -> Iterator[list[int]]:
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def controller_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every squeue from here on finds slurmctld silent (the one Slurm query a poll makes)."""
+    from mdtui.system import slurm as slurm_cli
+
+    def down(ids):
+        raise slurm_cli.SlurmUnavailable("squeue did not answer in 2.5 s")
+
+    monkeypatch.setattr(slurm_cli, "job_states", down)

@@ -19,7 +19,7 @@ from mdtui.execution.slurm_status import describe
 from mdtui.registry.slurm_options import SlurmOptions
 from mdtui.runs.status import RunStatus
 from mdtui.system.slurm import parse_duration
-from tests.conftest import TINY_TOML
+from tests.conftest import TINY_TOML, controller_down
 
 
 @dataclass(frozen=True)
@@ -413,12 +413,8 @@ def test_a_requeued_job_is_a_new_attempt_with_slurm_s_current_reason(tiny_plan, 
 def test_an_unreachable_controller_is_said_with_the_last_known_state(tiny_plan, store, monkeypatch) -> None:
     from mdtui.execution import slurm_status as slurm
     from mdtui.execution.reconcile import reconcile
-    from mdtui.system import slurm as slurm_cli
 
-    def down(ids):
-        raise slurm_cli.SlurmUnavailable("squeue --noheader did not answer in 2.5 s")
-
-    monkeypatch.setattr(slurm.slurm_cli, "job_states", down)
+    controller_down(monkeypatch)
     rec = _slurm_run(store, tiny_plan, "41", status="running")
     store.update(rec.run_id, job_state="RUNNING on n1, 3m")
     reconcile(store)
@@ -568,14 +564,10 @@ def test_stop_of_a_pending_job_with_slurm_unreachable_says_the_request_waits(
     from typer.testing import CliRunner
 
     from mdtui.cli import app
-    from mdtui.execution import slurm_status
     from mdtui.execution.ending import STOP_REQUEST
     from mdtui.system import slurm as slurm_cli
 
-    def down(ids):
-        raise slurm_cli.SlurmUnavailable("squeue did not answer in 2.5 s")
-
-    monkeypatch.setattr(slurm_status.slurm_cli, "job_states", down)
+    controller_down(monkeypatch)
     monkeypatch.setattr(slurm_cli, "scancel", lambda *a, **k: pytest.fail("scancel while unreachable"))
     rec = _slurm_run(store, tiny_plan, "61")
     out = CliRunner().invoke(
@@ -616,12 +608,8 @@ def test_status_says_slurm_is_unreachable_under_its_table(tiny_plan, store, monk
 
     from mdtui.cli import app
     from mdtui.execution import slurm_status
-    from mdtui.system import slurm as slurm_cli
 
-    def down(ids):
-        raise slurm_cli.SlurmUnavailable("squeue did not answer in 2.5 s")
-
-    monkeypatch.setattr(slurm_status.slurm_cli, "job_states", down)
+    controller_down(monkeypatch)
     rec = _slurm_run(store, tiny_plan, "81", status="running")
     store.update(rec.run_id, job_state="RUNNING on n1, 3m")
     start = time.monotonic()

@@ -115,18 +115,17 @@ def test_eta_ticks_down_between_epochs() -> None:
     assert state.eta_seconds(T0 + 200) == 480  # a slow epoch stops at the epochs after it
 
 
+def summary_record(*, status: str, devices: list[str]) -> Any:
+    """The fields of a run record that the run detail's summary reads."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        run_id="r", experiment="e", status=status, devices=devices, seed=0, leaky=False, error=None, note=""
+    )
+
+
 def test_the_summary_eta_uses_the_clock() -> None:
-    class Rec:
-        run_id, experiment, status, devices, seed, leaky, error, note = (
-            "r",
-            "e",
-            "running",
-            ["0"],
-            0,
-            False,
-            None,
-            "",
-        )
+    rec = summary_record(status="running", devices=["0"])
 
     state = RunState()
     for event in (
@@ -134,8 +133,8 @@ def test_the_summary_eta_uses_the_clock() -> None:
         make_event("epoch", "r", t=T0 + 60, epoch=0, seconds=60.0),
     ):
         state = apply_event(state, event)
-    assert "ETA 9m00s" in summary_text(state, Rec(), now=T0 + 60)
-    assert "ETA 8m30s" in summary_text(state, Rec(), now=T0 + 90)
+    assert "ETA 9m00s" in summary_text(state, rec, now=T0 + 60)
+    assert "ETA 8m30s" in summary_text(state, rec, now=T0 + 90)
 
 
 def last_visible(log: RunLog) -> str:
@@ -521,19 +520,9 @@ async def test_the_selection_ends_with_the_action_that_took_it(project: Path) ->
 
 
 def test_a_reason_that_says_waiting_is_not_prefixed_again() -> None:
-    class Rec:
-        run_id, experiment, status, devices, seed, leaky, error, note = (
-            "r",
-            "e",
-            "queued",
-            [],
-            0,
-            False,
-            None,
-            "",
-        )
+    rec = summary_record(status="queued", devices=[])
 
-    text = summary_text(RunState(), Rec(), "waiting for 1 device (0: reserved by r2)")
+    text = summary_text(RunState(), rec, "waiting for 1 device (0: reserved by r2)")
     assert "waiting for 1 device" in text and "waiting: waiting" not in text
 
 
@@ -598,21 +587,11 @@ def test_an_eta_under_a_second_reads_soon() -> None:
 
 
 def test_many_medium_few_only_for_a_long_tail() -> None:
-    class Rec:
-        run_id, experiment, status, devices, seed, leaky, error, note = (
-            "r",
-            "e",
-            "completed",
-            [],
-            0,
-            False,
-            None,
-            "",
-        )
+    rec = summary_record(status="completed", devices=[])
 
     def last_eval(**shots: float) -> str:
         state = apply_event(RunState(), make_event("epoch", "r", epoch=0, eval={"acc1": 50.0, **shots}))
-        return next(line for line in summary_text(state, Rec()).splitlines() if line.startswith("last eval"))
+        return next(line for line in summary_text(state, rec).splitlines() if line.startswith("last eval"))
 
     assert last_eval(many=50.0) == "last eval: acc1 50.00"  # balanced: one group, acc1 again
     assert last_eval(many=70.0, few=20.0) == "last eval: acc1 50.00  many 70.00  few 20.00"

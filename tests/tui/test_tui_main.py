@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import tui_helpers
-from conftest import REPO
+from conftest import REPO, controller_down
 from tui_helpers import SIZE, runs_of, until, write_toml
 
 from mdtui.tui.app import MdtuiApp, exit_status
@@ -432,13 +432,9 @@ async def test_the_main_screen_says_slurm_is_unreachable_within_a_poll(project: 
     from mdtui.registry.plan import load_plan
     from mdtui.runs.prepare import create_run_for
     from mdtui.runs.store import RunStore
-    from mdtui.system import slurm as slurm_cli
     from mdtui.system.slurm import JobState
 
-    def down(ids):
-        raise slurm_cli.SlurmUnavailable("squeue did not answer in 2.5 s")
-
-    monkeypatch.setattr(slurm_status.slurm_cli, "job_states", down)
+    controller_down(monkeypatch)
     plan = load_plan(project)
     store = RunStore(project.parent / "runs")
     rec = create_run_for(plan, store, plan.experiments["tiny"], seed=0, devices=[], status="running")

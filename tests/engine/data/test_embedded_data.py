@@ -42,29 +42,22 @@ def test_digits_longtail_profile_is_exact_and_seeded():
 
 
 def test_synthetic_sizes_counts_and_determinism():
-    b = data(
-        name="synthetic",
-        num_classes=5,
-        samples_per_class=30,
-        test_per_class=4,
-        image_size=12,
-        channels=2,
-        imbalance_ratio=3,
-    )
+    spec = {
+        "name": "synthetic",
+        "num_classes": 5,
+        "samples_per_class": 30,
+        "test_per_class": 4,
+        "image_size": 12,
+        "channels": 2,
+        "imbalance_ratio": 3,
+    }
+    b = data(**spec)
     assert (
         b.train_counts == longtail_counts(30, 5, 3.0) and b.train_counts[0] == 30 and b.train_counts[-1] == 10
     )
     assert b.train.images.shape[1:] == (2, 12, 12) and len(b.test) == 20
     assert len(b.mean) == 2 and all(s > 0 for s in b.std)
-    again = data(
-        name="synthetic",
-        num_classes=5,
-        samples_per_class=30,
-        test_per_class=4,
-        image_size=12,
-        channels=2,
-        imbalance_ratio=3,
-    )
+    again = data(**spec)  # the same spec again: the same images
     assert torch.equal(again.train.images, b.train.images)
     # classes differ: class means of the images are far apart compared with noise
     means = torch.stack([b.train.images[b.train.labels == c].float().mean(0) for c in range(5)])
