@@ -130,12 +130,11 @@ def enqueue(
                     "(the backend is asked for N GPUs)"
                 )
             return start(launcher, plan, select_experiments(plan, names), devices=devices)
-        records = scheduler.enqueue(store, plan, names, gpus=gpus, devices=devices)
+        records, pid = scheduler.enqueue_and_start(store, plan, names, gpus=gpus, devices=devices)
     except (LookupError, scheduler.QueueError, RunSetupError, LaunchError) as exc:
         if not collect:
             raise
         return Outcome(errors=[str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else str(exc)])
-    pid = scheduler.ensure_scheduler(store.runs_dir, plan.settings.path)
     return Outcome(queued=records, scheduler_pid=pid)
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "QueueError",
     "cancel",
     "enqueue",
+    "enqueue_and_start",
     "ensure_scheduler",
     "move",
     "pause",
@@ -77,8 +78,45 @@ def enqueue(
     """Queue one run per seed of each named experiment (sweeps and groups expand), upstreams first.
 
     An upstream (``from``) with no completed, queued or running run is queued too. Raises LookupError
-    for unknown names and QueueError for device requests this machine can never meet.
+    for unknown names and QueueError for device requests this machine can never meet. No scheduler is
+    started (``enqueue_and_start`` starts one).
     """
+    return _enqueue(store, plan, names, gpus=gpus, devices=devices, experiments=None)[0]
+
+
+def enqueue_and_start(
+    store: RunStore,
+    plan: Plan,
+    names: list[str],
+    *,
+    gpus: int | None = None,
+    devices: list[str] | None = None,
+) -> tuple[list[RunRecord], int | None]:
+    """``enqueue``, with the scheduler started *before* the rows are written, under the enqueue lock;
+    returns the records and the pid of a scheduler started for them (None: one was running, or the
+    queue is paused).
+
+    "Queue, then start the scheduler" leaves a window in which a caller killed between the two steps
+    (a ``kill -9`` of the TUI) leaves queued runs that nothing will ever start. Started first, the
+    scheduler decides that the queue is empty only under the same lock (``run_scheduler``), so it
+    sees every row this call writes, and a caller killed before the rows leaves nothing queued.
+    """
+    records, pid = _enqueue(store, plan, names, gpus=gpus, devices=devices, experiments=plan.settings.path)
+    # a paused queue starts none for its new rows, but one may still be owed to runs it launched
+    return records, pid or ensure_scheduler(store.runs_dir, plan.settings.path)
+
+
+def _enqueue(
+    store: RunStore,
+    plan: Plan,
+    names: list[str],
+    *,
+    gpus: int | None,
+    devices: list[str] | None,
+    experiments: Path | None,
+) -> tuple[list[RunRecord], int | None]:
+    """The queueing both ``enqueue`` and ``enqueue_and_start`` do; the scheduler is started first when
+    ``experiments`` (the file it reads) is given."""
     exps = select_experiments(plan, names)
     policy = ledger.Policy.from_settings(plan.settings)
     snapshot = gpus_snapshot()
@@ -93,14 +131,17 @@ def enqueue(
         if problem:
             raise QueueError(f"{exp.name}: {problem}")
     records = []
+    pid = None
     # one enqueue at a time per runs directory: "is the upstream already queued?" and "queue it" must
     # be one step, or two concurrent `queue add` commands would both queue the same upstream
     with file_lock(Path(store.runs_dir) / ENQUEUE_LOCK):
+        if experiments is not None and not is_paused(store) and not scheduler_running(store.runs_dir):
+            pid = start_scheduler(store.runs_dir, experiments)
         for exp in runqueue.expand_with_upstreams(store, plan, exps):
             count = gpus if gpus is not None and exp in exps else exp.gpus
             for seed in seeds_of(exp):
                 records.append(runqueue.add(store, plan, exp, seed=seed, gpus=count, devices=devices))
-    return records
+    return records, pid
 
 
 def queue_entries(store: RunStore, *, include_launched: bool = True) -> list[QueueEntry]:
@@ -177,7 +218,13 @@ def ensure_scheduler(runs_dir: Path | str, experiments: Path | str | None = None
     store = RunStore(runs_dir)
     if not has_work(store) or scheduler_running(runs_dir):
         return None
-    toml = experiments or runqueue.state(store, "experiments") or ""
+    return start_scheduler(runs_dir, experiments or runqueue.state(store, "experiments"))
+
+
+def start_scheduler(runs_dir: Path | str, experiments: Path | str | None) -> int:
+    """Start a detached scheduler for ``runs_dir`` (it exits at once if another holds the lock); its pid."""
+    runs_dir = Path(runs_dir)
+    toml = experiments or ""
     with open(runs_dir / LOG_NAME, "ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mdtui.scheduling.scheduler", str(runs_dir), str(toml)],
@@ -463,10 +510,14 @@ def run_scheduler(runs_dir: Path, experiments: Path | None) -> int:
             if scheduler.busy():
                 time.sleep(POLL_SECONDS)
                 continue
-            # release first, then look again: a `queue add` that saw the lock held is picked up here
+            # release first, then look again: a `queue add` that saw the lock held is picked up here;
+            # the look waits for an enqueue under way, which may have started this very scheduler for
+            # the rows it is writing (``enqueue_and_start``)
             os.close(fd)
             fd = None
-            if not scheduler.busy():
+            with file_lock(runs_dir / ENQUEUE_LOCK):
+                idle = not scheduler.busy()
+            if idle:
                 log("queue empty and nothing launched is alive; exiting")
                 return 0
             fd = try_lock(lock_path(runs_dir))

@@ -43,6 +43,7 @@ WAITING_STATUSES = WAITING
 DONE_STATUSES = FINISHED
 LIVENESS_SECONDS = 2.0  # how often supervisors are checked for having vanished
 PARTIAL_PASSES = 8  # experiments.toml with errors: how many rounds of leaving out broken experiments
+PLAN_SETTLE_SECONDS = 0.3  # experiments.toml written more recently may be a save still under way
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,8 @@ class Dashboard:
         self._knobs: dict[str, str] = {}
         self._processes: dict[str, int] = {}  # run id -> its config's distributed.processes
         self.plan_loads = 0
-        self._plan_mark: tuple[int, int] = (-1, -1)
+        self._plan_mark: tuple[int, int] = (-1, -1)  # (size, mtime) as of the last read
+        self._plan_seen: tuple[int, int] = (-1, -1)  # a change seen but not yet read (still settling)
         self._pinned: dict[str, Path] = {}  # runs a detail screen shows: followed while it is open
         self._tail_losses: dict[str, tuple[tuple[int, int], float | None]] = {}  # run id -> (stat, loss)
         self.reload_plan()
@@ -254,8 +256,19 @@ class Dashboard:
 
     def reload_if_changed(self) -> bool:
         """Read experiments.toml again when it changed on disk (an editor, git, another shell):
-        one ``stat`` per refresh. True when it was read again."""
-        if _stat(self.plan_file()) == self._plan_mark:
+        one ``stat`` per refresh. True when it was read again.
+
+        A change is read once it holds still: written at least ``PLAN_SETTLE_SECONDS`` ago, or the
+        same at two looks (so a clock skew on a network disk delays it by one look, never for good).
+        A save in place truncates the file before it writes it, and an empty (or half-written) file
+        read in between showed no experiments and dropped the user's selection.
+        """
+        mark = _stat(self.plan_file())
+        if mark == self._plan_mark:
+            return False
+        just_written = time.time_ns() - mark[1] < PLAN_SETTLE_SECONDS * 1e9
+        if just_written and mark != self._plan_seen:
+            self._plan_seen = mark
             return False
         self.reload_plan()
         return True

@@ -503,6 +503,39 @@ def test_two_concurrent_queue_add_commands_both_land(tmp_path: Path, fake_gpus, 
     assert len({e.run_id for e in entries}) == 6
 
 
+# A front end (the TUI, `queue add`) that dies the moment its queued row exists, before it returns.
+DIES_AFTER_ITS_ROW = """
+import os, sys
+from mdtui import actions
+from mdtui.execution.backends import launcher_for
+from mdtui.registry.plan import load_plan
+from mdtui.runs.store import RunStore
+from mdtui.scheduling import queue as runqueue
+
+written = runqueue.add
+def add_then_die(*args, **kwargs):
+    written(*args, **kwargs)
+    os._exit(9)
+runqueue.add = add_then_die
+plan = load_plan(sys.argv[1])
+store = RunStore(plan.settings.runs_dir)
+actions.enqueue(launcher_for(store, plan), plan, ["tiny"])
+"""
+
+
+@pytest.mark.slow
+def test_a_front_end_killed_as_it_queues_still_gets_its_run_started(tmp_path: Path, fake_gpus, live) -> None:
+    """The scheduler is started before the queued row exists, so no moment of a kill leaves a queued
+    run that nothing will start ("queue, then start the scheduler" had one: found by a kill -9 of the TUI)."""
+    plan, store = make_project(tmp_path)
+    live.append(store)
+    died = subprocess.run([sys.executable, "-c", DIES_AFTER_ITS_ROW, str(plan.settings.path)], timeout=60)
+    assert died.returncode == 9
+    (entry,) = scheduler.queue_entries(store)
+    wait_for(lambda: store.get(entry.run_id).status == "completed", 30)
+    _drain(store)
+
+
 @pytest.mark.slow
 def test_local_launcher_submits_polls_and_says_where(tmp_path: Path, fake_gpus, live) -> None:
     import socket

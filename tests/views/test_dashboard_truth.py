@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,26 @@ def test_why_a_start_was_queued_names_the_one_reason(tiny_toml: Path, tiny_plan:
         board.why_queued("tiny-focal")
         == f"it waits for its upstream tiny (running as {upstream.run_id}) to complete"
     )
+
+
+def test_a_save_under_way_is_not_read_as_the_plan(tiny_toml: Path) -> None:
+    """A save in place truncates experiments.toml, then writes it. Read in between (the suite caught
+    it under load), the empty file was a plan with no experiments and the table dropped the selection:
+    a change is read only once it holds still (two looks, or older than PLAN_SETTLE_SECONDS)."""
+    import os
+
+    board = Dashboard(tiny_toml)
+    names = set(board.plan.experiments)
+    text = tiny_toml.read_text()
+    tiny_toml.write_text("")  # the save has truncated the file, and the refresh looks now
+    assert board.reload_if_changed() is False and set(board.plan.experiments) == names
+    tiny_toml.write_text(text + '\n[experiment.tiny-ls]\ngroup = "demo"\nloss = "ldam"\n')
+    assert board.reload_if_changed() is False  # written a moment ago: one more look
+    assert board.reload_if_changed() is True and set(board.plan.experiments) == names | {"tiny-ls"}
+    tiny_toml.write_text("")  # emptied for good: read at the second look, or once it is old enough
+    assert board.reload_if_changed() is False
+    old = time.time() - dashboard_module.PLAN_SETTLE_SECONDS - 1
+    os.utime(tiny_toml, (old, old))
+    assert board.reload_if_changed() is True and board.plan.experiments == {}
+    tiny_toml.unlink()  # a file that is gone is read (and reported) at once
+    assert board.reload_if_changed() is True and board.plan_missing
