@@ -39,7 +39,7 @@ from mdtui.scheduling.scheduler import (
     pause,
     queue_entries,
     reservations,
-    resume,
+    resume_and_start,
     scheduler_running,
 )
 from mdtui.system import gpus, slurm
@@ -222,8 +222,7 @@ def pause_cmd(ctx: typer.Context) -> None:
 def resume_cmd(ctx: typer.Context) -> None:
     """Start launching queued runs again."""
     plan, store = _open(ctx)
-    resume(store)
-    _ensure(plan, store)
+    resume_and_start(store, plan.settings.path)
     console.print("queue resumed")
 
 

@@ -138,10 +138,16 @@ def log_event(rec: RunRecord, level: str, msg: str) -> None:
 
 
 def dependency_state(store: RunStore, experiment: str) -> tuple[str, str | None]:
-    """("ready" | "wait" | "blocked", reason) of a run that needs ``experiment`` to have completed."""
-    if store.latest_completed(experiment) is not None:
-        return "ready", None
+    """("ready" | "wait" | "blocked", reason) of a run that needs ``experiment`` to have completed.
+
+    The newest runs are read first and every answer comes from that read (or a later look, which
+    can only find more completed): asking "has one completed?" before reading them let a run that
+    completed in between look neither completed nor pending, and its dependant was blocked by an
+    upstream that had just succeeded (seen under load, in the reboot test).
+    """
     runs = store.list_runs(experiment=experiment, limit=50)
+    if any(r.status == RunStatus.COMPLETED for r in runs) or store.latest_completed(experiment):
+        return "ready", None  # (the second look finds one older than the newest 50)
     pending = [r for r in runs if r.status in PENDING]
     if pending:
         return "wait", f"waiting for {experiment} ({pending[0].run_id} {pending[0].status})"
@@ -182,9 +188,10 @@ def expand_with_upstreams(store: RunStore, plan: Plan, exps: list[Experiment]) -
         for name in dependencies(exp):
             if name in chosen or name not in plan.experiments:
                 continue
-            if store.latest_completed(name) is not None:
-                continue
+            # pending first: a run that completes between the two looks is then seen by one of them
             if store.list_runs(experiment=name, statuses=[*PENDING, RunStatus.BLOCKED], limit=1):
+                continue
+            if store.latest_completed(name) is not None:
                 continue
             chosen[name] = plan.experiments[name]
             todo.append(chosen[name])

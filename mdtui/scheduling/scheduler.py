@@ -53,6 +53,7 @@ __all__ = [
     "pick_devices",
     "queue_entries",
     "resume",
+    "resume_and_start",
 ]
 
 LOCK_NAME = "scheduler.lock"
@@ -135,8 +136,8 @@ def _enqueue(
     # one enqueue at a time per runs directory: "is the upstream already queued?" and "queue it" must
     # be one step, or two concurrent `queue add` commands would both queue the same upstream
     with file_lock(Path(store.runs_dir) / ENQUEUE_LOCK):
-        if experiments is not None and not is_paused(store) and not scheduler_running(store.runs_dir):
-            pid = start_scheduler(store.runs_dir, experiments)
+        if experiments is not None and not is_paused(store):
+            pid = _start_first(store, experiments)
         for exp in runqueue.expand_with_upstreams(store, plan, exps):
             count = gpus if gpus is not None and exp in exps else exp.gpus
             for seed in seeds_of(exp):
@@ -171,6 +172,23 @@ def resume(store: RunStore) -> None:
     runqueue.set_state(store, "paused", None)
 
 
+def resume_and_start(store: RunStore, experiments: Path | str | None) -> int | None:
+    """``resume``, with the scheduler started first under the enqueue lock when the queue holds work
+    (as ``enqueue_and_start`` does, and for the same reason); the pid of one started, else None."""
+    with file_lock(Path(store.runs_dir) / ENQUEUE_LOCK):
+        pid = _start_first(store, experiments) if has_work(store, paused=False) else None
+        resume(store)
+    return pid
+
+
+def _start_first(store: RunStore, experiments: Path | str | None) -> int | None:
+    """Under the enqueue lock, before the caller writes the work: start a scheduler unless one runs.
+    It waits for that lock before it decides the queue is empty (``run_scheduler``)."""
+    if scheduler_running(store.runs_dir):
+        return None
+    return start_scheduler(store.runs_dir, experiments or runqueue.state(store, "experiments"))
+
+
 def is_paused(store: RunStore) -> bool:
     return runqueue.state(store, "paused") is not None
 
@@ -190,11 +208,12 @@ def scheduler_running(runs_dir: Path | str) -> bool:
     return False
 
 
-def has_work(store: RunStore) -> bool:
+def has_work(store: RunStore, *, paused: bool | None = None) -> bool:
     """Something the scheduler must act on: a queued run (unless paused), an unblockable run, or a run
     it launched that is still alive (or an unfinished claim of a killed scheduler). Entries of runs
-    that finished while no scheduler watched (it was killed as they ended) are dropped here."""
-    paused = is_paused(store)
+    that finished while no scheduler watched (it was killed as they ended) are dropped here.
+    ``paused``: as if the queue were (or were not) paused, instead of as it is."""
+    paused = is_paused(store) if paused is None else paused
     for entry in entries(store):
         if not entry.waiting and entry.status in FINISHED:
             runqueue.remove(store, entry.run_id)
@@ -320,13 +339,16 @@ class Scheduler:
                 runqueue.unmark_launched(self.store, rec.run_id)
                 log(f"{rec.run_id}: claimed by a scheduler that died before launching it; back in the queue")
 
-    def reconcile(self) -> None:
-        """Finalise dead runs, drop finished entries, (un)block waiting ones; note which are ready."""
-        ready: set[str] = set()
-        memo: dict[tuple[str, ...], tuple[str, str | None]] = {}
+    def reconcile_runs(self) -> None:
+        """Finalise dead runs (and give back the claims of a scheduler that died)."""
         self.recover_orphan_claims()
         for rec in reconcile(self.store):
             log(f"{rec.run_id} ({rec.experiment}) reconciled: {rec.status}")
+
+    def reconcile_queue(self) -> None:
+        """Drop finished entries, (un)block waiting ones; note which are ready."""
+        ready: set[str] = set()
+        memo: dict[tuple[str, ...], tuple[str, str | None]] = {}
         for entry in entries(self.store):
             if not entry.waiting:
                 if entry.status not in LIVE:
@@ -457,9 +479,12 @@ class Scheduler:
 
     def step(self) -> None:
         self.reload_policy()
-        self.reconcile()
+        self.reconcile_runs()
         if not is_paused(self.store):  # lost and failed runs their policy resumes (before new ones)
             retry.retry_ended(self.store, self.launcher, log)
+        # after the retries: a dependant of a run that is being resumed waits for it, and is not
+        # shown blocked ("queue it again") for the one pass between the loss and the resume
+        self.reconcile_queue()
         self.launch_ready()
         self.check_placement()
 

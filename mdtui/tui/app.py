@@ -465,24 +465,21 @@ class MdtuiApp(App[str]):
 
     # ------------------------------------------------------------------ the queue
 
-    def _queue(self, verb: str) -> None:
+    @on(msg.QueuePauseToggled)
+    def toggle_queue_pause(self) -> None:
+        resuming = self.snapshot.queue_paused
         try:
             from mdtui.scheduling import scheduler
 
-            getattr(scheduler, verb)(self.dashboard.store)
-            if verb == "resume":
-                plan = self.dashboard.plan
-                scheduler.ensure_scheduler(
-                    self.dashboard.store.runs_dir, plan.settings.path if plan else None
-                )
-            self.say(f"queue {verb}d")
+            store, plan = self.dashboard.store, self.dashboard.plan
+            if resuming:  # its scheduler first, as `mdtui queue resume` does
+                scheduler.resume_and_start(store, plan.settings.path if plan else None)
+            else:
+                scheduler.pause(store)
+            self.say("queue resumed" if resuming else "queue paused")
         except Exception as exc:  # no store yet, a locked database: a message, not a crash
             self.say(str(exc), severity="error")
         self.refresh_now(changed=True)
-
-    @on(msg.QueuePauseToggled)
-    def toggle_queue_pause(self) -> None:
-        self._queue("resume" if self.snapshot.queue_paused else "pause")
 
     # ------------------------------------------------------------------ palette and quit
 
@@ -498,11 +495,11 @@ class MdtuiApp(App[str]):
             )
         if self.snapshot.queue_paused:  # only what can be done now
             yield SystemCommand(
-                "Resume the queue", "Start queued runs when devices fit", partial(self._queue, "resume")
+                "Resume the queue", "Start queued runs when devices fit", self.toggle_queue_pause
             )
         else:
             yield SystemCommand(
-                "Pause the queue", "Nothing new starts until resumed", partial(self._queue, "pause")
+                "Pause the queue", "Nothing new starts until resumed", self.toggle_queue_pause
             )
 
     def action_help_quit(self) -> None:

@@ -195,6 +195,7 @@ def test_a_simulated_reboot_resumes_lost_runs_and_the_queue_goes_on(tmp_path, li
     config = json.loads((focal.run_dir / "config.json").read_text())
     assert config["init_checkpoint"] == str(tiny.run_dir / "checkpoints" / "best.pt")
     assert "resumed from last.pt (lost retry 1 of 3)" in journal.read_text()
+    assert "blocked" not in journal.read_text()  # tiny-focal waited for the resume, never "queue it again"
 
 
 @pytest.mark.slow

@@ -248,6 +248,30 @@ def test_failed_upstream_blocks_dependants_until_it_is_queued_again(tmp_path: Pa
     assert config["init_checkpoint"] == str(retry.run_dir / "checkpoints" / "best.pt")
 
 
+def test_an_upstream_completing_while_its_state_is_read_never_blocks_its_dependant(
+    tmp_path: Path, fake_gpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reboot test blocked tiny-focal with "upstream tiny completed": tiny completed between the
+    "has one completed?" and "which are pending?" queries of one look. It may look still running,
+    or completed, but never as neither."""
+    plan, store, launcher, sched = in_process(tmp_path)
+    tiny, focal = scheduler.enqueue(store, plan, ["tiny-focal"])
+    sched.step()
+    looked = store.latest_completed
+
+    def completes_as_it_is_asked(experiment: str):
+        found = looked(experiment)
+        launcher.finish(tiny.run_id)  # the run ends right after this query
+        return found
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "latest_completed", completes_as_it_is_asked)
+        assert runqueue.dependency_state(store, "tiny")[0] in ("wait", "ready")
+    sched.step()
+    assert store.get(focal.run_id).status != "blocked"
+    assert launcher.submitted[-1][0] == focal.run_id
+
+
 def test_policies_from_settings_drive_the_scheduler(tmp_path: Path, fake_gpus) -> None:
     fake_gpus(4)
     settings = 'exclude_devices = ["0"]\nmax_devices = 2\nruns_per_device = 2\ndevice_order = ["3", "2", "1"]'
@@ -503,34 +527,46 @@ def test_two_concurrent_queue_add_commands_both_land(tmp_path: Path, fake_gpus, 
     assert len({e.run_id for e in entries}) == 6
 
 
-# A front end (the TUI, `queue add`) that dies the moment its queued row exists, before it returns.
-DIES_AFTER_ITS_ROW = """
+# A front end (the TUI, `queue add`, `queue resume`) that dies the moment its write is done, before
+# it returns: `written` is the queue write patched to kill its caller right after it.
+DIES_AFTER_ITS_WRITE = """
 import os, sys
 from mdtui import actions
 from mdtui.execution.backends import launcher_for
 from mdtui.registry.plan import load_plan
 from mdtui.runs.store import RunStore
 from mdtui.scheduling import queue as runqueue
+from mdtui.scheduling import scheduler
 
-written = runqueue.add
-def add_then_die(*args, **kwargs):
+verb, written = sys.argv[2], getattr(runqueue, sys.argv[3])
+def write_then_die(*args, **kwargs):
     written(*args, **kwargs)
     os._exit(9)
-runqueue.add = add_then_die
+setattr(runqueue, sys.argv[3], write_then_die)
 plan = load_plan(sys.argv[1])
 store = RunStore(plan.settings.runs_dir)
-actions.enqueue(launcher_for(store, plan), plan, ["tiny"])
+if verb == "add":
+    actions.enqueue(launcher_for(store, plan), plan, ["tiny"])
+else:
+    scheduler.resume_and_start(store, plan.settings.path)
 """
 
 
 @pytest.mark.slow
-def test_a_front_end_killed_as_it_queues_still_gets_its_run_started(tmp_path: Path, fake_gpus, live) -> None:
-    """The scheduler is started before the queued row exists, so no moment of a kill leaves a queued
-    run that nothing will start ("queue, then start the scheduler" had one: found by a kill -9 of the TUI)."""
+@pytest.mark.parametrize(("verb", "write"), [("add", "add"), ("resume", "set_state")])
+def test_a_front_end_killed_as_it_queues_still_gets_its_run_started(
+    tmp_path: Path, fake_gpus, live, verb: str, write: str
+) -> None:
+    """The scheduler is started before the queued row (or the unpause) is written, so no moment of a
+    kill leaves a queued run that nothing will start ("write, then start the scheduler" had one: found
+    by a kill -9 of the TUI)."""
     plan, store = make_project(tmp_path)
     live.append(store)
-    died = subprocess.run([sys.executable, "-c", DIES_AFTER_ITS_ROW, str(plan.settings.path)], timeout=60)
-    assert died.returncode == 9
+    if verb == "resume":
+        scheduler.pause(store)
+        scheduler.enqueue(store, plan, ["tiny"])
+    script = [sys.executable, "-c", DIES_AFTER_ITS_WRITE, str(plan.settings.path), verb, write]
+    assert subprocess.run(script, timeout=60).returncode == 9
     (entry,) = scheduler.queue_entries(store)
     wait_for(lambda: store.get(entry.run_id).status == "completed", 30)
     _drain(store)

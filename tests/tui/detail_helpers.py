@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tui_helpers import until, write_toml
+from tui_helpers import write_toml
 
 from engine.schema.events import encode, make_event
 from mdtui.registry.plan import engine_config, load_plan
@@ -182,13 +182,6 @@ def make_project(tmp_path: Path) -> tuple[Path, RunStore]:
         offset=9000,
     )
     return toml, store
-
-
-async def settled(pilot: Any) -> None:
-    """Wait for the first refresh (index, events and devices) to reach the screen."""
-    app = pilot.app
-    await until(pilot, lambda: app.snapshot.devices and app.snapshot.runs)
-    await pilot.pause(0.2)
 
 
 LIVE = "20250101-160000-eeee"  # in its first epoch: step 15 of 97

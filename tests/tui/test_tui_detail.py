@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import tui_helpers
-from detail_helpers import CRASHED, DONE, FAILED, FOCAL, GPUS, T0, make_project, settled
+from detail_helpers import CRASHED, DONE, FAILED, FOCAL, GPUS, T0, make_project
 from rich.console import Console
-from tui_helpers import until
+from tui_helpers import settled, until
 
 from engine.schema.events import RunState, apply_event, make_event
 from mdtui.runs.store import RunStore
@@ -165,14 +165,14 @@ async def test_the_log_keeps_following_when_lines_arrive_while_it_scrolls_to_the
         with open(stdout, "a") as fh:
             fh.write("".join(f"epoch {i}\n" for i in range(6, 12)))
         await until(pilot, lambda: log.lines[-1] == "epoch 11")
-        await until(pilot, lambda: last_visible(log) == "epoch 11", timeout=3)  # it follows again
+        await until(pilot, lambda: last_visible(log) == "epoch 11", timeout=10)  # it follows again
         await pilot.press("p")  # up to the Traceback; End follows again
         await until(pilot, lambda: log.scroll_offset.y < log.max_scroll_y)
         await pilot.press("end")
         with open(stdout, "a") as fh:
             fh.write("epoch 12\n")
         await until(pilot, lambda: log.lines[-1] == "epoch 12")
-        await until(pilot, lambda: last_visible(log) == "epoch 12", timeout=3)
+        await until(pilot, lambda: last_visible(log) == "epoch 12", timeout=10)
 
 
 async def test_the_log_wraps_long_lines_and_scrolling_up_stops_following(project: Path) -> None:
@@ -188,7 +188,7 @@ async def test_the_log_wraps_long_lines_and_scrolling_up_stops_following(project
             fh.write("x" * 300 + " the end of a very long line\n")
             fh.write("".join(f"epoch {i}\n" for i in range(1, 12)))
         await until(pilot, lambda: log.file_lines == 72)
-        await until(pilot, lambda: last_visible(log) == "epoch 11", timeout=3)
+        await until(pilot, lambda: last_visible(log) == "epoch 11", timeout=10)
         assert all(len(row) <= log.scrollable_content_region.width for row in log.lines)  # wrapped, not cut
         assert any(row.endswith("the end of a very long line") for row in log.lines)
         assert not log.show_horizontal_scrollbar

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import tui_helpers
-from detail_helpers import DONE, FAILED, FOCAL, GPUS, make_project, settled
-from tui_helpers import until
+from detail_helpers import DONE, FAILED, FOCAL, GPUS, make_project
+from tui_helpers import settled, until
 
 from mdtui.tui.app import MdtuiApp
 from mdtui.tui.messages import CompareRequested

@@ -200,7 +200,10 @@ async def test_r_on_the_busy_cpu_queues_and_says_so_and_x_says_cancelled(
 # ---------------------------------------------------------------------------------------------- bug 6
 
 
-async def test_device_picker_marks_picks_with_a_glyph_and_offers_the_cpu(project: Path) -> None:
+async def test_device_picker_marks_picks_with_a_glyph_and_offers_the_cpu(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "5")  # running long enough for a refresh to see it so
     app = MdtuiApp(project)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.snapshot.devices)

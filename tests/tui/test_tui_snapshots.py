@@ -119,10 +119,7 @@ def snapshot_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 async def settled(pilot: Any) -> None:
-    """Wait for the first refresh (index, events and devices) to reach the screen."""
-    app = pilot.app
-    await until(pilot, lambda: app.snapshot.devices and app.snapshot.runs)
-    await pilot.pause(0.3)
+    await tui_helpers.settled(pilot, pause=0.3)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])

@@ -69,6 +69,22 @@ async def until(pilot: Any, predicate: Callable[[], object], timeout: float = 15
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+async def settled(pilot: Any, pause: float = 0.2) -> None:
+    """Wait for the first refresh (index, events and devices) to reach the main screen, laid out.
+
+    Laid out means the GPU panel is as tall as its rows: a screen pushed on top (help, a dialog)
+    keeps the main screen's layout as it was, so a snapshot over a layout still pending (seen under
+    load) showed the panel cut to its first device.
+    """
+    from mdtui.tui.widgets.gpu_panel import GpuPanel
+
+    app = pilot.app
+    await until(pilot, lambda: app.snapshot.devices and app.snapshot.runs)
+    panel = app.screen.query_one(GpuPanel)
+    await until(pilot, lambda: panel.rows and panel.size.height == 1 + len(panel.rows))  # header + rows
+    await pilot.pause(pause)
+
+
 def runs_of(app: Any) -> dict[str, Any]:
     """The run rows the app shows, by run id."""
     return {row.run_id: row for row in app.snapshot.runs}
