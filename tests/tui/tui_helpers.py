@@ -58,15 +58,18 @@ def kill_everything(runs_dir: Path) -> None:
                     os.killpg(pid, signal.SIGKILL)
 
 
-async def until(pilot: Any, predicate: Callable[[], object], timeout: float = 15.0) -> object:
-    """Let the app run until ``predicate`` holds (fails the test after ``timeout`` seconds)."""
+async def until(
+    pilot: Any, predicate: Callable[[], object], timeout: float = 15.0, state: Callable[[], object] = str
+) -> object:
+    """Let the app run until ``predicate`` holds (fails the test after ``timeout`` seconds, saying
+    what ``state`` returns then)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         await pilot.pause(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
+    raise AssertionError(f"condition not met within {timeout}s {state()}")
 
 
 async def settled(pilot: Any, pause: float = 0.2) -> None:
@@ -81,7 +84,11 @@ async def settled(pilot: Any, pause: float = 0.2) -> None:
     app = pilot.app
     await until(pilot, lambda: app.snapshot.devices and app.snapshot.runs)
     panel = app.screen.query_one(GpuPanel)
-    await until(pilot, lambda: panel.rows and panel.size.height == 1 + len(panel.rows))  # header + rows
+    await until(
+        pilot,
+        lambda: panel.rows and panel.size.height == 1 + len(panel.rows),  # header + rows
+        state=lambda: f"(screen {app.screen!r}, panel {panel.size}, rows {panel.rows})",
+    )
     await pilot.pause(pause)
 
 

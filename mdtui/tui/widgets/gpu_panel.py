@@ -63,7 +63,7 @@ class GpuPanel(Static):
     """A compact table, one line per device; CPU appears as a device when there is no GPU or a run uses it."""
 
     DEFAULT_CSS = """
-    GpuPanel { height: auto; max-height: 10; border-top: solid $primary-darken-2; }
+    GpuPanel { height: 3; max-height: 10; border-top: solid $primary-darken-2; }
     """
 
     rows: list[list[Any]] = []  # what is shown, for tests and the palette
@@ -91,4 +91,8 @@ class GpuPanel(Static):
             table.add_row(*cells)
         if not devices:
             table.add_row("–", "querying devices…", "", "", "", "")
+        # its height said, not measured: Textual caches a measured height per width, and an update
+        # made while that cache was stale (seen at start-up, under load) left the panel one row short,
+        # hiding the last device, until the terminal was resized
+        self.styles.height = 2 + max(1, len(self.rows))  # the border, the header, one line a device
         self.update(table)
