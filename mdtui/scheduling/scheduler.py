@@ -102,9 +102,7 @@ def enqueue_and_start(
     scheduler decides that the queue is empty only under the same lock (``run_scheduler``), so it
     sees every row this call writes, and a caller killed before the rows leaves nothing queued.
     """
-    records, pid = _enqueue(store, plan, names, gpus=gpus, devices=devices, experiments=plan.settings.path)
-    # a paused queue starts none for its new rows, but one may still be owed to runs it launched
-    return records, pid or ensure_scheduler(store.runs_dir, plan.settings.path)
+    return _enqueue(store, plan, names, gpus=gpus, devices=devices, experiments=plan.settings.path)
 
 
 def _enqueue(
@@ -136,7 +134,8 @@ def _enqueue(
     # one enqueue at a time per runs directory: "is the upstream already queued?" and "queue it" must
     # be one step, or two concurrent `queue add` commands would both queue the same upstream
     with file_lock(Path(store.runs_dir) / ENQUEUE_LOCK):
-        if experiments is not None and not is_paused(store):
+        # a paused queue needs none for its new rows, but one may still be owed to runs it launched
+        if experiments is not None and (not is_paused(store) or has_work(store)):
             pid = _start_first(store, experiments)
         for exp in runqueue.expand_with_upstreams(store, plan, exps):
             count = gpus if gpus is not None and exp in exps else exp.gpus
