@@ -263,8 +263,12 @@ class RunIndex:
 
     # ----------------------------------------------------------------- writing
 
-    def insert(self, rec: RunRecord) -> None:
-        """Index one new run (or replace its row)."""
+    def insert(self, rec: RunRecord, conn: sqlite3.Connection | None = None) -> None:
+        """Index one new run (or replace its row); on ``conn`` when given, inside the caller's
+        transaction (a queued run and its queue entry appear together, or neither does)."""
+        if conn is not None:
+            self._upsert(conn, rec)
+            return
         conn = self.connect()
         try:
             self._upsert(conn, rec)

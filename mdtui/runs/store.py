@@ -59,7 +59,13 @@ class RunStore(RunIndex):
     def new_run_id(self) -> str:
         return new_run_id()
 
-    def create_run(
+    def create_run(self, exp: Experiment, config: dict[str, Any], **details: Any) -> RunRecord:
+        """``write_run`` (same arguments), then index the run."""
+        rec = self.write_run(exp, config, **details)
+        self.insert(rec)
+        return rec
+
+    def write_run(
         self,
         exp: Experiment,
         config: dict[str, Any],
@@ -71,7 +77,9 @@ class RunStore(RunIndex):
         command: list[str] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> RunRecord:
-        """Create ``runs/<experiment>/<run id>/`` with config.json and run.json and index it.
+        """Create ``runs/<experiment>/<run id>/`` with config.json and run.json, not yet indexed: the
+        caller indexes it (``insert``), alone (``create_run``) or in one transaction with rows of
+        its own (a queued run and its queue entry).
 
         ``config`` is the engine config dict; its ``run_id``, ``experiment`` and ``seed`` are set here,
         so callers may build it before the id exists. ``run_id`` may be chosen beforehand with
@@ -98,7 +106,6 @@ class RunStore(RunIndex):
         )
         meta = {**facts, **(extra or {})}
         atomic_write_json(run_dir / writer.RUN_JSON, {**meta, **rec.to_json(), "run_dir": str(run_dir)})
-        self.insert(rec)
         return rec
 
     # ----------------------------------------------------------------- changing runs

@@ -213,7 +213,7 @@ def add(
     # init_checkpoint / combine_path are resolved at launch, once the upstream has completed
     config = engine_config(plan, exp, run_id=run_id, seed=seed, cache_dir=cache_dir(store))
     needs = dependencies(exp)
-    rec = store.create_run(
+    rec = store.write_run(
         exp,
         config,
         seed=seed,
@@ -222,7 +222,10 @@ def add(
         run_id=run_id,
         extra={"needs": needs},
     )
+    # the run's index row and its queue entry in one transaction: a process killed between two
+    # (a kill -9 of the TUI) left a run shown `queued` that no queue entry would ever start
     with connection(store) as conn, transaction(conn):
+        store.insert(rec, conn)
         row = conn.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM queue").fetchone()
         conn.execute(
             "INSERT INTO queue (run_id, position, experiment, needs, gpus, devices, enqueued_t) "

@@ -527,22 +527,25 @@ def test_two_concurrent_queue_add_commands_both_land(tmp_path: Path, fake_gpus, 
     assert len({e.run_id for e in entries}) == 6
 
 
-# A front end (the TUI, `queue add`, `queue resume`) that dies the moment its write is done, before
-# it returns: `written` is the queue write patched to kill its caller right after it.
+# A front end (the TUI, `queue add`, `queue resume`) that dies the moment a write is done, before it
+# returns: the write named `module[:Class].function` is patched to kill its caller right after it.
 DIES_AFTER_ITS_WRITE = """
-import os, sys
+import importlib, os, sys
 from mdtui import actions
 from mdtui.execution.backends import launcher_for
 from mdtui.registry.plan import load_plan
 from mdtui.runs.store import RunStore
-from mdtui.scheduling import queue as runqueue
 from mdtui.scheduling import scheduler
 
-verb, written = sys.argv[2], getattr(runqueue, sys.argv[3])
+verb, (where, name) = sys.argv[2], sys.argv[3].rsplit(".", 1)
+module, _, cls = where.partition(":")
+owner = importlib.import_module(module)
+owner = getattr(owner, cls) if cls else owner
+written = getattr(owner, name)
 def write_then_die(*args, **kwargs):
     written(*args, **kwargs)
     os._exit(9)
-setattr(runqueue, sys.argv[3], write_then_die)
+setattr(owner, name, write_then_die)
 plan = load_plan(sys.argv[1])
 store = RunStore(plan.settings.runs_dir)
 if verb == "add":
@@ -552,8 +555,15 @@ else:
 """
 
 
+def die_after(plan, verb: str, write: str) -> None:
+    script = [sys.executable, "-c", DIES_AFTER_ITS_WRITE, str(plan.settings.path), verb, write]
+    assert subprocess.run(script, timeout=60).returncode == 9
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("verb", "write"), [("add", "add"), ("resume", "set_state")])
+@pytest.mark.parametrize(
+    ("verb", "write"), [("add", "mdtui.scheduling.queue.add"), ("resume", "mdtui.scheduling.queue.set_state")]
+)
 def test_a_front_end_killed_as_it_queues_still_gets_its_run_started(
     tmp_path: Path, fake_gpus, live, verb: str, write: str
 ) -> None:
@@ -565,11 +575,21 @@ def test_a_front_end_killed_as_it_queues_still_gets_its_run_started(
     if verb == "resume":
         scheduler.pause(store)
         scheduler.enqueue(store, plan, ["tiny"])
-    script = [sys.executable, "-c", DIES_AFTER_ITS_WRITE, str(plan.settings.path), verb, write]
-    assert subprocess.run(script, timeout=60).returncode == 9
+    die_after(plan, verb, write)
     (entry,) = scheduler.queue_entries(store)
     wait_for(lambda: store.get(entry.run_id).status == "completed", 30)
     _drain(store)
+
+
+def test_a_queued_run_and_its_queue_entry_are_written_together(tmp_path: Path, fake_gpus, live) -> None:
+    """Killed right after the run's index row is written: the run and its queue entry land together or
+    not at all (they were two commits, and the kill -9 of the TUI once left a run shown `queued` that no
+    entry would ever start)."""
+    plan, store = make_project(tmp_path)
+    live.append(store)
+    die_after(plan, "add", "mdtui.runs.index:RunIndex._upsert")
+    queued = {r.run_id for r in store.list_runs() if r.status == "queued"}
+    assert queued == {e.run_id for e in scheduler.queue_entries(store)}
 
 
 @pytest.mark.slow
